@@ -1,0 +1,124 @@
+"""apply: run a plan through the drivers, level by level, and roll back on failure.
+
+Actions of one level do not depend on each other, so each driver gets them as one batch
+(pipelined netlink, one OVSDB transaction, one nft transaction).  Rollback is itself a
+plan: from what the host is now back to what it was before (nmstate's model).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import ApplyError
+from .plan import Action, Plan
+from .resources import KINDS
+
+STATE_DIR = "/run/netcompose"
+
+
+class InjectedFault(Exception):
+    """Raised by a test's fault hook in place of the Nth operation."""
+
+
+@dataclass
+class Progress:
+    done: list[Action] = field(default_factory=list)
+    failed: Action | None = None
+    error: str = ""
+
+
+FaultHook = Callable[[Action], None]
+
+
+def batches(plan: Plan):
+    """Consecutive actions with the same phase and level, grouped by driver."""
+    def phase(a: Action) -> tuple[bool, int]:
+        return (a.op != "delete", a.level)
+    for _, group in itertools.groupby(plan.actions, key=phase):
+        by_driver: dict[str, list[Action]] = {}
+        for action in group:
+            by_driver.setdefault(KINDS[action.kind].driver, []).append(action)
+        yield by_driver
+
+
+def execute(plan: Plan, drivers: dict, fault: FaultHook | None = None) -> Progress:
+    """Apply every action; stop at the first failure and say which actions completed."""
+    progress = Progress()
+    for by_driver in batches(plan):
+        for driver_name, actions in by_driver.items():
+            implicit = [a for a in actions if a.implicit]
+            real = [a for a in actions if not a.implicit]
+            progress.done.extend(implicit)
+            if fault is not None:
+                for i, action in enumerate(real):
+                    try:
+                        fault(action)
+                    except InjectedFault as exc:
+                        _apply_batch(drivers[driver_name], real[:i], progress)
+                        progress.failed, progress.error = action, f"injected fault: {exc}"
+                        return progress
+            if not _apply_batch(drivers[driver_name], real, progress):
+                return progress
+    return progress
+
+
+def _apply_batch(driver, actions: list[Action], progress: Progress) -> bool:
+    if not actions:
+        return True
+    outcome = driver.apply(actions)
+    for action in actions:
+        if action.key in outcome.errors:
+            if progress.failed is None:
+                progress.failed, progress.error = action, outcome.errors[action.key]
+        else:
+            progress.done.append(action)
+    return progress.failed is None
+
+
+class Journal:
+    """What an apply in progress is about to create; read back after a crash.
+
+    Objects are marked as ours in a second step after creation (an interface alias, the
+    loopback alias of a namespace).  A crash between the two steps leaves an unmarked
+    object; the journal lets the next run recognise it as ours.
+    """
+
+    def __init__(self, project: str, root: str = STATE_DIR) -> None:
+        self.path = os.path.join(root, project, "journal.json")
+
+    def claims(self) -> set[str]:
+        try:
+            with open(self.path) as f:
+                return set(json.load(f)["creates"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return set()
+
+    def write(self, plan: Plan) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        creates = sorted(self.claims() | {a.key for a in plan.actions if a.op == "create"})
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"creates": creates}, f)
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def failure_message(progress: Progress) -> str:
+    action = progress.failed
+    assert action is not None
+    return f"{action.op} {action.key} failed: {progress.error}"
+
+
+def raise_failure(progress: Progress, rolled_back: bool | None) -> None:
+    state = {True: "rolled back: the host is as it was before",
+             False: "rollback failed: run `netcompose up` again to converge",
+             None: "left as is (--no-rollback): run `netcompose up` again to converge"}[rolled_back]
+    raise ApplyError(f"{failure_message(progress)}; {state}")

@@ -1,0 +1,219 @@
+"""The command line: parse arguments, call the library, format the result."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from . import errors
+from .engine import Project
+from .plan import Plan, describe, summarize
+from .spec.model import json_schema
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _parse_var(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise errors.SpecError(None, f"--var {text!r} is not NAME=VALUE", "write --var count=10")
+    return name, yaml.safe_load(value) if value else ""
+
+
+def _variables(args) -> dict[str, Any]:
+    variables: dict[str, Any] = {}
+    if getattr(args, "vars_file", None):
+        try:
+            data = yaml.safe_load(Path(args.vars_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise errors.SpecError(None, f"--vars-file {args.vars_file}: {exc}".splitlines()[0],
+                                   "pass a readable YAML mapping") from None
+        if not isinstance(data, dict):
+            raise errors.SpecError(errors.Position(args.vars_file, 1, 1), "vars file must be a mapping",
+                                   "write name: value lines")
+        variables.update(data)
+    variables.update(dict(_parse_var(v) for v in getattr(args, "var", None) or []))
+    return variables
+
+
+def _project(args) -> Project:
+    return Project.load(args.file, args.project_name, _variables(args), lock_timeout=args.lock_timeout)
+
+
+def _print_plan(plan: Plan, as_json: bool, extra: dict | None = None) -> None:
+    if as_json:
+        out.print_json(json.dumps({**plan.to_json(), **(extra or {})}))
+        return
+    for line in describe(plan.actions):
+        style = {"+": "green", "~": "yellow", "-": "red"}[line[0]]
+        out.print(f"[{style}]{line}[/{style}]" if not line.endswith("parent)") else f"[dim]{line}[/dim]",
+                  markup=True)
+    out.print(f"Plan: {summarize(plan)}." if plan else "No changes. The host matches the topology.")
+
+
+def cmd_plan(args) -> int:
+    project = _project(args)
+    state = project.plan(down=getattr(args, "destroy", False))
+    if args.out:
+        from .saved import save_plan
+        save_plan(args.out, project, state)
+    _print_plan(state.plan, args.json)
+    return errors.EXIT_CHANGES if args.detailed_exitcode and state.plan else errors.EXIT_OK
+
+
+def cmd_up(args) -> int:
+    if args.dry_run:
+        args.out, args.detailed_exitcode = None, False
+        return cmd_plan(args)
+    project = _project(args)
+    if args.plan:
+        from .saved import check_plan
+        check_plan(args.plan, project)
+    report = project.up(rollback=not args.no_rollback)
+    _report(report, args, "up")
+    return errors.EXIT_OK
+
+
+def cmd_down(args) -> int:
+    report = _project(args).down()
+    _report(report, args, "down")
+    return errors.EXIT_OK
+
+
+def _report(report, args, verb: str) -> None:
+    if args.json:
+        out.print_json(json.dumps({**report.plan.to_json(), "applied": report.applied,
+                                   "seconds": round(report.seconds, 3), "notes": report.notes}))
+        return
+    if report.plan:
+        for line in describe(report.plan.changes):
+            out.print(line)
+    for note in report.notes:
+        out.print(f"note: {note}")
+    counts = report.plan.counts()
+    out.print(f"{verb}: {counts['create']} created, {counts['update']} updated, {counts['delete']} deleted "
+              f"in {report.seconds:.2f}s" if report.plan else f"{verb}: nothing to do, the host already matches.")
+
+
+def cmd_ps(args) -> int:
+    rows = _project(args).ps()
+    if args.json:
+        out.print_json(json.dumps(rows))
+        return errors.EXIT_OK
+    table = Table("CONTAINER", "NETNS", "NETWORK", "IFNAME", "IPV4", "MAC", "HOST IFNAME", "STATE", box=None)
+    for row in rows:
+        table.add_row(*(str(row[k] or "-") for k in ("container", "netns", "network", "ifname", "ipv4", "mac",
+                                                     "host_ifname", "state")))
+    out.print(table)
+    return errors.EXIT_OK
+
+
+def cmd_config(args) -> int:
+    from .saved import resolved_document
+    document = resolved_document(_project(args).resolved())
+    if args.json:
+        out.print_json(json.dumps(document))
+    else:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
+    return errors.EXIT_OK
+
+
+def cmd_exec(args) -> int:
+    project = Project.load(args.file, args.project_name, _variables(args))
+    container = project.spec.topology.containers.get(args.container)
+    if container is None:
+        raise errors.SpecError(None, f"no container '{args.container}' in {args.file}",
+                               f"use one of: {', '.join(project.spec.topology.containers)}")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise errors.SpecError(None, "no command given", "write: netcompose exec CONTAINER -- CMD ARGS...")
+    from .names import netns_name
+    if container.pid:
+        argv = ["nsenter", f"--net=/proc/{container.pid}/ns/net", "--", *command]
+    else:
+        # `ip netns exec` also bind-mounts /etc/netns/NAME/{resolv.conf,hosts} over /etc.
+        argv = ["ip", "netns", "exec", container.netns or netns_name(project.name, args.container), *command]
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
+
+
+def cmd_schema(args) -> int:
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+    return errors.EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netcompose", description="Declarative container network topologies.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    # The file/project options work before or after the subcommand, as in `docker compose -f X up`.
+    for target, suppress in ((parser, False), (common := argparse.ArgumentParser(add_help=False), True)):
+        default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+        target.add_argument("-f", "--file", default=default("netcompose.yaml"),
+                            help="topology file (default: netcompose.yaml)")
+        target.add_argument("-p", "--project-name", default=default(None),
+                            help="project name (default: name: in the file, then the folder)")
+        target.add_argument("--var", action="append", metavar="NAME=VALUE", default=default(None),
+                            help="template variable")
+        target.add_argument("--vars-file", default=default(None), help="YAML file of template variables")
+        target.add_argument("--lock-timeout", type=float, default=default(30.0),
+                            help="seconds to wait for the project lock")
+        target.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", parents=[common], help="show the changes up would make")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
+    p.add_argument("-o", "--out", help="save the plan for `up --plan`")
+    p.add_argument("--destroy", action="store_true", help="plan what down would do")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("up", parents=[common], help="create or repair everything")
+    p.add_argument("--dry-run", action="store_true", help="same as plan")
+    p.add_argument("--no-rollback", action="store_true", help="keep partial state after a failure")
+    p.add_argument("--plan", help="apply only if the host and file still match this saved plan")
+    p.set_defaults(func=cmd_up)
+    sub.add_parser("down", parents=[common], help="remove everything the project owns").set_defaults(func=cmd_down)
+    sub.add_parser("ps", parents=[common], help="list containers and endpoints").set_defaults(func=cmd_ps)
+    sub.add_parser("config", parents=[common], help="print the resolved topology").set_defaults(func=cmd_config)
+    p = sub.add_parser("exec", parents=[common], help="run a command in a container's sandbox")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_exec)
+    sub.add_parser("schema", help="print the topology JSON Schema").set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except errors.NetcomposeError as exc:
+        if args.debug:
+            traceback.print_exc()
+        err.print(f"error: {exc}", markup=False)
+        return exc.exit_code
+    except PermissionError as exc:
+        if args.debug:
+            traceback.print_exc()
+        err.print(f"error: {exc.strerror or exc}: netcompose changes kernel networking and needs root "
+                  "(CAP_NET_ADMIN, CAP_SYS_ADMIN)", markup=False)
+        return errors.EXIT_FAILURE
+    except KeyboardInterrupt:
+        err.print("error: interrupted", markup=False)
+        return 130
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        err.print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)", markup=False)
+        return errors.EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

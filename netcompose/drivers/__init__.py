@@ -1,0 +1,36 @@
+"""Drivers: each owns one backend, observes its resources and applies actions to them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..plan import Action
+from ..resources import Resource
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where to look: our project, plus names the topology wants (to detect foreign collisions)."""
+
+    project: str
+    namespaces: frozenset[str] = frozenset()    # namespaces the file names (ours or adopted)
+    host_ifnames: frozenset[str] = frozenset()  # host interface names the file wants
+    files: frozenset[str] = frozenset()
+    sysctls: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass
+class Outcome:
+    """Per action: None when it succeeded, else the error text."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class Driver(Protocol):
+    name: str
+
+    def observe(self, scope: Scope) -> list[Resource]: ...
+
+    def apply(self, actions: list[Action]) -> Outcome: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,108 @@
+"""Files driver: /etc/netns/<ns>/{hosts,resolv.conf} and per-namespace sysctls (/proc/sys)."""
+from __future__ import annotations
+
+import os
+import re
+
+from .. import resources as r
+from ..plan import Action
+from ..resources import HOST, Resource
+from . import Outcome, Scope, namespaces
+
+_MARKER = re.compile(r"^# netcompose project=(\S+) ")
+NETNS_ETC = "/etc/netns"
+
+
+def _write_atomically(path: str, content: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.netcompose-tmp"
+    with open(tmp, "w") as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
+def _sysctl_path(name: str) -> str:
+    return "/proc/sys/" + name.replace(".", "/")
+
+
+class FilesDriver:
+    name = "files"
+
+    def __init__(self, nss) -> None:
+        self.nss = nss  # netlink.Namespaces: sysctls are read and written from inside the namespace
+
+    def close(self) -> None:
+        pass
+
+    def observe(self, scope: Scope) -> list[Resource]:
+        out: list[Resource] = []
+        paths = set(scope.files)
+        prefix = f"{scope.project}-"
+        try:
+            folders = [d for d in os.listdir(NETNS_ETC) if d.startswith(prefix)]
+        except FileNotFoundError:
+            folders = []
+        for folder in folders:
+            paths.update(f"{NETNS_ETC}/{folder}/{name}" for name in ("hosts", "resolv.conf"))
+        for path in sorted(paths):
+            try:
+                with open(path) as f:
+                    content = f.read()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            mark = _MARKER.match(content)
+            out.append(r.file(path, content, owner=mark.group(1) if mark else None))
+        for ns, name in sorted(scope.sysctls):
+            value = self._read_sysctl(ns, name)
+            if value is not None:
+                out.append(r.sysctl(ns, name, value, owner=scope.project))
+        return out
+
+    def _in_ns(self, ns: str, fn):
+        if ns == HOST:
+            return fn()
+        with namespaces.entered(self.nss.fd(ns)):
+            return fn()
+
+    def _read_sysctl(self, ns: str, name: str) -> str | None:
+        if ns != HOST and not self.nss.exists(ns):
+            return None
+
+        def read() -> str | None:
+            try:
+                with open(_sysctl_path(name)) as f:
+                    return f.read().strip()
+            except FileNotFoundError:
+                return None
+        return self._in_ns(ns, read)
+
+    def apply(self, actions: list[Action]) -> Outcome:
+        outcome = Outcome()
+        for action in actions:
+            a = action.resource.attrs
+            try:
+                if action.kind == "file":
+                    self._apply_file(action.op, a)
+                elif action.op != "delete":  # a sysctl has no "absent"; its namespace takes it away
+                    self._in_ns(a["ns"], lambda: _write_sysctl(a["name"], a["value"]))
+            except OSError as exc:
+                outcome.errors[action.key] = f"{exc.strerror or exc} ({a.get('path') or a.get('name')})"
+        return outcome
+
+    @staticmethod
+    def _apply_file(op: str, a: dict) -> None:
+        if op == "delete":
+            os.unlink(a["path"])
+            folder = os.path.dirname(a["path"])
+            if os.path.dirname(folder) == NETNS_ETC and not os.listdir(folder):
+                os.rmdir(folder)
+        else:
+            _write_atomically(a["path"], a["content"])
+
+
+def _write_sysctl(name: str, value: str) -> None:
+    path = _sysctl_path(name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, f"no sysctl {name} in this kernel", path)
+    with open(path, "w") as f:
+        f.write(value)

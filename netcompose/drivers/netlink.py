@@ -1,0 +1,250 @@
+"""The kernel driver: namespaces, links, addresses and routes over rtnetlink.
+
+One netlink socket per namespace, opened by entering the namespace in-process; requests
+to one socket are pipelined and their acks read in bulk.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from ipaddress import IPv4Network
+from typing import Iterable
+
+from .. import names
+from .. import resources as r
+from ..plan import Action
+from ..resources import HOST, Resource
+from . import Outcome, Scope, namespaces, rtnl
+
+
+class Namespaces:
+    """Open namespace fds and netlink sockets, one each per namespace, for one run."""
+
+    def __init__(self) -> None:
+        self.fds: dict[str, int] = {}
+        self.socks: dict[str, rtnl.RtnlSocket] = {HOST: rtnl.RtnlSocket()}
+
+    @staticmethod
+    def path(ns: str) -> str:
+        return ns if ns.startswith("/") else namespaces.netns_path(ns)
+
+    def exists(self, ns: str) -> bool:
+        return ns == HOST or os.path.exists(self.path(ns))
+
+    def fd(self, ns: str) -> int:
+        if ns not in self.fds:
+            self.fds[ns] = namespaces.open_fd(self.path(ns))
+        return self.fds[ns]
+
+    def sock(self, ns: str) -> rtnl.RtnlSocket:
+        if ns not in self.socks:
+            with namespaces.entered(self.fd(ns)):
+                self.socks[ns] = rtnl.RtnlSocket()
+        return self.socks[ns]
+
+    def forget(self, ns: str) -> None:
+        if ns in self.socks and ns != HOST:
+            self.socks.pop(ns).close()
+        if ns in self.fds:
+            os.close(self.fds.pop(ns))
+
+    def close(self) -> None:
+        for ns in list(self.fds) + list(self.socks):
+            self.forget(ns)
+        self.socks[HOST].close()
+
+
+class NetlinkDriver:
+    name = "netlink"
+
+    def __init__(self, nss: Namespaces) -> None:
+        self.nss = nss
+        self.index: dict[str, dict[str, int]] = {}
+        self.host_routes: list[IPv4Network] = []
+
+    def close(self) -> None:
+        pass
+
+    # ---- observe -------------------------------------------------------------------
+    def candidate_namespaces(self, scope: Scope) -> list[str]:
+        prefix = f"{scope.project}-"
+        named = [n for n in namespaces.list_named() if n.startswith(prefix)]
+        return sorted(set(named) | {n for n in scope.namespaces if self.nss.exists(n)})
+
+    def observe(self, scope: Scope) -> list[Resource]:
+        project = scope.project
+        out: list[Resource] = []
+        ends: dict[tuple[str, str], dict] = {}     # (role, ident) → facts about one veth end
+        on_links: list[tuple[str, str, object]] = []  # (ns, ifname, addr-or-route) to attach to links
+        host = self.nss.sock(HOST)
+        host_links = host.links()
+        self.index[HOST] = {link.name: link.index for link in host_links}
+        by_index = {link.index: link for link in host_links}
+        bridges: dict[int, Resource] = {}
+        for link in host_links:
+            mark = names.parse_alias(link.alias)
+            ours = mark is not None and mark[0] == project
+            if not ours and link.name not in scope.host_ifnames:
+                continue
+            owner = project if ours else (mark[0] if mark else None)
+            if link.kind == "veth" and ours:
+                ends[(mark[1], mark[2])] = {"ns": HOST, "link": link, "master": by_index.get(link.master)}
+            elif link.kind == "bridge":
+                res = r.bridge(link.name, link.mtu, link.alias or "", owner=owner)
+                res.attrs["up"] = link.up
+                bridges[link.index] = res
+                out.append(res)
+            else:  # someone else's interface with a name we want: the planner reports the conflict
+                out.append(Resource("link", r.link_key(HOST, link.name), {"ifname": link.name}, owner=owner))
+        self.host_routes = [IPv4Network(rt.dst) for rt in host.routes() if rt.protocol != rtnl.RTPROT_NETCOMPOSE]
+        for addr in host.addrs():
+            if addr.index in bridges and bridges[addr.index].owner == project:
+                br = bridges[addr.index]
+                out.append(r.address(HOST, br.attrs["ifname"], addr.address, addr.prefixlen, br.key, owner=project))
+        for ns in self.candidate_namespaces(scope):
+            out.extend(self._observe_namespace(ns, project, scope, ends, on_links))
+        veths = self._pair_veths(ends, project)
+        out.extend(veths)
+        link_of = {}
+        for v in veths:
+            link_of[(v.attrs["ns"], v.attrs["ifname"])] = v.key
+            link_of[(v.attrs["peer_ns"], v.attrs["peer_ifname"])] = v.key
+        for ns, ifname, item in on_links:
+            link = link_of.get((ns, ifname), r.link_key(ns, ifname))
+            if isinstance(item, rtnl.Addr):
+                out.append(r.address(ns, ifname, item.address, item.prefixlen, link, owner=project))
+            else:
+                out.append(r.route(ns, item.dst, item.gateway, ifname, item.metric,
+                                   link=link if ifname else None, owner=project))
+        return out
+
+    def _observe_namespace(self, ns: str, project: str, scope: Scope, ends: dict,
+                           on_links: list) -> list[Resource]:
+        try:
+            sock = self.nss.sock(ns)
+            links = sock.links()
+        except OSError:
+            return []  # vanished while we looked
+        self.index[ns] = {link.name: link.index for link in links}
+        lo = next((link for link in links if link.name == "lo"), None)
+        mark = names.parse_alias(lo.alias if lo else None)
+        owner = mark[0] if mark else None
+        found = [r.netns(ns, owner=owner, marker=lo.alias if lo else None)]
+        if owner != project and ns not in scope.namespaces:
+            return []
+        ours: dict[int, str] = {}
+        for link in links:
+            m = names.parse_alias(link.alias)
+            if link.kind == "veth" and m and m[0] == project:
+                ends[(m[1], m[2])] = {"ns": ns, "link": link, "master": None}
+                ours[link.index] = link.name
+        on_links.extend((ns, ours[a.index], a) for a in sock.addrs() if a.index in ours)
+        names_by_index = {link.index: link.name for link in links}
+        on_links.extend((ns, names_by_index.get(rt.oif), rt) for rt in sock.routes()
+                        if rt.protocol == rtnl.RTPROT_NETCOMPOSE)
+        return found
+
+    @staticmethod
+    def _pair_veths(ends: dict, project: str) -> list[Resource]:
+        out = []
+        for (role, ident), a in ends.items():
+            if role.endswith("-peer"):
+                continue
+            b = ends.get((role + "-peer", ident))
+            la, lb = a["link"], b["link"] if b else None
+            res = r.veth(a["ns"], la.name, b["ns"] if b else "?", lb.name if lb else "?",
+                         mtu=la.mtu, alias=la.alias, peer_alias=lb.alias if lb else None, mac=la.mac,
+                         peer_mac=lb.mac if lb else None, master=a["master"].name if a["master"] else None,
+                         owner=project)
+            res.attrs.update(up=la.up, peer_mtu=lb.mtu if lb else None, peer_up=lb.up if lb else None)
+            res.meta.update(ifindex=la.index, peer_ifindex=lb.index if lb else None)
+            out.append(res)
+        return out
+
+    # ---- apply ---------------------------------------------------------------------
+    def ifindex(self, ns: str, ifname: str) -> int:
+        table = self.index.get(ns)
+        if table is None or ifname not in table:
+            table = self.index[ns] = {link.name: link.index for link in self.nss.sock(ns).links()}
+        if ifname not in table:
+            raise LookupError(f"no interface {ifname} in {'the host' if ns == HOST else 'namespace ' + ns}")
+        return table[ifname]
+
+    def apply(self, actions: list[Action]) -> Outcome:
+        outcome = Outcome()
+        # Namespaces first (not netlink); the rest becomes netlink requests per socket,
+        # sent in two rounds so that a veth exists before its peer end is configured.
+        rounds: list[dict[str, list[tuple[str, rtnl.Request]]]] = [defaultdict(list), defaultdict(list)]
+        for action in actions:
+            try:
+                for round_no, ns, request in self._requests(action):
+                    rounds[round_no][ns].append((action.key, request))
+            except (OSError, LookupError) as exc:
+                outcome.errors[action.key] = str(exc)
+        for batch in rounds:
+            for ns, items in batch.items():
+                items = [(k, q) for k, q in items if k not in outcome.errors]
+                try:
+                    codes = self.nss.sock(ns).execute([q for _, q in items])
+                except OSError as exc:
+                    codes = [exc.errno or 1] * len(items)
+                for (key, request), code in zip(items, codes):
+                    if code and key not in outcome.errors:
+                        outcome.errors[key] = rtnl.strerror(code)
+        return outcome
+
+    def _requests(self, action: Action):
+        res = action.resource
+        a = res.attrs
+        op = action.op
+        if res.kind == "netns":
+            if op == "create":
+                namespaces.create(a["name"])
+                yield 0, a["name"], rtnl.set_link("lo", rtnl.link_attrs(alias=a["marker"]), up=True)
+            elif op == "delete":
+                self.nss.forget(a["name"])
+                self.index.pop(a["name"], None)
+                namespaces.delete(a["name"])
+            return
+        if res.kind in ("bridge", "veth"):
+            yield from self._link_requests(action)
+        elif res.kind == "address":
+            index = self.ifindex(a["ns"], a["ifname"])
+            make = rtnl.new_addr if op == "create" else rtnl.del_addr
+            yield 0, a["ns"], make(index, a["address"], a["prefixlen"])
+        elif res.kind == "route":
+            oif = self.ifindex(a["ns"], a["dev"]) if a["dev"] else None
+            if op == "delete":
+                yield 0, a["ns"], rtnl.del_route(a["dst"], oif, a["via"], a["metric"])
+            else:
+                yield 0, a["ns"], rtnl.replace_route(a["dst"], oif, a["via"], a["metric"])
+
+    def _link_requests(self, action: Action):
+        a = action.resource.attrs
+        ns, name = a["ns"], a["ifname"]
+        master = self.ifindex(HOST, a["master"]) if a.get("master") else None
+        if action.op == "delete":
+            self.index.get(ns, {}).pop(name, None)
+            yield 0, ns, rtnl.del_link(name)
+            return
+        if action.op == "create":
+            own = rtnl.link_attrs(name=name, mtu=a["mtu"], mac=a.get("mac"), master=master)
+            if action.resource.kind == "bridge":
+                yield 0, ns, rtnl.new_link("bridge", own, up=a["up"])
+            else:
+                peer = rtnl.link_attrs(name=a["peer_ifname"], mtu=a["peer_mtu"], mac=a.get("peer_mac"),
+                                       netns_fd=self.nss.fd(a["peer_ns"]) if a["peer_ns"] != ns else None)
+                yield 0, ns, rtnl.new_veth(own, peer, up=a["up"])
+                yield 1, a["peer_ns"], rtnl.set_link(a["peer_ifname"], rtnl.link_attrs(alias=a["peer_alias"]),
+                                                     up=a["peer_up"])
+            yield 0, ns, rtnl.set_link(name, rtnl.link_attrs(alias=a["alias"]))
+            return
+        changed = action.changes
+        own = {k: a[k] for k in ("mtu", "mac", "alias") if k in changed}
+        if own or "master" in changed or "up" in changed:
+            yield 0, ns, rtnl.set_link(name, rtnl.link_attrs(master=master if "master" in changed else None, **own),
+                                       up=a["up"] if "up" in changed else None)
+        peer = {k.removeprefix("peer_"): a[k] for k in ("peer_mtu", "peer_mac", "peer_alias") if k in changed}
+        if peer or "peer_up" in changed:
+            yield 0, a["peer_ns"], rtnl.set_link(a["peer_ifname"], rtnl.link_attrs(**peer),
+                                                 up=a["peer_up"] if "peer_up" in changed else None)

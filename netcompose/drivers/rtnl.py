@@ -1,0 +1,356 @@
+"""A small rtnetlink codec and a pipelining socket.
+
+pyroute2 decodes every attribute of every message; observing 1000 namespaces that way
+costs ~10x the kernel floor.  This module builds the few request types netcompose sends
+and decodes only the attributes the planner compares.  Constants come from pyroute2.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from pyroute2.netlink import (
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NLMSG_DONE, NLMSG_ERROR,
+)
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE,
+    RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
+)
+
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
+IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 16, 18, 20, 28
+IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+IFF_UP = 1
+AF_INET = socket.AF_INET
+RT_TABLE_MAIN = 254
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+RTN_UNICAST = 1
+# Routes netcompose adds carry this protocol number: it marks them as ours.
+RTPROT_NETCOMPOSE = 157
+NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
+SOL_NETLINK = 270
+
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFINFOMSG = struct.Struct("=BxHiII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_RTA = struct.Struct("=HH")
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def attr(kind: int, payload: bytes) -> bytes:
+    size = _RTA.size + len(payload)
+    return _RTA.pack(size, kind) + payload + b"\0" * (_align(size) - size)
+
+
+def attr_str(kind: int, value: str) -> bytes:
+    return attr(kind, value.encode() + b"\0")
+
+
+def attr_u32(kind: int, value: int) -> bytes:
+    return attr(kind, struct.pack("=I", value))
+
+
+def parse_attrs(data: bytes | memoryview, offset: int, end: int) -> dict[int, memoryview]:
+    found: dict[int, memoryview] = {}
+    view = memoryview(data)
+    while offset + 4 <= end:
+        size, kind = _RTA.unpack_from(view, offset)
+        if size < 4:
+            break
+        found[kind & 0x3FFF] = view[offset + 4: offset + size]
+        offset += _align(size)
+    return found
+
+
+def _cstr(value: memoryview | None) -> str | None:
+    return None if value is None else bytes(value).split(b"\0", 1)[0].decode()
+
+
+def _u32(value: memoryview | None) -> int | None:
+    return None if value is None else struct.unpack_from("=I", value)[0]
+
+
+def mac_str(value: bytes | memoryview | None) -> str | None:
+    return None if value is None else ":".join(f"{b:02x}" for b in bytes(value))
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes(int(part, 16) for part in mac.split(":"))
+
+
+# ---- requests -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    type: int
+    flags: int
+    body: bytes
+
+
+def ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
+    return _IFINFOMSG.pack(0, 0, index, flags, change)
+
+
+def link_attrs(name: str | None = None, mtu: int | None = None, mac: str | None = None,
+               alias: str | None = None, master: int | None = None,
+               netns_fd: int | None = None) -> bytes:
+    parts = []
+    if name is not None:
+        parts.append(attr_str(IFLA_IFNAME, name))
+    if mtu is not None:
+        parts.append(attr_u32(IFLA_MTU, mtu))
+    if mac is not None:
+        parts.append(attr(IFLA_ADDRESS, mac_bytes(mac)))
+    if alias is not None:
+        parts.append(attr(IFLA_IFALIAS, alias.encode()))
+    if master is not None:
+        parts.append(attr_u32(IFLA_MASTER, master))
+    if netns_fd is not None:
+        parts.append(attr_u32(IFLA_NET_NS_FD, netns_fd))
+    return b"".join(parts)
+
+
+def new_link(kind: str, attrs: bytes, up: bool = True, info_data: bytes = b"") -> Request:
+    linkinfo = attr(IFLA_LINKINFO, attr_str(IFLA_INFO_KIND, kind)
+                    + (attr(IFLA_INFO_DATA, info_data) if info_data else b""))
+    flags = IFF_UP if up else 0
+    return Request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
+                   ifinfo(0, flags, IFF_UP) + attrs + linkinfo)
+
+
+def new_veth(attrs: bytes, peer_attrs: bytes, up: bool = True) -> Request:
+    # The kernel opens the peer before the pair is linked, so the peer cannot be
+    # created up (ENOTCONN); it is brought up by a later request in its namespace.
+    peer = attr(VETH_INFO_PEER, ifinfo() + peer_attrs)
+    return new_link("veth", attrs, up, peer)
+
+
+def set_link(name: str, attrs: bytes = b"", up: bool | None = None) -> Request:
+    change = 0 if up is None else IFF_UP
+    flags = IFF_UP if up else 0
+    return Request(RTM_NEWLINK, 0, ifinfo(0, flags, change) + attr_str(IFLA_IFNAME, name) + attrs)
+
+
+def del_link(name: str) -> Request:
+    return Request(RTM_DELLINK, 0, ifinfo() + attr_str(IFLA_IFNAME, name))
+
+
+def _addr_body(index: int, address: str, prefixlen: int) -> bytes:
+    packed = socket.inet_aton(address)
+    return (_IFADDRMSG.pack(AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+            + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed))
+
+
+def new_addr(index: int, address: str, prefixlen: int) -> Request:
+    return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, _addr_body(index, address, prefixlen))
+
+
+def del_addr(index: int, address: str, prefixlen: int) -> Request:
+    return Request(RTM_DELADDR, 0, _addr_body(index, address, prefixlen))
+
+
+def _route_body(dst: str, oif: int | None, via: str | None, metric: int | None) -> bytes:
+    net, _, plen = dst.partition("/")
+    dst_len = int(plen)
+    scope = RT_SCOPE_UNIVERSE if via else RT_SCOPE_LINK
+    body = _RTMSG.pack(AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_NETCOMPOSE, scope, RTN_UNICAST, 0)
+    if dst_len:
+        body += attr(RTA_DST, socket.inet_aton(net))
+    if via:
+        body += attr(RTA_GATEWAY, socket.inet_aton(via))
+    if oif is not None:
+        body += attr_u32(RTA_OIF, oif)
+    if metric is not None:
+        body += attr_u32(RTA_PRIORITY, metric)
+    return body
+
+
+def replace_route(dst: str, oif: int | None, via: str | None, metric: int | None = None) -> Request:
+    return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, _route_body(dst, oif, via, metric))
+
+
+def del_route(dst: str, oif: int | None, via: str | None, metric: int | None = None) -> Request:
+    return Request(RTM_DELROUTE, 0, _route_body(dst, oif, via, metric))
+
+
+# ---- decoded dump rows -----------------------------------------------------------------
+
+@dataclass
+class Link:
+    index: int
+    name: str
+    kind: str | None
+    mtu: int
+    mac: str | None
+    up: bool
+    master: int | None
+    alias: str | None
+    peer_index: int | None
+
+
+@dataclass
+class Addr:
+    index: int
+    address: str
+    prefixlen: int
+
+
+@dataclass
+class Route:
+    dst: str
+    gateway: str | None
+    oif: int | None
+    protocol: int
+    metric: int | None
+
+
+def _decode_link(msg: memoryview) -> Link:
+    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(msg, 0)
+    attrs = parse_attrs(msg, _IFINFOMSG.size, len(msg))
+    kind = None
+    info = attrs.get(IFLA_LINKINFO)
+    if info is not None:
+        kind = _cstr(parse_attrs(info, 0, len(info)).get(IFLA_INFO_KIND))
+    alias = attrs.get(IFLA_IFALIAS)
+    return Link(index=index, name=_cstr(attrs.get(IFLA_IFNAME)) or "", kind=kind,
+                mtu=_u32(attrs.get(IFLA_MTU)) or 0, mac=mac_str(attrs.get(IFLA_ADDRESS)),
+                up=bool(flags & IFF_UP), master=_u32(attrs.get(IFLA_MASTER)),
+                alias=bytes(alias).rstrip(b"\0").decode() if alias is not None else None,
+                peer_index=_u32(attrs.get(IFLA_LINK)))
+
+
+def _decode_addr(msg: memoryview) -> Addr | None:
+    family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(msg, 0)
+    if family != AF_INET:
+        return None
+    attrs = parse_attrs(msg, _IFADDRMSG.size, len(msg))
+    raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+    return Addr(index=index, address=socket.inet_ntoa(bytes(raw)), prefixlen=prefixlen)
+
+
+def _decode_route(msg: memoryview) -> Route | None:
+    family, dst_len, _src, _tos, table, protocol, _scope, rtype, _flags = _RTMSG.unpack_from(msg, 0)
+    if family != AF_INET or rtype != RTN_UNICAST:
+        return None
+    attrs = parse_attrs(msg, _RTMSG.size, len(msg))
+    if _u32(attrs.get(RTA_TABLE)) not in (None, RT_TABLE_MAIN) or table not in (RT_TABLE_MAIN, 252):
+        return None
+    dst = attrs.get(RTA_DST)
+    gateway = attrs.get(RTA_GATEWAY)
+    return Route(dst=f"{socket.inet_ntoa(bytes(dst)) if dst is not None else '0.0.0.0'}/{dst_len}",
+                 gateway=socket.inet_ntoa(bytes(gateway)) if gateway is not None else None,
+                 oif=_u32(attrs.get(RTA_OIF)), protocol=protocol,
+                 metric=_u32(attrs.get(RTA_PRIORITY)))
+
+
+class NetlinkError(OSError):
+    pass
+
+
+@dataclass
+class RtnlSocket:
+    """A NETLINK_ROUTE socket bound to whichever namespace was current when it opened."""
+
+    sock: socket.socket = field(default_factory=lambda: RtnlSocket._open())
+    seq: int = 0
+
+    @staticmethod
+    def _open() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        sock.bind((0, 0))
+        return sock
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _frame(self, msg_type: int, flags: int, body: bytes) -> tuple[int, bytes]:
+        self.seq += 1
+        return self.seq, _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, self.seq, 0) + body
+
+    def _messages(self):
+        while True:
+            data = self.sock.recv(1 << 20)
+            view = memoryview(data)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, msg_type, _flags, seq, _pid = _NLMSGHDR.unpack_from(view, offset)
+                yield msg_type, seq, view[offset + _NLMSGHDR.size: offset + length]
+                offset += _align(length)
+
+    def execute(self, requests: list[Request], chunk: int = 256) -> list[int]:
+        """Send requests pipelined with NLM_F_ACK; return one errno (0 = ok) per request."""
+        results: list[int] = []
+        for start in range(0, len(requests), chunk):
+            batch = requests[start:start + chunk]
+            first = self.seq + 1
+            frames = [self._frame(r.type, r.flags | NLM_F_REQUEST | NLM_F_ACK, r.body)[1] for r in batch]
+            self._send_all(frames)
+            codes = [None] * len(batch)
+            pending = len(batch)
+            for msg_type, seq, payload in self._messages():
+                if msg_type == NLMSG_ERROR and first <= seq < first + len(batch):
+                    code = struct.unpack_from("=i", payload, 0)[0]
+                    if codes[seq - first] is None:
+                        pending -= 1
+                    codes[seq - first] = -code
+                if pending == 0:
+                    break
+            results.extend(codes)
+        return results
+
+    def _send_all(self, frames: list[bytes]) -> None:
+        # One datagram carries several messages; keep each well under the socket's wmem.
+        buf: list[bytes] = []
+        size = 0
+        for frame in frames:
+            if size + len(frame) > 32768 and buf:
+                self.sock.send(b"".join(buf))
+                buf, size = [], 0
+            buf.append(frame)
+            size += len(frame)
+        if buf:
+            self.sock.send(b"".join(buf))
+
+    def dump(self, msg_type: int, body: bytes) -> list[memoryview]:
+        seq, frame = self._frame(msg_type, NLM_F_REQUEST | NLM_F_DUMP, body)
+        self.sock.send(frame)
+        rows = []
+        for kind, got_seq, payload in self._messages():
+            if got_seq != seq:
+                continue
+            if kind == NLMSG_DONE:
+                return rows
+            if kind == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", payload, 0)[0]
+                if code:
+                    raise NetlinkError(code, os.strerror(code))
+                return rows
+            rows.append(payload)
+        return rows
+
+    def links(self) -> list[Link]:
+        return [_decode_link(m) for m in self.dump(RTM_GETLINK, ifinfo())]
+
+    def addrs(self) -> list[Addr]:
+        rows = (_decode_addr(m) for m in self.dump(RTM_GETADDR, _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)))
+        return [a for a in rows if a is not None]
+
+    def routes(self) -> list[Route]:
+        rows = (_decode_route(m) for m in self.dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)))
+        return [r for r in rows if r is not None]
+
+
+def strerror(code: int) -> str:
+    return f"{errno.errorcode.get(code, code)}: {os.strerror(code)}"

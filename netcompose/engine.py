@@ -1,0 +1,265 @@
+"""The library API: everything the CLI does, as Python calls.
+
+    project = Project.load("topo.yaml")
+    report = project.up()
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, ip_interface
+from pathlib import Path
+from typing import Any
+
+from . import names
+from .apply import FaultHook, Journal, STATE_DIR, execute, raise_failure
+from .compile import compile_resources
+from .drivers import Scope
+from .drivers.files import FilesDriver
+from .drivers.netlink import Namespaces, NetlinkDriver
+from .errors import ApplyError, LockTimeout
+from .plan import Plan, make_plan
+from .resources import HOST, Resource
+from .spec import Spec, load
+from .spec.resolve import HostFacts, Resolved, resolve
+
+
+@dataclass
+class Report:
+    plan: Plan
+    applied: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def facts_from(observed: dict[str, Resource], project: str, routes: list[IPv4Network]) -> HostFacts:
+    """Subnets and addresses we assigned before, so defaults stay put across runs."""
+    subnets: dict[str, IPv4Network] = {}
+    addresses: dict[tuple[str, str], IPv4Address] = {}
+    by_link: dict[tuple[str, str], Resource] = {}
+    for res in observed.values():
+        if res.kind == "address" and res.owner == project:
+            by_link[(res.attrs["ns"], res.attrs["ifname"])] = res
+    for res in observed.values():
+        mark = names.parse_alias(res.attrs.get("alias")) if res.owner == project else None
+        if not mark:
+            continue
+        if res.kind == "bridge" and (addr := by_link.get((HOST, res.attrs["ifname"]))):
+            subnets[mark[2]] = ip_interface(f"{addr.attrs['address']}/{addr.attrs['prefixlen']}").network
+        elif res.kind == "veth" and mark[1] == "ep":
+            addr = by_link.get((res.attrs["peer_ns"], res.attrs["peer_ifname"]))
+            if addr:
+                container, _, network = mark[2].partition("/")
+                addresses[(container, network)] = IPv4Address(addr.attrs["address"])
+    own_nets = {s for s in subnets.values()}
+    return HostFacts(tuple(r for r in routes if r not in own_nets), subnets, addresses)
+
+
+class Host:
+    """The imperative shell: drivers bound to this machine for one run."""
+
+    def __init__(self) -> None:
+        self.nss = Namespaces()
+        self.netlink = NetlinkDriver(self.nss)
+        self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss)}
+
+    def observe(self, scope: Scope) -> dict[str, Resource]:
+        found: dict[str, Resource] = {}
+        for driver in self.drivers.values():
+            for res in driver.observe(scope):
+                found[res.key] = res
+        return found
+
+    def close(self) -> None:
+        for driver in self.drivers.values():
+            driver.close()
+        self.nss.close()
+
+
+class Lock:
+    def __init__(self, project: str, timeout: float) -> None:
+        self.path = os.path.join(STATE_DIR, project, "lock")
+        self.timeout, self.project = timeout, project
+        self.fd: int | None = None
+
+    def __enter__(self) -> "Lock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    raise LockTimeout(f"project '{self.project}' is locked by another netcompose run "
+                                      f"({self.path}); waited {self.timeout:g}s: retry later or raise --lock-timeout")
+                time.sleep(0.05)
+
+    def __exit__(self, *exc) -> None:
+        assert self.fd is not None
+        os.close(self.fd)
+
+
+@dataclass
+class State:
+    resolved: Resolved
+    desired: dict[str, Resource]
+    observed: dict[str, Resource]
+    plan: Plan
+
+
+class Project:
+    def __init__(self, spec: Spec, lock_timeout: float = 30.0) -> None:
+        self.spec = spec
+        self.name = spec.project
+        self.lock_timeout = lock_timeout
+        self.journal = Journal(self.name)
+
+    @classmethod
+    def load(cls, path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
+             **options: Any) -> "Project":
+        return cls(load(path, project, variables), **options)
+
+    # ---- pure-ish steps --------------------------------------------------------------
+    def scope(self) -> Scope:
+        topo = self.spec.topology
+        namespaces = {c.netns for c in topo.containers.values() if c.netns}
+        namespaces |= {f"/proc/{c.pid}/ns/net" for c in topo.containers.values() if c.pid}
+        namespaces |= {names.netns_name(self.name, c) for c, spec in topo.containers.items()
+                       if not spec.netns and not spec.pid}
+        host = {names.host_ifname(self.name, "net", n) for n in topo.networks}
+        host |= {names.host_ifname(self.name, "ep", f"{c}/{n}") for c, spec in topo.containers.items()
+                 for n in spec.networks}
+        sysctls = {(names.netns_name(self.name, c) if not (s.netns or s.pid) else s.netns
+                    or f"/proc/{s.pid}/ns/net", k) for c, s in topo.containers.items() for k in s.sysctls}
+        return Scope(self.name, frozenset(namespaces), frozenset(host), sysctls=frozenset(sysctls))
+
+    def _observe(self, host: Host) -> dict[str, Resource]:
+        observed = host.observe(self.scope())
+        claims = self.journal.claims()
+        # Unmarked objects that a crashed run was creating are ours (see Journal).
+        return {k: (v.with_owner(self.name) if v.owner is None and k in claims else v) for k, v in observed.items()}
+
+    def _state(self, host: Host, empty: bool = False) -> State:
+        observed = self._observe(host)
+        facts = facts_from(observed, self.name, host.netlink.host_routes)
+        resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
+        desired = {} if empty else compile_resources(resolved)
+        if empty:  # down keeps adopted namespaces: they are external
+            desired = {k: v for k, v in compile_resources(resolved).items() if v.external}
+        return State(resolved, desired, observed, make_plan(desired, observed, self.name))
+
+    def resolved(self) -> Resolved:
+        with _host() as host:
+            return self._state(host).resolved
+
+    def plan(self, down: bool = False) -> State:
+        with _host() as host:
+            return self._state(host, empty=down)
+
+    # ---- changes ---------------------------------------------------------------------
+    def up(self, rollback: bool = True, fault: FaultHook | None = None) -> Report:
+        return self._converge(empty=False, rollback=rollback, fault=fault)
+
+    def down(self, fault: FaultHook | None = None) -> Report:
+        return self._converge(empty=True, rollback=True, fault=fault)
+
+    def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None) -> Report:
+        started = time.monotonic()
+        with Lock(self.name, self.lock_timeout), _host() as host:
+            state = self._state(host, empty=empty)
+            report = Report(state.plan)
+            if not state.plan:
+                self.journal.clear()
+                report.seconds = time.monotonic() - started
+                return report
+            self.journal.write(state.plan)
+            try:
+                progress = execute(state.plan, host.drivers, fault)
+            except KeyboardInterrupt:
+                self._rollback(host, state.observed)
+                raise ApplyError("interrupted; rolled back: the host is as it was before") from None
+            report.applied = len(progress.done)
+            if progress.failed is not None:
+                rolled_back = self._rollback(host, state.observed) if rollback else None
+                raise_failure(progress, rolled_back)
+            self._settle(host, empty)
+            remaining = self._state(host, empty=empty).plan
+            if remaining:
+                detail = "; ".join(f"{a.op} {a.key}" for a in remaining.changes[:5])
+                rolled = self._rollback(host, state.observed) if rollback else None
+                raise ApplyError(f"verify failed: the host still differs after apply ({detail})"
+                                 + ("; rolled back" if rolled else ""))
+            self.journal.clear()
+            report.seconds = time.monotonic() - started
+            return report
+
+    def _settle(self, host: Host, empty: bool) -> None:
+        """Deleted namespaces free their devices asynchronously; wait for our host ends to go."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            leftovers = [l for l in host.nss.sock(HOST).links()
+                         if (m := names.parse_alias(l.alias)) and m[0] == self.name and l.kind == "veth"
+                         and not os.path.exists(host.nss.path(self._peer_ns_of(m)))]
+            if not leftovers:
+                return
+            time.sleep(0.02)
+
+    def _peer_ns_of(self, mark: tuple[str, str, str]) -> str:
+        container = mark[2].partition("/")[0]
+        spec = self.spec.topology.containers.get(container)
+        if spec is not None and (spec.netns or spec.pid):
+            return spec.netns or f"/proc/{spec.pid}/ns/net"
+        return names.netns_name(self.name, container)
+
+    def _rollback(self, host: Host, before: dict[str, Resource]) -> bool:
+        target = {k: v for k, v in before.items() if v.owner == self.name or v.external}
+        try:
+            now = self._observe(host)
+            undo = make_plan(target, now, self.name)
+            progress = execute(undo, host.drivers)
+            if progress.failed is not None:
+                return False
+            self._settle(host, False)
+            return not make_plan(target, self._observe(host), self.name)
+        except Exception:
+            return False
+
+    # ---- reading -----------------------------------------------------------------------
+    def ps(self) -> list[dict[str, Any]]:
+        with _host() as host:
+            state = self._state(host)
+            observed = state.observed
+            rows = []
+            for c in state.resolved.containers.values():
+                ns_present = f"netns:{c.netns}" in observed
+                for ep in c.endpoints:
+                    addr_key = f"addr:{c.netns}/{ep.ifname}/{ep.address}/{ep.prefixlen}"
+                    link = next((r for r in observed.values() if r.kind == "veth"
+                                 and r.attrs.get("peer_ns") == c.netns and r.attrs.get("peer_ifname") == ep.ifname),
+                                None)
+                    up = link is not None and link.attrs.get("peer_up")
+                    rows.append({"container": c.name, "netns": c.netns, "network": ep.network,
+                                 "ifname": ep.ifname, "ipv4": f"{ep.address}/{ep.prefixlen}",
+                                 "mac": link.attrs.get("peer_mac") if link else None,
+                                 "host_ifname": ep.host_ifname,
+                                 "state": "up" if up and addr_key in observed else
+                                          ("down" if ns_present else "missing")})
+                if not c.endpoints:
+                    rows.append({"container": c.name, "netns": c.netns, "network": None, "ifname": None,
+                                 "ipv4": None, "mac": None, "host_ifname": None,
+                                 "state": "up" if ns_present else "missing"})
+            return rows
+
+
+class _host:
+    def __enter__(self) -> Host:
+        self.host = Host()
+        return self.host
+
+    def __exit__(self, *exc) -> None:
+        self.host.close()

@@ -1,0 +1,51 @@
+"""Errors users see.  Each carries its exit code; the CLI prints one line, no traceback."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK, EXIT_FAILURE, EXIT_CHANGES, EXIT_INVALID, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+class NetcomposeError(Exception):
+    exit_code = EXIT_FAILURE
+
+
+@dataclass(frozen=True)
+class Position:
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class SpecError(NetcomposeError):
+    """Invalid input: a file position, what is wrong, and how to fix it."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, position: Position | None, problem: str, fix: str = ""):
+        self.position, self.problem, self.fix = position, problem, fix
+        where = f"{position}: " if position else ""
+        super().__init__(f"{where}{problem}" + (f"; {fix}" if fix else ""))
+
+
+class ConflictError(NetcomposeError):
+    """A host object with one of our names exists and is not ours."""
+
+
+class ApplyError(NetcomposeError):
+    pass
+
+
+class LockTimeout(NetcomposeError):
+    exit_code = EXIT_LOCKED
+
+
+class StalePlan(NetcomposeError):
+    pass
+
+
+class UnsupportedError(NetcomposeError):
+    """The kernel or a service lacks a feature the topology asks for."""

@@ -1,0 +1,43 @@
+"""Kernel names for host-side objects.
+
+Interface names are at most 15 bytes and share one namespace per host, so host-side
+names are `<project prefix>-<hash>`: deterministic, within IFNAMSIZ, and as collision-free
+as 40 bits of SHA-256 allow (a compile-time check catches the rest within a project).
+The human name lives in the interface alias, which also marks ownership.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+ALIAS_PREFIX = "netcompose"
+
+
+def _digest(*parts: str) -> str:
+    raw = hashlib.sha256("\0".join(parts).encode()).digest()
+    return base64.b32encode(raw).decode().lower()[:8]
+
+
+def project_prefix(project: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", project)[:6] or "nc"
+
+
+def host_ifname(project: str, role: str, ident: str) -> str:
+    return f"{project_prefix(project)}-{_digest(project, role, ident)}"
+
+
+def netns_name(project: str, container: str) -> str:
+    return f"{project}-{container}"
+
+
+def alias(project: str, role: str, ident: str) -> str:
+    return f"{ALIAS_PREFIX}:{project}:{role}:{ident}"
+
+
+def parse_alias(text: str | None) -> tuple[str, str, str] | None:
+    """(project, role, ident) for one of our aliases, else None."""
+    if not text or not text.startswith(ALIAS_PREFIX + ":"):
+        return None
+    parts = text.split(":", 3)
+    return (parts[1], parts[2], parts[3]) if len(parts) == 4 else None

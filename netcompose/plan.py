@@ -1,0 +1,201 @@
+"""plan: a pure, generic diff of desired against observed resources.
+
+Knows nothing about kinds beyond `KINDS[kind].replace_on`.  Yields delete actions in
+reverse dependency order, then create/update actions in dependency order, each with a
+`level` so the executor can batch independent actions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .errors import ConflictError, NetcomposeError
+from .resources import KINDS, Resource
+
+FORMAT_VERSION = "1.0"
+
+
+class PlanError(NetcomposeError):
+    pass
+
+
+@dataclass
+class Action:
+    op: str                      # create | update | delete
+    key: str
+    kind: str
+    desired: Resource | None
+    observed: Resource | None
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    implicit: bool = False       # removed by the kernel together with a parent; nothing to send
+    level: int = 0
+    cause: str = "config"        # config | drift
+
+    @property
+    def resource(self) -> Resource:
+        return self.desired if self.desired is not None else self.observed  # type: ignore[return-value]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.op, "key": self.key, "kind": self.kind, "level": self.level, "implicit": self.implicit,
+                "cause": self.cause,
+                "changes": {k: {"before": a, "after": b} for k, (a, b) in self.changes.items()},
+                "desired": self.desired.to_json() if self.desired else None,
+                "observed": self.observed.to_json() if self.observed else None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Action":
+        return cls(data["op"], data["key"], data["kind"],
+                   Resource.from_json(data["desired"]) if data["desired"] else None,
+                   Resource.from_json(data["observed"]) if data["observed"] else None,
+                   {k: (v["before"], v["after"]) for k, v in data["changes"].items()},
+                   data["implicit"], data["level"], data.get("cause", "config"))
+
+
+@dataclass
+class Plan:
+    actions: list[Action]
+
+    @property
+    def changes(self) -> list[Action]:
+        return [a for a in self.actions if not a.implicit]
+
+    def __bool__(self) -> bool:
+        return bool(self.actions)
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "delete": 0}
+        for a in self.actions:
+            out[a.op] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "counts": self.counts(),
+                "actions": [a.to_json() for a in self.actions]}
+
+
+def diff_attrs(desired: Resource, observed: Resource) -> dict[str, tuple[Any, Any]]:
+    spec = KINDS[desired.kind]
+    fields = spec.compare if spec.compare is not None else desired.attrs.keys()
+    return {k: (observed.attrs.get(k), desired.attrs[k]) for k in fields
+            if desired.attrs.get(k) is not None and desired.attrs[k] != observed.attrs.get(k)}
+
+
+def _topo_order(resources: dict[str, Resource]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+    for root in sorted(resources):
+        if root in state:
+            continue
+        stack = [(root, iter(resources[root].deps))]
+        state[root] = 1
+        while stack:
+            key, deps = stack[-1]
+            for dep in deps:
+                if dep in resources and dep not in state:
+                    state[dep] = 1
+                    stack.append((dep, iter(resources[dep].deps)))
+                    break
+            else:
+                stack.pop()
+                state[key] = 2
+                order.append(key)
+    return order
+
+
+def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], project: str) -> Plan:
+    for key, want in desired.items():
+        have = observed.get(key)
+        if want.external and have is None:
+            raise PlanError(f"{want.kind} '{want.attrs.get('name', key)}' does not exist; "
+                            "netcompose adopts it but never creates it: create it first or fix the name")
+        if have is not None and have.owner != project and not want.external:
+            owner = f"project '{have.owner}'" if have.owner else "another tool"
+            raise ConflictError(f"{key} already exists and belongs to {owner}; "
+                                "netcompose never takes over objects it did not create: rename or remove it")
+
+    actions: dict[str, Action] = {}
+    removed: set[str] = set()
+    for key, want in desired.items():
+        have = observed.get(key)
+        if have is None:
+            actions[key] = Action("create", key, want.kind, want, None)
+        elif not want.external:
+            changes = diff_attrs(want, have)
+            if any(k in KINDS[want.kind].replace_on for k in changes):
+                actions[key] = Action("create", key, want.kind, want, have, changes)
+                removed.add(key)
+            elif changes:
+                actions[key] = Action("update", key, want.kind, want, have, changes)
+    deletes: dict[str, Action] = {}
+    for key, have in observed.items():
+        if key not in desired and have.owner == project and not have.external:
+            deletes[key] = Action("delete", key, have.kind, None, have)
+            removed.add(key)
+
+    # Removing a parent removes its children in the kernel: their deletes become implicit,
+    # and children that should stay are created again.
+    everything = {**observed, **desired}
+    for key in _topo_order(everything):
+        res = observed.get(key)
+        if res is None or key in removed and key not in deletes:
+            continue
+        if not any(p in removed for p in res.parents):
+            continue
+        removed.add(key)
+        if key in deletes:
+            deletes[key].implicit = True
+        elif key in desired:
+            actions[key] = Action("create", key, res.kind, desired[key], res)
+
+    return Plan(_order(list(deletes.values()), actions, desired, observed))
+
+
+def _order(deletes: list[Action], upserts: dict[str, Action], desired: dict[str, Resource],
+           observed: dict[str, Resource]) -> list[Action]:
+    # Replacements delete the old object first, in the delete phase.
+    replaced = [Action("delete", a.key, a.kind, None, a.observed, implicit=_implicit(a, upserts, observed))
+                for a in upserts.values() if a.op == "create" and a.observed is not None]
+    delete_set = {a.key: a for a in deletes + replaced}
+    _levels(delete_set, observed, reverse=True)
+    _levels(upserts, desired, reverse=False)
+    ordered_deletes = sorted(delete_set.values(), key=lambda a: (a.level, a.key))
+    ordered_upserts = sorted(upserts.values(), key=lambda a: (a.level, a.key))
+    return ordered_deletes + ordered_upserts
+
+
+def _implicit(action: Action, upserts: dict[str, Action], observed: dict[str, Resource]) -> bool:
+    res = observed[action.key]
+    return any(p in upserts and upserts[p].op == "create" and upserts[p].observed is not None
+               for p in res.parents)
+
+
+def _levels(actions: dict[str, Action], graph: dict[str, Resource], reverse: bool) -> None:
+    """Level = longest chain of acted-on prerequisites; for deletes, of acted-on dependents."""
+    order = _topo_order({k: graph[k] for k in actions})
+    level: dict[str, int] = {}
+    if reverse:
+        dependents: dict[str, list[str]] = {}
+        for key in order:
+            for dep in graph[key].deps:
+                dependents.setdefault(dep, []).append(key)
+        order.reverse()
+    for key in order:
+        before = dependents.get(key, ()) if reverse else graph[key].deps
+        level[key] = 1 + max((level[k] for k in before if k in level), default=-1)
+    for key, action in actions.items():
+        action.level = level[key]
+
+
+def summarize(plan: Plan) -> str:
+    c = plan.counts()
+    return f"{c['create']} to create, {c['update']} to update, {c['delete']} to delete"
+
+
+def describe(actions: Iterable[Action]) -> Iterable[str]:
+    symbols = {"create": "+", "update": "~", "delete": "-"}
+    for a in actions:
+        extra = ""
+        if a.changes:
+            extra = " (" + ", ".join(f"{k}: {b!r} → {c!r}" for k, (b, c) in a.changes.items()) + ")"
+        note = " (removed with its parent)" if a.implicit else ""
+        yield f"{symbols[a.op]} {a.key}{extra}{note}"

@@ -1,0 +1,118 @@
+"""The resource vocabulary shared by desired state (compile) and observed state (drivers).
+
+A resource is plain data: a kind, a stable key, attributes, the keys it needs to exist
+first (`deps`) and the keys whose removal removes it too (`parents`, e.g. a namespace
+takes its interfaces with it).  Constructors below are the only way either side builds
+resources, so both sides always agree on keys and dependencies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+HOST = ""  # the `ns` of objects in the host (initial) namespace
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    driver: str
+    replace_on: tuple[str, ...] = ()   # changing any of these recreates the resource
+    compare: tuple[str, ...] | None = None  # attrs diffed; None = every attr
+
+
+@dataclass(frozen=True, eq=False)
+class Resource:
+    kind: str
+    key: str
+    attrs: dict[str, Any]
+    deps: tuple[str, ...] = ()
+    parents: tuple[str, ...] = ()
+    owner: str | None = None      # observed: the project that owns it; None: someone else
+    external: bool = False        # must exist; netcompose never creates or deletes it
+    meta: dict[str, Any] = field(default_factory=dict)  # observed-only facts (ifindex, uuid); never diffed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key, "attrs": self.attrs, "deps": list(self.deps),
+                "parents": list(self.parents), "owner": self.owner, "external": self.external}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Resource":
+        return cls(data["kind"], data["key"], data["attrs"], tuple(data["deps"]), tuple(data["parents"]),
+                   data.get("owner"), data.get("external", False))
+
+    def with_owner(self, owner: str | None) -> "Resource":
+        return Resource(self.kind, self.key, self.attrs, self.deps, self.parents, owner, self.external, self.meta)
+
+
+KINDS: dict[str, KindSpec] = {
+    "netns": KindSpec("netlink"),
+    "bridge": KindSpec("netlink"),
+    "veth": KindSpec("netlink", replace_on=("peer_ns", "peer_ifname")),
+    "address": KindSpec("netlink"),
+    "route": KindSpec("netlink", replace_on=("metric",)),
+    "file": KindSpec("files"),
+    "sysctl": KindSpec("files"),
+}
+
+
+def register_kind(kind: str, spec: KindSpec) -> None:
+    KINDS[kind] = spec
+
+
+# ---- keys ------------------------------------------------------------------------------
+
+def netns_key(ns: str) -> str:
+    return f"netns:{ns}"
+
+
+def link_key(ns: str, ifname: str) -> str:
+    return f"link:{ns}/{ifname}"
+
+
+def _ns_parents(*namespaces: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(netns_key(ns) for ns in namespaces if ns != HOST))
+
+
+# ---- constructors ----------------------------------------------------------------------
+
+def netns(name: str, owner: str | None = None, external: bool = False, marker: str | None = None) -> Resource:
+    return Resource("netns", netns_key(name), {"name": name, "marker": marker}, owner=owner, external=external)
+
+
+def bridge(ifname: str, mtu: int, alias: str, owner: str | None = None) -> Resource:
+    return Resource("bridge", link_key(HOST, ifname),
+                    {"ns": HOST, "ifname": ifname, "mtu": mtu, "alias": alias, "up": True}, owner=owner)
+
+
+def veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str, *, mtu: int, alias: str, peer_alias: str,
+         mac: str | None = None, peer_mac: str | None = None, master: str | None = None,
+         owner: str | None = None) -> Resource:
+    deps = _ns_parents(ns, peer_ns) + ((link_key(HOST, master),) if master else ())
+    return Resource("veth", link_key(ns, ifname),
+                    {"ns": ns, "ifname": ifname, "mtu": mtu, "mac": mac, "master": master, "alias": alias,
+                     "up": True, "peer_ns": peer_ns, "peer_ifname": peer_ifname, "peer_mtu": mtu,
+                     "peer_mac": peer_mac, "peer_alias": peer_alias, "peer_up": True},
+                    deps=deps, parents=_ns_parents(ns, peer_ns), owner=owner)
+
+
+def address(ns: str, ifname: str, ip: str, prefixlen: int, link: str, owner: str | None = None) -> Resource:
+    return Resource("address", f"addr:{ns}/{ifname}/{ip}/{prefixlen}",
+                    {"ns": ns, "ifname": ifname, "address": ip, "prefixlen": prefixlen},
+                    deps=(link,), parents=(link,) + _ns_parents(ns), owner=owner)
+
+
+def route(ns: str, dst: str, via: str | None, dev: str | None, metric: int | None, link: str | None,
+          needs: tuple[str, ...] = (), owner: str | None = None) -> Resource:
+    parents = ((link,) if link else ()) + _ns_parents(ns)
+    return Resource("route", f"route:{ns}/{dst}", {"ns": ns, "dst": dst, "via": via, "dev": dev, "metric": metric},
+                    deps=parents + needs, parents=parents, owner=owner)
+
+
+def file(path: str, content: str, owner: str | None = None) -> Resource:
+    return Resource("file", f"file:{path}", {"path": path, "content": content}, owner=owner)
+
+
+def sysctl(ns: str, name: str, value: str, owner: str | None = None) -> Resource:
+    value = " ".join(str(value).split())  # the kernel prints multi-value sysctls with tabs
+    return Resource("sysctl", f"sysctl:{ns}/{name}", {"ns": ns, "name": name, "value": value},
+                    deps=_ns_parents(ns), owner=owner)

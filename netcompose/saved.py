@@ -1,0 +1,61 @@
+"""Saved plans (`plan -o`, `up --plan`) and the resolved document (`config`)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .errors import SpecError, StalePlan
+from .plan import FORMAT_VERSION
+from .spec.resolve import Resolved
+
+
+def fingerprint(state) -> str:
+    """Hash of what the plan was computed from: the resolved file and the observed host."""
+    digest = hashlib.sha256()
+    for side in (state.desired, state.observed):
+        for key in sorted(side):
+            res = side[key]
+            digest.update(json.dumps([key, res.attrs, res.owner], sort_keys=True, default=str).encode())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def save_plan(path: str, project, state) -> None:
+    document = {**state.plan.to_json(), "project": project.name, "fingerprint": fingerprint(state)}
+    with open(path, "w") as f:
+        json.dump(document, f, indent=1)
+
+
+def check_plan(path: str, project) -> None:
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise SpecError(None, f"cannot read saved plan {path}: {exc}", "pass a file written by `plan -o`") from None
+    if saved.get("format_version") != FORMAT_VERSION or saved.get("project") != project.name:
+        raise StalePlan(f"stale plan: {path} was made for another project or netcompose version; run plan again")
+    if saved.get("fingerprint") != fingerprint(project.plan()):
+        raise StalePlan(f"stale plan: the host or the topology changed since {path} was made; run plan again")
+
+
+def resolved_document(res: Resolved) -> dict[str, Any]:
+    return {
+        "name": res.project,
+        "networks": {n.name: {"driver": n.driver, "subnet": str(n.subnet), "gateway": str(n.gateway), "mtu": n.mtu,
+                              "bridge": n.bridge, "nat": n.nat, "internal": n.internal, "icc": n.icc,
+                              **({"vlan": n.vlan} if n.vlan else {}), **({"ovs": n.ovs} if n.ovs else {})}
+                     for n in res.networks.values()},
+        "containers": {c.name: {"netns": c.netns, "adopted": c.adopted,
+                                "networks": {ep.network: {"ifname": ep.ifname,
+                                                          "ipv4_address": f"{ep.address}/{ep.prefixlen}",
+                                                          "mac_address": ep.mac, "type": ep.type,
+                                                          "host_ifname": ep.host_ifname,
+                                                          **({"trunks": ep.trunks} if ep.trunks else {})}
+                                             for ep in c.endpoints},
+                                "default_gateway": str(c.default_gateway) if c.default_gateway else None,
+                                "routes": c.routes, "dns": c.dns, "dns_search": c.dns_search,
+                                "hosts": [f"{ip} {name}" for ip, name in c.hosts], "sysctls": c.sysctls}
+                       for c in res.containers.values()},
+        "links": [{"endpoints": [f"{l.a[0]}:{l.a[1]}", f"{l.b[0]}:{l.b[1]}"], "mtu": l.mtu} for l in res.links],
+    }

@@ -1,0 +1,186 @@
+"""spec: read a topology file (with includes, variables and templates) and validate it."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import ValidationError
+
+from ..errors import Position, SpecError
+from .loader import Document, parse_yaml, read_dotenv
+from .model import Topology
+
+LIST_SECTIONS = ("links", "policies", "expect", "address_pools")
+MAP_SECTIONS = ("networks", "containers", "vars")
+
+
+@dataclass
+class Spec:
+    path: Path
+    doc: Document
+    topology: Topology
+    project: str
+    sources: list[Path]     # every file the topology was built from (watch mode follows them)
+
+
+def _read(path: Path, at: Position | None = None) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise SpecError(at, f"{path}: no such file", "pass the topology with -f FILE") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(at, f"{path}: cannot read: {exc}", "check the path and permissions") from None
+
+
+def _leading_vars(text: str, file: str) -> dict[str, Any]:
+    """The top-level `vars:` block of a template, read before the template renders."""
+    match = re.search(r"^vars:[^\n]*\n(?:(?:[ \t]+[^\n]*|[ \t]*)\n)*", text, re.M)
+    if not match:
+        return {}
+    try:
+        data = yaml.safe_load(match.group(0)) or {}
+    except yaml.YAMLError:
+        raise SpecError(Position(file, text[:match.start()].count("\n") + 1, 1), "vars: block is not valid YAML",
+                        "keep vars: plain YAML (no template syntax)") from None
+    return data.get("vars") or {}
+
+
+def render_template(text: str, path: Path, variables: dict[str, Any]) -> str:
+    env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(path.parent)), undefined=jinja2.StrictUndefined,
+                               keep_trailing_newline=True, autoescape=False)
+    context = {**_leading_vars(text, str(path)), **variables}
+    try:
+        return env.from_string(text).render(**context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise SpecError(Position(str(exc.filename or path), exc.lineno or 1, 1), f"template syntax: {exc.message}",
+                        "fix the Jinja2 syntax") from None
+    except jinja2.TemplateNotFound as exc:
+        raise SpecError(Position(str(path), 1, 1), f"template not found: {exc.name}",
+                        "templates may only include files in the topology's folder") from None
+    except jinja2.UndefinedError as exc:
+        raise SpecError(Position(str(path), _template_line(exc), 1), f"template: {exc.message}",
+                        "define it with --var, --vars-file or vars:") from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise SpecError(Position(str(path), _template_line(exc), 1), f"template: {exc}",
+                        "templates cannot call Python internals") from None
+    except Exception as exc:  # a template's own arithmetic or filter errors
+        raise SpecError(Position(str(path), _template_line(exc), 1), f"template: {exc}",
+                        "fix the expression") from None
+
+
+def _template_line(exc: BaseException) -> int:
+    tb, line = exc.__traceback__, 1
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _load_document(path: Path, env: dict[str, str], variables: dict[str, Any], at: Position | None) -> Document:
+    text = _read(path, at)
+    is_template = path.name.endswith(".j2") or re.search(r"^template:\s*true\s*$", text, re.M)
+    if is_template:
+        text = render_template(text, path, variables)
+    doc = parse_yaml(text, str(path), env)
+    if doc.data is None:
+        doc.data = {}
+    if not isinstance(doc.data, dict):
+        raise SpecError(doc.where(()), "the topology must be a mapping", "start with keys like networks:")
+    return doc
+
+
+def _merge(main: Document, frag: Document) -> None:
+    for key, value in frag.data.items():
+        if key in ("include", "template"):
+            continue
+        if key not in main.data:
+            main.data[key] = value
+            _copy_positions(main, frag, (key,), (key,))
+        elif key in MAP_SECTIONS and isinstance(value, dict) and isinstance(main.data[key], dict):
+            for name, item in value.items():
+                if name in main.data[key]:
+                    raise SpecError(frag.where((key, name), key=True), f"{key}.{name} is defined twice "
+                                    f"(also at {main.where((key, name), key=True)})", "define it in one file only")
+                main.data[key][name] = item
+                _copy_positions(main, frag, (key, name), (key, name))
+        elif key in LIST_SECTIONS and isinstance(value, list) and isinstance(main.data[key], list):
+            offset = len(main.data[key])
+            main.data[key].extend(value)
+            for i in range(len(value)):
+                _copy_positions(main, frag, (key, i), (key, offset + i))
+        elif main.data[key] != value:
+            raise SpecError(frag.where((key,), key=True), f"'{key}' conflicts with {main.where((key,), key=True)}",
+                            "set it in one file only")
+
+
+def _copy_positions(main: Document, frag: Document, src: tuple, dst: tuple) -> None:
+    for table_main, table_frag in ((main.values, frag.values), (main.keys, frag.keys)):
+        for path, pos in table_frag.items():
+            if path[:len(src)] == src:
+                table_main[dst + path[len(src):]] = pos
+
+
+def _validation_error(doc: Document, err: ValidationError) -> SpecError:
+    first = err.errors()[0]
+    path: tuple = ()
+    for part in first["loc"]:
+        if path + (part,) in doc.values or path + (part,) in doc.keys:
+            path += (part,)
+    dotted = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        field = first["loc"][-1]
+        return SpecError(doc.where(path, key=True), f"unknown key '{field}' in {dotted.rpartition('.')[0] or 'top level'}",
+                         "remove it or fix its spelling (see `netcompose schema`)")
+    message = first["msg"].removeprefix("Value error, ")
+    if kind == "missing":
+        return SpecError(doc.where(path), f"{dotted}: required key missing", "add it")
+    if kind == "string_pattern_mismatch":
+        message = f"invalid name {first.get('input')!r}: use letters, digits, '_', '.' or '-', starting with a letter or digit"
+    return SpecError(doc.where(path), f"{dotted}: {message}", "see `netcompose schema` for the allowed values")
+
+
+def default_project(path: Path, topology: Topology, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if topology.name:
+        return topology.name
+    folder = re.sub(r"[^a-z0-9_-]", "", path.resolve().parent.name.lower()) or "default"
+    return folder[:32]
+
+
+def load(path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
+         environ: dict[str, str] | None = None) -> Spec:
+    path = Path(path)
+    env = {**read_dotenv(path.parent), **(os.environ if environ is None else environ)}
+    variables = variables or {}
+    doc = _load_document(path, env, variables, None)
+    sources = [path]
+    includes = doc.data.get("include") or []
+    if not isinstance(includes, list):
+        raise SpecError(doc.where(("include",)), "include: must be a list of files", "write include: [a.yaml]")
+    for i, item in enumerate(includes):
+        if not isinstance(item, str):
+            raise SpecError(doc.where(("include", i)), "include entries must be file names", "quote the file name")
+        fragment_path = path.parent / item
+        fragment = _load_document(fragment_path, env, variables, doc.where(("include", i)))
+        if fragment.data.get("include"):
+            raise SpecError(fragment.where(("include",), key=True), "nested include is not supported",
+                            "list every fragment in the main file")
+        _merge(doc, fragment)
+        sources.append(fragment_path)
+    try:
+        topology = Topology.model_validate(doc.data)
+    except ValidationError as exc:
+        raise _validation_error(doc, exc) from None
+    if project is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", project):
+        raise SpecError(None, f"invalid project name '{project}'",
+                        "use up to 32 lowercase letters, digits, '_' or '-', starting with a letter or digit")
+    return Spec(path, doc, topology, default_project(path, topology, project), sources)

@@ -1,0 +1,139 @@
+"""YAML → plain data, remembering where every key and value came from.
+
+Also does Compose-style `${VAR}` interpolation (with a `.env` beside the file),
+Jinja2 templates rendered in a sandbox, and `include:` of fragments.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from ..errors import Position, SpecError
+
+Path_ = tuple[Any, ...]
+
+
+@dataclass
+class Document:
+    """Parsed data plus the source position of every path in it."""
+
+    data: Any
+    file: str
+    values: dict[Path_, Position] = field(default_factory=dict)
+    keys: dict[Path_, Position] = field(default_factory=dict)
+
+    def where(self, path: Path_, key: bool = False) -> Position:
+        """The position of `path`, or of its nearest ancestor that has one."""
+        table = self.keys if key else self.values
+        path = tuple(path)
+        while path:
+            if path in table:
+                return table[path]
+            if not key and path in self.keys:
+                return self.keys[path]
+            path = path[:-1]
+        return self.values.get((), Position(self.file, 1, 1))
+
+
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def interpolate(text: str, env: dict[str, str], where: Position) -> str:
+    """Compose's rules: ${VAR}, $VAR, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, $$."""
+
+    def substitute(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1) or match.group(4)
+        op, arg = match.group(2), match.group(3) or ""
+        value = env.get(name)
+        unset = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in (":-", "-") and unset:
+            return arg
+        if op in (":?", "?") and unset:
+            raise SpecError(where, f"variable {name} is required: {arg or 'not set'}",
+                            f"set {name} in the environment or in .env")
+        if value is None:
+            raise SpecError(where, f"variable {name} is not set",
+                            f"set it in the environment or .env, or write ${{{name}:-default}}")
+        return value
+
+    return _VAR.sub(substitute, text)
+
+
+def read_dotenv(folder: Path) -> dict[str, str]:
+    path = folder / ".env"
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name.strip()):
+            raise SpecError(Position(str(path), number, 1), "expected NAME=value", "fix or remove this line")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+class _Builder:
+    def __init__(self, file: str, loader: yaml.SafeLoader, env: dict[str, str] | None):
+        self.file, self.loader, self.env = file, loader, env
+        self.doc = Document(None, file)
+
+    def pos(self, node) -> Position:
+        return Position(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def build(self, node, path: Path_) -> Any:
+        self.doc.values[path] = self.pos(node)
+        if isinstance(node, MappingNode):
+            self.loader.flatten_mapping(node)
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.build_scalar(key_node, path) if isinstance(key_node, ScalarNode) else None
+                if key is None or isinstance(key, (list, dict)):
+                    raise SpecError(self.pos(key_node), "mapping keys must be plain scalars", "quote the key")
+                if key in out:
+                    raise SpecError(self.pos(key_node), f"duplicate key '{key}'", "remove one of the two")
+                self.doc.keys[path + (key,)] = self.pos(key_node)
+                out[key] = self.build(value_node, path + (key,))
+            return out
+        if isinstance(node, SequenceNode):
+            return [self.build(item, path + (index,)) for index, item in enumerate(node.value)]
+        return self.build_scalar(node, path)
+
+    def build_scalar(self, node: ScalarNode, path: Path_) -> Any:
+        value = self.loader.construct_object(node, deep=True)
+        if isinstance(value, str) and self.env is not None and "$" in value:
+            value = interpolate(value, self.env, self.pos(node))
+            if node.style is None:  # plain scalars are re-typed after interpolation, as in Compose
+                value = yaml.safe_load(value) if value.strip() else value
+        return value
+
+
+def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        builder = _Builder(file, loader, env)
+        builder.doc.data = builder.build(node, ()) if node is not None else {}
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        position = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
+        raise SpecError(position, f"invalid YAML: {exc.problem or exc.context}",
+                        "check indentation, quoting and colons") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(Position(file, 1, 1), f"invalid YAML: {exc}", "fix the syntax") from None
+    finally:
+        loader.dispose()
+    return builder.doc

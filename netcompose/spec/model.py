@@ -1,0 +1,197 @@
+"""The topology file, as pydantic models.  `schemas/netcompose.schema.json` is generated from here."""
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+IFNAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
+ProjectName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", min_length=1, max_length=32)]
+# IFNAMSIZ is 16 bytes with the terminating NUL.
+IfName = Annotated[str, Field(pattern=IFNAME_PATTERN, min_length=1, max_length=15)]
+Mac = Annotated[str, Field(pattern=MAC_PATTERN)]
+PortNumber = Annotated[int, Field(ge=1, le=65535)]
+VlanId = Annotated[int, Field(ge=1, le=4094)]
+Mtu = Annotated[int, Field(ge=68, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class OvsOptions(Strict):
+    bridge: IfName | None = Field(None, description="OVS bridge name; networks sharing one are separated by VLAN tag")
+    datapath_type: Literal["system", "netdev"] = "system"
+    fail_mode: Literal["standalone", "secure"] = "standalone"
+
+
+class Network(Strict):
+    driver: Literal["bridge", "ovs"] = "bridge"
+    subnet: IPv4Network | None = Field(None, description="IPv4 subnet; default: a free /24 from address_pools")
+    gateway: IPv4Address | None = Field(None, description="host-side address; default: first usable address")
+    mtu: Mtu = 1500
+    nat: bool = Field(True, description="masquerade traffic leaving through non-project interfaces")
+    internal: bool = Field(False, description="no traffic in or out except between members")
+    icc: bool = Field(True, description="members may talk to each other directly")
+    vlan: VlanId | None = Field(None, description="OVS access tag for every endpoint of this network")
+    ovs: OvsOptions | None = None
+
+    @model_validator(mode="after")
+    def _ovs_only_keys(self) -> "Network":
+        if self.driver != "ovs" and (self.vlan is not None or self.ovs is not None):
+            raise ValueError("'vlan' and 'ovs' need driver: ovs")
+        return self
+
+
+class Endpoint(Strict):
+    ipv4_address: IPv4Address | None = None
+    ifname: IfName | None = Field(None, description="default eth0, eth1, ... in declaration order")
+    mac_address: Mac | None = None
+    type: Literal["veth", "ovs-internal"] = "veth"
+    trunks: list[VlanId] | None = Field(None, description="OVS trunk port carrying these tags")
+
+
+class Route(Strict):
+    to: IPv4Network
+    via: IPv4Address | None = None
+    metric: Annotated[int, Field(ge=0)] | None = None
+
+
+class PortMapping(Strict):
+    target: PortNumber
+    published: PortNumber | None = None
+    protocol: Literal["tcp", "udp"] = "tcp"
+    host_ip: IPv4Address = IPv4Address("0.0.0.0")
+
+
+_SHORT_PORT = re.compile(r"^(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?:(?P<published>\d+):)?(?P<target>\d+)(?:/(?P<proto>tcp|udp))?$")
+
+
+def parse_short_port(text: str) -> dict[str, Any]:
+    match = _SHORT_PORT.match(text.strip())
+    if not match:
+        raise ValueError(f"'{text}' is not [HOST_IP:][PUBLISHED:]TARGET[/tcp|udp]")
+    parts = {"target": int(match["target"]), "protocol": match["proto"] or "tcp"}
+    if match["published"]:
+        parts["published"] = int(match["published"])
+    if match["ip"]:
+        parts["host_ip"] = match["ip"]
+    return parts
+
+
+class FirewallRule(Strict):
+    proto: Literal["tcp", "udp", "icmp", "any"] = "any"
+    ports: list[PortNumber] | None = None
+    from_: str | None = Field(None, alias="from", description="network, container, CIDR or 'any'")
+    to: str | None = Field(None, description="network, container, CIDR or 'any'")
+
+
+class Firewall(Strict):
+    ingress: list[FirewallRule] | None = None
+    egress: list[FirewallRule] | None = None
+
+
+class Container(Strict):
+    networks: dict[Name, Endpoint] = Field(default_factory=dict)
+    default_route: Name | None = Field(None, description="network whose gateway is the default route")
+    routes: list[Route] = Field(default_factory=list)
+    dns: list[IPv4Address] = Field(default_factory=list)
+    dns_search: list[str] = Field(default_factory=list)
+    extra_hosts: dict[str, IPv4Address] = Field(default_factory=dict)
+    sysctls: dict[str, str] = Field(default_factory=dict)
+    netns: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = Field(
+        None, description="adopt this existing named namespace")
+    pid: Annotated[int, Field(ge=1)] | None = Field(None, description="adopt the namespace of this process")
+    ports: list[PortMapping] = Field(default_factory=list)
+    firewall: Firewall | None = None
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _short_networks(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {name: {} for name in value} if all(isinstance(n, str) for n in value) else value
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @field_validator("sysctls", mode="before")
+    @classmethod
+    def _sysctl_strings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else v
+                    for k, v in value.items()}
+        return value
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _short_ports(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [parse_short_port(v) if isinstance(v, str) else {"target": v} if isinstance(v, int) else v
+                    for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _one_namespace_source(self) -> "Container":
+        if self.netns is not None and self.pid is not None:
+            raise ValueError("use either 'netns' or 'pid', not both")
+        return self
+
+
+class Link(Strict):
+    endpoints: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(
+        description='two "container:ifname" ends of a direct veth wire')
+    mtu: Mtu = 1500
+
+
+class Policy(Strict):
+    from_: Name = Field(alias="from")
+    to: Name
+    proto: Literal["tcp", "udp", "icmp", "any"] = "any"
+    ports: list[PortNumber] | None = None
+
+
+class Expectation(Strict):
+    from_: Name = Field(alias="from")
+    to: str = Field(description='container, or "container:port"')
+    proto: Literal["tcp", "udp", "icmp"] | None = None
+    port: PortNumber | None = None
+    reachable: bool = True
+
+
+class AddressPool(Strict):
+    base: IPv4Network
+    size: Annotated[int, Field(ge=8, le=30)] = 24
+
+
+DEFAULT_POOLS = [AddressPool(base=IPv4Network("10.128.0.0/9"), size=24)]
+
+
+class Topology(Strict):
+    name: ProjectName | None = None
+    include: list[str] = Field(default_factory=list, description="fragments merged into this file")
+    template: bool = Field(False, description="render this file with Jinja2 first")
+    vars: dict[str, Any] = Field(default_factory=dict, description="template variables")
+    address_pools: list[AddressPool] = Field(default_factory=lambda: list(DEFAULT_POOLS))
+    networks: dict[Name, Network] = Field(default_factory=dict)
+    containers: dict[Name, Container] = Field(default_factory=dict)
+    links: list[Link] = Field(default_factory=list)
+    policies: list[Policy] = Field(default_factory=list)
+    expect: list[Expectation] = Field(default_factory=list)
+
+    @field_validator("networks", "containers", mode="before")
+    @classmethod
+    def _null_entries(cls, value: Any) -> Any:
+        return {k: ({} if v is None else v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def json_schema() -> dict:
+    schema = Topology.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "netcompose topology"
+    return schema

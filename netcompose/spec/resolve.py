@@ -1,0 +1,347 @@
+"""Validate a Topology across its parts and fill in every default.
+
+Pure: host facts that influence defaults (routes already on the host, subnets and
+addresses netcompose assigned before) come in as arguments.  The result is plain data.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, ip_network
+from typing import Any
+
+from ..errors import SpecError
+from .. import names
+from .loader import Document
+from .model import IFNAME_PATTERN, Topology
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the host already has, so defaults avoid collisions and stay sticky."""
+
+    routes: tuple[IPv4Network, ...] = ()
+    subnets: dict[str, IPv4Network] = field(default_factory=dict)       # network → subnet we assigned
+    addresses: dict[tuple[str, str], IPv4Address] = field(default_factory=dict)  # (container, network) → ip
+
+
+@dataclass
+class RNetwork:
+    name: str
+    driver: str
+    subnet: IPv4Network
+    gateway: IPv4Address
+    mtu: int
+    bridge: str            # kernel (or OVS) bridge name
+    nat: bool
+    internal: bool
+    icc: bool
+    vlan: int | None
+    ovs: dict[str, Any] | None
+
+
+@dataclass
+class REndpoint:
+    network: str
+    ifname: str
+    address: IPv4Address
+    prefixlen: int
+    mac: str | None
+    type: str
+    trunks: list[int] | None
+    host_ifname: str
+
+
+@dataclass
+class RContainer:
+    name: str
+    netns: str               # named namespace, or /proc/PID/ns/net path for pid adoption
+    adopted: bool
+    endpoints: list[REndpoint]
+    default_gateway: IPv4Address | None
+    default_ifname: str | None
+    routes: list[dict[str, Any]]
+    dns: list[str]
+    dns_search: list[str]
+    hosts: list[tuple[str, str]]
+    sysctls: dict[str, str]
+
+
+@dataclass
+class RLink:
+    a: tuple[str, str]      # (container, ifname)
+    b: tuple[str, str]
+    mtu: int
+
+
+@dataclass
+class Resolved:
+    project: str
+    topology: Topology
+    networks: dict[str, RNetwork]
+    containers: dict[str, RContainer]
+    links: list[RLink]
+
+
+_SYSCTL = re.compile(r"^net\.[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+class _Resolver:
+    def __init__(self, topo: Topology, doc: Document, project: str, facts: HostFacts):
+        self.topo, self.doc, self.project, self.facts = topo, doc, project, facts
+
+    def fail(self, path: tuple, problem: str, fix: str = "", key: bool = False) -> None:
+        raise SpecError(self.doc.where(path, key=key), problem, fix)
+
+    # -- networks --------------------------------------------------------------------
+    def networks(self) -> dict[str, RNetwork]:
+        explicit = {n: net.subnet for n, net in self.topo.networks.items() if net.subnet}
+        names_ = list(explicit)
+        for i, a in enumerate(names_):
+            for b in names_[:i]:
+                if explicit[a].overlaps(explicit[b]):
+                    self.fail(("networks", a, "subnet"), f"subnet {explicit[a]} of network '{a}' overlaps "
+                              f"{explicit[b]} of network '{b}'", "give each network its own subnet")
+        taken = list(explicit.values())
+        out: dict[str, RNetwork] = {}
+        for name, net in self.topo.networks.items():
+            subnet = net.subnet or self.allocate_subnet(name, taken)
+            taken.append(subnet)
+            gateway = net.gateway or next(subnet.hosts(), None)
+            if gateway is None:
+                self.fail(("networks", name, "subnet"), f"subnet {subnet} has no usable address",
+                          "use a prefix of /30 or shorter")
+            self.check_host_address(("networks", name, "gateway"), gateway, subnet, "gateway")
+            bridge = (net.ovs.bridge if net.ovs and net.ovs.bridge
+                      else names.host_ifname(self.project, "net", name))
+            out[name] = RNetwork(name, net.driver, subnet, gateway, net.mtu, bridge, net.nat, net.internal,
+                                 net.icc, net.vlan, net.ovs.model_dump() if net.ovs else None)
+        return out
+
+    def allocate_subnet(self, network: str, taken: list[IPv4Network]) -> IPv4Network:
+        sticky = self.facts.subnets.get(network)
+        if sticky and not any(sticky.overlaps(t) for t in taken):
+            return sticky
+        busy = taken + [r for r in self.facts.routes if r.prefixlen > 0]
+        for pool in self.topo.address_pools:
+            if pool.size < pool.base.prefixlen:
+                continue
+            for candidate in pool.base.subnets(new_prefix=pool.size):
+                if not any(candidate.overlaps(b) for b in busy):
+                    return candidate
+        self.fail(("networks", network), f"no free /{self.topo.address_pools[0].size} left in address_pools "
+                  f"for network '{network}'", "set subnet: explicitly or add an address_pools entry")
+        raise AssertionError
+
+    def check_host_address(self, path: tuple, address: IPv4Address, subnet: IPv4Network, what: str) -> None:
+        if address not in subnet:
+            self.fail(path, f"{what} {address} is outside subnet {subnet}", f"pick an address inside {subnet}")
+        if subnet.prefixlen < 31 and address in (subnet.network_address, subnet.broadcast_address):
+            kind = "network" if address == subnet.network_address else "broadcast"
+            self.fail(path, f"{what} {address} is the {kind} address of {subnet}", "pick a host address")
+
+    # -- containers ------------------------------------------------------------------
+    def containers(self, networks: dict[str, RNetwork]) -> dict[str, RContainer]:
+        used: dict[IPv4Address, tuple] = {net.gateway: ("networks", n, "gateway") for n, net in networks.items()}
+        explicit: dict[str, set[IPv4Address]] = {n: {net.gateway} for n, net in networks.items()}
+        for cname, c in self.topo.containers.items():
+            for nname, ep in c.networks.items():
+                path = ("containers", cname, "networks", nname)
+                if nname not in networks:
+                    known = ", ".join(networks) or "none"
+                    self.fail(path, f"container '{cname}' uses undefined network '{nname}' (defined: {known})",
+                              "declare it under networks: or fix the name", key=True)
+                if ep.ipv4_address is None:
+                    continue
+                net = networks[nname]
+                apath = path + ("ipv4_address",)
+                if ep.ipv4_address == net.gateway:
+                    self.fail(apath, f"{ep.ipv4_address} is the gateway of network '{nname}'",
+                              "pick another address")
+                self.check_host_address(apath, ep.ipv4_address, net.subnet, "ipv4_address")
+                if ep.ipv4_address in used:
+                    other = ".".join(str(p) for p in used[ep.ipv4_address])
+                    self.fail(apath, f"address {ep.ipv4_address} is already used by {other}",
+                              "give each endpoint its own address")
+                used[ep.ipv4_address] = apath
+                explicit[nname].add(ep.ipv4_address)
+
+        link_ifnames = self.link_ifnames()
+        out: dict[str, RContainer] = {}
+        for cname, c in self.topo.containers.items():
+            endpoints: list[REndpoint] = []
+            seen: dict[str, tuple] = {}
+            for index, (nname, ep) in enumerate(c.networks.items()):
+                net = networks[nname]
+                path = ("containers", cname, "networks", nname)
+                ifname = ep.ifname or f"eth{index}"
+                if ifname in seen:
+                    self.fail(path + ("ifname",), f"interface name '{ifname}' is used twice in container '{cname}'",
+                              "give each endpoint its own ifname")
+                seen[ifname] = path
+                address = ep.ipv4_address or self.allocate_address(cname, net, explicit[nname], path)
+                if ep.type == "ovs-internal" and net.driver != "ovs":
+                    self.fail(path + ("type",), "type: ovs-internal needs a network with driver: ovs",
+                              "use type: veth or driver: ovs")
+                if ep.trunks is not None and net.driver != "ovs":
+                    self.fail(path + ("trunks",), "trunks need a network with driver: ovs", "remove trunks")
+                endpoints.append(REndpoint(nname, ifname, address, net.subnet.prefixlen,
+                                           ep.mac_address.lower() if ep.mac_address else None, ep.type,
+                                           ep.trunks, names.host_ifname(self.project, "ep", f"{cname}/{nname}")))
+            for ifname, path in link_ifnames.get(cname, []):
+                if ifname in seen:
+                    self.fail(path, f"interface name '{ifname}' is used twice in container '{cname}'",
+                              "pick another name for the link end")
+                seen[ifname] = path
+            out[cname] = self.container(cname, c, endpoints, networks)
+        self.fill_hosts(out)
+        return out
+
+    def allocate_address(self, cname: str, net: RNetwork, taken: set[IPv4Address], path: tuple) -> IPv4Address:
+        sticky = self.facts.addresses.get((cname, net.name))
+        if sticky and sticky in net.subnet and sticky not in taken and sticky != net.gateway:
+            taken.add(sticky)
+            return sticky
+        for host in net.subnet.hosts():
+            if host not in taken:
+                taken.add(host)
+                return host
+        self.fail(path, f"subnet {net.subnet} of network '{net.name}' has no free address", "use a larger subnet")
+        raise AssertionError
+
+    def container(self, cname: str, c, endpoints: list[REndpoint], networks: dict[str, RNetwork]) -> RContainer:
+        base = ("containers", cname)
+        by_network = {ep.network: ep for ep in endpoints}
+        default_net = c.default_route or next(iter(c.networks), None)
+        if c.default_route and c.default_route not in by_network:
+            self.fail(base + ("default_route",), f"default_route '{c.default_route}' is not one of the networks "
+                      f"of container '{cname}'", f"use one of: {', '.join(by_network) or 'none'}")
+        gateway = ifname = None
+        if default_net and not networks[default_net].internal:
+            gateway, ifname = networks[default_net].gateway, by_network[default_net].ifname
+        routes = []
+        for i, route in enumerate(c.routes):
+            path = base + ("routes", i)
+            dev = None
+            if route.via is not None:
+                dev = next((ep.ifname for ep in endpoints if route.via in networks[ep.network].subnet), None)
+                if dev is None:
+                    self.fail(path + ("via",), f"gateway {route.via} is not on any network of container '{cname}'",
+                              "use an address inside one of its subnets")
+            routes.append({"to": str(route.to), "via": str(route.via) if route.via else None, "dev": dev,
+                           "metric": route.metric})
+        for i, key in enumerate(c.sysctls):
+            if not _SYSCTL.match(key):
+                self.fail(base + ("sysctls", key), f"'{key}' is not a per-namespace network sysctl",
+                          "use a net.* name such as net.ipv4.ip_forward", key=True)
+        for host in c.extra_hosts:
+            if not _HOSTNAME.match(host):
+                self.fail(base + ("extra_hosts", host), f"'{host}' is not a valid host name", "use letters, "
+                          "digits, dots and hyphens", key=True)
+        for i, domain in enumerate(c.dns_search):
+            if not _HOSTNAME.match(domain):
+                self.fail(base + ("dns_search", i), f"'{domain}' is not a valid domain", "fix the domain")
+        adopted = c.netns is not None or c.pid is not None
+        netns = c.netns or (f"/proc/{c.pid}/ns/net" if c.pid else names.netns_name(self.project, cname))
+        return RContainer(cname, netns, adopted, endpoints, gateway, ifname, routes,
+                          [str(d) for d in c.dns], list(c.dns_search),
+                          [(str(ip), host) for host, ip in c.extra_hosts.items()], dict(c.sysctls))
+
+    def fill_hosts(self, containers: dict[str, RContainer]) -> None:
+        """Like Docker's embedded DNS, containers find peers that share a network by name."""
+        members: dict[str, list[tuple[str, str]]] = {}
+        for c in containers.values():
+            for ep in c.endpoints:
+                members.setdefault(ep.network, []).append((str(ep.address), c.name))
+        for c in containers.values():
+            own = [(str(ep.address), c.name) for ep in c.endpoints[:1]]
+            peers = [entry for ep in c.endpoints for entry in members[ep.network] if entry[1] != c.name]
+            c.hosts = own + sorted(set(peers), key=lambda e: (e[1], e[0])) + c.hosts
+
+    # -- links -----------------------------------------------------------------------
+    def link_ifnames(self) -> dict[str, list[tuple[str, tuple]]]:
+        found: dict[str, list[tuple[str, tuple]]] = {}
+        for i, link in enumerate(self.topo.links):
+            for j, end in enumerate(link.endpoints):
+                path = ("links", i, "endpoints", j)
+                container, sep, ifname = end.partition(":")
+                if not sep or not ifname:
+                    self.fail(path, f"link end '{end}' is not CONTAINER:IFNAME", 'write it like "web:p2p0"')
+                if container not in self.topo.containers:
+                    self.fail(path, f"link end '{end}' names unknown container '{container}'",
+                              f"use one of: {', '.join(self.topo.containers) or 'none'}")
+                if not re.match(IFNAME_PATTERN, ifname) or len(ifname.encode()) > 15:
+                    self.fail(path, f"'{ifname}' is not a valid interface name",
+                              "use at most 15 letters, digits, '_', '-' or '.'")
+                found.setdefault(container, []).append((ifname, path))
+            if link.endpoints[0].partition(":")[0] == link.endpoints[1].partition(":")[0]:
+                self.fail(("links", i), "a link must join two different containers", "fix one end")
+        return found
+
+    def links(self) -> list[RLink]:
+        out = []
+        for link in self.topo.links:
+            a, b = (tuple(e.split(":", 1)) for e in link.endpoints)
+            out.append(RLink(a, b, link.mtu))
+        return out
+
+    # -- cross checks --------------------------------------------------------------------
+    def policies_and_expectations(self, containers: dict[str, RContainer]) -> None:
+        for i, policy in enumerate(self.topo.policies):
+            for side, value in (("from", policy.from_), ("to", policy.to)):
+                if value not in self.topo.networks:
+                    self.fail(("policies", i, side), f"policy names unknown network '{value}'",
+                              f"use one of: {', '.join(self.topo.networks) or 'none'}")
+        for i, exp in enumerate(self.topo.expect):
+            target = exp.to.partition(":")[0]
+            for side, value in (("from", exp.from_), ("to", target)):
+                if value not in containers:
+                    self.fail(("expect", i, side), f"expect names unknown container '{value}'",
+                              f"use one of: {', '.join(containers) or 'none'}")
+            port = exp.to.partition(":")[2]
+            if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+                self.fail(("expect", i, "to"), f"'{port}' is not a port number", "use 1-65535")
+        for cname, c in self.topo.containers.items():
+            seen: dict[tuple, int] = {}
+            for i, port in enumerate(c.ports):
+                key = (str(port.host_ip), port.published or port.target, port.protocol)
+                if key in seen or any(k[1:] == key[1:] and "0.0.0.0" in (k[0], key[0]) for k in seen):
+                    self.fail(("containers", cname, "ports", i), f"host port {key[1]}/{key[2]} is published twice",
+                              "publish each host port once")
+                seen[key] = i
+            if c.firewall:
+                for direction in ("ingress", "egress"):
+                    for j, rule in enumerate(getattr(c.firewall, direction) or []):
+                        peer = rule.from_ if direction == "ingress" else rule.to
+                        self.check_peer(("containers", cname, "firewall", direction, j,
+                                         "from" if direction == "ingress" else "to"), peer)
+                        if rule.ports and rule.proto not in ("tcp", "udp"):
+                            self.fail(("containers", cname, "firewall", direction, j, "ports"),
+                                      "ports need proto: tcp or udp", "set proto")
+        for i, policy in enumerate(self.topo.policies):
+            if policy.ports and policy.proto not in ("tcp", "udp"):
+                self.fail(("policies", i, "ports"), "ports need proto: tcp or udp", "set proto")
+
+    def check_peer(self, path: tuple, peer: str | None) -> None:
+        if peer in (None, "any") or peer in self.topo.networks or peer in self.topo.containers:
+            return
+        try:
+            ip_network(peer, strict=False)
+        except ValueError:
+            self.fail(path, f"'{peer}' is not a network, container, CIDR or 'any'", "fix the reference")
+
+    def run(self) -> Resolved:
+        networks = self.networks()
+        containers = self.containers(networks)
+        self.policies_and_expectations(containers)
+        adopted = {c.netns: name for name, c in containers.items() if c.adopted}
+        for name, c in containers.items():
+            if not c.adopted and c.netns in adopted:
+                self.fail(("containers", adopted[c.netns], "netns"), f"namespace '{c.netns}' is also the "
+                          f"namespace netcompose creates for container '{name}'", "adopt another namespace")
+        return Resolved(self.project, self.topo, networks, containers, self.links())
+
+
+def resolve(topo: Topology, doc: Document, project: str, facts: HostFacts = HostFacts()) -> Resolved:
+    return _Resolver(topo, doc, project, facts).run()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what netcompose needs on a fresh Debian machine: the kernel tools
+# (iproute2, nftables, Open vSwitch, ethtool, ping) and the Python package.
+# Debian would start the system Open vSwitch daemons on install; netcompose and its
+# tests never use them, so service start-up is suppressed for this install only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(iproute2 nftables openvswitch-switch openvswitch-common ethtool iputils-ping conntrack procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  policy=/usr/sbin/policy-rc.d
+  created_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created_policy=1
+  fi
+  trap '[ "$created_policy" = 1 ] && rm -f "$policy"' EXIT
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[test]"
