@@ -69,8 +69,12 @@ def _links(res: Resolved) -> Iterable[Resource]:
         a, b = res.containers[link.a[0]], res.containers[link.b[0]]
         ident = f"{link.a[0]}:{link.a[1]}={link.b[0]}:{link.b[1]}"
         alias = names.alias(res.project, "link", ident)
-        yield r.veth(a.netns, link.a[1], b.netns, link.b[1], mtu=link.mtu, alias=alias,
-                     peer_alias=names.alias(res.project, "link-peer", ident))
+        wire = r.veth(a.netns, link.a[1], b.netns, link.b[1], mtu=link.mtu, alias=alias,
+                      peer_alias=names.alias(res.project, "link-peer", ident))
+        yield wire
+        for (container, ifname), cidr in zip((link.a, link.b), link.addresses or ()):
+            ip, _, plen = cidr.partition("/")
+            yield r.address(res.containers[container].netns, ifname, ip, int(plen), wire.key)
 
 
 def _networks(res: Resolved) -> Iterable[Resource]:

@@ -1,6 +1,7 @@
 """spec: read a topology file (with includes, variables and templates) and validate it."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from ..errors import Position, SpecError
 from .loader import Document, parse_yaml, read_dotenv
-from .model import Topology
+from .model import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN, Topology
 
 LIST_SECTIONS = ("links", "policies", "expect", "address_pools")
 MAP_SECTIONS = ("networks", "containers", "vars")
@@ -135,6 +136,9 @@ def _validation_error(doc: Document, err: ValidationError) -> SpecError:
             path += (part,)
     dotted = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p))
     kind = first["type"]
+    if "[key]" in first["loc"]:
+        return SpecError(doc.where(path, key=True), f"invalid name {first.get('input')!r}: use letters, digits, "
+                         "'_', '.' or '-', starting with a letter or digit", "rename it")
     if kind == "extra_forbidden":
         field = first["loc"][-1]
         return SpecError(doc.where(path, key=True), f"unknown key '{field}' in {dotted.rpartition('.')[0] or 'top level'}",
@@ -143,8 +147,23 @@ def _validation_error(doc: Document, err: ValidationError) -> SpecError:
     if kind == "missing":
         return SpecError(doc.where(path), f"{dotted}: required key missing", "add it")
     if kind == "string_pattern_mismatch":
-        message = f"invalid name {first.get('input')!r}: use letters, digits, '_', '.' or '-', starting with a letter or digit"
+        message = _PATTERN_MESSAGES.get(first.get("ctx", {}).get("pattern"), "invalid value").format(
+            first.get("input"))
+    if kind == "ip_v4_network" and isinstance(first.get("input"), str):
+        try:
+            fixed = ipaddress.ip_network(first["input"], strict=False)
+            message = f"{first['input']} has host bits set; did you mean {fixed}?"
+        except ValueError:
+            pass
     return SpecError(doc.where(path), f"{dotted}: {message}", "see `netcompose schema` for the allowed values")
+
+
+_PATTERN_MESSAGES = {
+    NAME_PATTERN: "invalid name {!r}: use letters, digits, '_', '.' or '-', starting with a letter or digit",
+    IFNAME_PATTERN: "invalid interface name {!r}: use letters, digits, '_', '.' or '-'",
+    MAC_PATTERN: "invalid MAC address {!r}: write six hex pairs like 02:42:0a:00:00:01",
+    PROJECT_PATTERN: "invalid name {!r}: use lowercase letters, digits, '_' or '-'",
+}
 
 
 def default_project(path: Path, topology: Topology, explicit: str | None) -> str:

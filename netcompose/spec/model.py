@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,7 +12,8 @@ IFNAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
-ProjectName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", min_length=1, max_length=32)]
+PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+ProjectName = Annotated[str, Field(pattern=PROJECT_PATTERN, min_length=1, max_length=32)]
 # IFNAMSIZ is 16 bytes with the terminating NUL.
 IfName = Annotated[str, Field(pattern=IFNAME_PATTERN, min_length=1, max_length=15)]
 Mac = Annotated[str, Field(pattern=MAC_PATTERN)]
@@ -147,6 +148,8 @@ class Link(Strict):
     endpoints: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(
         description='two "container:ifname" ends of a direct veth wire')
     mtu: Mtu = 1500
+    addresses: Annotated[list[IPv4Interface], Field(min_length=2, max_length=2)] | None = Field(
+        None, description='addresses of the two ends, e.g. ["10.99.0.1/30", "10.99.0.2/30"]')
 
 
 class Policy(Strict):

@@ -72,6 +72,7 @@ class RLink:
     a: tuple[str, str]      # (container, ifname)
     b: tuple[str, str]
     mtu: int
+    addresses: tuple[str, str] | None   # "ip/prefixlen" for each end
 
 
 @dataclass
@@ -150,8 +151,12 @@ class _Resolver:
                 path = ("containers", cname, "networks", nname)
                 if nname not in networks:
                     known = ", ".join(networks) or "none"
+                    listed = self.doc.data["containers"][cname].get("networks")
+                    short = isinstance(listed, list) and nname in listed
+                    if short:  # point at the list item
+                        path = path[:-1] + (listed.index(nname),)
                     self.fail(path, f"container '{cname}' uses undefined network '{nname}' (defined: {known})",
-                              "declare it under networks: or fix the name", key=True)
+                              "declare it under networks: or fix the name", key=not short)
                 if ep.ipv4_address is None:
                     continue
                 net = networks[nname]
@@ -275,6 +280,10 @@ class _Resolver:
                     self.fail(path, f"'{ifname}' is not a valid interface name",
                               "use at most 15 letters, digits, '_', '-' or '.'")
                 found.setdefault(container, []).append((ifname, path))
+            if link.addresses and (link.addresses[0].network != link.addresses[1].network
+                                   or link.addresses[0].ip == link.addresses[1].ip):
+                self.fail(("links", i, "addresses"), "link addresses must be two different addresses in one subnet",
+                          'write e.g. ["10.99.0.1/30", "10.99.0.2/30"]')
             if link.endpoints[0].partition(":")[0] == link.endpoints[1].partition(":")[0]:
                 self.fail(("links", i), "a link must join two different containers", "fix one end")
         return found
@@ -283,7 +292,8 @@ class _Resolver:
         out = []
         for link in self.topo.links:
             a, b = (tuple(e.split(":", 1)) for e in link.endpoints)
-            out.append(RLink(a, b, link.mtu))
+            addresses = tuple(str(x) for x in link.addresses) if link.addresses else None
+            out.append(RLink(a, b, link.mtu, addresses))
         return out
 
     # -- cross checks --------------------------------------------------------------------

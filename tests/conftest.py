@@ -1,0 +1,67 @@
+"""Shared fixtures.  Every kernel object a test makes carries its project's unique prefix
+and is removed afterwards by that prefix, even when the test fails."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from netcompose import Project
+from netcompose.drivers import namespaces, rtnl
+
+REPO = Path(__file__).resolve().parent.parent
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def remove_by_prefix(prefix: str) -> None:
+    for ns in namespaces.list_named():
+        if ns.startswith(prefix):
+            namespaces.delete(ns)
+    sock = rtnl.RtnlSocket()
+    try:
+        for _ in range(100):
+            mine = [link.name for link in sock.links() if link.name.startswith(prefix)]
+            if not mine:
+                break
+            sock.execute([rtnl.del_link(name) for name in mine])
+            time.sleep(0.05)
+    finally:
+        sock.close()
+    for folder in Path("/etc/netns").glob(f"{prefix}*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(f"/run/netcompose/{prefix}", ignore_errors=True)
+    if shutil.which("nft"):
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.split("\n")
+        for line in tables:
+            parts = line.split()
+            if len(parts) == 3 and prefix in parts[2]:
+                subprocess.run(["nft", "delete", "table", parts[1], parts[2]], capture_output=True)
+
+
+@pytest.fixture
+def project_name():
+    name = "t" + secrets.token_hex(3)[:5]
+    yield name
+    remove_by_prefix(name)
+
+
+@pytest.fixture
+def topo(tmp_path, project_name):
+    """Write a topology file and load it as a Project of the test's unique name."""
+
+    def make(text: str, name: str = "topo.yaml", **options) -> Project:
+        path = tmp_path / name
+        path.write_text(text)
+        return Project.load(path, project=project_name, **options)
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["python3", "-m", "netcompose", *args], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=timeout)

@@ -1,0 +1,105 @@
+"""Every bad file gives one line with file:line:col, exit code 3, no traceback, no host change."""
+from __future__ import annotations
+
+import pytest
+
+from netcompose.errors import SpecError
+from netcompose.spec import load
+from netcompose.spec.resolve import resolve
+
+from .conftest import needs_root, run_cli
+
+OK_NET = "networks:\n  front:\n    subnet: 10.10.0.0/24\n"
+
+# (file text, expected "line:col", expected words in the message)
+CORPUS = [
+    ("networks: [\n", "2:1", "invalid YAML"),
+    ("networks:\n  a: {}\n  a: {}\n", "3:3", "duplicate key 'a'"),
+    ("- a\n- b\n", "1:1", "must be a mapping"),
+    ("netwrks: {}\n", "1:1", "unknown key 'netwrks'"),
+    (OK_NET + "    colour: red\n", "4:5", "unknown key 'colour'"),
+    (OK_NET + "    mtu: big\n", "4:10", "valid integer"),
+    (OK_NET + "    mtu: 20\n", "4:10", "greater than or equal to 68"),
+    (OK_NET + "    driver: vxlan\n", "4:13", "'bridge' or 'ovs'"),
+    ("networks:\n  front:\n    subnet: 10.10.0.1/24\n", "3:13", "host bits set"),
+    ("networks:\n  front:\n    subnet: banana\n", "3:13", "IPv4 network"),
+    ("networks:\n  a: {subnet: 10.0.0.0/16}\n  b: {subnet: 10.0.5.0/24}\n", "3:15", "overlaps"),
+    (OK_NET + "    gateway: 10.20.0.1\n", "4:14", "outside subnet"),
+    (OK_NET + "    gateway: 10.10.0.255\n", "4:14", "broadcast address"),
+    (OK_NET + "    gateway: 10.10.0.0\n", "4:14", "network address"),
+    (OK_NET + "containers:\n  web:\n    networks: [frnt]\n", "6:16", "undefined network 'frnt'"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      frnt: {}\n", "7:7", "undefined network 'frnt'"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {ipv4_address: 10.10.0.1}\n", "7:29",
+     "gateway"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {ipv4_address: 10.20.0.5}\n", "7:29",
+     "outside subnet"),
+    (OK_NET + "containers:\n  a:\n    networks:\n      front: {ipv4_address: 10.10.0.5}\n"
+     "  b:\n    networks:\n      front: {ipv4_address: 10.10.0.5}\n", "10:29", "already used"),
+    (OK_NET + "containers:\n  a:\n    networks:\n      front: {ipv4_address: 10.10.0.255}\n", "7:29",
+     "broadcast"),
+    ("networks:\n  a: {}\n  b: {}\ncontainers:\n  web:\n    networks:\n      a: {ifname: eth0}\n"
+     "      b: {ifname: eth0}\n", "8:19", "used twice"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {ifname: averyveryverylongname}\n", "7:23",
+     "at most 15"),
+    (OK_NET + "containers:\n  'bad name':\n    networks: [front]\n", "5:3", "invalid name"),
+    ("networks:\n  'a/b': {}\n", "2:3", "invalid name"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {mac_address: zz:zz}\n", "7:28",
+     "invalid MAC address"),
+    (OK_NET + "containers:\n  web: {networks: [front]}\nlinks:\n  - endpoints: ['web:p0', 'ghost:p0']\n",
+     "7:27", "unknown container 'ghost'"),
+    (OK_NET + "containers:\n  web: {networks: [front]}\nlinks:\n  - endpoints: ['web', 'web:p1']\n",
+     "7:17", "not CONTAINER:IFNAME"),
+    (OK_NET + "containers:\n  web: {networks: [front], default_route: back}\n", "5:43", "default_route"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    routes: [{to: 10.50.0.0/24, via: 10.60.0.1}]\n",
+     "7:38", "not on any network"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    sysctls: {kernel.panic: 1}\n", "7:15",
+     "per-namespace network sysctl"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    ports: ['99999:80']\n", "7:13", "less than"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    ports: ['80:80/sctp']\n", "7:12",
+     "not [HOST_IP:]"),
+    (OK_NET + "containers:\n  web:\n    netns: x\n    pid: 1\n    networks: [front]\n", "6:5", "either"),
+    (OK_NET + "    vlan: 10\n", "3:5", "driver: ovs"),
+    (OK_NET + "policies:\n  - {from: front, to: nowhere}\n", "5:23", "unknown network 'nowhere'"),
+    (OK_NET + "containers:\n  web: {networks: [front]}\nexpect:\n  - {from: web, to: 'ghost:80'}\n", "7:21",
+     "unknown container 'ghost'"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    firewall:\n      ingress:\n"
+     "        - {from: 'not-a-thing!', proto: tcp}\n", "9:18", "not a network, container, CIDR"),
+    ("name: Bad_Name\n", "1:7", "invalid name"),
+    ("networks:\n  a: {subnet: '${NET_SUBNET:?set the subnet}'}\n", "2:15", "required"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    extra_hosts: {'bad host!': 10.0.0.1}\n",
+     "7:19", "not a valid host name"),
+]
+
+
+@pytest.mark.parametrize("text,where,words", CORPUS, ids=[f"bad{i:02d}" for i in range(len(CORPUS))])
+def test_bad_file(tmp_path, text, where, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        spec = load(path, "p", environ={})
+        resolve(spec.topology, spec.doc, "p")
+    message = str(info.value)
+    assert message.startswith(f"{path}:{where}: "), message
+    assert words in message
+    assert "\n" not in message and "; " in message  # one line, with a fix
+
+
+def test_corpus_is_large_enough():
+    assert len(CORPUS) >= 30
+
+
+@needs_root
+@pytest.mark.parametrize("index", [0, 4, 14, 18, 25])
+def test_cli_bad_file_no_traceback_no_host_change(tmp_path, project_name, index):
+    import os
+    path = tmp_path / "bad.yaml"
+    path.write_text(CORPUS[index][0])
+    before = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+    result = run_cli("up", "-f", str(path), "-p", project_name)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}:"), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    after = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+    assert before == after
+    assert not os.path.exists(f"/run/netcompose/{project_name}/journal.json")

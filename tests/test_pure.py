@@ -1,0 +1,130 @@
+"""compile and plan over plain data: no root, no kernel."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netcompose.compile import compile_resources
+from netcompose.plan import make_plan, PlanError
+from netcompose.errors import ConflictError
+from netcompose import resources as r
+from netcompose.spec import load
+from netcompose.spec.resolve import HostFacts, resolve
+from ipaddress import IPv4Network, IPv4Address
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def resolved(text: str, tmp_path, facts: HostFacts = HostFacts(), project: str = "p"):
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    spec = load(path, project)
+    return resolve(spec.topology, spec.doc, project, facts)
+
+
+def owned(resources: dict, project: str = "p") -> dict:
+    return {k: v.with_owner(project) for k, v in resources.items()}
+
+
+def test_compile_three_tier_is_deterministic(tmp_path):
+    spec = load(REPO / "topologies/three-tier.yaml", "p")
+    a = compile_resources(resolve(spec.topology, spec.doc, "p"))
+    b = compile_resources(resolve(spec.topology, spec.doc, "p"))
+    assert [x.to_json() for x in a.values()] == [x.to_json() for x in b.values()]
+    kinds = {x.kind for x in a.values()}
+    assert kinds == {"netns", "bridge", "veth", "address", "route", "file", "sysctl"}
+    assert all(len(x.attrs["ifname"].encode()) <= 15 for x in a.values() if x.kind in ("bridge", "veth"))
+
+
+def test_ipam_defaults_avoid_host_routes_and_stick(tmp_path):
+    text = "networks: {a: {}, b: {}}\ncontainers: {x: {networks: [a, b]}, y: {networks: [a]}}\n"
+    facts = HostFacts(routes=(IPv4Network("10.128.0.0/24"),))
+    res = resolved(text, tmp_path, facts)
+    assert str(res.networks["a"].subnet) == "10.128.1.0/24"
+    assert str(res.networks["b"].subnet) == "10.128.2.0/24"
+    assert str(res.containers["x"].endpoints[0].address) == "10.128.1.2"
+    assert [e.ifname for e in res.containers["x"].endpoints] == ["eth0", "eth1"]
+    sticky = HostFacts(subnets={"a": IPv4Network("10.200.0.0/24")},
+                       addresses={("y", "a"): IPv4Address("10.200.0.50")})
+    res = resolved(text, tmp_path, sticky)
+    assert str(res.networks["a"].subnet) == "10.200.0.0/24"
+    assert str(res.containers["y"].endpoints[0].address) == "10.200.0.50"
+
+
+def test_plan_empty_when_equal(tmp_path):
+    desired = compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
+    assert not make_plan(desired, owned(desired), "p")
+
+
+def test_plan_orders_creates_by_dependency(tmp_path):
+    desired = compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
+    plan = make_plan(desired, {}, "p")
+    position = {a.key: i for i, a in enumerate(plan.actions)}
+    for action in plan.actions:
+        for dep in action.desired.deps:
+            assert position[dep] < position[action.key], (dep, action.key)
+
+
+def test_plan_update_in_place_and_prune(tmp_path):
+    before = compile_resources(resolved(
+        "networks: {n: {mtu: 1500}, m: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
+    after = compile_resources(resolved("networks: {n: {mtu: 1400}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
+    plan = make_plan(after, owned(before), "p")
+    ops = {(a.op, a.kind) for a in plan.actions}
+    assert ("update", "bridge") in ops and ("update", "veth") in ops
+    assert ("delete", "bridge") in ops
+    assert not any(a.op == "create" for a in plan.actions)
+
+
+def test_plan_replacement_recreates_children(tmp_path):
+    desired = compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
+    observed = owned(desired)
+    veth = next(k for k, v in observed.items() if v.kind == "veth")
+    moved = dict(observed[veth].attrs, peer_ifname="other")
+    observed[veth] = r.Resource("veth", veth, moved, observed[veth].deps, observed[veth].parents, "p")
+    plan = make_plan(desired, observed, "p")
+    addr = next(k for k, v in desired.items() if v.kind == "address" and v.attrs["ns"] != "")
+    assert [a.op for a in plan.actions if a.key == addr] == ["delete", "create"]
+    assert next(a for a in plan.actions if a.key == addr and a.op == "delete").implicit
+
+
+def test_deleting_namespace_makes_children_implicit(tmp_path):
+    observed = owned(compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path)))
+    plan = make_plan({}, observed, "p")
+    explicit = {a.kind for a in plan.actions if not a.implicit}
+    assert explicit == {"netns", "bridge", "file"}
+    assert all(a.implicit for a in plan.actions if a.kind in ("veth", "route", "address"))
+
+
+def test_foreign_objects_are_conflicts_and_never_deleted(tmp_path):
+    desired = compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
+    foreign = {k: v.with_owner(None) for k, v in desired.items() if v.kind == "netns"}
+    with pytest.raises(ConflictError, match="belongs to another tool"):
+        make_plan(desired, foreign, "p")
+    other = {k: v.with_owner("q") for k, v in desired.items()}
+    assert not make_plan({}, other, "p")
+
+
+def test_adopted_namespace_must_exist(tmp_path):
+    desired = compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {netns: elsewhere, networks: [n]}}\n",
+                                         tmp_path))
+    with pytest.raises(PlanError, match="does not exist"):
+        make_plan(desired, {}, "p")
+
+
+def test_plan_json_round_trip(tmp_path):
+    desired = compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
+    plan = make_plan(desired, {}, "p")
+    doc = plan.to_json()
+    assert doc["format_version"] == "1.0"
+    from netcompose.plan import Action
+    again = [Action.from_json(a).to_json() for a in doc["actions"]]
+    assert again == doc["actions"]
+
+
+def test_schema_is_current():
+    import json
+    from netcompose.spec.model import json_schema
+    committed = json.loads((REPO / "schemas/netcompose.schema.json").read_text())
+    assert committed == json_schema(), "run: netcompose schema > schemas/netcompose.schema.json"
