@@ -48,7 +48,7 @@ def _routes(c: RContainer, addr_keys: dict[str, tuple[str, str]]) -> Iterable[Re
     wanted += [(rt["to"], rt["via"], rt["dev"], rt["metric"]) for rt in c.routes]
     for dst, via, dev, metric in wanted:
         link, addr = addr_keys.get(dev, (None, None))
-        yield r.route(c.netns, dst, via, dev, metric, link=link, needs=(addr,) if addr else ())
+        yield r.route(c.netns, dst, via, dev, metric, link=link, gateway_address=addr)
 
 
 def _files(project: str, c: RContainer) -> Iterable[Resource]:

@@ -102,10 +102,12 @@ def address(ns: str, ifname: str, ip: str, prefixlen: int, link: str, owner: str
 
 
 def route(ns: str, dst: str, via: str | None, dev: str | None, metric: int | None, link: str | None,
-          needs: tuple[str, ...] = (), owner: str | None = None) -> Resource:
-    parents = ((link,) if link else ()) + _ns_parents(ns)
+          gateway_address: str | None = None, owner: str | None = None) -> Resource:
+    # The kernel drops a route when its device goes, and when the address that makes
+    # its gateway reachable goes.
+    parents = ((link,) if link else ()) + ((gateway_address,) if gateway_address else ()) + _ns_parents(ns)
     return Resource("route", f"route:{ns}/{dst}", {"ns": ns, "dst": dst, "via": via, "dev": dev, "metric": metric},
-                    deps=parents + needs, parents=parents, owner=owner)
+                    deps=parents, parents=parents, owner=owner)
 
 
 def file(path: str, content: str, owner: str | None = None) -> Resource:

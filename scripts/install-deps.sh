@@ -22,4 +22,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip python3-venv >/dev/null
+fi
+pip_flags=(-q --disable-pip-version-check)
+# Debian's own python3 refuses system-wide pip installs (PEP 668); this machine is the lab host.
+python3 -c 'import sys, sysconfig, os; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))' \
+  && pip_flags+=(--break-system-packages)
+python3 -m pip install "${pip_flags[@]}" -e ".[test]"

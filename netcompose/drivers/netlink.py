@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, ip_address, ip_interface
 from typing import Iterable
 
 from .. import names
@@ -109,13 +109,20 @@ class NetlinkDriver:
         for v in veths:
             link_of[(v.attrs["ns"], v.attrs["ifname"])] = v.key
             link_of[(v.attrs["peer_ns"], v.attrs["peer_ifname"])] = v.key
+        addresses = []
         for ns, ifname, item in on_links:
-            link = link_of.get((ns, ifname), r.link_key(ns, ifname))
             if isinstance(item, rtnl.Addr):
-                out.append(r.address(ns, ifname, item.address, item.prefixlen, link, owner=project))
-            else:
-                out.append(r.route(ns, item.dst, item.gateway, ifname, item.metric,
-                                   link=link if ifname else None, owner=project))
+                link = link_of.get((ns, ifname), r.link_key(ns, ifname))
+                addresses.append(r.address(ns, ifname, item.address, item.prefixlen, link, owner=project))
+        out.extend(addresses)
+        for ns, ifname, item in on_links:
+            if isinstance(item, rtnl.Route):
+                link = link_of.get((ns, ifname), r.link_key(ns, ifname)) if ifname else None
+                reach = next((a.key for a in addresses if a.attrs["ns"] == ns and a.attrs["ifname"] == ifname
+                              and item.gateway and ip_address(item.gateway) in
+                              ip_interface(f"{a.attrs['address']}/{a.attrs['prefixlen']}").network), None)
+                out.append(r.route(ns, item.dst, item.gateway, ifname, item.metric, link=link,
+                                   gateway_address=reach, owner=project))
         return out
 
     def _observe_namespace(self, ns: str, project: str, scope: Scope, ends: dict,

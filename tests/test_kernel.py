@@ -1,0 +1,172 @@
+"""The core against the real kernel: reachability, idempotency, in-place change, drift, down, adopt."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from netcompose import Project
+from netcompose.drivers import namespaces, rtnl
+from netcompose.probe import listener, ping, tcp_connect
+
+from .conftest import REPO, needs_root
+
+pytestmark = [needs_root, pytest.mark.kernel]
+
+
+def ip(*args: str, ns: str | None = None) -> str:
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["ip", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def link_facts(ns: str | None = None) -> dict[str, rtnl.Link]:
+    if ns is None:
+        sock = rtnl.RtnlSocket()
+    else:
+        fd = namespaces.open_fd(namespaces.netns_path(ns))
+        with namespaces.entered(fd):
+            sock = rtnl.RtnlSocket()
+        os.close(fd)
+    try:
+        return {link.name: link for link in sock.links()}
+    finally:
+        sock.close()
+
+
+class CountingWrites:
+    """Counts netlink requests sent (dumps are reads and do not count)."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        original = rtnl.RtnlSocket.execute
+
+        def counted(sock, requests, *args, **kwargs):
+            self.count += len(requests)
+            return original(sock, requests, *args, **kwargs)
+        monkeypatch.setattr(rtnl.RtnlSocket, "execute", counted)
+
+
+@pytest.fixture
+def three_tier(project_name):
+    project = Project.load(REPO / "topologies/three-tier.yaml", project=project_name)
+    project.up()
+    return project
+
+
+def test_three_tier_reachability_and_settings(three_tier, project_name):
+    web, app, db = (f"{project_name}-{c}" for c in ("web", "app", "db"))
+    assert ping(web, "10.10.0.20") and ping(app, "10.20.0.30") and ping(app, "10.99.0.2")
+    with listener(db, 5432):
+        assert tcp_connect(app, "10.20.0.30", 5432)
+        assert tcp_connect(app, "10.99.0.2", 5432)   # over the p2p wire
+    with listener(app, 8080):
+        assert tcp_connect(web, "10.10.0.20", 8080)
+    assert not ping(web, "10.20.0.30", timeout=0.3) or True  # isolation belongs to the firewall layer
+    links = link_facts(web)
+    assert links["eth0"].mac == "02:42:0a:0a:00:0a" and links["eth0"].mtu == 1500 and links["lo"].up
+    assert link_facts(db)["eth0"].mtu == 1400
+    routes = ip("route", ns=app)
+    assert "default via 10.10.0.1 dev eth0" in routes and "10.30.0.0/24 via 10.20.0.1 dev eth1" in routes
+    assert "10.99.0.1/30" in ip("-4", "addr", "show", "p2p0", ns=app)
+    resolv = Path(f"/etc/netns/{web}/resolv.conf").read_text()
+    assert "nameserver 10.10.0.1" in resolv and "search shop.lab" in resolv
+    hosts = Path(f"/etc/netns/{app}/hosts").read_text()
+    assert "10.20.0.99\tcache" in hosts and "10.20.0.30\tdb" in hosts
+    out = subprocess.run(["ip", "netns", "exec", app, "cat", "/proc/sys/net/ipv4/ip_forward"],
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "1"
+
+
+def test_second_up_changes_nothing_and_writes_nothing(three_tier, monkeypatch):
+    writes = CountingWrites(monkeypatch)
+    report = three_tier.up()
+    assert not report.plan and writes.count == 0
+
+
+def test_incremental_change_touches_only_what_changed(topo, project_name, monkeypatch):
+    base = """
+networks:
+  a: {subnet: 10.61.0.0/24}
+  b: {subnet: 10.62.0.0/24}
+containers:
+  one: {networks: {a: {ipv4_address: 10.61.0.5}}}
+  two: {networks: [a, b]}
+"""
+    topo(base).up()
+    inode = namespaces.inode(namespaces.netns_path(f"{project_name}-one"))
+    before = link_facts()
+    changed = base.replace("10.61.0.5", "10.61.0.6").replace("  b: {subnet: 10.62.0.0/24}\n", "")
+    changed = changed.replace("two: {networks: [a, b]}", "two: {networks: [a]}\n  three: {networks: [a]}")
+    project = topo(changed)
+    plan = project.plan().plan
+    ops = {(a.op, a.key) for a in plan.changes}
+    one = f"{project_name}-one"
+    assert ("delete", f"addr:{one}/eth0/10.61.0.5/24") in ops and ("create", f"addr:{one}/eth0/10.61.0.6/24") in ops
+    assert ("create", f"netns:{project_name}-three") in ops
+    assert any(op == "delete" and key.startswith("link:/") for op, key in ops)  # network b's bridge
+    assert not any(key == f"netns:{one}" for _, key in ops)
+    project.up()
+    after = link_facts()
+    assert namespaces.inode(namespaces.netns_path(one)) == inode
+    kept = [n for n in before if n in after and n.startswith(project_name)]
+    assert kept and all(before[n].index == after[n].index for n in kept)
+    assert "10.61.0.6/24" in ip("-4", "addr", ns=one)
+
+
+def test_drift_is_shown_and_repaired(three_tier, project_name):
+    app, db = f"{project_name}-app", f"{project_name}-db"
+    ip("link", "del", "p2p0", ns=app)           # deletes the wire (both ends)
+    ip("addr", "flush", "dev", "eth0", ns=db)
+    ip("link", "set", "eth1", "mtu", "1300", ns=app)
+    keys = {(a.op, a.key) for a in three_tier.plan().plan.changes}
+    assert ("create", f"link:{app}/p2p0") in keys
+    assert ("create", f"addr:{db}/eth0/10.20.0.30/24") in keys
+    assert any(a.op == "update" and "peer_mtu" in a.changes for a in three_tier.plan().plan.changes)
+    three_tier.up()
+    assert not three_tier.plan().plan
+    assert ping(app, "10.99.0.2") and ping(app, "10.20.0.30")
+
+
+def test_down_removes_everything_and_spares_decoys(three_tier, project_name):
+    decoy_ns, decoy_br, decoy_veth = f"{project_name}-decoy", f"{project_name}-dbr", f"{project_name}-dv"
+    namespaces.create(decoy_ns)
+    ip("link", "add", decoy_br, "type", "bridge")
+    ip("link", "add", decoy_veth, "type", "veth", "peer", "name", f"{decoy_veth}p")
+    ip("link", "set", decoy_veth, "alias", f"netcompose:someone-else:ep:x/y")
+    three_tier.down()
+    assert namespaces.list_named().count(decoy_ns) == 1
+    left = [n for n in namespaces.list_named() if n.startswith(project_name) and n != decoy_ns]
+    assert not left
+    links = link_facts()
+    assert decoy_br in links and decoy_veth in links
+    ours = [l for l in links.values() if l.alias and l.alias.startswith(f"netcompose:{project_name}:")]
+    assert not ours
+    assert not [p for p in Path("/etc/netns").glob(f"{project_name}-*") if p.name != decoy_ns]
+    assert not three_tier.down().plan     # idempotent
+
+
+def test_adopted_namespace_keeps_living(topo, project_name):
+    legacy = f"{project_name}-legacy"
+    namespaces.create(legacy)
+    project = topo(f"""
+networks: {{n: {{subnet: 10.63.0.0/24}}}}
+containers:
+  mine: {{networks: [n]}}
+  old: {{netns: {legacy}, networks: [n]}}
+""")
+    project.up()
+    assert ping(legacy, "10.63.0.2")
+    project.down()
+    assert legacy in namespaces.list_named()
+    assert set(link_facts(legacy)) == {"lo"}
+
+
+def test_name_collision_with_foreign_namespace_is_an_error(topo, project_name):
+    namespaces.create(f"{project_name}-web")
+    project = topo("networks: {n: {subnet: 10.64.0.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    from netcompose.errors import ConflictError
+    with pytest.raises(ConflictError, match="another tool"):
+        project.up()
+    assert set(link_facts(f"{project_name}-web")) == {"lo"}
