@@ -46,7 +46,8 @@ def _variables(args) -> dict[str, Any]:
 
 
 def _project(args) -> Project:
-    return Project.load(args.file, args.project_name, _variables(args), lock_timeout=args.lock_timeout)
+    return Project.load(args.file, args.project_name, _variables(args), lock_timeout=args.lock_timeout,
+                        ovsdb=args.ovsdb)
 
 
 def _print_plan(plan: Plan, as_json: bool, extra: dict | None = None) -> None:
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("--lock-timeout", type=float, default=default(30.0),
                             help="seconds to wait for the project lock")
         target.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+        target.add_argument("--ovsdb", default=default(None),
+                            help="OVSDB remote (default: $NETCOMPOSE_OVSDB or unix:/var/run/openvswitch/db.sock)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plan", parents=[common], help="show the changes up would make")

@@ -19,6 +19,7 @@ from .compile import compile_resources
 from .drivers import Scope
 from .drivers.files import FilesDriver
 from .drivers.netlink import Namespaces, NetlinkDriver
+from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .errors import ApplyError, LockTimeout
 from .plan import Plan, make_plan
 from .resources import HOST, Resource
@@ -60,15 +61,22 @@ def facts_from(observed: dict[str, Resource], project: str, routes: list[IPv4Net
 class Host:
     """The imperative shell: drivers bound to this machine for one run."""
 
-    def __init__(self) -> None:
+    def __init__(self, ovsdb: str | None = None) -> None:
         self.nss = Namespaces()
         self.netlink = NetlinkDriver(self.nss)
-        self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss)}
+        self.ovsdb = OvsdbDriver(remote_from(ovsdb))
+        self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss), "ovsdb": self.ovsdb}
 
     def observe(self, scope: Scope) -> dict[str, Resource]:
         found: dict[str, Resource] = {}
         for driver in self.drivers.values():
-            for res in driver.observe(scope):
+            try:
+                resources = driver.observe(scope)
+            except OvsdbUnavailable:
+                if scope.needs_ovs:
+                    raise
+                continue  # a topology without OVS networks works without OVS
+            for res in resources:
                 found[res.key] = res
         return found
 
@@ -113,8 +121,9 @@ class State:
 
 
 class Project:
-    def __init__(self, spec: Spec, lock_timeout: float = 30.0) -> None:
+    def __init__(self, spec: Spec, lock_timeout: float = 30.0, ovsdb: str | None = None) -> None:
         self.spec = spec
+        self.ovsdb = ovsdb
         self.name = spec.project
         self.lock_timeout = lock_timeout
         self.journal = Journal(self.name)
@@ -136,7 +145,9 @@ class Project:
                  for n in spec.networks}
         sysctls = {(names.netns_name(self.name, c) if not (s.netns or s.pid) else s.netns
                     or f"/proc/{s.pid}/ns/net", k) for c, s in topo.containers.items() for k in s.sysctls}
-        return Scope(self.name, frozenset(namespaces), frozenset(host), sysctls=frozenset(sysctls))
+        needs_ovs = any(n.driver == "ovs" for n in topo.networks.values())
+        return Scope(self.name, frozenset(namespaces), frozenset(host), sysctls=frozenset(sysctls),
+                     needs_ovs=needs_ovs)
 
     def _observe(self, host: Host) -> dict[str, Resource]:
         observed = host.observe(self.scope())
@@ -154,11 +165,11 @@ class Project:
         return State(resolved, desired, observed, make_plan(desired, observed, self.name))
 
     def resolved(self) -> Resolved:
-        with _host() as host:
+        with _host(self.ovsdb) as host:
             return self._state(host).resolved
 
     def plan(self, down: bool = False) -> State:
-        with _host() as host:
+        with _host(self.ovsdb) as host:
             return self._state(host, empty=down)
 
     # ---- changes ---------------------------------------------------------------------
@@ -170,7 +181,7 @@ class Project:
 
     def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None) -> Report:
         started = time.monotonic()
-        with Lock(self.name, self.lock_timeout), _host() as host:
+        with Lock(self.name, self.lock_timeout), _host(self.ovsdb) as host:
             state = self._state(host, empty=empty)
             report = Report(state.plan)
             if not state.plan:
@@ -231,7 +242,7 @@ class Project:
 
     # ---- reading -----------------------------------------------------------------------
     def ps(self) -> list[dict[str, Any]]:
-        with _host() as host:
+        with _host(self.ovsdb) as host:
             state = self._state(host)
             observed = state.observed
             rows = []
@@ -257,8 +268,11 @@ class Project:
 
 
 class _host:
+    def __init__(self, ovsdb: str | None) -> None:
+        self.ovsdb = ovsdb
+
     def __enter__(self) -> Host:
-        self.host = Host()
+        self.host = Host(self.ovsdb)
         return self.host
 
     def __exit__(self, *exc) -> None:

@@ -170,18 +170,36 @@ def _implicit(action: Action, upserts: dict[str, Action], observed: dict[str, Re
 
 
 def _levels(actions: dict[str, Action], graph: dict[str, Resource], reverse: bool) -> None:
-    """Level = longest chain of acted-on prerequisites; for deletes, of acted-on dependents."""
+    """Level = longest chain of acted-on prerequisites; for deletes, of acted-on dependents.
+
+    A transactional driver (OVSDB) applies all its actions of a phase in one transaction,
+    so they share one level: dependencies among them cost no level, and every dependent
+    of any of them comes after that level.
+    """
     order = _topo_order({k: graph[k] for k in actions})
-    level: dict[str, int] = {}
+    before: dict[str, list[str]] = {k: [d for d in graph[k].deps if d in actions] for k in order}
     if reverse:
-        dependents: dict[str, list[str]] = {}
-        for key in order:
-            for dep in graph[key].deps:
-                dependents.setdefault(dep, []).append(key)
-        order.reverse()
+        flipped: dict[str, list[str]] = {k: [] for k in order}
+        for key, deps in before.items():
+            for dep in deps:
+                flipped[dep].append(key)
+        before, order = flipped, order[::-1]
+    txn = {k: KINDS[actions[k].kind].driver for k in order if KINDS[actions[k].kind].transactional}
+
+    def step(dep: str, key: str) -> int:
+        return 0 if txn.get(dep) is not None and txn.get(dep) == txn.get(key) else 1
+
+    level: dict[str, int] = {}
     for key in order:
-        before = dependents.get(key, ()) if reverse else graph[key].deps
-        level[key] = 1 + max((level[k] for k in before if k in level), default=-1)
+        level[key] = max((level[d] + step(d, key) for d in before[key]), default=0)
+    shared: dict[str, int] = {}
+    for key, driver in txn.items():
+        shared[driver] = max(shared.get(driver, 0), level[key])
+    for key in order:
+        if key in txn:
+            level[key] = shared[txn[key]]
+        else:
+            level[key] = max([level[key]] + [level[d] + 1 for d in before[key]])
     for key, action in actions.items():
         action.level = level[key]
 

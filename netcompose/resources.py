@@ -18,6 +18,7 @@ class KindSpec:
     driver: str
     replace_on: tuple[str, ...] = ()   # changing any of these recreates the resource
     compare: tuple[str, ...] | None = None  # attrs diffed; None = every attr
+    transactional: bool = False        # the driver applies a whole phase of this kind in one transaction
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +51,9 @@ KINDS: dict[str, KindSpec] = {
     "veth": KindSpec("netlink", replace_on=("peer_ns", "peer_ifname")),
     "address": KindSpec("netlink"),
     "route": KindSpec("netlink", replace_on=("metric",)),
+    "claimed_link": KindSpec("netlink", replace_on=("source",)),
+    "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
+    "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
     "file": KindSpec("files"),
     "sysctl": KindSpec("files"),
 }
@@ -86,13 +90,41 @@ def bridge(ifname: str, mtu: int, alias: str, owner: str | None = None) -> Resou
 
 def veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str, *, mtu: int, alias: str, peer_alias: str,
          mac: str | None = None, peer_mac: str | None = None, master: str | None = None,
-         owner: str | None = None) -> Resource:
+         tx_checksum: bool | None = None, owner: str | None = None) -> Resource:
+    """A veth pair, keyed by its first end.  tx_checksum=False turns TX checksum offload
+    off on both ends (the OVS userspace datapath forwards partial checksums as they are)."""
     deps = _ns_parents(ns, peer_ns) + ((link_key(HOST, master),) if master else ())
     return Resource("veth", link_key(ns, ifname),
                     {"ns": ns, "ifname": ifname, "mtu": mtu, "mac": mac, "master": master, "alias": alias,
                      "up": True, "peer_ns": peer_ns, "peer_ifname": peer_ifname, "peer_mtu": mtu,
-                     "peer_mac": peer_mac, "peer_alias": peer_alias, "peer_up": True},
+                     "peer_mac": peer_mac, "peer_alias": peer_alias, "peer_up": True, "tx_checksum": tx_checksum},
                     deps=deps, parents=_ns_parents(ns, peer_ns), owner=owner)
+
+
+def claimed_link(ns: str, ifname: str, source: str, *, mtu: int, alias: str, mac: str | None = None,
+                 creator: str, owner: str | None = None) -> Resource:
+    """A device another backend creates (an OVS internal port) that netcompose configures,
+    moving it from the host into `ns` under `ifname` when they differ."""
+    return Resource("claimed_link", link_key(ns, ifname),
+                    {"ns": ns, "ifname": ifname, "source": source, "mtu": mtu, "mac": mac, "alias": alias,
+                     "up": True}, deps=(creator,) + _ns_parents(ns), parents=(creator,) + _ns_parents(ns),
+                    owner=owner)
+
+
+def ovs_bridge(name: str, datapath_type: str, fail_mode: str, project: str | None,
+               owner: str | None = None, external: bool = False) -> Resource:
+    return Resource("ovs_bridge", f"ovsbr:{name}", {"name": name, "datapath_type": datapath_type,
+                                                     "fail_mode": fail_mode, "project": project},
+                    owner=owner, external=external)
+
+
+def ovs_port(name: str, bridge: str, *, type: str, tag: int | None, trunks: list[int] | None,
+             external_ids: dict[str, str], needs: tuple[str, ...] = (), owner: str | None = None) -> Resource:
+    bridge_key = f"ovsbr:{bridge}"
+    return Resource("ovs_port", f"ovsport:{name}",
+                    {"name": name, "bridge": bridge, "type": type, "tag": tag, "trunks": sorted(trunks or []),
+                     "external_ids": external_ids},
+                    deps=(bridge_key,) + needs, parents=(bridge_key,), owner=owner)
 
 
 def address(ns: str, ifname: str, ip: str, prefixlen: int, link: str, owner: str | None = None) -> Resource:

@@ -17,6 +17,7 @@ class Scope:
     host_ifnames: frozenset[str] = frozenset()  # host interface names the file wants
     files: frozenset[str] = frozenset()
     sysctls: frozenset[tuple[str, str]] = frozenset()
+    needs_ovs: bool = False
 
 
 @dataclass

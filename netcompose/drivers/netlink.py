@@ -6,6 +6,7 @@ to one socket are pipelined and their acks read in bulk.
 from __future__ import annotations
 
 import os
+import socket
 from collections import defaultdict
 from ipaddress import IPv4Network, ip_address, ip_interface
 from typing import Iterable
@@ -14,7 +15,7 @@ from .. import names
 from .. import resources as r
 from ..plan import Action
 from ..resources import HOST, Resource
-from . import Outcome, Scope, namespaces, rtnl
+from . import Outcome, Scope, ethtool, namespaces, rtnl
 
 
 class Namespaces:
@@ -23,6 +24,7 @@ class Namespaces:
     def __init__(self) -> None:
         self.fds: dict[str, int] = {}
         self.socks: dict[str, rtnl.RtnlSocket] = {HOST: rtnl.RtnlSocket()}
+        self.inets: dict[str, socket.socket] = {}
 
     @staticmethod
     def path(ns: str) -> str:
@@ -42,16 +44,32 @@ class Namespaces:
                 self.socks[ns] = rtnl.RtnlSocket()
         return self.socks[ns]
 
+    def inet(self, ns: str) -> socket.socket:
+        """A plain socket in `ns`, for ioctls."""
+        if ns not in self.inets:
+            if ns == HOST:
+                self.inets[ns] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            else:
+                with namespaces.entered(self.fd(ns)):
+                    self.inets[ns] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        return self.inets[ns]
+
     def forget(self, ns: str) -> None:
+        if ns in self.inets:
+            self.inets.pop(ns).close()
         if ns in self.socks and ns != HOST:
             self.socks.pop(ns).close()
         if ns in self.fds:
             os.close(self.fds.pop(ns))
 
     def close(self) -> None:
-        for ns in list(self.fds) + list(self.socks):
+        for ns in list(self.fds) + list(self.socks) + list(self.inets):
             self.forget(ns)
         self.socks[HOST].close()
+
+
+# Alias role of a claimed device → role whose host_ifname names the device before the move.
+CLAIMED_ROLES = {"gw": "gw", "ep-int": "ep"}
 
 
 class NetlinkDriver:
@@ -80,7 +98,7 @@ class NetlinkDriver:
         host_links = host.links()
         self.index[HOST] = {link.name: link.index for link in host_links}
         by_index = {link.index: link for link in host_links}
-        bridges: dict[int, Resource] = {}
+        carriers: dict[int, Resource] = {}   # our host links that may carry gateway addresses
         for link in host_links:
             mark = names.parse_alias(link.alias)
             ours = mark is not None and mark[0] == project
@@ -89,18 +107,24 @@ class NetlinkDriver:
             owner = project if ours else (mark[0] if mark else None)
             if link.kind == "veth" and ours:
                 ends[(mark[1], mark[2])] = {"ns": HOST, "link": link, "master": by_index.get(link.master)}
+            elif ours and mark[1] in CLAIMED_ROLES:
+                claimed = self._claimed(HOST, link, project, mark)
+                carriers[link.index] = claimed
+                out.append(claimed)
             elif link.kind == "bridge":
                 res = r.bridge(link.name, link.mtu, link.alias or "", owner=owner)
                 res.attrs["up"] = link.up
-                bridges[link.index] = res
+                if owner == project:
+                    carriers[link.index] = res
                 out.append(res)
             else:  # someone else's interface with a name we want: the planner reports the conflict
                 out.append(Resource("link", r.link_key(HOST, link.name), {"ifname": link.name}, owner=owner))
         self.host_routes = [IPv4Network(rt.dst) for rt in host.routes() if rt.protocol != rtnl.RTPROT_NETCOMPOSE]
         for addr in host.addrs():
-            if addr.index in bridges and bridges[addr.index].owner == project:
-                br = bridges[addr.index]
-                out.append(r.address(HOST, br.attrs["ifname"], addr.address, addr.prefixlen, br.key, owner=project))
+            if addr.index in carriers:
+                link = carriers[addr.index]
+                out.append(r.address(HOST, link.attrs["ifname"], addr.address, addr.prefixlen, link.key,
+                                     owner=project))
         for ns in self.candidate_namespaces(scope):
             out.extend(self._observe_namespace(ns, project, scope, ends, on_links))
         veths = self._pair_veths(ends, project)
@@ -142,8 +166,13 @@ class NetlinkDriver:
         ours: dict[int, str] = {}
         for link in links:
             m = names.parse_alias(link.alias)
-            if link.kind == "veth" and m and m[0] == project:
+            if not m or m[0] != project:
+                continue
+            if link.kind == "veth":
                 ends[(m[1], m[2])] = {"ns": ns, "link": link, "master": None}
+                ours[link.index] = link.name
+            elif m[1] in CLAIMED_ROLES:
+                found.append(self._claimed(ns, link, project, m))
                 ours[link.index] = link.name
         on_links.extend((ns, ours[a.index], a) for a in sock.addrs() if a.index in ours)
         names_by_index = {link.index: link.name for link in links}
@@ -152,7 +181,14 @@ class NetlinkDriver:
         return found
 
     @staticmethod
-    def _pair_veths(ends: dict, project: str) -> list[Resource]:
+    def _claimed(ns: str, link: rtnl.Link, project: str, mark: tuple[str, str, str]) -> Resource:
+        source = names.host_ifname(project, CLAIMED_ROLES[mark[1]], mark[2])
+        res = r.claimed_link(ns, link.name, source, mtu=link.mtu, mac=link.mac, alias=link.alias or "",
+                             creator=f"ovsport:{source}", owner=project)
+        res.attrs["up"] = link.up
+        return res
+
+    def _pair_veths(self, ends: dict, project: str) -> list[Resource]:
         out = []
         for (role, ident), a in ends.items():
             if role.endswith("-peer"):
@@ -164,6 +200,9 @@ class NetlinkDriver:
                          peer_mac=lb.mac if lb else None, master=a["master"].name if a["master"] else None,
                          owner=project)
             res.attrs.update(up=la.up, peer_mtu=lb.mtu if lb else None, peer_up=lb.up if lb else None)
+            if la.master is None and lb is not None and role == "ep":  # OVS endpoints: offload matters
+                res.attrs["tx_checksum"] = (ethtool.tx_checksum(self.nss.inet(a["ns"]), la.name)
+                                            or ethtool.tx_checksum(self.nss.inet(b["ns"]), lb.name))
             res.meta.update(ifindex=la.index, peer_ifindex=lb.index if lb else None)
             out.append(res)
         return out
@@ -198,6 +237,14 @@ class NetlinkDriver:
                 for (key, request), code in zip(items, codes):
                     if code and key not in outcome.errors:
                         outcome.errors[key] = rtnl.strerror(code)
+        for action in actions:
+            a = action.resource.attrs
+            if action.op != "delete" and a.get("tx_checksum") is False and action.key not in outcome.errors:
+                try:
+                    ethtool.set_tx_checksum(self.nss.inet(a["ns"]), a["ifname"], False)
+                    ethtool.set_tx_checksum(self.nss.inet(a["peer_ns"]), a["peer_ifname"], False)
+                except OSError as exc:
+                    outcome.errors[action.key] = f"turning TX checksum offload off: {exc.strerror}"
         return outcome
 
     def _requests(self, action: Action):
@@ -215,6 +262,8 @@ class NetlinkDriver:
             return
         if res.kind in ("bridge", "veth"):
             yield from self._link_requests(action)
+        elif res.kind == "claimed_link":
+            yield from self._claimed_requests(action)
         elif res.kind == "address":
             index = self.ifindex(a["ns"], a["ifname"])
             make = rtnl.new_addr if op == "create" else rtnl.del_addr
@@ -225,6 +274,23 @@ class NetlinkDriver:
                 yield 0, a["ns"], rtnl.del_route(a["dst"], oif, a["via"], a["metric"])
             else:
                 yield 0, a["ns"], rtnl.replace_route(a["dst"], oif, a["via"], a["metric"])
+
+    def _claimed_requests(self, action: Action):
+        a = action.resource.attrs
+        if action.op == "delete":
+            return  # the device goes with the OVS port that created it
+        ns, name = a["ns"], a["ifname"]
+        settings = {k: a[k] for k in ("mtu", "mac", "alias") if action.op == "create" or k in action.changes}
+        settings = {k: v for k, v in settings.items() if v is not None}
+        round_no = 0
+        if action.op == "create" and (ns != HOST or a["source"] != name):
+            index = self.ifindex(HOST, a["source"])
+            self.index[HOST].pop(a["source"], None)
+            # Move and rename in one request; addresses are set later, from inside.
+            yield 0, HOST, rtnl.Request(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(index) + rtnl.link_attrs(
+                name=name, netns_fd=self.nss.fd(ns) if ns != HOST else None))
+            round_no = 1
+        yield round_no, ns, rtnl.set_link(name, rtnl.link_attrs(**settings), up=a["up"])
 
     def _link_requests(self, action: Action):
         a = action.resource.attrs

@@ -341,8 +341,28 @@ class _Resolver:
         except ValueError:
             self.fail(path, f"'{peer}' is not a network, container, CIDR or 'any'", "fix the reference")
 
+    def ovs_bridges(self, networks: dict[str, RNetwork]) -> None:
+        """Networks sharing an OVS bridge must agree on it and be told apart by VLAN tag."""
+        seen: dict[str, RNetwork] = {}
+        for net in networks.values():
+            if net.driver != "ovs":
+                continue
+            other = seen.setdefault(net.bridge, net)
+            if other is net:
+                continue
+            path = ("networks", net.name, "ovs")
+            if (other.ovs or {}).get("datapath_type") != (net.ovs or {}).get("datapath_type") or \
+                    (other.ovs or {}).get("fail_mode") != (net.ovs or {}).get("fail_mode"):
+                self.fail(path, f"networks '{other.name}' and '{net.name}' share OVS bridge '{net.bridge}' "
+                          "with different datapath_type or fail_mode", "set the same values on both")
+            if other.vlan == net.vlan:
+                self.fail(("networks", net.name), f"networks '{other.name}' and '{net.name}' share OVS bridge "
+                          f"'{net.bridge}' with the same VLAN tag ({net.vlan or 'untagged'}), so they would not be "
+                          "isolated", "give each network its own vlan:")
+
     def run(self) -> Resolved:
         networks = self.networks()
+        self.ovs_bridges(networks)
         containers = self.containers(networks)
         self.policies_and_expectations(containers)
         adopted = {c.netns: name for name, c in containers.items() if c.adopted}

@@ -1,0 +1,51 @@
+"""Open vSwitch networks: an OVS bridge (possibly shared, networks separated by VLAN tag),
+a tagged internal port carrying the gateway, and per endpoint either a veth whose host end
+is an OVS port (access or trunk) or an OVS internal port moved into the sandbox."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .. import names
+from .. import resources as r
+from ..resources import HOST, Resource
+from ..spec.resolve import RContainer, REndpoint, Resolved, RNetwork
+from .bridge import endpoint_veth
+
+
+def _ids(res: Resolved, net: RNetwork, endpoint: str | None = None) -> dict[str, str]:
+    ids = {"netcompose-project": res.project, "netcompose-network": net.name}
+    if endpoint:
+        ids["netcompose-endpoint"] = endpoint
+    return ids
+
+
+def gateway_port(res: Resolved, net: RNetwork) -> str:
+    return names.host_ifname(res.project, "gw", net.name)
+
+
+def network(res: Resolved, net: RNetwork) -> Iterable[Resource]:
+    ovs = net.ovs or {}
+    yield r.ovs_bridge(net.bridge, ovs.get("datapath_type", "system"), ovs.get("fail_mode", "standalone"),
+                       res.project)
+    gw = gateway_port(res, net)
+    port = r.ovs_port(gw, net.bridge, type="internal", tag=net.vlan, trunks=None, external_ids=_ids(res, net))
+    yield port
+    link = r.claimed_link(HOST, gw, gw, mtu=net.mtu, alias=names.alias(res.project, "gw", net.name),
+                          creator=port.key)
+    yield link
+    yield r.address(HOST, gw, str(net.gateway), net.subnet.prefixlen, link.key)
+
+
+def endpoint(res: Resolved, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple[str, list[Resource]]:
+    ident = f"{c.name}/{ep.network}"
+    tag = None if ep.trunks else net.vlan
+    if ep.type == "ovs-internal":
+        port = r.ovs_port(ep.host_ifname, net.bridge, type="internal", tag=tag, trunks=ep.trunks,
+                          external_ids=_ids(res, net, ident))
+        link = r.claimed_link(c.netns, ep.ifname, ep.host_ifname, mtu=net.mtu, mac=ep.mac,
+                              alias=names.alias(res.project, "ep-int", ident), creator=port.key)
+        return link.key, [port, link]
+    veth = endpoint_veth(res, c, ep, net, master=None, tx_checksum=False)
+    port = r.ovs_port(ep.host_ifname, net.bridge, type="", tag=tag, trunks=ep.trunks,
+                      external_ids=_ids(res, net, ident), needs=(veth.key,))
+    return veth.key, [veth, port]

@@ -1,0 +1,239 @@
+"""Open vSwitch through OVSDB, natively with the python-ovs IDL (never ovs-vsctl).
+
+Observes Bridge, Port and Interface rows from one IDL snapshot; applies every action of a
+batch in one transaction (verify() on the rows read, retried on TRY_AGAIN), bumps
+next_cfg and waits for ovs-vswitchd to reach it in cur_cfg, then checks each Interface
+for ofport -1 or an error.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import ovs.db.idl
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+import ovs.vlog
+
+from .. import resources as r
+from ..errors import NetcomposeError
+from ..plan import Action
+from ..resources import Resource
+from . import Outcome, Scope
+
+DEFAULT_REMOTE = "unix:/var/run/openvswitch/db.sock"
+PROJECT_ID = "netcompose-project"
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+CONNECT_TIMEOUT, VSWITCHD_TIMEOUT = 5.0, 15.0
+
+ovs.vlog.Vlog.init(None)
+ovs.vlog.Vlog.set_levels_from_string("any:console:off")  # python-ovs chats on stderr otherwise
+
+
+class OvsdbUnavailable(NetcomposeError):
+    pass
+
+
+def remote_from(option: str | None) -> str:
+    return option or os.environ.get("NETCOMPOSE_OVSDB") or DEFAULT_REMOTE
+
+
+def _unavailable(remote: str, why: str) -> OvsdbUnavailable:
+    return OvsdbUnavailable(f"cannot reach OVSDB at {remote} ({why}); start Open vSwitch "
+                            "(`/usr/share/openvswitch/scripts/ovs-ctl start`) or pass --ovsdb / NETCOMPOSE_OVSDB")
+
+
+class OvsdbDriver:
+    name = "ovsdb"
+
+    def __init__(self, remote: str) -> None:
+        self.remote = remote
+        self.idl: ovs.db.idl.Idl | None = None
+        self.transactions = 0   # for tests: a no-op `up` must make none
+
+    # ---- connection ------------------------------------------------------------------
+    def connect(self) -> ovs.db.idl.Idl:
+        if self.idl is not None:
+            return self.idl
+        path = self.remote.removeprefix("unix:")
+        if self.remote.startswith("unix:") and not os.path.exists(path):
+            raise _unavailable(self.remote, "no such socket")
+        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(self.remote), CONNECT_TIMEOUT * 1000)
+        if error:
+            raise _unavailable(self.remote, os.strerror(error))
+        rpc = ovs.jsonrpc.Connection(stream)
+        error, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"]))
+        rpc.close()
+        if error or reply.error:
+            raise _unavailable(self.remote, os.strerror(error) if error else str(reply.error))
+        helper = ovs.db.idl.SchemaHelper(schema_json=reply.result)
+        for table in TABLES:
+            helper.register_table(table)
+        idl = ovs.db.idl.Idl(self.remote, helper)
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while not idl.has_ever_connected() or idl.change_seqno == 0:
+            if time.monotonic() > deadline:
+                idl.close()
+                raise _unavailable(self.remote, "no answer")
+            self._poll(idl)
+        self.idl = idl
+        return idl
+
+    @staticmethod
+    def _poll(idl, timeout_ms: int = 100) -> None:
+        idl.run()
+        poller = ovs.poller.Poller()
+        idl.wait(poller)
+        poller.timer_wait(timeout_ms)
+        poller.block()
+        idl.run()
+
+    def close(self) -> None:
+        if self.idl is not None:
+            self.idl.close()
+            self.idl = None
+
+    # ---- observe -----------------------------------------------------------------------
+    def observe(self, scope: Scope) -> list[Resource]:
+        idl = self.connect()
+        self._poll(idl, 0)
+        project = scope.project
+        out: list[Resource] = []
+        for br in idl.tables["Bridge"].rows.values():
+            owner = br.external_ids.get(PROJECT_ID)
+            ports = [p for p in br.ports if p.name != br.name]
+            foreign = [p for p in ports if p.external_ids.get(PROJECT_ID) != project]
+            # A bridge we made that others also use stays until their ports are gone.
+            out.append(r.ovs_bridge(br.name, br.datapath_type or "system", br.fail_mode[0] if br.fail_mode else
+                                    "standalone", owner, owner=owner, external=owner == project and bool(foreign)))
+            for port in ports:
+                port_owner = port.external_ids.get(PROJECT_ID)
+                if port_owner != project:
+                    continue
+                iface = port.interfaces[0] if port.interfaces else None
+                res = r.ovs_port(port.name, br.name, type=iface.type if iface else "",
+                                 tag=port.tag[0] if port.tag else None, trunks=list(port.trunks),
+                                 external_ids=dict(port.external_ids), owner=port_owner)
+                res.meta.update(uuid=str(iface.uuid) if iface else None)
+                out.append(res)
+        return out
+
+    # ---- apply -------------------------------------------------------------------------
+    def apply(self, actions: list[Action]) -> Outcome:
+        idl = self.connect()
+        outcome = Outcome()
+        for _attempt in range(5):
+            self._poll(idl, 0)
+            txn = ovs.db.idl.Transaction(idl)
+            root = next(iter(idl.tables["Open_vSwitch"].rows.values()))
+            try:
+                for action in actions:
+                    self._stage(idl, txn, root, action)
+            except LookupError as exc:
+                txn.abort()
+                return Outcome({a.key: str(exc) for a in actions})
+            root.increment("next_cfg")
+            status = txn.commit_block()
+            self.transactions += 1
+            if status == ovs.db.idl.Transaction.TRY_AGAIN:
+                continue
+            if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
+                error = txn.get_error() or status
+                return Outcome({a.key: f"OVSDB transaction failed: {error}" for a in actions})
+            self._wait_vswitchd(idl, txn.get_increment_new_value(), actions, outcome)
+            return outcome
+        return Outcome({a.key: "OVSDB kept changing under us (TRY_AGAIN 5 times)" for a in actions})
+
+    def _stage(self, idl, txn, root, action: Action) -> None:
+        a = action.resource.attrs
+        bridges = {b.name: b for b in idl.tables["Bridge"].rows.values()}
+        ports = {p.name: p for p in idl.tables["Port"].rows.values()}
+        if action.kind == "ovs_bridge":
+            if action.op == "create":
+                root.verify("bridges")
+                br = txn.insert(idl.tables["Bridge"])
+                br.name, br.datapath_type, br.fail_mode = a["name"], a["datapath_type"], [a["fail_mode"]]
+                br.external_ids = {PROJECT_ID: a["project"]}
+                local = self._insert_port(idl, txn, a["name"], "internal", None, [], {})
+                br.ports = [local]
+                root.addvalue("bridges", br.uuid)
+            elif action.op == "update":
+                br = bridges[a["name"]]
+                if "fail_mode" in action.changes:
+                    br.fail_mode = [a["fail_mode"]]
+            else:
+                br = bridges[a["name"]]
+                br.verify("ports")
+                for port in br.ports:
+                    for iface in port.interfaces:
+                        iface.delete()
+                    port.delete()
+                root.delvalue("bridges", br.uuid)
+                br.delete()
+            return
+        if action.op == "create":
+            br = bridges.get(a["bridge"]) or self._inserted_bridge(txn, a["bridge"])
+            br.verify("ports")
+            port = self._insert_port(idl, txn, a["name"], a["type"], a["tag"], a["trunks"], a["external_ids"])
+            br.addvalue("ports", port.uuid)
+        elif action.op == "update":
+            port = ports[a["name"]]
+            port.verify("tag")
+            port.tag = [a["tag"]] if a["tag"] is not None else []
+            port.trunks = a["trunks"]
+            port.external_ids = a["external_ids"]
+        else:
+            port = ports.get(a["name"])
+            if port is None:
+                return
+            owner = next((b for b in bridges.values() if port in b.ports), None)
+            if owner is not None:
+                owner.verify("ports")
+                owner.delvalue("ports", port.uuid)
+            for iface in port.interfaces:
+                iface.delete()
+            port.delete()
+
+    @staticmethod
+    def _inserted_bridge(txn, name: str):
+        for row in txn._txn_rows.values():
+            if row._table.name == "Bridge" and getattr(row, "name", None) == name:
+                return row
+        raise LookupError(f"OVS bridge {name} does not exist")
+
+    @staticmethod
+    def _insert_port(idl, txn, name: str, kind: str, tag, trunks, external_ids):
+        iface = txn.insert(idl.tables["Interface"])
+        iface.name, iface.type = name, kind
+        iface.external_ids = external_ids
+        port = txn.insert(idl.tables["Port"])
+        port.name, port.interfaces = name, [iface]
+        port.tag = [tag] if tag is not None else []
+        port.trunks = list(trunks)
+        port.external_ids = external_ids
+        return port
+
+    def _wait_vswitchd(self, idl, next_cfg: int, actions: list[Action], outcome: Outcome) -> None:
+        deadline = time.monotonic() + VSWITCHD_TIMEOUT
+        while True:
+            root = next(iter(idl.tables["Open_vSwitch"].rows.values()))
+            if root.cur_cfg >= next_cfg:
+                break
+            if time.monotonic() > deadline:
+                for action in actions:
+                    outcome.errors[action.key] = ("ovs-vswitchd did not apply the change within "
+                                                  f"{VSWITCHD_TIMEOUT:g}s: is ovs-vswitchd running?")
+                return
+            self._poll(idl)
+        ifaces = {i.name: i for i in idl.tables["Interface"].rows.values()}
+        for action in actions:
+            if action.op == "delete" or action.kind != "ovs_port":
+                continue
+            iface = ifaces.get(action.resource.attrs["name"])
+            error = iface.error[0] if iface is not None and iface.error else None
+            ofport = iface.ofport[0] if iface is not None and iface.ofport else None
+            if iface is None or error or ofport == -1:
+                outcome.errors[action.key] = f"OVS interface {action.resource.attrs['name']}: " \
+                                             f"{error or 'not attached (ofport -1)'}"
