@@ -18,6 +18,7 @@ from .apply import FaultHook, Journal, STATE_DIR, execute, raise_failure
 from .compile import compile_resources
 from .drivers import Scope
 from .drivers.files import FilesDriver
+from .drivers.nftables import NftablesDriver
 from .drivers.netlink import Namespaces, NetlinkDriver
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .errors import ApplyError, LockTimeout
@@ -65,7 +66,8 @@ class Host:
         self.nss = Namespaces()
         self.netlink = NetlinkDriver(self.nss)
         self.ovsdb = OvsdbDriver(remote_from(ovsdb))
-        self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss), "ovsdb": self.ovsdb}
+        self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss), "ovsdb": self.ovsdb,
+                                        "nftables": NftablesDriver(self.nss)}
 
     def observe(self, scope: Scope) -> dict[str, Resource]:
         found: dict[str, Resource] = {}
@@ -79,6 +81,11 @@ class Host:
             for res in resources:
                 found[res.key] = res
         return found
+
+    def observe_named(self, wanted: list[Resource], project: str) -> list[Resource]:
+        """Resources a driver can only find by name (sysctls), read for the desired ones."""
+        return [res for driver in self.drivers.values() if hasattr(driver, "observe_named")
+                for res in driver.observe_named(wanted, project)]
 
     def close(self) -> None:
         for driver in self.drivers.values():
@@ -143,25 +150,29 @@ class Project:
         host = {names.host_ifname(self.name, "net", n) for n in topo.networks}
         host |= {names.host_ifname(self.name, "ep", f"{c}/{n}") for c, spec in topo.containers.items()
                  for n in spec.networks}
-        sysctls = {(names.netns_name(self.name, c) if not (s.netns or s.pid) else s.netns
-                    or f"/proc/{s.pid}/ns/net", k) for c, s in topo.containers.items() for k in s.sysctls}
         needs_ovs = any(n.driver == "ovs" for n in topo.networks.values())
-        return Scope(self.name, frozenset(namespaces), frozenset(host), sysctls=frozenset(sysctls),
-                     needs_ovs=needs_ovs)
+        return Scope(self.name, frozenset(namespaces), frozenset(host),
+                     needs_ovs=needs_ovs, firewall_namespaces=frozenset(namespaces))
 
-    def _observe(self, host: Host) -> dict[str, Resource]:
+    def _observe(self, host: Host, named: list[Resource] = ()) -> dict[str, Resource]:
         observed = host.observe(self.scope())
-        claims = self.journal.claims()
+        observed.update((res.key, res) for res in host.observe_named(list(named), self.name))
+        return self._claim(observed)
+
+    def _claim(self, observed: dict[str, Resource]) -> dict[str, Resource]:
         # Unmarked objects that a crashed run was creating are ours (see Journal).
+        claims = self.journal.claims()
         return {k: (v.with_owner(self.name) if v.owner is None and k in claims else v) for k, v in observed.items()}
 
     def _state(self, host: Host, empty: bool = False) -> State:
         observed = self._observe(host)
         facts = facts_from(observed, self.name, host.netlink.host_routes)
         resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
-        desired = {} if empty else compile_resources(resolved)
+        desired = compile_resources(resolved)
         if empty:  # down keeps adopted namespaces: they are external
-            desired = {k: v for k, v in compile_resources(resolved).items() if v.external}
+            desired = {k: v for k, v in desired.items() if v.external}
+        observed.update((res.key, res) for res in host.observe_named(list(desired.values()), self.name))
+        observed = self._claim(observed)
         return State(resolved, desired, observed, make_plan(desired, observed, self.name))
 
     def resolved(self) -> Resolved:
@@ -230,13 +241,13 @@ class Project:
     def _rollback(self, host: Host, before: dict[str, Resource]) -> bool:
         target = {k: v for k, v in before.items() if v.owner == self.name or v.external}
         try:
-            now = self._observe(host)
+            now = self._observe(host, list(target.values()))
             undo = make_plan(target, now, self.name)
             progress = execute(undo, host.drivers)
             if progress.failed is not None:
                 return False
             self._settle(host, False)
-            return not make_plan(target, self._observe(host), self.name)
+            return not make_plan(target, self._observe(host, list(target.values())), self.name)
         except Exception:
             return False
 

@@ -54,6 +54,7 @@ KINDS: dict[str, KindSpec] = {
     "claimed_link": KindSpec("netlink", replace_on=("source",)),
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
+    "nft_table": KindSpec("nftables", compare=("chains",)),
     "file": KindSpec("files"),
     "sysctl": KindSpec("files"),
 }
@@ -146,7 +147,17 @@ def file(path: str, content: str, owner: str | None = None) -> Resource:
     return Resource("file", f"file:{path}", {"path": path, "content": content}, owner=owner)
 
 
-def sysctl(ns: str, name: str, value: str, owner: str | None = None) -> Resource:
+def sysctl(ns: str, name: str, value: str, owner: str | None = None, deps: tuple[str, ...] = ()) -> Resource:
     value = " ".join(str(value).split())  # the kernel prints multi-value sysctls with tabs
     return Resource("sysctl", f"sysctl:{ns}/{name}", {"ns": ns, "name": name, "value": value},
-                    deps=_ns_parents(ns), owner=owner)
+                    deps=_ns_parents(ns) + deps, owner=owner)
+
+
+def nft_table(ns: str, family: str, name: str, chains: dict[str, Any], rules: dict[str, list] | None = None,
+              deps: tuple[str, ...] = (), owner: str | None = None) -> Resource:
+    """A whole nftables table, replaced atomically.  `chains` holds each chain's hook,
+    priority, policy and rule comments (origin + hash), which is what gets compared;
+    `rules` holds the expressions to write (desired side only)."""
+    return Resource("nft_table", f"nft:{ns}/{family}/{name}",
+                    {"ns": ns, "family": family, "name": name, "chains": chains, "rules": rules},
+                    deps=_ns_parents(ns) + deps, parents=_ns_parents(ns), owner=owner)

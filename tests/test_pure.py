@@ -33,7 +33,7 @@ def test_compile_three_tier_is_deterministic(tmp_path):
     b = compile_resources(resolve(spec.topology, spec.doc, "p"))
     assert [x.to_json() for x in a.values()] == [x.to_json() for x in b.values()]
     kinds = {x.kind for x in a.values()}
-    assert kinds == {"netns", "bridge", "veth", "address", "route", "file", "sysctl"}
+    assert kinds == {"netns", "bridge", "veth", "address", "route", "file", "sysctl", "nft_table"}
     assert all(len(x.attrs["ifname"].encode()) <= 15 for x in a.values() if x.kind in ("bridge", "veth"))
 
 
@@ -93,7 +93,7 @@ def test_deleting_namespace_makes_children_implicit(tmp_path):
     observed = owned(compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path)))
     plan = make_plan({}, observed, "p")
     explicit = {a.kind for a in plan.actions if not a.implicit}
-    assert explicit == {"netns", "bridge", "file"}
+    assert explicit == {"netns", "bridge", "file", "nft_table", "sysctl"}
     assert all(a.implicit for a in plan.actions if a.kind in ("veth", "route", "address"))
 
 

@@ -12,7 +12,7 @@ from .. import names
 from .. import resources as r
 from ..resources import Resource
 from ..spec.resolve import RContainer, Resolved
-from . import bridge, ovs, p2p
+from . import bridge, firewall, ovs, p2p
 
 NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs}
 
@@ -64,7 +64,8 @@ def _files(project: str, c: RContainer) -> Iterable[Resource]:
 def compile_resources(res: Resolved) -> dict[str, Resource]:
     out: dict[str, Resource] = {}
     parts = [*(NETWORK_DRIVERS[net.driver].network(res, net) for net in res.networks.values()),
-             *(_container(res, c) for c in res.containers.values()), p2p.links(res)]
+             *(_container(res, c) for c in res.containers.values()), p2p.links(res),
+             firewall.tables(res)]
     for part in parts:
         for resource in part:
             if resource.key in out:

@@ -16,8 +16,8 @@ class Scope:
     namespaces: frozenset[str] = frozenset()    # namespaces the file names (ours or adopted)
     host_ifnames: frozenset[str] = frozenset()  # host interface names the file wants
     files: frozenset[str] = frozenset()
-    sysctls: frozenset[tuple[str, str]] = frozenset()
     needs_ovs: bool = False
+    firewall_namespaces: frozenset[str] = frozenset()   # namespaces that may hold a table of ours
 
 
 @dataclass

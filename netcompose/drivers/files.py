@@ -52,10 +52,16 @@ class FilesDriver:
                 continue
             mark = _MARKER.match(content)
             out.append(r.file(path, content, owner=mark.group(1) if mark else None))
-        for ns, name in sorted(scope.sysctls):
-            value = self._read_sysctl(ns, name)
-            if value is not None:
-                out.append(r.sysctl(ns, name, value, owner=scope.project))
+        return out
+
+    def observe_named(self, wanted: list[Resource], project: str) -> list[Resource]:
+        """Sysctls cannot be listed as ours; read the ones the topology names."""
+        out = []
+        for res in wanted:
+            if res.kind == "sysctl":
+                value = self._read_sysctl(res.attrs["ns"], res.attrs["name"])
+                if value is not None:
+                    out.append(r.sysctl(res.attrs["ns"], res.attrs["name"], value, owner=project))
         return out
 
     def _in_ns(self, ns: str, fn):

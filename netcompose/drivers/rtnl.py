@@ -10,7 +10,7 @@ import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pyroute2.netlink import (
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
@@ -257,20 +257,16 @@ class NetlinkError(OSError):
     pass
 
 
-@dataclass
 class RtnlSocket:
-    """A NETLINK_ROUTE socket bound to whichever namespace was current when it opened."""
+    """A netlink socket (NETLINK_ROUTE unless told) bound to whichever namespace was
+    current when it opened."""
 
-    sock: socket.socket = field(default_factory=lambda: RtnlSocket._open())
-    seq: int = 0
-
-    @staticmethod
-    def _open() -> socket.socket:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-        sock.bind((0, 0))
-        return sock
+    def __init__(self, protocol: int = socket.NETLINK_ROUTE) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        self.sock.bind((0, 0))
+        self.seq = 0
 
     def close(self) -> None:
         self.sock.close()
@@ -350,6 +346,20 @@ class RtnlSocket:
     def routes(self) -> list[Route]:
         rows = (_decode_route(m) for m in self.dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)))
         return [r for r in rows if r is not None]
+
+
+NETLINK_NETFILTER = 12
+NFT_MSG_GETTABLE = (10 << 8) | 1   # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE
+NFTA_TABLE_NAME = 1
+
+
+def nft_tables(sock: RtnlSocket) -> list[tuple[int, str]]:
+    """(family, name) of every nftables table, from a NETLINK_NETFILTER socket: no `nft` process."""
+    found = []
+    for payload in sock.dump(NFT_MSG_GETTABLE, struct.pack("=BBH", 0, 0, 0)):
+        name = _cstr(parse_attrs(payload, 4, len(payload)).get(NFTA_TABLE_NAME))
+        found.append((payload[0], name or ""))
+    return found
 
 
 def strerror(code: int) -> str:

@@ -1,0 +1,108 @@
+"""nftables driver: the project's own tables, each replaced in one atomic `nft -j -f -`.
+
+Tables in a namespace are listed over NETLINK_NETFILTER in-process; `nft` runs only to
+read one of our tables or to write a transaction, entering the namespace by setns in the
+child before exec.  Tables, chains and rules of anyone else are never named in a command.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+
+from .. import resources as r
+from ..compile.firewall import table_name
+from ..errors import UnsupportedError
+from ..plan import Action
+from ..resources import HOST, Resource
+from . import Outcome, Scope, namespaces, rtnl
+
+FAMILIES = {1: "inet", 2: "ip", 7: "bridge", 10: "ip6", 3: "arp", 5: "netdev"}
+
+
+class NftablesDriver:
+    name = "nftables"
+
+    def __init__(self, nss) -> None:
+        self.nss = nss   # netlink.Namespaces: namespace fds
+        self.nft = shutil.which("nft")
+
+    def close(self) -> None:
+        pass
+
+    def _run(self, ns: str, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+        if self.nft is None:
+            raise UnsupportedError("nftables is not installed (Debian package `nftables`): it is needed for "
+                                   "isolation, NAT, published ports and firewalls")
+        fd = None if ns == HOST else self.nss.fd(ns)
+        return subprocess.run([self.nft, *args], input=stdin, capture_output=True, text=True,
+                              pass_fds=(fd,) if fd is not None else (),
+                              preexec_fn=(lambda: namespaces.setns(fd)) if fd is not None else None)
+
+    def _tables_in(self, ns: str) -> list[tuple[str, str]]:
+        if ns == HOST:
+            sock = rtnl.RtnlSocket(rtnl.NETLINK_NETFILTER)
+        else:
+            with namespaces.entered(self.nss.fd(ns)):
+                sock = rtnl.RtnlSocket(rtnl.NETLINK_NETFILTER)
+        try:
+            return [(FAMILIES.get(family, str(family)), name) for family, name in rtnl.nft_tables(sock)]
+        finally:
+            sock.close()
+
+    def observe(self, scope: Scope) -> list[Resource]:
+        ours = table_name(scope.project)
+        out = []
+        for ns in [HOST, *(n for n in scope.firewall_namespaces if self.nss.exists(n))]:
+            for family, name in self._tables_in(ns):
+                if name == ours:
+                    out.append(self._read(ns, family, name, scope.project))
+        return out
+
+    def _read(self, ns: str, family: str, name: str, project: str) -> Resource:
+        result = self._run(ns, ["-j", "list", "table", family, name])
+        chains: dict[str, dict] = {}
+        if result.returncode == 0:
+            for item in json.loads(result.stdout)["nftables"]:
+                if "chain" in item:
+                    c = item["chain"]
+                    chains[c["name"]] = {"type": c.get("type"), "hook": c.get("hook"), "prio": c.get("prio"),
+                                         "policy": c.get("policy"), "rules": []}
+                elif "rule" in item:
+                    chains[item["rule"]["chain"]]["rules"].append(item["rule"].get("comment"))
+        return r.nft_table(ns, family, name, chains, owner=project)
+
+    def apply(self, actions: list[Action]) -> Outcome:
+        outcome = Outcome()
+        by_ns: dict[str, list[Action]] = {}
+        for action in actions:
+            by_ns.setdefault(action.resource.attrs["ns"], []).append(action)
+        for ns, group in by_ns.items():
+            commands: list[dict] = []
+            for action in group:
+                commands.extend(self._commands(action))
+            result = self._run(ns, ["-j", "-f", "-"], json.dumps({"nftables": commands}))
+            if result.returncode != 0:
+                error = " ".join(result.stderr.split())[:300] or f"nft exited {result.returncode}"
+                for action in group:
+                    outcome.errors[action.key] = f"nft: {error}"
+        return outcome
+
+    @staticmethod
+    def _commands(action: Action) -> list[dict]:
+        a = action.resource.attrs
+        table = {"family": a["family"], "name": a["name"]}
+        # "add" then "delete" makes the delete idempotent; all of it is one transaction.
+        commands: list[dict] = [{"add": {"table": table}}, {"delete": {"table": table}}]
+        if action.op == "delete":
+            return commands
+        commands.append({"add": {"table": table}})
+        for name, chain in a["chains"].items():
+            commands.append({"add": {"chain": {"family": a["family"], "table": a["name"], "name": name,
+                                               "type": chain["type"], "hook": chain["hook"], "prio": chain["prio"],
+                                               "policy": chain["policy"]}}})
+            for rule in a["rules"][name]:
+                commands.append({"add": {"rule": {"family": a["family"], "table": a["name"], "chain": name,
+                                                  "comment": rule["comment"], "expr": rule["expr"]}}})
+        return commands
