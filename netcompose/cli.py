@@ -147,6 +147,33 @@ def cmd_exec(args) -> int:
     os.execvp(argv[0], argv)
 
 
+def cmd_check(args) -> int:
+    probes = _project(args).check()
+    bad = [p for p in probes if not p.ok]
+    if args.json:
+        out.print_json(json.dumps({"probes": [p.to_json() for p in probes], "mismatches": len(bad)}))
+        return errors.EXIT_FAILURE if bad else errors.EXIT_OK
+    names = sorted({p.source for p in probes} | {p.target for p in probes})
+    icmp = {(p.source, p.target): p for p in probes if p.proto == "icmp"}
+    table = Table("FROM \\ TO", *names, box=None, title="ICMP: ✓ reachable, · blocked, ! differs from expected")
+    for source in names:
+        cells = []
+        for target in names:
+            p = icmp.get((source, target))
+            cells.append("" if p is None else ("✓" if p.actual else "·") if p.ok else "[red]![/red]")
+        table.add_row(source, *cells)
+    out.print(table)
+    for p in probes:
+        if p.proto != "icmp" or not p.ok:
+            mark = "ok  " if p.ok else "FAIL"
+            port = f":{p.port}" if p.port else ""
+            out.print(f"{mark} {p.source} → {p.target} {p.proto}{port} ({p.address}): expected "
+                      f"{'reachable' if p.expected else 'blocked'} ({p.reason}), got "
+                      f"{'reachable' if p.actual else 'blocked'}", markup=False)
+    out.print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
+    return errors.EXIT_FAILURE if bad else errors.EXIT_OK
+
+
 def cmd_schema(args) -> int:
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
     return errors.EXIT_OK
@@ -189,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_exec)
+    sub.add_parser("check", parents=[common], help="probe the promised reachability").set_defaults(func=cmd_check)
     sub.add_parser("schema", help="print the topology JSON Schema").set_defaults(func=cmd_schema)
     return parser
 

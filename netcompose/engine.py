@@ -195,6 +195,10 @@ class Project:
         with Lock(self.name, self.lock_timeout), _host(self.ovsdb) as host:
             state = self._state(host, empty=empty)
             report = Report(state.plan)
+            report.notes = [f"host sysctl {a.resource.attrs['name']} set to {a.resource.attrs['value']} "
+                            f"(was {a.observed.attrs['value'] if a.observed else 'unset'})"
+                            for a in state.plan.changes if a.kind == "sysctl" and a.resource.attrs["ns"] == HOST
+                            and a.op != "delete"]
             if not state.plan:
                 self.journal.clear()
                 report.seconds = time.monotonic() - started
@@ -252,6 +256,11 @@ class Project:
             return False
 
     # ---- reading -----------------------------------------------------------------------
+    def check(self) -> list:
+        """Probe the reachability the topology promises; see netcompose.check."""
+        from . import check
+        return check.run(self.resolved())
+
     def ps(self) -> list[dict[str, Any]]:
         with _host(self.ovsdb) as host:
             state = self._state(host)

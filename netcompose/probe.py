@@ -5,6 +5,7 @@ enter, create the socket, return.  `check` runs many of them concurrently in thr
 """
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -69,8 +70,11 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+_idents = itertools.count(os.getpid() & 0xFFFF)
+
+
 def ping(ns: str, ip: str, timeout: float = 1.0) -> bool:
-    ident = (os.getpid() ^ threading.get_ident()) & 0xFFFF
+    ident = next(_idents) & 0xFFFF
     with socket_in(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
         header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
         payload = b"netcompose"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(iproute2 nftables openvswitch-switch openvswitch-common ethtool iputils-ping conntrack procps)
+packages=(iproute2 nftables iptables openvswitch-switch openvswitch-common ethtool iputils-ping conntrack procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -128,3 +128,15 @@ def test_schema_is_current():
     from netcompose.spec.model import json_schema
     committed = json.loads((REPO / "schemas/netcompose.schema.json").read_text())
     assert committed == json_schema(), "run: netcompose schema > schemas/netcompose.schema.json"
+
+
+def test_nat_and_published_ports_need_forwarding(tmp_path):
+    res = resolved("networks: {n: {subnet: 10.9.0.0/24}}\ncontainers: {c: {networks: [n], ports: ['80:80']}}\n",
+                   tmp_path)
+    desired = compile_resources(res)
+    assert desired["sysctl:/net.ipv4.ip_forward"].attrs["value"] == "1"
+    table = desired["nft:/inet/netcompose-p"]
+    assert any("containers.c.ports[0]" in rule for rule in table.attrs["chains"]["prerouting"]["rules"])
+    isolated = resolved("networks: {n: {subnet: 10.9.0.0/24, nat: false}}\ncontainers: {c: {networks: [n]}}\n",
+                        tmp_path)
+    assert "sysctl:/net.ipv4.ip_forward" not in compile_resources(isolated)
