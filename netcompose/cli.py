@@ -76,10 +76,11 @@ def cmd_up(args) -> int:
         args.out, args.detailed_exitcode = None, False
         return cmd_plan(args)
     project = _project(args)
+    fingerprint = None
     if args.plan:
-        from .saved import check_plan
-        check_plan(args.plan, project)
-    report = project.up(rollback=not args.no_rollback)
+        from .saved import read_plan
+        fingerprint = read_plan(args.plan, project)
+    report = project.up(rollback=not args.no_rollback, plan_fingerprint=fingerprint)
     _report(report, args, "up")
     return errors.EXIT_OK
 

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,8 +23,8 @@ from .drivers.files import FilesDriver
 from .drivers.nftables import NftablesDriver
 from .drivers.netlink import Namespaces, NetlinkDriver
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
-from .errors import ApplyError, LockTimeout
-from .plan import Plan, make_plan
+from .errors import ApplyError, LockTimeout, StalePlan
+from .plan import Plan, classify, digest, make_plan
 from .resources import HOST, Resource
 from .spec import Spec, load
 from .spec.resolve import HostFacts, Resolved, resolve
@@ -93,6 +95,29 @@ class Host:
         self.nss.close()
 
 
+class AppliedState:
+    """Digests of what the last successful apply asked for: tells drift from file changes.
+
+    Only an annotation: ownership never depends on it, and losing it just makes every
+    pending action count as a file change."""
+
+    def __init__(self, project: str) -> None:
+        self.path = os.path.join(STATE_DIR, project, "applied.json")
+
+    def read(self) -> dict[str, str]:
+        try:
+            with open(self.path) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def write(self, digests: dict[str, str]) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path + ".tmp", "w") as f:
+            json.dump(digests, f)
+        os.replace(self.path + ".tmp", self.path)
+
+
 class Lock:
     def __init__(self, project: str, timeout: float) -> None:
         self.path = os.path.join(STATE_DIR, project, "lock")
@@ -119,6 +144,16 @@ class Lock:
         os.close(self.fd)
 
 
+def state_fingerprint(state: "State") -> str:
+    """Hash of what a plan was computed from: the resolved file and the observed host."""
+    hasher = hashlib.sha256()
+    for side in (state.desired, state.observed):
+        for key in sorted(side):
+            hasher.update(json.dumps([key, side[key].attrs, side[key].owner], sort_keys=True, default=str).encode())
+        hasher.update(b"|")
+    return hasher.hexdigest()
+
+
 @dataclass
 class State:
     resolved: Resolved
@@ -134,6 +169,7 @@ class Project:
         self.name = spec.project
         self.lock_timeout = lock_timeout
         self.journal = Journal(self.name)
+        self.applied = AppliedState(self.name)
 
     @classmethod
     def load(cls, path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
@@ -173,7 +209,9 @@ class Project:
             desired = {k: v for k, v in desired.items() if v.external}
         observed.update((res.key, res) for res in host.observe_named(list(desired.values()), self.name))
         observed = self._claim(observed)
-        return State(resolved, desired, observed, make_plan(desired, observed, self.name))
+        plan = make_plan(desired, observed, self.name)
+        classify(plan, self.applied.read())
+        return State(resolved, desired, observed, plan)
 
     def resolved(self) -> Resolved:
         with _host(self.ovsdb) as host:
@@ -184,16 +222,20 @@ class Project:
             return self._state(host, empty=down)
 
     # ---- changes ---------------------------------------------------------------------
-    def up(self, rollback: bool = True, fault: FaultHook | None = None) -> Report:
-        return self._converge(empty=False, rollback=rollback, fault=fault)
+    def up(self, rollback: bool = True, fault: FaultHook | None = None, plan_fingerprint: str | None = None) -> Report:
+        """Converge; with `plan_fingerprint` (from `plan -o`), only if nothing changed since."""
+        return self._converge(empty=False, rollback=rollback, fault=fault, fingerprint=plan_fingerprint)
 
     def down(self, fault: FaultHook | None = None) -> Report:
         return self._converge(empty=True, rollback=True, fault=fault)
 
-    def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None) -> Report:
+    def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None, fingerprint: str | None = None) -> Report:
         started = time.monotonic()
         with Lock(self.name, self.lock_timeout), _host(self.ovsdb) as host:
             state = self._state(host, empty=empty)
+            if fingerprint is not None and state_fingerprint(state) != fingerprint:
+                raise StalePlan("stale plan: the host or the topology changed since the plan was made; "
+                                "run plan again")
             report = Report(state.plan)
             report.notes = [f"host sysctl {a.resource.attrs['name']} set to {a.resource.attrs['value']} "
                             f"(was {a.observed.attrs['value'] if a.observed else 'unset'})"
@@ -220,6 +262,7 @@ class Project:
                 rolled = self._rollback(host, state.observed) if rollback else None
                 raise ApplyError(f"verify failed: the host still differs after apply ({detail})"
                                  + ("; rolled back" if rolled else ""))
+            self.applied.write({} if empty else {k: digest(v) for k, v in state.desired.items()})
             self.journal.clear()
             report.seconds = time.monotonic() - started
             return report

@@ -6,6 +6,8 @@ reverse dependency order, then create/update actions in dependency order, each w
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -69,8 +71,17 @@ class Plan:
         return out
 
     def to_json(self) -> dict[str, Any]:
+        """Changes the file asks for and drift the host suffered, separately; `index` is the
+        position of each action in execution order."""
+        actions = [{**a.to_json(), "index": i} for i, a in enumerate(self.actions)]
         return {"format_version": FORMAT_VERSION, "counts": self.counts(),
-                "actions": [a.to_json() for a in self.actions]}
+                "resource_changes": [a for a in actions if a["cause"] == "config"],
+                "resource_drift": [a for a in actions if a["cause"] == "drift"]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Plan":
+        actions = sorted(data["resource_changes"] + data["resource_drift"], key=lambda a: a["index"])
+        return cls([Action.from_json(a) for a in actions])
 
 
 def diff_attrs(desired: Resource, observed: Resource) -> dict[str, tuple[Any, Any]]:
@@ -204,6 +215,28 @@ def _levels(actions: dict[str, Action], graph: dict[str, Resource], reverse: boo
         action.level = level[key]
 
 
+def digest(resource: Resource) -> str:
+    """A stable fingerprint of what the file asked of a resource."""
+    return hashlib.sha256(json.dumps(resource.attrs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def classify(plan: Plan, applied: dict[str, str]) -> None:
+    """Mark actions caused by host drift rather than by a change of the file.
+
+    `applied` maps keys to the digests of the last successful apply.  An action on a
+    resource whose desired state is unchanged since then repairs drift; so does deleting
+    something that apply never made (a leftover).
+    """
+    if not applied:
+        return
+    for action in plan.actions:
+        if action.desired is not None:
+            unchanged = applied.get(action.key) == digest(action.desired)
+        else:
+            unchanged = action.key not in applied
+        action.cause = "drift" if unchanged else "config"
+
+
 def summarize(plan: Plan) -> str:
     c = plan.counts()
     return f"{c['create']} to create, {c['update']} to update, {c['delete']} to delete"
@@ -216,4 +249,5 @@ def describe(actions: Iterable[Action]) -> Iterable[str]:
         if a.changes:
             extra = " (" + ", ".join(f"{k}: {b!r} → {c!r}" for k, (b, c) in a.changes.items()) + ")"
         note = " (removed with its parent)" if a.implicit else ""
+        note += " [drift]" if a.cause == "drift" else ""
         yield f"{symbols[a.op]} {a.key}{extra}{note}"

@@ -1,33 +1,23 @@
 """Saved plans (`plan -o`, `up --plan`) and the resolved document (`config`)."""
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
+from .engine import state_fingerprint
 from .errors import SpecError, StalePlan
 from .plan import FORMAT_VERSION
 from .spec.resolve import Resolved
 
 
-def fingerprint(state) -> str:
-    """Hash of what the plan was computed from: the resolved file and the observed host."""
-    digest = hashlib.sha256()
-    for side in (state.desired, state.observed):
-        for key in sorted(side):
-            res = side[key]
-            digest.update(json.dumps([key, res.attrs, res.owner], sort_keys=True, default=str).encode())
-        digest.update(b"|")
-    return digest.hexdigest()
-
-
 def save_plan(path: str, project, state) -> None:
-    document = {**state.plan.to_json(), "project": project.name, "fingerprint": fingerprint(state)}
+    document = {**state.plan.to_json(), "project": project.name, "fingerprint": state_fingerprint(state)}
     with open(path, "w") as f:
         json.dump(document, f, indent=1)
 
 
-def check_plan(path: str, project) -> None:
+def read_plan(path: str, project) -> str:
+    """The fingerprint a saved plan was made against, after checking it fits this project."""
     try:
         with open(path) as f:
             saved = json.load(f)
@@ -35,8 +25,7 @@ def check_plan(path: str, project) -> None:
         raise SpecError(None, f"cannot read saved plan {path}: {exc}", "pass a file written by `plan -o`") from None
     if saved.get("format_version") != FORMAT_VERSION or saved.get("project") != project.name:
         raise StalePlan(f"stale plan: {path} was made for another project or netcompose version; run plan again")
-    if saved.get("fingerprint") != fingerprint(project.plan()):
-        raise StalePlan(f"stale plan: the host or the topology changed since {path} was made; run plan again")
+    return saved["fingerprint"]
 
 
 def resolved_document(res: Resolved) -> dict[str, Any]:

@@ -117,10 +117,9 @@ def test_plan_json_round_trip(tmp_path):
     desired = compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
     plan = make_plan(desired, {}, "p")
     doc = plan.to_json()
-    assert doc["format_version"] == "1.0"
-    from netcompose.plan import Action
-    again = [Action.from_json(a).to_json() for a in doc["actions"]]
-    assert again == doc["actions"]
+    assert doc["format_version"] == "1.0" and doc["resource_drift"] == []
+    from netcompose.plan import Plan
+    assert Plan.from_json(doc).to_json() == doc
 
 
 def test_schema_is_current():
@@ -140,3 +139,21 @@ def test_nat_and_published_ports_need_forwarding(tmp_path):
     isolated = resolved("networks: {n: {subnet: 10.9.0.0/24, nat: false}}\ncontainers: {c: {networks: [n]}}\n",
                         tmp_path)
     assert "sysctl:/net.ipv4.ip_forward" not in compile_resources(isolated)
+
+
+def test_drift_is_told_apart_from_file_changes(tmp_path):
+    from netcompose.plan import classify, digest
+    desired = compile_resources(resolved("networks: {n: {mtu: 1500}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
+    applied = {k: digest(v) for k, v in desired.items()}
+    observed = owned(desired)
+    lost = next(k for k, v in desired.items() if v.kind == "address" and v.attrs["ns"])
+    del observed[lost]                                       # drift: someone flushed an address
+    changed = compile_resources(resolved("networks: {n: {mtu: 1400}}\ncontainers: {c: {networks: [n]}}\n",
+                                         tmp_path))          # file change: a new MTU
+    plan = make_plan(changed, observed, "p")
+    classify(plan, applied)
+    causes = {(a.key, a.cause) for a in plan.actions}
+    assert (lost, "drift") in causes
+    assert all(a.cause == "config" for a in plan.actions if a.op == "update")
+    doc = plan.to_json()
+    assert [a["key"] for a in doc["resource_drift"]] == [lost]

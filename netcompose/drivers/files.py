@@ -100,6 +100,10 @@ class FilesDriver:
         if op == "delete":
             os.unlink(a["path"])
             folder = os.path.dirname(a["path"])
+            try:  # a write that died halfway leaves its temporary file
+                os.unlink(f"{a['path']}.netcompose-tmp")
+            except FileNotFoundError:
+                pass
             if os.path.dirname(folder) == NETNS_ETC and not os.listdir(folder):
                 os.rmdir(folder)
         else:

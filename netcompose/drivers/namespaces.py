@@ -74,6 +74,8 @@ def create(name: str) -> None:
         _ensure_run_dir()
         _run_dir_ready = True
     path = netns_path(name)
+    if os.path.exists(path) and not is_namespace(path):
+        os.unlink(path)  # a placeholder left by a create that died before its mount
     fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     os.close(fd)
     home = own_netns_fd()
@@ -89,6 +91,11 @@ def create(name: str) -> None:
         raise
     finally:
         os.close(home)
+
+
+def is_namespace(path: str) -> bool:
+    """True when `path` is a namespace (on nsfs), not a bare file."""
+    return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
 
 
 def delete(name: str) -> None:
