@@ -117,8 +117,14 @@ def failure_message(progress: Progress) -> str:
     return f"{action.op} {action.key} failed: {progress.error}"
 
 
-def raise_failure(progress: Progress, rolled_back: bool | None) -> None:
-    state = {True: "rolled back: the host is as it was before",
-             False: "rollback failed: run `netcompose up` again to converge",
-             None: "left as is (--no-rollback): run `netcompose up` again to converge"}[rolled_back]
-    raise ApplyError(f"{failure_message(progress)}; {state}")
+def rollback_outcome(problem: str | None | bool) -> str:
+    """`problem`: None = rolled back, False = not attempted (--no-rollback), text = why it failed."""
+    if problem is None:
+        return "rolled back: the host is as it was before"
+    if problem is False:
+        return "left as is (--no-rollback): run `netcompose up` again to converge"
+    return f"rollback failed ({problem}): run `netcompose up` again to converge"
+
+
+def raise_failure(progress: Progress, problem: str | None | bool) -> None:
+    raise ApplyError(f"{failure_message(progress)}; {rollback_outcome(problem)}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import names
-from .apply import FaultHook, Journal, STATE_DIR, execute, raise_failure
+from .apply import FaultHook, Journal, STATE_DIR, execute, failure_message, raise_failure, rollback_outcome
 from .compile import compile_resources
 from .drivers import Scope
 from .drivers.files import FilesDriver
@@ -111,6 +111,12 @@ class AppliedState:
         except (FileNotFoundError, ValueError):
             return {}
 
+    def clear(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
     def write(self, digests: dict[str, str]) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path + ".tmp", "w") as f:
@@ -142,6 +148,11 @@ class Lock:
     def __exit__(self, *exc) -> None:
         assert self.fd is not None
         os.close(self.fd)
+
+
+def recreatable(res: Resource) -> bool:
+    """False for a half-observed object a driver could not fully identify (see _pair_veths)."""
+    return not res.meta.get("incomplete")
 
 
 def state_fingerprint(state: "State") -> str:
@@ -249,20 +260,22 @@ class Project:
             try:
                 progress = execute(state.plan, host.drivers, fault)
             except KeyboardInterrupt:
-                self._rollback(host, state.observed)
-                raise ApplyError("interrupted; rolled back: the host is as it was before") from None
+                problem = self._rollback(host, state.observed)
+                raise ApplyError(f"interrupted; {rollback_outcome(problem)}") from None
             report.applied = len(progress.done)
             if progress.failed is not None:
-                rolled_back = self._rollback(host, state.observed) if rollback else None
-                raise_failure(progress, rolled_back)
+                raise_failure(progress, self._rollback(host, state.observed) if rollback else False)
             self._settle(host, empty)
             remaining = self._state(host, empty=empty).plan
             if remaining:
                 detail = "; ".join(f"{a.op} {a.key}" for a in remaining.changes[:5])
-                rolled = self._rollback(host, state.observed) if rollback else None
-                raise ApplyError(f"verify failed: the host still differs after apply ({detail})"
-                                 + ("; rolled back" if rolled else ""))
-            self.applied.write({} if empty else {k: digest(v) for k, v in state.desired.items()})
+                problem = self._rollback(host, state.observed) if rollback else False
+                raise ApplyError(f"verify failed: the host still differs after apply ({detail}); "
+                                 + rollback_outcome(problem))
+            if empty:
+                self.applied.clear()
+            else:
+                self.applied.write({k: digest(v) for k, v in state.desired.items()})
             self.journal.clear()
             report.seconds = time.monotonic() - started
             return report
@@ -285,18 +298,19 @@ class Project:
             return spec.netns or f"/proc/{spec.pid}/ns/net"
         return names.netns_name(self.name, container)
 
-    def _rollback(self, host: Host, before: dict[str, Resource]) -> bool:
-        target = {k: v for k, v in before.items() if v.owner == self.name or v.external}
+    def _rollback(self, host: Host, before: dict[str, Resource]) -> str | None:
+        """Apply a plan back to `before`; None when the host is back, else why not."""
+        target = {k: v for k, v in before.items() if (v.owner == self.name or v.external) and recreatable(v)}
         try:
-            now = self._observe(host, list(target.values()))
-            undo = make_plan(target, now, self.name)
+            undo = make_plan(target, self._observe(host, list(target.values())), self.name)
             progress = execute(undo, host.drivers)
             if progress.failed is not None:
-                return False
+                return failure_message(progress)
             self._settle(host, False)
-            return not make_plan(target, self._observe(host, list(target.values())), self.name)
-        except Exception:
-            return False
+            left = make_plan(target, self._observe(host, list(target.values())), self.name)
+            return "; ".join(f"{a.op} {a.key}" for a in left.changes[:5]) or None
+        except Exception as exc:  # rollback is best effort; the next `up` converges anyway
+            return f"{type(exc).__name__}: {exc}"
 
     # ---- reading -----------------------------------------------------------------------
     def check(self) -> list:

@@ -31,7 +31,11 @@ class Namespaces:
         return ns if ns.startswith("/") else namespaces.netns_path(ns)
 
     def exists(self, ns: str) -> bool:
-        return ns == HOST or os.path.exists(self.path(ns))
+        """A real namespace (a create that died before its mount leaves a bare file)."""
+        try:
+            return ns == HOST or namespaces.is_namespace(self.path(ns))
+        except FileNotFoundError:
+            return False
 
     def fd(self, ns: str) -> int:
         if ns not in self.fds:
@@ -87,7 +91,7 @@ class NetlinkDriver:
     def candidate_namespaces(self, scope: Scope) -> list[str]:
         prefix = f"{scope.project}-"
         named = [n for n in namespaces.list_named() if n.startswith(prefix)]
-        return sorted(set(named) | {n for n in scope.namespaces if self.nss.exists(n)})
+        return sorted(n for n in set(named) | scope.namespaces if self.nss.exists(n))
 
     def observe(self, scope: Scope) -> list[Resource]:
         project = scope.project
@@ -195,7 +199,9 @@ class NetlinkDriver:
                 continue
             b = ends.get((role + "-peer", ident))
             la, lb = a["link"], b["link"] if b else None
-            res = r.veth(a["ns"], la.name, b["ns"] if b else "?", lb.name if lb else "?",
+            # Without its marked peer (a crash between creating and marking it), the pair's
+            # far end is unknown: the planner replaces it, rollback cannot recreate it.
+            res = r.veth(a["ns"], la.name, b["ns"] if b else None, lb.name if lb else None,
                          mtu=la.mtu, alias=la.alias, peer_alias=lb.alias if lb else None, mac=la.mac,
                          peer_mac=lb.mac if lb else None, master=a["master"].name if a["master"] else None,
                          owner=project)
@@ -203,7 +209,7 @@ class NetlinkDriver:
             if la.master is None and lb is not None and role == "ep":  # OVS endpoints: offload matters
                 res.attrs["tx_checksum"] = (ethtool.tx_checksum(self.nss.inet(a["ns"]), la.name)
                                             or ethtool.tx_checksum(self.nss.inet(b["ns"]), lb.name))
-            res.meta.update(ifindex=la.index, peer_ifindex=lb.index if lb else None)
+            res.meta.update(ifindex=la.index, peer_ifindex=lb.index if lb else None, incomplete=lb is None)
             out.append(res)
         return out
 
@@ -254,8 +260,9 @@ class NetlinkDriver:
         if res.kind == "netns":
             if op == "create":
                 namespaces.create(a["name"])
+            if op != "delete":  # the loopback alias marks the namespace as ours
                 yield 0, a["name"], rtnl.set_link("lo", rtnl.link_attrs(alias=a["marker"]), up=True)
-            elif op == "delete":
+            else:
                 self.nss.forget(a["name"])
                 self.index.pop(a["name"], None)
                 namespaces.delete(a["name"])
@@ -286,6 +293,7 @@ class NetlinkDriver:
         if action.op == "create" and (ns != HOST or a["source"] != name):
             index = self.ifindex(HOST, a["source"])
             self.index[HOST].pop(a["source"], None)
+            self.index.get(ns, {}).pop(name, None)
             # Move and rename in one request; addresses are set later, from inside.
             yield 0, HOST, rtnl.Request(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(index) + rtnl.link_attrs(
                 name=name, netns_fd=self.nss.fd(ns) if ns != HOST else None))
@@ -296,8 +304,11 @@ class NetlinkDriver:
         a = action.resource.attrs
         ns, name = a["ns"], a["ifname"]
         master = self.ifindex(HOST, a["master"]) if a.get("master") else None
+        # Creating or deleting a pair changes names in both namespaces: drop cached indexes.
+        self.index.get(ns, {}).pop(name, None)
+        if a.get("peer_ns") is not None:
+            self.index.get(a["peer_ns"], {}).pop(a["peer_ifname"], None)
         if action.op == "delete":
-            self.index.get(ns, {}).pop(name, None)
             yield 0, ns, rtnl.del_link(name)
             return
         if action.op == "create":

@@ -63,15 +63,19 @@ class NftablesDriver:
     def _read(self, ns: str, family: str, name: str, project: str) -> Resource:
         result = self._run(ns, ["-j", "list", "table", family, name])
         chains: dict[str, dict] = {}
+        rules: dict[str, list] = {}   # as nft lists them: enough to write the table back (rollback)
         if result.returncode == 0:
             for item in json.loads(result.stdout)["nftables"]:
                 if "chain" in item:
                     c = item["chain"]
                     chains[c["name"]] = {"type": c.get("type"), "hook": c.get("hook"), "prio": c.get("prio"),
                                          "policy": c.get("policy"), "rules": []}
+                    rules[c["name"]] = []
                 elif "rule" in item:
-                    chains[item["rule"]["chain"]]["rules"].append(item["rule"].get("comment"))
-        return r.nft_table(ns, family, name, chains, owner=project)
+                    rule = item["rule"]
+                    chains[rule["chain"]]["rules"].append(rule.get("comment"))
+                    rules[rule["chain"]].append({"comment": rule.get("comment"), "expr": rule["expr"]})
+        return r.nft_table(ns, family, name, chains, rules, owner=project)
 
     def apply(self, actions: list[Action]) -> Outcome:
         outcome = Outcome()
