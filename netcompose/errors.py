@@ -28,7 +28,9 @@ class SpecError(NetcomposeError):
     def __init__(self, position: Position | None, problem: str, fix: str = ""):
         self.position, self.problem, self.fix = position, problem, fix
         where = f"{position}: " if position else ""
-        super().__init__(f"{where}{problem}" + (f"; {fix}" if fix else ""))
+        text = f"{where}{problem}" + (f"; {fix}" if fix else "")
+        # Values from the file may hold line breaks; the error stays on one line.
+        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class ConflictError(NetcomposeError):

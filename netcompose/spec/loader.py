@@ -122,8 +122,9 @@ class _Builder:
 
 
 def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         builder = _Builder(file, loader, env)
         builder.doc.data = builder.build(node, ()) if node is not None else {}
@@ -132,8 +133,13 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:
         position = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
         raise SpecError(position, f"invalid YAML: {exc.problem or exc.context}",
                         "check indentation, quoting and colons") from None
+    except yaml.reader.ReaderError as exc:
+        before = text[:exc.position]
+        position = Position(file, before.count("\n") + 1, len(before) - before.rfind("\n"))
+        raise SpecError(position, f"invalid character {exc.character!r} in YAML", "remove it") from None
     except yaml.YAMLError as exc:
-        raise SpecError(Position(file, 1, 1), f"invalid YAML: {exc}", "fix the syntax") from None
+        raise SpecError(Position(file, 1, 1), f"invalid YAML: {' '.join(str(exc).split())}", "fix the syntax") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return builder.doc
