@@ -71,7 +71,33 @@ def cmd_plan(args) -> int:
     return errors.EXIT_CHANGES if args.detailed_exitcode and state.plan else errors.EXIT_OK
 
 
+def cmd_watch(args) -> int:
+    import signal
+    from .watch import Watcher
+
+    def emit(event: dict) -> None:
+        if args.json:
+            print(json.dumps(event), flush=True)
+        elif event["event"] == "error":
+            err.print(f"{event['trigger']}: error: {event['error']} (keeping the last good state)", markup=False)
+        else:
+            out.print(f"{event['trigger']}: {event['create']} created, {event['update']} updated, "
+                      f"{event['delete']} deleted in {event['seconds']:.2f}s", markup=False)
+            sys.stdout.flush()
+
+    watcher = Watcher(args.file, args.project_name, _variables(args), emit, interval=args.interval,
+                      lock_timeout=args.lock_timeout, ovsdb=args.ovsdb)
+    signal.signal(signal.SIGTERM, lambda *_: watcher.stop.set())
+    try:
+        watcher.run()
+    except KeyboardInterrupt:
+        pass
+    return errors.EXIT_OK
+
+
 def cmd_up(args) -> int:
+    if getattr(args, "watch", False):
+        return cmd_watch(args)
     if args.dry_run:
         args.out, args.detailed_exitcode = None, False
         return cmd_plan(args)
@@ -209,7 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="same as plan")
     p.add_argument("--no-rollback", action="store_true", help="keep partial state after a failure")
     p.add_argument("--plan", help="apply only if the host and file still match this saved plan")
+    p.add_argument("--watch", action="store_true", help="keep reconciling (see `watch`)")
+    p.add_argument("--interval", type=float, help="with --watch: also reconcile every N seconds")
     p.set_defaults(func=cmd_up)
+    p = sub.add_parser("watch", parents=[common], help="reconcile on file edits, link events and an interval")
+    p.add_argument("--interval", type=float, help="also reconcile every N seconds")
+    p.set_defaults(func=cmd_watch)
     sub.add_parser("down", parents=[common], help="remove everything the project owns").set_defaults(func=cmd_down)
     sub.add_parser("ps", parents=[common], help="list containers and endpoints").set_defaults(func=cmd_ps)
     sub.add_parser("config", parents=[common], help="print the resolved topology").set_defaults(func=cmd_config)
