@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -36,11 +37,7 @@ def netns_path(name: str) -> str:
 
 
 def own_netns_fd() -> int:
-    return os.open(f"/proc/self/task/{_gettid()}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-
-
-def _gettid() -> int:
-    return ctypes.CDLL(None).syscall(186)  # SYS_gettid on x86_64
+    return os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
 @contextmanager
@@ -82,7 +79,7 @@ def create(name: str) -> None:
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare")
         try:
-            source = f"/proc/self/task/{_gettid()}/ns/net".encode()
+            source = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
             _check(_libc.mount(source, path.encode(), b"none", MS_BIND, None), f"mount {path}")
         finally:
             setns(home)

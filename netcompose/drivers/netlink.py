@@ -25,6 +25,7 @@ class Namespaces:
         self.fds: dict[str, int] = {}
         self.socks: dict[str, rtnl.RtnlSocket] = {HOST: rtnl.RtnlSocket()}
         self.inets: dict[str, socket.socket] = {}
+        self.nft_socks: dict[str, rtnl.RtnlSocket] = {}
 
     @staticmethod
     def path(ns: str) -> str:
@@ -44,9 +45,23 @@ class Namespaces:
 
     def sock(self, ns: str) -> rtnl.RtnlSocket:
         if ns not in self.socks:
-            with namespaces.entered(self.fd(ns)):
-                self.socks[ns] = rtnl.RtnlSocket()
+            self._open(ns)
         return self.socks[ns]
+
+    def nft_sock(self, ns: str) -> rtnl.RtnlSocket:
+        """A NETLINK_NETFILTER socket in `ns` (opened together with the route socket)."""
+        if ns not in self.nft_socks:
+            if ns == HOST:
+                self.nft_socks[ns] = rtnl.RtnlSocket(rtnl.NETLINK_NETFILTER)
+            else:
+                self._open(ns)
+        return self.nft_socks[ns]
+
+    def _open(self, ns: str) -> None:
+        # Entering a namespace costs more than a socket: open what each driver needs at once.
+        with namespaces.entered(self.fd(ns)):
+            self.socks.setdefault(ns, rtnl.RtnlSocket())
+            self.nft_socks.setdefault(ns, rtnl.RtnlSocket(rtnl.NETLINK_NETFILTER))
 
     def inet(self, ns: str) -> socket.socket:
         """A plain socket in `ns`, for ioctls."""
@@ -59,6 +74,8 @@ class Namespaces:
         return self.inets[ns]
 
     def forget(self, ns: str) -> None:
+        if ns in self.nft_socks:
+            self.nft_socks.pop(ns).close()
         if ns in self.inets:
             self.inets.pop(ns).close()
         if ns in self.socks and ns != HOST:
@@ -67,7 +84,7 @@ class Namespaces:
             os.close(self.fds.pop(ns))
 
     def close(self) -> None:
-        for ns in list(self.fds) + list(self.socks) + list(self.inets):
+        for ns in list(self.fds) + list(self.socks) + list(self.inets) + list(self.nft_socks):
             self.forget(ns)
         self.socks[HOST].close()
 
@@ -82,6 +99,7 @@ class NetlinkDriver:
     def __init__(self, nss: Namespaces) -> None:
         self.nss = nss
         self.index: dict[str, dict[str, int]] = {}
+        self.fresh: set[str] = set()   # namespaces this run created
         self.host_routes: list[IPv4Network] = []
 
     def close(self) -> None:
@@ -222,11 +240,28 @@ class NetlinkDriver:
             raise LookupError(f"no interface {ifname} in {'the host' if ns == HOST else 'namespace ' + ns}")
         return table[ifname]
 
+    def _predict_index(self, ns: str, ifname: str) -> None:
+        """In a namespace created by this run, nothing else adds devices and the kernel numbers
+        them in sequence (lo is 1): knowing the index saves dumping the namespace again."""
+        if ns in self.fresh:
+            table = self.index[ns]
+            table[ifname] = max(table.values()) + 1
+
     def apply(self, actions: list[Action]) -> Outcome:
         outcome = Outcome()
         # Namespaces first (not netlink); the rest becomes netlink requests per socket,
         # sent in two rounds so that a veth exists before its peer end is configured.
         rounds: list[dict[str, list[tuple[str, rtnl.Request]]]] = [defaultdict(list), defaultdict(list)]
+        # Index prediction holds only while every device enters a fresh namespace through the
+        # host socket, in order; anything else (p2p wires, moved OVS ports) falls back to a dump.
+        for action in actions:
+            a = action.resource.attrs
+            if action.op == "create" and (action.kind == "claimed_link" or
+                                          (action.kind == "veth" and a["ns"] != HOST)):
+                for ns in (a["ns"], a.get("peer_ns")):
+                    if ns in self.fresh:
+                        self.fresh.discard(ns)
+                        self.index.pop(ns, None)
         for action in actions:
             try:
                 for round_no, ns, request in self._requests(action):
@@ -260,9 +295,12 @@ class NetlinkDriver:
         if res.kind == "netns":
             if op == "create":
                 namespaces.create(a["name"])
+                self.index[a["name"]] = {"lo": 1}
+                self.fresh.add(a["name"])
             if op != "delete":  # the loopback alias marks the namespace as ours
                 yield 0, a["name"], rtnl.set_link("lo", rtnl.link_attrs(alias=a["marker"]), up=True)
             else:
+                self.fresh.discard(a["name"])
                 self.nss.forget(a["name"])
                 self.index.pop(a["name"], None)
                 namespaces.delete(a["name"])
@@ -318,6 +356,7 @@ class NetlinkDriver:
             else:
                 peer = rtnl.link_attrs(name=a["peer_ifname"], mtu=a["peer_mtu"], mac=a.get("peer_mac"),
                                        netns_fd=self.nss.fd(a["peer_ns"]) if a["peer_ns"] != ns else None)
+                self._predict_index(a["peer_ns"], a["peer_ifname"])
                 yield 0, ns, rtnl.new_veth(own, peer, up=a["up"])
                 yield 1, a["peer_ns"], rtnl.set_link(a["peer_ifname"], rtnl.link_attrs(alias=a["peer_alias"]),
                                                      up=a["peer_up"])

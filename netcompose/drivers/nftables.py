@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 
 from .. import resources as r
@@ -41,15 +40,8 @@ class NftablesDriver:
                               preexec_fn=(lambda: namespaces.setns(fd)) if fd is not None else None)
 
     def _tables_in(self, ns: str) -> list[tuple[str, str]]:
-        if ns == HOST:
-            sock = rtnl.RtnlSocket(rtnl.NETLINK_NETFILTER)
-        else:
-            with namespaces.entered(self.nss.fd(ns)):
-                sock = rtnl.RtnlSocket(rtnl.NETLINK_NETFILTER)
-        try:
-            return [(FAMILIES.get(family, str(family)), name) for family, name in rtnl.nft_tables(sock)]
-        finally:
-            sock.close()
+        sock = self.nss.nft_sock(ns)
+        return [(FAMILIES.get(family, str(family)), name) for family, name in rtnl.nft_tables(sock)]
 
     def observe(self, scope: Scope) -> list[Resource]:
         ours = table_name(scope.project)

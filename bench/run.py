@@ -1,0 +1,116 @@
+"""Build and tear down the same topology with netcompose, the kernel floor and Mininet, in
+one run, and print one table per (N, bridges): medians of --runs runs and ratios.
+
+    python3 -m bench.run                      # N = 10, 100, 1000; 1 and 10 bridges; 3 runs
+    python3 -m bench.run --sizes 20 --bridges 2 --runs 1 --no-mininet   # the CI smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MININET_PYTHON = "/usr/bin/python3"
+
+
+def topology(n: int, bridges: int, extra: int = 0) -> str:
+    lines = ["networks:"]
+    lines += [f"  net{j}: {{subnet: 10.{100 + j}.0.0/16}}" for j in range(bridges)]
+    lines.append("containers:")
+    lines += [f"  c{i}: {{networks: [net{i % bridges}]}}" for i in range(n + extra)]
+    return "\n".join(lines) + "\n"
+
+
+def child(args: list[str], python: str = sys.executable) -> dict:
+    result = subprocess.run([python, *args], capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def netcompose_run(n: int, bridges: int, folder: Path) -> dict:
+    project = "bn" + secrets.token_hex(2)
+    base, grown = folder / "base.yaml", folder / "grown.yaml"
+    base.write_text(topology(n, bridges))
+    grown.write_text(topology(n, bridges, extra=1))
+    step = str(HERE / "nc_step.py")
+    cold = child([step, "up", str(base), project])
+    noop = child([step, "up", str(base), project])
+    plan = child([step, "plan", str(base), project])
+    change = child([step, "up", str(grown), project])
+    down = child([step, "down", str(grown), project])
+    assert cold["changes"] > 0 and noop["changes"] == 0 and plan["changes"] == 0 and change["changes"] > 0
+    shutil.rmtree(f"/run/netcompose/{project}", ignore_errors=True)
+    return {"cold up": cold["seconds"], "no-op up": noop["seconds"], "plan": plan["seconds"],
+            "add one container": change["seconds"], "down": down["seconds"],
+            "peak RSS (MB)": max(x["rss_mb"] for x in (cold, noop, plan, change, down))}
+
+
+def floor_run(n: int, bridges: int) -> dict:
+    prefix = "bf" + secrets.token_hex(2)
+    step = str(HERE / "floor.py")
+    build = child([step, "build", prefix, str(n), str(bridges)])
+    read = child([step, "read", prefix, str(n), str(bridges)])
+    teardown = child([step, "teardown", prefix, str(n), str(bridges)])
+    return {"build": build["seconds"], "read": read["seconds"], "teardown": teardown["seconds"]}
+
+
+def mininet_run(n: int, bridges: int) -> dict:
+    return child([str(HERE / "mininet_run.py"), "bm" + secrets.token_hex(1), str(n), str(bridges)],
+                 python=MININET_PYTHON)
+
+
+def median(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def table(n: int, bridges: int, nc: dict, floor: dict, mn: dict | None) -> str:
+    def ratio(a: float, b: float | None) -> str:
+        return f"{a / b:.2f}×" if b else "n/a"
+    floor_for = {"cold up": floor["build"], "no-op up": floor["read"], "plan": floor["read"],
+                 "add one container": None, "down": floor["teardown"]}
+    mn_for = {"cold up": mn and mn["build"], "down": mn and mn["teardown"]}
+    rows = [f"### N = {n}, {bridges} bridge{'s' if bridges > 1 else ''}", "",
+            "| step | netcompose | floor | Mininet | vs floor | Mininet / netcompose |", "|---|---|---|---|---|---|"]
+    for step in ("cold up", "no-op up", "plan", "add one container", "down"):
+        f, m = floor_for.get(step), mn_for.get(step)
+        extra = f"{nc[step] / nc['cold up'] * 100:.1f}% of cold up" if step == "add one container" else ratio(nc[step], f)
+        rows.append(f"| {step} | {nc[step]:.3f} s | {f'{f:.3f} s' if f else '-'} | {f'{m:.2f} s' if m else '-'} "
+                    f"| {extra} | {ratio(m, nc[step]) if m else '-'} |")
+    rows.append(f"| peak RSS | {nc['peak RSS (MB)']:.0f} MB | | | | |")
+    per_mn = f"{mn['build'] / n * 1000:.2f} ms" if mn else "-"
+    rows.append(f"| per container (cold up) | {nc['cold up'] / n * 1000:.2f} ms | {floor['build'] / n * 1000:.2f} ms "
+                f"| {per_mn} | | |")
+    return "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--bridges", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-mininet", action="store_true")
+    args = parser.parse_args()
+    use_mininet = not args.no_mininet and os.path.exists(MININET_PYTHON) and \
+        subprocess.run([MININET_PYTHON, "-c", "import mininet"], capture_output=True).returncode == 0
+    print(f"{os.cpu_count()} cores; medians of {args.runs} runs\n", flush=True)
+    for bridges in args.bridges:
+        for n in args.sizes:
+            with tempfile.TemporaryDirectory() as folder:
+                nc = median([netcompose_run(n, bridges, Path(folder)) for _ in range(args.runs)])
+            floor = median([floor_run(n, bridges) for _ in range(args.runs)])
+            mn = median([mininet_run(n, bridges) for _ in range(args.runs)]) if use_mininet else None
+            print(table(n, bridges, nc, floor, mn), flush=True)
+
+
+if __name__ == "__main__":
+    main()
