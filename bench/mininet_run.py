@@ -5,7 +5,7 @@ import sys
 import time
 
 from mininet.net import Mininet
-from mininet.node import LinuxBridge
+from mininet.nodelib import LinuxBridge
 from mininet.log import setLogLevel
 
 prefix, n, bridges = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

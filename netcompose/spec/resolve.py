@@ -347,6 +347,9 @@ class _Resolver:
         for net in networks.values():
             if net.driver != "ovs":
                 continue
+            if not net.icc:
+                self.fail(("networks", net.name, "icc"), "icc: false is enforced on Linux bridge networks only",
+                          "use driver: bridge, or a per-container firewall:")
             other = seen.setdefault(net.bridge, net)
             if other is net:
                 continue
