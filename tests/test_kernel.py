@@ -134,7 +134,7 @@ def test_down_removes_everything_and_spares_decoys(three_tier, project_name):
     namespaces.create(decoy_ns)
     ip("link", "add", decoy_br, "type", "bridge")
     ip("link", "add", decoy_veth, "type", "veth", "peer", "name", f"{decoy_veth}p")
-    ip("link", "set", decoy_veth, "alias", f"netcompose:someone-else:ep:x/y")
+    ip("link", "set", decoy_veth, "alias", "netcompose:someone-else:ep:x/y")
     three_tier.down()
     assert namespaces.list_named().count(decoy_ns) == 1
     left = [n for n in namespaces.list_named() if n.startswith(project_name) and n != decoy_ns]

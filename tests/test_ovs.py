@@ -167,14 +167,14 @@ def test_drift_foreign_ports_and_down(ovs_topo, project_name, private_ovs):
 
 
 def test_mixed_bridge_and_ovs_endpoints(ovs_topo, project_name):
-    project = ovs_topo(f"""
+    project = ovs_topo("""
 networks:
-  lan: {{subnet: 10.74.0.0/24}}
-  ovsnet: {{driver: ovs, subnet: 10.75.0.0/24, ovs: {{datapath_type: netdev}}}}
+  lan: {subnet: 10.74.0.0/24}
+  ovsnet: {driver: ovs, subnet: 10.75.0.0/24, ovs: {datapath_type: netdev}}
 containers:
-  both: {{networks: {{lan: {{ipv4_address: 10.74.0.2}}, ovsnet: {{ipv4_address: 10.75.0.2}}}}}}
-  left: {{networks: {{lan: {{ipv4_address: 10.74.0.3}}}}}}
-  right: {{networks: {{ovsnet: {{ipv4_address: 10.75.0.3}}}}}}
+  both: {networks: {lan: {ipv4_address: 10.74.0.2}, ovsnet: {ipv4_address: 10.75.0.2}}}
+  left: {networks: {lan: {ipv4_address: 10.74.0.3}}}
+  right: {networks: {ovsnet: {ipv4_address: 10.75.0.3}}}
 """)
     project.up()
     both = f"{project_name}-both"

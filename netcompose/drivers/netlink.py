@@ -9,7 +9,6 @@ import os
 import socket
 from collections import defaultdict
 from ipaddress import IPv4Network, ip_address, ip_interface
-from typing import Iterable
 
 from .. import names
 from .. import resources as r

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 import ovs.db.idl
 import ovs.jsonrpc

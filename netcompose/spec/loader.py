@@ -5,7 +5,6 @@ Jinja2 templates rendered in a sandbox, and `include:` of fragments.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
