@@ -123,7 +123,7 @@ def _listen(stack: ExitStack, ns: str, proto: str, port: int) -> None:
             raise
 
 
-def run(res: Resolved, workers: int = 64) -> list[Probe]:
+def run(res: Resolved, workers: int = 256) -> list[Probe]:
     probes = expected_probes(res)
     ns = {c.name: c.netns for c in res.containers.values()}
     with ExitStack() as stack:
