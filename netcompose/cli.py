@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import errors
@@ -50,14 +51,13 @@ def _project(args) -> Project:
                         ovsdb=args.ovsdb)
 
 
-def _print_plan(plan: Plan, as_json: bool, extra: dict | None = None) -> None:
+def _print_plan(plan: Plan, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps({**plan.to_json(), **(extra or {})}))
+        out.print_json(json.dumps(plan.to_json()))
         return
-    for line in describe(plan.actions):
-        style = {"+": "green", "~": "yellow", "-": "red"}[line[0]]
-        out.print(f"[{style}]{line}[/{style}]" if not line.endswith("parent)") else f"[dim]{line}[/dim]",
-                  markup=True)
+    for action, line in zip(plan.actions, describe(plan.actions)):
+        style = "dim" if action.implicit else {"create": "green", "update": "yellow", "delete": "red"}[action.op]
+        out.print(f"[{style}]{escape(line)}[/{style}]", markup=True)
     out.print(f"Plan: {summarize(plan)}." if plan else "No changes. The host matches the topology.")
 
 

@@ -219,7 +219,6 @@ class Project:
         if empty:  # down keeps adopted namespaces: they are external
             desired = {k: v for k, v in desired.items() if v.external}
         observed.update((res.key, res) for res in host.observe_named(list(desired.values()), self.name))
-        observed = self._claim(observed)
         plan = make_plan(desired, observed, self.name)
         classify(plan, self.applied.read())
         return State(resolved, desired, observed, plan)
