@@ -167,10 +167,11 @@ def _order(deletes: list[Action], upserts: dict[str, Action], desired: dict[str,
     replaced = [Action("delete", a.key, a.kind, None, a.observed, implicit=_implicit(a, upserts, observed))
                 for a in upserts.values() if a.op == "create" and a.observed is not None]
     delete_set = {a.key: a for a in deletes + replaced}
-    _levels(delete_set, observed, reverse=True)
-    _levels(upserts, desired, reverse=False)
-    ordered_deletes = sorted(delete_set.values(), key=lambda a: (a.level, a.key))
-    ordered_upserts = sorted(upserts.values(), key=lambda a: (a.level, a.key))
+    delete_depth = _levels(delete_set, observed, reverse=True)
+    upsert_depth = _levels(upserts, desired, reverse=False)
+    # Within a level, dependency order: an ordered driver sequences the batch as given.
+    ordered_deletes = sorted(delete_set.values(), key=lambda a: (a.level, delete_depth[a.key], a.key))
+    ordered_upserts = sorted(upserts.values(), key=lambda a: (a.level, upsert_depth[a.key], a.key))
     return ordered_deletes + ordered_upserts
 
 
@@ -180,12 +181,14 @@ def _implicit(action: Action, upserts: dict[str, Action], observed: dict[str, Re
                for p in res.parents)
 
 
-def _levels(actions: dict[str, Action], graph: dict[str, Resource], reverse: bool) -> None:
-    """Level = longest chain of acted-on prerequisites; for deletes, of acted-on dependents.
+def _levels(actions: dict[str, Action], graph: dict[str, Resource], reverse: bool) -> dict[str, int]:
+    """Set each action's level; return its depth (longest chain of acted-on prerequisites;
+    for deletes, of acted-on dependents).
 
-    A transactional driver (OVSDB) applies all its actions of a phase in one transaction,
-    so they share one level: dependencies among them cost no level, and every dependent
-    of any of them comes after that level.
+    A level is a batch: dependencies inside one driver's batch cost no level when the
+    driver sequences them itself (`ordered`), or applies the whole phase in one
+    transaction (`transactional`: those share one level, and every dependent of any of
+    them comes after it).
     """
     order = _topo_order({k: graph[k] for k in actions})
     before: dict[str, list[str]] = {k: [d for d in graph[k].deps if d in actions] for k in order}
@@ -195,13 +198,17 @@ def _levels(actions: dict[str, Action], graph: dict[str, Resource], reverse: boo
             for dep in deps:
                 flipped[dep].append(key)
         before, order = flipped, order[::-1]
-    txn = {k: KINDS[actions[k].kind].driver for k in order if KINDS[actions[k].kind].transactional}
+    spec = {k: KINDS[actions[k].kind] for k in order}
+    txn = {k: s.driver for k, s in spec.items() if s.transactional}
 
     def step(dep: str, key: str) -> int:
-        return 0 if txn.get(dep) is not None and txn.get(dep) == txn.get(key) else 1
+        same = spec[dep].driver == spec[key].driver
+        return 0 if same and (spec[dep].ordered and spec[key].ordered or txn.get(dep) is not None) else 1
 
+    depth: dict[str, int] = {}
     level: dict[str, int] = {}
     for key in order:
+        depth[key] = max((depth[d] + 1 for d in before[key]), default=0)
         level[key] = max((level[d] + step(d, key) for d in before[key]), default=0)
     shared: dict[str, int] = {}
     for key, driver in txn.items():
@@ -210,9 +217,10 @@ def _levels(actions: dict[str, Action], graph: dict[str, Resource], reverse: boo
         if key in txn:
             level[key] = shared[txn[key]]
         else:
-            level[key] = max([level[key]] + [level[d] + 1 for d in before[key]])
+            level[key] = max([level[key]] + [level[d] + step(d, key) for d in before[key]])
     for key, action in actions.items():
         action.level = level[key]
+    return depth
 
 
 def digest(resource: Resource) -> str:

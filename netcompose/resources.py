@@ -19,6 +19,7 @@ class KindSpec:
     replace_on: tuple[str, ...] = ()   # changing any of these recreates the resource
     compare: tuple[str, ...] | None = None  # attrs diffed; None = every attr
     transactional: bool = False        # the driver applies a whole phase of this kind in one transaction
+    ordered: bool = False              # the driver sequences dependencies within one batch itself
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,12 +47,12 @@ class Resource:
 
 
 KINDS: dict[str, KindSpec] = {
-    "netns": KindSpec("netlink"),
-    "bridge": KindSpec("netlink"),
-    "veth": KindSpec("netlink", replace_on=("peer_ns", "peer_ifname")),
-    "address": KindSpec("netlink"),
-    "route": KindSpec("netlink", replace_on=("metric",)),
-    "claimed_link": KindSpec("netlink", replace_on=("source",)),
+    "netns": KindSpec("netlink", ordered=True),
+    "bridge": KindSpec("netlink", ordered=True),
+    "veth": KindSpec("netlink", replace_on=("peer_ns", "peer_ifname"), ordered=True),
+    "address": KindSpec("netlink", ordered=True),
+    "route": KindSpec("netlink", replace_on=("metric",), ordered=True),
+    "claimed_link": KindSpec("netlink", replace_on=("source",), ordered=True),
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
     "nft_table": KindSpec("nftables", compare=("chains",)),

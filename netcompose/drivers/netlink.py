@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Callable
 from collections import defaultdict
+from dataclasses import dataclass
 from ipaddress import IPv4Network, ip_address, ip_interface
 
 from .. import names
@@ -247,36 +249,36 @@ class NetlinkDriver:
             table[ifname] = max(table.values()) + 1
 
     def apply(self, actions: list[Action]) -> Outcome:
+        """Send a batch (in dependency order, possibly several plan levels) in rounds.
+
+        Requests to one socket are processed in order, so a request may share a round with
+        what it depends on when both go to the same socket and it names its device by name,
+        or lives in a namespace created by this run (whose indexes are predicted).  Anything
+        else waits for the next round, which is built only after the previous one is acked.
+        """
         outcome = Outcome()
-        # Namespaces first (not netlink); the rest becomes netlink requests per socket,
-        # sent in two rounds so that a veth exists before its peer end is configured.
-        rounds: list[dict[str, list[tuple[str, rtnl.Request]]]] = [defaultdict(list), defaultdict(list)]
-        # Index prediction holds only while every device enters a fresh namespace through the
-        # host socket, in order; anything else (p2p wires, moved OVS ports) falls back to a dump.
+        fresh = self._fresh_after(actions)
+        rounds: dict[int, list[tuple[str, Step]]] = defaultdict(list)
+        placed: dict[str, list[tuple[int, Step]]] = {}    # key → its non-trailing steps
+        trailing: list[tuple[str, Step, int]] = []
+        last_round: dict[str | None, int] = defaultdict(int)
         for action in actions:
-            a = action.resource.attrs
-            if action.op == "create" and (action.kind == "claimed_link" or
-                                          (action.kind == "veth" and a["ns"] != HOST)):
-                for ns in (a["ns"], a.get("peer_ns")):
-                    if ns in self.fresh:
-                        self.fresh.discard(ns)
-                        self.index.pop(ns, None)
-        for action in actions:
-            try:
-                for round_no, ns, request in self._requests(action):
-                    rounds[round_no][ns].append((action.key, request))
-            except (OSError, LookupError) as exc:
-                outcome.errors[action.key] = str(exc)
-        for batch in rounds:
-            for ns, items in batch.items():
-                items = [(k, q) for k, q in items if k not in outcome.errors]
-                try:
-                    codes = self.nss.sock(ns).execute([q for _, q in items])
-                except OSError as exc:
-                    codes = [exc.errno or 1] * len(items)
-                for (key, request), code in zip(items, codes):
-                    if code and key not in outcome.errors:
-                        outcome.errors[key] = rtnl.strerror(code)
+            before = [p for k in self._waits_on(action, actions) for p in placed.get(k, ())]
+            mine: list[tuple[int, Step]] = []
+            for step in self._steps(action):
+                rnd = max((r + self._gap(prev, step, fresh) for r, prev in before + mine), default=0)
+                if step.trailing:
+                    trailing.append((action.key, step, rnd))
+                    continue
+                mine.append((rnd, step))
+                rounds[rnd].append((action.key, step))
+                last_round[step.ns] = max(last_round[step.ns], rnd)
+            placed[action.key] = mine
+        for key, step, rnd in trailing:  # nothing waits on these: ride along with the socket's last round
+            rounds[max(rnd, last_round[step.ns])].append((key, step))
+        order = {a.key: i for i, a in enumerate(actions)}
+        for rnd in sorted(rounds):
+            self._run_round(sorted(rounds[rnd], key=lambda item: order[item[0]]), fresh, outcome)
         for action in actions:
             a = action.resource.attrs
             if action.op != "delete" and a.get("tx_checksum") is False and action.key not in outcome.errors:
@@ -287,86 +289,169 @@ class NetlinkDriver:
                     outcome.errors[action.key] = f"turning TX checksum offload off: {exc.strerror}"
         return outcome
 
-    def _requests(self, action: Action):
-        res = action.resource
+    def _run_round(self, items: list[tuple[str, "Step"]], fresh: set[str], outcome: Outcome) -> None:
+        by_sock: dict[str, list[tuple[str, rtnl.Request]]] = defaultdict(list)
+        for key, step in items:
+            if key in outcome.errors:
+                continue
+            try:
+                request = step.build(fresh)
+            except (OSError, LookupError) as exc:
+                outcome.errors[key] = str(exc)
+                continue
+            if request is not None:
+                by_sock[step.ns].append((key, request))
+        for ns, batch in by_sock.items():
+            try:
+                codes = self.nss.sock(ns).execute([q for _, q in batch])
+            except OSError as exc:
+                codes = [exc.errno or 1] * len(batch)
+            for (key, _), code in zip(batch, codes):
+                if code and key not in outcome.errors:
+                    outcome.errors[key] = rtnl.strerror(code)
+
+    @staticmethod
+    def _gap(prev: "Step", step: "Step", fresh: set[str]) -> int:
+        """Rounds between a step and one it must follow."""
+        if prev.ns is None or (prev.ns == step.ns and (step.by_name or step.ns in fresh)):
+            return 0
+        return 1
+
+    @staticmethod
+    def _waits_on(action: Action, batch: list[Action]) -> list[str]:
+        if action.op != "delete":
+            return list(action.resource.deps)
+        # Deletes run dependents first.
+        return [a.key for a in batch if a.op == "delete" and action.key in a.observed.deps]
+
+    def _fresh_after(self, actions: list[Action]) -> set[str]:
+        """Namespaces whose device indexes can be predicted through this batch.
+
+        Prediction holds only while every device enters a fresh namespace through the host
+        socket, in order; anything else (p2p wires, moved OVS ports) falls back to a dump.
+        """
+        fresh = set(self.fresh) | {a.resource.attrs["name"] for a in actions
+                                   if a.kind == "netns" and a.op == "create"}
+        for action in actions:
+            a = action.resource.attrs if action.resource is not None else {}
+            if action.op == "create" and (action.kind == "claimed_link" or
+                                          (action.kind == "veth" and a["ns"] != HOST)):
+                for ns in (a["ns"], a.get("peer_ns")):
+                    if ns in fresh:
+                        fresh.discard(ns)
+                        self.fresh.discard(ns)
+                        self.index.pop(ns, None)
+        return fresh
+
+    def _steps(self, action: Action):
+        res = action.resource if action.resource is not None else action.observed
         a = res.attrs
         op = action.op
         if res.kind == "netns":
+            name = a["name"]
             if op == "create":
-                namespaces.create(a["name"])
-                self.index[a["name"]] = {"lo": 1}
-                self.fresh.add(a["name"])
+                def create(fresh: set[str]) -> None:
+                    namespaces.create(name)
+                    self.index[name] = {"lo": 1}
+                    if name in fresh:
+                        self.fresh.add(name)
+                yield Step(None, create)
             if op != "delete":  # the loopback alias marks the namespace as ours
-                yield 0, a["name"], rtnl.set_link("lo", rtnl.link_attrs(alias=a["marker"]), up=True)
+                yield Step(name, lambda _: rtnl.set_link("lo", rtnl.link_attrs(alias=a["marker"]), up=True),
+                           by_name=True, trailing=True)
             else:
-                self.fresh.discard(a["name"])
-                self.nss.forget(a["name"])
-                self.index.pop(a["name"], None)
-                namespaces.delete(a["name"])
+                def delete(_: set[str]) -> None:
+                    self.fresh.discard(name)
+                    self.nss.forget(name)
+                    self.index.pop(name, None)
+                    namespaces.delete(name)
+                yield Step(None, delete)
             return
         if res.kind in ("bridge", "veth"):
-            yield from self._link_requests(action)
+            yield from self._link_steps(action)
         elif res.kind == "claimed_link":
-            yield from self._claimed_requests(action)
+            yield from self._claimed_steps(action)
         elif res.kind == "address":
-            index = self.ifindex(a["ns"], a["ifname"])
             make = rtnl.new_addr if op == "create" else rtnl.del_addr
-            yield 0, a["ns"], make(index, a["address"], a["prefixlen"])
+            yield Step(a["ns"], lambda _: make(self.ifindex(a["ns"], a["ifname"]), a["address"], a["prefixlen"]))
         elif res.kind == "route":
-            oif = self.ifindex(a["ns"], a["dev"]) if a["dev"] else None
-            if op == "delete":
-                yield 0, a["ns"], rtnl.del_route(a["dst"], oif, a["via"], a["metric"])
-            else:
-                yield 0, a["ns"], rtnl.replace_route(a["dst"], oif, a["via"], a["metric"])
+            def route(_: set[str]) -> rtnl.Request:
+                oif = self.ifindex(a["ns"], a["dev"]) if a["dev"] else None
+                if op == "delete":
+                    return rtnl.del_route(a["dst"], oif, a["via"], a["metric"])
+                return rtnl.replace_route(a["dst"], oif, a["via"], a["metric"])
+            yield Step(a["ns"], route)
 
-    def _claimed_requests(self, action: Action):
+    def _claimed_steps(self, action: Action):
         a = action.resource.attrs
         if action.op == "delete":
             return  # the device goes with the OVS port that created it
         ns, name = a["ns"], a["ifname"]
         settings = {k: a[k] for k in ("mtu", "mac", "alias") if action.op == "create" or k in action.changes}
         settings = {k: v for k, v in settings.items() if v is not None}
-        round_no = 0
         if action.op == "create" and (ns != HOST or a["source"] != name):
-            index = self.ifindex(HOST, a["source"])
-            self.index[HOST].pop(a["source"], None)
-            self.index.get(ns, {}).pop(name, None)
-            # Move and rename in one request; addresses are set later, from inside.
-            yield 0, HOST, rtnl.Request(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(index) + rtnl.link_attrs(
-                name=name, netns_fd=self.nss.fd(ns) if ns != HOST else None))
-            round_no = 1
-        yield round_no, ns, rtnl.set_link(name, rtnl.link_attrs(**settings), up=a["up"])
+            def move(_: set[str]) -> rtnl.Request:
+                index = self.ifindex(HOST, a["source"])
+                self.index[HOST].pop(a["source"], None)
+                self.index.get(ns, {}).pop(name, None)
+                # Move and rename in one request; addresses are set later, from inside.
+                return rtnl.Request(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(index) + rtnl.link_attrs(
+                    name=name, netns_fd=self.nss.fd(ns) if ns != HOST else None))
+            yield Step(HOST, move)
+        yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(**settings), up=a["up"]), by_name=True)
 
-    def _link_requests(self, action: Action):
+    def _link_steps(self, action: Action):
         a = action.resource.attrs
         ns, name = a["ns"], a["ifname"]
-        master = self.ifindex(HOST, a["master"]) if a.get("master") else None
-        # Creating or deleting a pair changes names in both namespaces: drop cached indexes.
-        self.index.get(ns, {}).pop(name, None)
-        if a.get("peer_ns") is not None:
-            self.index.get(a["peer_ns"], {}).pop(a["peer_ifname"], None)
+
+        def master() -> int | None:
+            return self.ifindex(HOST, a["master"]) if a.get("master") else None
+
+        def forget_indexes() -> None:
+            # Creating or deleting a pair changes names in both namespaces.
+            self.index.get(ns, {}).pop(name, None)
+            if a.get("peer_ns") is not None:
+                self.index.get(a["peer_ns"], {}).pop(a["peer_ifname"], None)
+
         if action.op == "delete":
-            yield 0, ns, rtnl.del_link(name)
+            def delete(_: set[str]) -> rtnl.Request:
+                forget_indexes()
+                return rtnl.del_link(name)
+            yield Step(ns, delete, by_name=True)
             return
         if action.op == "create":
-            own = rtnl.link_attrs(name=name, mtu=a["mtu"], mac=a.get("mac"), master=master)
-            if action.resource.kind == "bridge":
-                yield 0, ns, rtnl.new_link("bridge", own, up=a["up"])
-            else:
+            def create(_: set[str]) -> rtnl.Request:
+                forget_indexes()
+                own = rtnl.link_attrs(name=name, mtu=a["mtu"], mac=a.get("mac"), master=master())
+                if action.resource.kind == "bridge":
+                    return rtnl.new_link("bridge", own, up=a["up"])
                 peer = rtnl.link_attrs(name=a["peer_ifname"], mtu=a["peer_mtu"], mac=a.get("peer_mac"),
                                        netns_fd=self.nss.fd(a["peer_ns"]) if a["peer_ns"] != ns else None)
                 self._predict_index(a["peer_ns"], a["peer_ifname"])
-                yield 0, ns, rtnl.new_veth(own, peer, up=a["up"])
-                yield 1, a["peer_ns"], rtnl.set_link(a["peer_ifname"], rtnl.link_attrs(alias=a["peer_alias"]),
-                                                     up=a["peer_up"])
-            yield 0, ns, rtnl.set_link(name, rtnl.link_attrs(alias=a["alias"]))
+                return rtnl.new_veth(own, peer, up=a["up"])
+            yield Step(ns, create)
+            yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(alias=a["alias"])), by_name=True)
+            if action.resource.kind == "veth":
+                yield Step(a["peer_ns"], lambda _: rtnl.set_link(
+                    a["peer_ifname"], rtnl.link_attrs(alias=a["peer_alias"]), up=a["peer_up"]), by_name=True)
             return
         changed = action.changes
         own = {k: a[k] for k in ("mtu", "mac", "alias") if k in changed}
         if own or "master" in changed or "up" in changed:
-            yield 0, ns, rtnl.set_link(name, rtnl.link_attrs(master=master if "master" in changed else None, **own),
-                                       up=a["up"] if "up" in changed else None)
+            yield Step(ns, lambda _: rtnl.set_link(
+                name, rtnl.link_attrs(master=master() if "master" in changed else None, **own),
+                up=a["up"] if "up" in changed else None), by_name="master" not in changed)
         peer = {k.removeprefix("peer_"): a[k] for k in ("peer_mtu", "peer_mac", "peer_alias") if k in changed}
         if peer or "peer_up" in changed:
-            yield 0, a["peer_ns"], rtnl.set_link(a["peer_ifname"], rtnl.link_attrs(**peer),
-                                                 up=a["peer_up"] if "peer_up" in changed else None)
+            yield Step(a["peer_ns"], lambda _: rtnl.set_link(a["peer_ifname"], rtnl.link_attrs(**peer),
+                                                             up=a["peer_up"] if "peer_up" in changed else None),
+                       by_name=True)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One request of an action, built only when its round comes (indexes are known then)."""
+    ns: str | None                 # the socket's namespace; None: done in-process when built
+    build: Callable[[set[str]], rtnl.Request | None]
+    by_name: bool = False          # names its device, so needs no index from an earlier request
+    trailing: bool = False         # nothing waits on it

@@ -5,7 +5,7 @@ import re
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 IFNAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -22,6 +22,17 @@ VlanId = Annotated[int, Field(ge=1, le=4094)]
 Mtu = Annotated[int, Field(ge=68, le=65535)]
 
 
+def _written_as_text(value: Any) -> Any:
+    # pydantic would read `subnet: 5` (or `false`) as an integer address.
+    if isinstance(value, (bool, int, float)):
+        raise ValueError("expected an IPv4 address or subnet written like 10.0.0.1 or 10.0.0.0/24, not a number or boolean")
+    return value
+
+
+IPv4Net = Annotated[IPv4Network, BeforeValidator(_written_as_text)]
+IPv4Addr = Annotated[IPv4Address, BeforeValidator(_written_as_text)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -34,8 +45,8 @@ class OvsOptions(Strict):
 
 class Network(Strict):
     driver: Literal["bridge", "ovs"] = "bridge"
-    subnet: IPv4Network | None = Field(None, description="IPv4 subnet; default: a free /24 from address_pools")
-    gateway: IPv4Address | None = Field(None, description="host-side address; default: first usable address")
+    subnet: IPv4Net | None = Field(None, description="IPv4 subnet; default: a free /24 from address_pools")
+    gateway: IPv4Addr | None = Field(None, description="host-side address; default: first usable address")
     mtu: Mtu = 1500
     nat: bool = Field(True, description="masquerade traffic leaving through non-project interfaces")
     internal: bool = Field(False, description="no traffic in or out except between members")
@@ -51,7 +62,7 @@ class Network(Strict):
 
 
 class Endpoint(Strict):
-    ipv4_address: IPv4Address | None = None
+    ipv4_address: IPv4Addr | None = None
     ifname: IfName | None = Field(None, description="default eth0, eth1, ... in declaration order")
     mac_address: Mac | None = None
     type: Literal["veth", "ovs-internal"] = "veth"
@@ -59,8 +70,8 @@ class Endpoint(Strict):
 
 
 class Route(Strict):
-    to: IPv4Network
-    via: IPv4Address | None = None
+    to: IPv4Net
+    via: IPv4Addr | None = None
     metric: Annotated[int, Field(ge=0)] | None = None
 
 
@@ -68,7 +79,7 @@ class PortMapping(Strict):
     target: PortNumber
     published: PortNumber | None = None
     protocol: Literal["tcp", "udp"] = "tcp"
-    host_ip: IPv4Address = IPv4Address("0.0.0.0")
+    host_ip: IPv4Addr = IPv4Address("0.0.0.0")
 
 
 _SHORT_PORT = re.compile(r"^(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?:(?P<published>\d+):)?(?P<target>\d+)(?:/(?P<proto>tcp|udp))?$")
@@ -102,9 +113,9 @@ class Container(Strict):
     networks: dict[Name, Endpoint] = Field(default_factory=dict)
     default_route: Name | None = Field(None, description="network whose gateway is the default route")
     routes: list[Route] = Field(default_factory=list)
-    dns: list[IPv4Address] = Field(default_factory=list)
+    dns: list[IPv4Addr] = Field(default_factory=list)
     dns_search: list[str] = Field(default_factory=list)
-    extra_hosts: dict[str, IPv4Address] = Field(default_factory=dict)
+    extra_hosts: dict[str, IPv4Addr] = Field(default_factory=dict)
     sysctls: dict[str, str] = Field(default_factory=dict)
     netns: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = Field(
         None, description="adopt this existing named namespace")
@@ -168,7 +179,7 @@ class Expectation(Strict):
 
 
 class AddressPool(Strict):
-    base: IPv4Network
+    base: IPv4Net
     size: Annotated[int, Field(ge=8, le=30)] = 24
 
 

@@ -109,10 +109,10 @@ class _Resolver:
         for name, net in self.topo.networks.items():
             subnet = net.subnet or self.allocate_subnet(name, taken)
             taken.append(subnet)
-            gateway = net.gateway or next(subnet.hosts(), None)
-            if gateway is None:
+            if subnet.prefixlen > 30:
                 self.fail(("networks", name, "subnet"), f"subnet {subnet} has no usable address",
                           "use a prefix of /30 or shorter")
+            gateway = net.gateway or next(iter(subnet.hosts()))
             self.check_host_address(("networks", name, "gateway"), gateway, subnet, "gateway")
             bridge = (net.ovs.bridge if net.ovs and net.ovs.bridge
                       else names.host_ifname(self.project, "net", name))
