@@ -106,7 +106,7 @@ def cmd_up(args) -> int:
     if args.plan:
         from .saved import read_plan
         fingerprint = read_plan(args.plan, project)
-    report = project.up(rollback=not args.no_rollback, plan_fingerprint=fingerprint)
+    report = project.up(rollback=not args.no_rollback, plan_fingerprint=fingerprint, refresh=args.refresh)
     _report(report, args, "up")
     return errors.EXIT_OK
 
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="same as plan")
     p.add_argument("--no-rollback", action="store_true", help="keep partial state after a failure")
     p.add_argument("--plan", help="apply only if the host and file still match this saved plan")
+    p.add_argument("--refresh", action="store_true",
+                   help="after an edit, still observe everything (repairs drift outside the edit too)")
     p.add_argument("--watch", action="store_true", help="keep reconciling (see `watch`)")
     p.add_argument("--interval", type=float, help="with --watch: also reconcile every N seconds")
     p.set_defaults(func=cmd_up)

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, ip_interface
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,12 @@ from .compile import compile_resources
 from .drivers import Scope
 from .drivers.files import FilesDriver
 from .drivers.nftables import NftablesDriver
+from .drivers import rtnl
 from .drivers.netlink import Namespaces, NetlinkDriver
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .errors import ApplyError, LockTimeout, StalePlan
 from .plan import Plan, classify, digest, make_plan
-from .resources import HOST, Resource
+from .resources import HOST, Resource, zones
 from .spec import Spec, load
 from .spec.resolve import HostFacts, Resolved, resolve
 
@@ -96,20 +97,26 @@ class Host:
 
 
 class AppliedState:
-    """Digests of what the last successful apply asked for: tells drift from file changes.
+    """What the last successful apply asked for: each key's digest and zones, and the
+    addresses it allocated.  Tells drift from file changes, and lets the next apply of an
+    edited file look only where the edit lands.
 
-    Only an annotation: ownership never depends on it, and losing it just makes every
-    pending action count as a file change."""
+    Only an annotation: ownership never depends on it.  Losing it makes every pending
+    action count as a file change and the next apply observe everything."""
 
     def __init__(self, project: str) -> None:
         self.path = os.path.join(STATE_DIR, project, "applied.json")
 
-    def read(self) -> dict[str, str]:
+    def read(self) -> dict[str, Any]:
         try:
             with open(self.path) as f:
-                return json.load(f)
+                data = json.load(f)
+            return data if isinstance(data, dict) and data.get("format") == 2 else {}
         except (FileNotFoundError, ValueError):
             return {}
+
+    def digests(self) -> dict[str, str]:
+        return {key: entry[0] for key, entry in self.read().get("resources", {}).items()}
 
     def clear(self) -> None:
         try:
@@ -117,11 +124,23 @@ class AppliedState:
         except FileNotFoundError:
             pass
 
-    def write(self, digests: dict[str, str]) -> None:
+    def write(self, desired: dict[str, Resource], resolved: Resolved) -> None:
+        facts = {"subnets": {n: str(net.subnet) for n, net in resolved.networks.items()},
+                 "addresses": [[c.name, ep.network, str(ep.address)] for c in resolved.containers.values()
+                               for ep in c.endpoints]}
+        data = {"format": 2, "facts": facts,
+                "resources": {k: [digest(v), sorted(zones(v))] for k, v in desired.items()}}
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path + ".tmp", "w") as f:
-            json.dump(digests, f)
+            json.dump(data, f)
         os.replace(self.path + ".tmp", self.path)
+
+    def facts(self, host_routes: list[IPv4Network]) -> HostFacts:
+        recorded = self.read().get("facts", {})
+        subnets = {n: IPv4Network(s) for n, s in recorded.get("subnets", {}).items()}
+        own = set(subnets.values())
+        return HostFacts(tuple(r for r in host_routes if r not in own), subnets,
+                         {(c, n): IPv4Address(ip) for c, n, ip in recorded.get("addresses", [])})
 
 
 class Lock:
@@ -158,7 +177,7 @@ def recreatable(res: Resource) -> bool:
 def state_fingerprint(state: "State") -> str:
     """Hash of what a plan was computed from: the resolved file and the observed host."""
     hasher = hashlib.sha256()
-    for side in (state.desired, state.observed):
+    for side in (state.target, state.observed):
         for key in sorted(side):
             hasher.update(json.dumps([key, side[key].attrs, side[key].owner], sort_keys=True, default=str).encode())
         hasher.update(b"|")
@@ -168,9 +187,11 @@ def state_fingerprint(state: "State") -> str:
 @dataclass
 class State:
     resolved: Resolved
-    desired: dict[str, Resource]
-    observed: dict[str, Resource]
+    desired: dict[str, Resource]     # the whole file
+    observed: dict[str, Resource]    # what was looked at: everything, or the focus
     plan: Plan
+    scope: Scope
+    target: dict[str, Resource]      # the part of `desired` the plan converges (the focus)
 
 
 class Project:
@@ -201,27 +222,67 @@ class Project:
         return Scope(self.name, frozenset(namespaces), frozenset(host),
                      needs_ovs=needs_ovs, firewall_namespaces=frozenset(namespaces))
 
-    def _observe(self, host: Host, named: list[Resource] = ()) -> dict[str, Resource]:
-        observed = host.observe(self.scope())
+    def _observe(self, host: Host, scope: Scope, named: list[Resource] = ()) -> dict[str, Resource]:
+        observed = host.observe(scope)
         observed.update((res.key, res) for res in host.observe_named(list(named), self.name))
-        return self._claim(observed)
+        observed = self._claim(observed)
+        if scope.focus is None:
+            return observed
+        return {k: v for k, v in observed.items() if zones(v) <= scope.focus}
 
     def _claim(self, observed: dict[str, Resource]) -> dict[str, Resource]:
         # Unmarked objects that a crashed run was creating are ours (see Journal).
         claims = self.journal.claims()
         return {k: (v.with_owner(self.name) if v.owner is None and k in claims else v) for k, v in observed.items()}
 
-    def _state(self, host: Host, empty: bool = False) -> State:
-        observed = self._observe(host)
+    def _state(self, host: Host, empty: bool = False, refresh: bool = True) -> State:
+        if not (refresh or empty):
+            focused = self._focused_state(host)
+            if focused is not None:
+                return focused
+        scope = self.scope()
+        observed = self._claim(host.observe(scope))
         facts = facts_from(observed, self.name, host.netlink.host_routes)
         resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
         desired = compile_resources(resolved)
-        if empty:  # down keeps adopted namespaces: they are external
-            desired = {k: v for k, v in desired.items() if v.external}
-        observed.update((res.key, res) for res in host.observe_named(list(desired.values()), self.name))
-        plan = make_plan(desired, observed, self.name)
-        classify(plan, self.applied.read())
-        return State(resolved, desired, observed, plan)
+        target = {k: v for k, v in desired.items() if v.external} if empty else desired
+        observed.update((res.key, res) for res in host.observe_named(list(target.values()), self.name))
+        plan = make_plan(target, observed, self.name)
+        classify(plan, self.applied.digests())
+        return State(resolved, desired, observed, plan, scope, target)
+
+    def _focused_state(self, host: Host) -> State | None:
+        """Observe only where the file's edit since the last apply lands; None when the
+        file is unchanged (then a full, level-triggered sweep finds drift) or the last
+        apply is unknown or did not finish."""
+        recorded = self.applied.read().get("resources")
+        if not recorded or self.journal.claims():
+            return None
+        facts = self.applied.facts([IPv4Network(rt.dst) for rt in host.nss.sock(HOST).routes()
+                                    if rt.protocol != rtnl.RTPROT_NETCOMPOSE])
+        resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
+        desired = compile_resources(resolved)
+        changed = [k for k, v in desired.items() if k not in recorded or recorded[k][0] != digest(v)]
+        removed = [k for k in recorded if k not in desired]
+        if not changed and not removed:
+            return None
+        focus: set[str] = set()
+        for key in removed:
+            focus.update(recorded[key][1])
+        pending, seen = list(changed), set()
+        while pending:  # a change also needs what it depends on to be there
+            key = pending.pop()
+            if key in seen or key not in desired:
+                continue
+            seen.add(key)
+            focus |= zones(desired[key])
+            pending.extend(desired[key].deps)
+        scope = replace(self.scope(), focus=frozenset(focus))
+        target = {k: v for k, v in desired.items() if zones(v) <= scope.focus}
+        observed = self._observe(host, scope, list(target.values()))
+        plan = make_plan(target, observed, self.name)
+        classify(plan, {k: entry[0] for k, entry in recorded.items()})
+        return State(resolved, desired, observed, plan, scope, target)
 
     def resolved(self) -> Resolved:
         with _host(self.ovsdb) as host:
@@ -232,17 +293,24 @@ class Project:
             return self._state(host, empty=down)
 
     # ---- changes ---------------------------------------------------------------------
-    def up(self, rollback: bool = True, fault: FaultHook | None = None, plan_fingerprint: str | None = None) -> Report:
-        """Converge; with `plan_fingerprint` (from `plan -o`), only if nothing changed since."""
-        return self._converge(empty=False, rollback=rollback, fault=fault, fingerprint=plan_fingerprint)
+    def up(self, rollback: bool = True, fault: FaultHook | None = None, plan_fingerprint: str | None = None,
+           refresh: bool = False) -> Report:
+        """Converge; with `plan_fingerprint` (from `plan -o`), only if nothing changed since.
+
+        After an edit of the file, only what the edit touches is observed and converged
+        (O(change)); `refresh` observes everything of the project, as an unchanged file does.
+        """
+        return self._converge(empty=False, rollback=rollback, fault=fault, fingerprint=plan_fingerprint,
+                              refresh=refresh or plan_fingerprint is not None)
 
     def down(self, fault: FaultHook | None = None) -> Report:
         return self._converge(empty=True, rollback=True, fault=fault)
 
-    def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None, fingerprint: str | None = None) -> Report:
+    def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None, fingerprint: str | None = None,
+                  refresh: bool = True) -> Report:
         started = time.monotonic()
         with Lock(self.name, self.lock_timeout), _host(self.ovsdb) as host:
-            state = self._state(host, empty=empty)
+            state = self._state(host, empty=empty, refresh=refresh)
             if fingerprint is not None and state_fingerprint(state) != fingerprint:
                 raise StalePlan("stale plan: the host or the topology changed since the plan was made; "
                                 "run plan again")
@@ -259,27 +327,29 @@ class Project:
             try:
                 progress = execute(state.plan, host.drivers, fault)
             except KeyboardInterrupt:
-                problem = self._rollback(host, state.observed)
+                problem = self._rollback(host, state)
                 raise ApplyError(f"interrupted; {rollback_outcome(problem)}") from None
             report.applied = len(progress.done)
             if progress.failed is not None:
-                raise_failure(progress, self._rollback(host, state.observed) if rollback else False)
-            self._settle(host, empty)
-            remaining = self._state(host, empty=empty).plan
+                raise_failure(progress, self._rollback(host, state) if rollback else False)
+            if any(a.kind == "netns" and a.op == "delete" for a in state.plan.actions):
+                self._settle(host)
+            remaining = make_plan(state.target, self._observe(host, state.scope, list(state.target.values())),
+                                  self.name)
             if remaining:
                 detail = "; ".join(f"{a.op} {a.key}" for a in remaining.changes[:5])
-                problem = self._rollback(host, state.observed) if rollback else False
+                problem = self._rollback(host, state) if rollback else False
                 raise ApplyError(f"verify failed: the host still differs after apply ({detail}); "
                                  + rollback_outcome(problem))
             if empty:
                 self.applied.clear()
             else:
-                self.applied.write({k: digest(v) for k, v in state.desired.items()})
+                self.applied.write(state.desired, state.resolved)
             self.journal.clear()
             report.seconds = time.monotonic() - started
             return report
 
-    def _settle(self, host: Host, empty: bool) -> None:
+    def _settle(self, host: Host) -> None:
         """Deleted namespaces free their devices asynchronously; wait for our host ends to go."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -297,16 +367,16 @@ class Project:
             return spec.netns or f"/proc/{spec.pid}/ns/net"
         return names.netns_name(self.name, container)
 
-    def _rollback(self, host: Host, before: dict[str, Resource]) -> str | None:
-        """Apply a plan back to `before`; None when the host is back, else why not."""
-        target = {k: v for k, v in before.items() if (v.owner == self.name or v.external) and recreatable(v)}
+    def _rollback(self, host: Host, state: State) -> str | None:
+        """Apply a plan back to what was observed before; None when the host is back, else why not."""
+        target = {k: v for k, v in state.observed.items() if (v.owner == self.name or v.external) and recreatable(v)}
         try:
-            undo = make_plan(target, self._observe(host, list(target.values())), self.name)
+            undo = make_plan(target, self._observe(host, state.scope, list(target.values())), self.name)
             progress = execute(undo, host.drivers)
             if progress.failed is not None:
                 return failure_message(progress)
-            self._settle(host, False)
-            left = make_plan(target, self._observe(host, list(target.values())), self.name)
+            self._settle(host)
+            left = make_plan(target, self._observe(host, state.scope, list(target.values())), self.name)
             return "; ".join(f"{a.op} {a.key}" for a in left.changes[:5]) or None
         except Exception as exc:  # rollback is best effort; the next `up` converges anyway
             return f"{type(exc).__name__}: {exc}"

@@ -31,6 +31,12 @@ def netns_name(project: str, container: str) -> str:
     return f"{project}-{container}"
 
 
+def hosts_dir(project: str) -> str:
+    """The project's shared hosts files; a container name cannot start with "." so this
+    folder never collides with a namespace's own /etc/netns folder."""
+    return f"/etc/netns/{project}-.hosts"
+
+
 def alias(project: str, role: str, ident: str) -> str:
     return f"{ALIAS_PREFIX}:{project}:{role}:{ident}"
 

@@ -144,8 +144,11 @@ def route(ns: str, dst: str, via: str | None, dev: str | None, metric: int | Non
                     deps=parents, parents=parents, owner=owner)
 
 
-def file(path: str, content: str, owner: str | None = None) -> Resource:
-    return Resource("file", f"file:{path}", {"path": path, "content": content}, owner=owner)
+def file(path: str, content: str | None = None, owner: str | None = None, link_to: str | None = None,
+         deps: tuple[str, ...] = ()) -> Resource:
+    """A file with `content`, or a symbolic link to `link_to`."""
+    return Resource("file", f"file:{path}", {"path": path, "content": content, "link_to": link_to},
+                    deps=deps, owner=owner)
 
 
 def sysctl(ns: str, name: str, value: str, owner: str | None = None, deps: tuple[str, ...] = ()) -> Resource:
@@ -162,3 +165,36 @@ def nft_table(ns: str, family: str, name: str, chains: dict[str, Any], rules: di
     return Resource("nft_table", f"nft:{ns}/{family}/{name}",
                     {"ns": ns, "family": family, "name": name, "chains": chains, "rules": rules},
                     deps=_ns_parents(ns) + deps, parents=_ns_parents(ns), owner=owner)
+
+
+# ---- zones: where an observer looks to see a resource -------------------------------------
+
+def _place(ns: str, ifname: str | None) -> str:
+    if ns != HOST:
+        return f"ns:{ns}"
+    return f"dev:{ifname}" if ifname else "host"
+
+
+def zones(res: Resource) -> frozenset[str]:
+    """The places a focused observation must read to see `res`: "ns:NAME" (everything in
+    one namespace, and its /etc/netns folder), "dev:NAME" (one host device), "host" (host
+    routes and sysctls), "ovs", "nft" (host tables) or "file:PATH" (one file: an edit that
+    rewrites the hosts files of a network's members need not read their namespaces)."""
+    a = res.attrs
+    kind = res.kind
+    if kind == "netns":
+        return frozenset((f"ns:{a['name']}",))
+    if kind in ("ovs_bridge", "ovs_port"):
+        return frozenset(("ovs",))
+    if kind == "file":
+        return frozenset((f"file:{a['path']}",))
+    if kind == "nft_table":
+        return frozenset((_place(a["ns"], None) if a["ns"] != HOST else "nft",))
+    if kind == "route":
+        return frozenset((_place(a["ns"], a["dev"]),))
+    found = {_place(a.get("ns", HOST), a.get("ifname"))}
+    if a.get("peer_ns") is not None:
+        found.add(_place(a["peer_ns"], a["peer_ifname"]))
+    if kind == "claimed_link":  # an OVS internal port, moved in from the host
+        found |= {"ovs", f"dev:{a['source']}"}
+    return frozenset(found)

@@ -9,6 +9,7 @@ import pytest
 
 from netcompose import Project
 from netcompose.drivers import namespaces, rtnl
+from netcompose.drivers.netlink import NetlinkDriver
 from netcompose.probe import listener, ping, tcp_connect
 
 from .conftest import REPO, needs_root
@@ -169,3 +170,42 @@ def test_name_collision_with_foreign_namespace_is_an_error(topo, project_name):
     with pytest.raises(ConflictError, match="another tool"):
         project.up()
     assert set(link_facts(f"{project_name}-web")) == {"lo"}
+
+
+def test_an_edit_observes_only_where_it_lands(topo, project_name, monkeypatch):
+    base = """
+networks:
+  a: {subnet: 10.63.0.0/24}
+  b: {subnet: 10.64.0.0/24}
+containers:
+  one: {networks: [a]}
+  two: {networks: [a]}
+  three: {networks: {b: {ipv4_address: 10.64.0.7}}}
+"""
+    topo(base).up()
+    one, two, three, four = (f"{project_name}-{c}" for c in ("one", "two", "three", "four"))
+    # Members of a network share one hosts file.
+    assert os.readlink(f"/etc/netns/{one}/hosts") == os.readlink(f"/etc/netns/{two}/hosts")
+    ip("addr", "flush", "dev", "eth0", ns=three)   # drift outside the coming edit
+    looked_at = []
+    original = NetlinkDriver._observe_namespace
+    monkeypatch.setattr(NetlinkDriver, "_observe_namespace",
+                        lambda self, ns, *args: looked_at.append(ns) or original(self, ns, *args))
+    grown = topo(base + "  four: {networks: [a]}\n")
+    report = grown.up()
+    assert set(looked_at) == {four}, looked_at
+    assert {a.key for a in report.plan.changes} >= {f"netns:{four}", f"file:/etc/netns/{project_name}-.hosts/a"}
+    assert not any(a.key.startswith(f"file:/etc/netns/{one}/") for a in report.plan.changes)
+    assert "\tfour\n" in Path(f"/etc/netns/{one}/hosts").read_text()
+    assert ping(four, "10.63.0.2") and ping(one, "10.63.0.4")
+    # The full view finds only the drift the edit did not touch; a refresh repairs it.
+    assert {(a.op, a.key) for a in grown.plan().plan.changes} == {("create", f"addr:{three}/eth0/10.64.0.7/24"),
+                                                                   ("create", f"route:{three}/0.0.0.0/0")}
+    grown.up(refresh=True)
+    assert not grown.plan().plan
+    looked_at.clear()
+    shrunk = topo(base.replace("  two: {networks: [a]}\n", "") + "  four: {networks: [a]}\n")
+    shrunk.up()
+    assert set(looked_at) <= {two}
+    assert two not in namespaces.list_named() and "\ttwo\n" not in Path(f"/etc/netns/{one}/hosts").read_text()
+    assert not shrunk.plan().plan

@@ -17,6 +17,7 @@ from . import bridge, firewall, ovs, p2p
 NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs}
 
 FILE_MARKER = "# netcompose project={project} container={container}: managed file, edits are overwritten"
+HOSTS_MARKER = "# netcompose project={project} hosts={group}: managed file, edits are overwritten"
 
 
 def netns_dir(ns: str) -> str:
@@ -48,12 +49,24 @@ def _routes(c: RContainer, addr_keys: dict[str, tuple[str, str]]) -> Iterable[Re
         yield r.route(c.netns, dst, via, dev, metric, link=link, gateway_address=addr)
 
 
+def _hosts_file(project: str, group: str) -> str:
+    return f"{names.hosts_dir(project)}/{group}"
+
+
+def _host_groups(res: Resolved) -> Iterable[Resource]:
+    used = {c.hosts_group for c in res.containers.values() if not c.adopted}
+    for group in sorted(used):
+        lines = [HOSTS_MARKER.format(project=res.project, group=group), "127.0.0.1\tlocalhost",
+                 "::1\tlocalhost ip6-localhost ip6-loopback"]
+        lines += [f"{ip}\t{name}" for ip, name in res.host_groups[group]]
+        yield r.file(_hosts_file(res.project, group), "\n".join(lines) + "\n")
+
+
 def _files(project: str, c: RContainer) -> Iterable[Resource]:
     folder = netns_dir(c.netns)
     marker = FILE_MARKER.format(project=project, container=c.name)
-    hosts = [marker, "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    hosts += [f"{ip}\t{name}" for ip, name in c.hosts]
-    yield r.file(f"{folder}/hosts", "\n".join(hosts) + "\n")
+    shared = _hosts_file(project, c.hosts_group)
+    yield r.file(f"{folder}/hosts", link_to=shared, deps=(f"file:{shared}",))
     if c.dns or c.dns_search:
         lines = [marker] + [f"nameserver {d}" for d in c.dns]
         if c.dns_search:
@@ -64,7 +77,7 @@ def _files(project: str, c: RContainer) -> Iterable[Resource]:
 def compile_resources(res: Resolved) -> dict[str, Resource]:
     out: dict[str, Resource] = {}
     parts = [*(NETWORK_DRIVERS[net.driver].network(res, net) for net in res.networks.values()),
-             *(_container(res, c) for c in res.containers.values()), p2p.links(res),
+             *(_container(res, c) for c in res.containers.values()), _host_groups(res), p2p.links(res),
              firewall.tables(res)]
     for part in parts:
         for resource in part:

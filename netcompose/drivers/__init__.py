@@ -18,6 +18,12 @@ class Scope:
     files: frozenset[str] = frozenset()
     needs_ovs: bool = False
     firewall_namespaces: frozenset[str] = frozenset()   # namespaces that may hold a table of ours
+    # None: everything of the project.  Else only these zones (see resources.zones), for
+    # an apply whose work is O(change).
+    focus: frozenset[str] | None = None
+
+    def sees(self, zone: str) -> bool:
+        return self.focus is None or zone in self.focus
 
 
 @dataclass

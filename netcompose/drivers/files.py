@@ -1,9 +1,11 @@
-"""Files driver: /etc/netns/<ns>/{hosts,resolv.conf} and per-namespace sysctls (/proc/sys)."""
+"""Files driver: /etc/netns/<ns>/{hosts,resolv.conf}, the shared hosts files they link to,
+and per-namespace sysctls (/proc/sys)."""
 from __future__ import annotations
 
 import os
 import re
 
+from .. import names
 from .. import resources as r
 from ..plan import Action
 from ..resources import HOST, Resource
@@ -13,11 +15,21 @@ _MARKER = re.compile(r"^# netcompose project=(\S+) ")
 NETNS_ETC = "/etc/netns"
 
 
-def _write_atomically(path: str, content: str) -> None:
+_TMP = ".netcompose-tmp"
+
+
+def _write_atomically(path: str, content: str | None, link_to: str | None) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.netcompose-tmp"
-    with open(tmp, "w") as f:
-        f.write(content)
+    tmp = path + _TMP
+    if link_to is not None:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(link_to, tmp)
+    else:
+        with open(tmp, "w") as f:
+            f.write(content)
     os.replace(tmp, path)
 
 
@@ -36,16 +48,31 @@ class FilesDriver:
 
     def observe(self, scope: Scope) -> list[Resource]:
         out: list[Resource] = []
-        paths = set(scope.files)
+        paths = {p for p in scope.files if scope.sees(f"file:{p}")}
+        paths |= {z[5:] for z in scope.focus or () if z.startswith("file:")}
         prefix = f"{scope.project}-"
-        try:
-            folders = [d for d in os.listdir(NETNS_ETC) if d.startswith(prefix)]
-        except FileNotFoundError:
-            folders = []
+        if scope.focus is not None:
+            folders = [z[3:] for z in scope.focus if z.startswith(f"ns:{prefix}")]
+        else:
+            try:
+                folders = [d for d in os.listdir(NETNS_ETC) if d.startswith(prefix)]
+            except FileNotFoundError:
+                folders = []
         for folder in folders:
             paths.update(f"{NETNS_ETC}/{folder}/{name}" for name in ("hosts", "resolv.conf"))
+        shared = names.hosts_dir(scope.project)
+        if scope.focus is None:
+            try:
+                paths.update(f"{shared}/{name}" for name in os.listdir(shared) if not name.endswith(_TMP))
+            except FileNotFoundError:
+                pass
         for path in sorted(paths):
             try:
+                if os.path.islink(path):  # ours when it points into our shared folder
+                    target = os.readlink(path)
+                    owner = scope.project if target.startswith(shared + "/") else None
+                    out.append(r.file(path, owner=owner, link_to=target))
+                    continue
                 with open(path) as f:
                     content = f.read()
             except (FileNotFoundError, NotADirectoryError):
@@ -101,13 +128,13 @@ class FilesDriver:
             os.unlink(a["path"])
             folder = os.path.dirname(a["path"])
             try:  # a write that died halfway leaves its temporary file
-                os.unlink(f"{a['path']}.netcompose-tmp")
+                os.unlink(a["path"] + _TMP)
             except FileNotFoundError:
                 pass
             if os.path.dirname(folder) == NETNS_ETC and not os.listdir(folder):
                 os.rmdir(folder)
         else:
-            _write_atomically(a["path"], a["content"])
+            _write_atomically(a["path"], a["content"], a["link_to"])
 
 
 def _write_sysctl(name: str, value: str) -> None:

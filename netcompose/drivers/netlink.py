@@ -108,9 +108,21 @@ class NetlinkDriver:
 
     # ---- observe -------------------------------------------------------------------
     def candidate_namespaces(self, scope: Scope) -> list[str]:
-        prefix = f"{scope.project}-"
-        named = [n for n in namespaces.list_named() if n.startswith(prefix)]
-        return sorted(n for n in set(named) | scope.namespaces if self.nss.exists(n))
+        if scope.focus is not None:
+            named = [z[3:] for z in scope.focus if z.startswith("ns:")]
+        else:
+            prefix = f"{scope.project}-"
+            named = [n for n in namespaces.list_named() if n.startswith(prefix)] + list(scope.namespaces)
+        return sorted(n for n in set(named) if self.nss.exists(n))
+
+    @staticmethod
+    def _host_links(host: rtnl.RtnlSocket, scope: Scope) -> list[rtnl.Link]:
+        if scope.focus is None:
+            return host.links()
+        links = host.get_links(names=sorted(z[4:] for z in scope.focus if z.startswith("dev:")))
+        known = {link.index for link in links}
+        masters = {link.master for link in links if link.master and link.master not in known}
+        return links + host.get_links(indexes=sorted(masters))
 
     def observe(self, scope: Scope) -> list[Resource]:
         project = scope.project
@@ -118,8 +130,15 @@ class NetlinkDriver:
         ends: dict[tuple[str, str], dict] = {}     # (role, ident) → facts about one veth end
         on_links: list[tuple[str, str, object]] = []  # (ns, ifname, addr-or-route) to attach to links
         host = self.nss.sock(HOST)
-        host_links = host.links()
-        self.index[HOST] = {link.name: link.index for link in host_links}
+        host_links = self._host_links(host, scope)
+        if scope.focus is None:
+            self.index[HOST] = {link.name: link.index for link in host_links}
+        else:  # a partial view: refresh only the names we asked for
+            table = self.index.setdefault(HOST, {})
+            for zone in scope.focus:
+                if zone.startswith("dev:"):
+                    table.pop(zone[4:], None)
+            table.update((link.name, link.index) for link in host_links)
         by_index = {link.index: link for link in host_links}
         carriers: dict[int, Resource] = {}   # our host links that may carry gateway addresses
         for link in host_links:
@@ -156,18 +175,18 @@ class NetlinkDriver:
         for v in veths:
             link_of[(v.attrs["ns"], v.attrs["ifname"])] = v.key
             link_of[(v.attrs["peer_ns"], v.attrs["peer_ifname"])] = v.key
-        addresses = []
+        on_device: dict[tuple[str, str], list[tuple[IPv4Network, str]]] = defaultdict(list)
         for ns, ifname, item in on_links:
             if isinstance(item, rtnl.Addr):
                 link = link_of.get((ns, ifname), r.link_key(ns, ifname))
-                addresses.append(r.address(ns, ifname, item.address, item.prefixlen, link, owner=project))
-        out.extend(addresses)
+                addr = r.address(ns, ifname, item.address, item.prefixlen, link, owner=project)
+                on_device[(ns, ifname)].append((ip_interface(f"{item.address}/{item.prefixlen}").network, addr.key))
+                out.append(addr)
         for ns, ifname, item in on_links:
             if isinstance(item, rtnl.Route):
                 link = link_of.get((ns, ifname), r.link_key(ns, ifname)) if ifname else None
-                reach = next((a.key for a in addresses if a.attrs["ns"] == ns and a.attrs["ifname"] == ifname
-                              and item.gateway and ip_address(item.gateway) in
-                              ip_interface(f"{a.attrs['address']}/{a.attrs['prefixlen']}").network), None)
+                via = ip_address(item.gateway) if item.gateway else None
+                reach = next((key for net, key in on_device.get((ns, ifname), ()) if via and via in net), None)
                 out.append(r.route(ns, item.dst, item.gateway, ifname, item.metric, link=link,
                                    gateway_address=reach, owner=project))
         return out

@@ -46,7 +46,9 @@ class NftablesDriver:
     def observe(self, scope: Scope) -> list[Resource]:
         ours = table_name(scope.project)
         out = []
-        for ns in [HOST, *(n for n in scope.firewall_namespaces if self.nss.exists(n))]:
+        places = [HOST] if scope.sees("nft") else []
+        places += [n for n in scope.firewall_namespaces if scope.sees(f"ns:{n}") and self.nss.exists(n)]
+        for ns in places:
             for family, name in self._tables_in(ns):
                 if name == ours:
                     out.append(self._read(ns, family, name, scope.project))

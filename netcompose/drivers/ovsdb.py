@@ -96,6 +96,8 @@ class OvsdbDriver:
 
     # ---- observe -----------------------------------------------------------------------
     def observe(self, scope: Scope) -> list[Resource]:
+        if not scope.sees("ovs"):
+            return []
         idl = self.connect()
         self._poll(idl, 0)
         project = scope.project

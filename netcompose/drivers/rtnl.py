@@ -22,7 +22,8 @@ from pyroute2.netlink.rtnl import (
 )
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 16, 18, 20, 28
+IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16, 18, 20, 28, 29
+RTEXT_FILTER_SKIP_STATS = 1 << 3   # the planner needs no counters; skipping them halves a link dump
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
@@ -60,15 +61,20 @@ def attr_u32(kind: int, value: int) -> bytes:
     return attr(kind, struct.pack("=I", value))
 
 
-def parse_attrs(data: bytes | memoryview, offset: int, end: int) -> dict[int, memoryview]:
+def parse_attrs(data: bytes | memoryview, offset: int, end: int,
+                wanted: frozenset[int] | None = None) -> dict[int, memoryview]:
+    """Attributes by type; with `wanted`, only those (a link carries dozens the planner ignores)."""
     found: dict[int, memoryview] = {}
     view = memoryview(data)
+    unpack = _RTA.unpack_from
     while offset + 4 <= end:
-        size, kind = _RTA.unpack_from(view, offset)
+        size, kind = unpack(view, offset)
         if size < 4:
             break
-        found[kind & 0x3FFF] = view[offset + 4: offset + size]
-        offset += _align(size)
+        kind &= 0x3FFF
+        if wanted is None or kind in wanted:
+            found[kind] = view[offset + 4: offset + size]
+        offset += (size + 3) & ~3
     return found
 
 
@@ -214,9 +220,12 @@ class Route:
     metric: int | None
 
 
+_LINK_ATTRS = frozenset((IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_MTU, IFLA_ADDRESS, IFLA_MASTER, IFLA_LINK))
+
+
 def _decode_link(msg: memoryview) -> Link:
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(msg, 0)
-    attrs = parse_attrs(msg, _IFINFOMSG.size, len(msg))
+    attrs = parse_attrs(msg, _IFINFOMSG.size, len(msg), _LINK_ATTRS)
     kind = None
     info = attrs.get(IFLA_LINKINFO)
     if info is not None:
@@ -337,7 +346,27 @@ class RtnlSocket:
         return rows
 
     def links(self) -> list[Link]:
-        return [_decode_link(m) for m in self.dump(RTM_GETLINK, ifinfo())]
+        no_stats = attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        return [_decode_link(m) for m in self.dump(RTM_GETLINK, ifinfo() + no_stats)]
+
+    def get_links(self, names: list[str] = (), indexes: list[int] = ()) -> list[Link]:
+        """The named (or numbered) links that exist, asked for pipelined: no whole-table dump."""
+        no_stats = attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+        bodies = [ifinfo() + attr_str(IFLA_IFNAME, n) + no_stats for n in names]
+        bodies += [ifinfo(i) + no_stats for i in indexes]
+        if not bodies:
+            return []
+        first = self.seq + 1
+        self._send_all([self._frame(RTM_GETLINK, NLM_F_REQUEST, body)[1] for body in bodies])
+        found, pending = [], len(bodies)
+        for msg_type, seq, payload in self._messages():
+            if not first <= seq < first + len(bodies):
+                continue
+            if msg_type == RTM_NEWLINK:
+                found.append(_decode_link(payload))
+            pending -= 1   # a link, or an error (ENODEV: no such link)
+            if pending == 0:
+                return found
 
     def addrs(self) -> list[Addr]:
         rows = (_decode_addr(m) for m in self.dump(RTM_GETADDR, _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)))

@@ -5,6 +5,7 @@ addresses netcompose assigned before) come in as arguments.  The result is plain
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_network
@@ -63,8 +64,9 @@ class RContainer:
     routes: list[dict[str, Any]]
     dns: list[str]
     dns_search: list[str]
-    hosts: list[tuple[str, str]]
+    hosts: list[tuple[str, str]]     # extra_hosts
     sysctls: dict[str, str]
+    hosts_group: str = ""            # its /etc/hosts: Resolved.host_groups[hosts_group]
 
 
 @dataclass
@@ -82,6 +84,9 @@ class Resolved:
     networks: dict[str, RNetwork]
     containers: dict[str, RContainer]
     links: list[RLink]
+    # One hosts file per set of networks (and per container with extra_hosts): members
+    # share it, so adding a container rewrites one file, not one per peer.
+    host_groups: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 _SYSCTL = re.compile(r"^net\.[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$")
@@ -200,7 +205,6 @@ class _Resolver:
                               "pick another name for the link end")
                 seen[ifname] = path
             out[cname] = self.container(cname, c, endpoints, networks)
-        self.fill_hosts(out)
         return out
 
     def allocate_address(self, cname: str, net: RNetwork, taken: set[IPv4Address], path: tuple) -> IPv4Address:
@@ -253,16 +257,26 @@ class _Resolver:
                           [str(d) for d in c.dns], list(c.dns_search),
                           [(str(ip), host) for host, ip in c.extra_hosts.items()], dict(c.sysctls))
 
-    def fill_hosts(self, containers: dict[str, RContainer]) -> None:
-        """Like Docker's embedded DNS, containers find peers that share a network by name."""
+    def fill_hosts(self, containers: dict[str, RContainer]) -> dict[str, list[tuple[str, str]]]:
+        """Like Docker's embedded DNS, containers find the members of their networks by name."""
         members: dict[str, list[tuple[str, str]]] = {}
         for c in containers.values():
             for ep in c.endpoints:
                 members.setdefault(ep.network, []).append((str(ep.address), c.name))
+        groups: dict[str, list[tuple[str, str]]] = {}
         for c in containers.values():
-            own = [(str(ep.address), c.name) for ep in c.endpoints[:1]]
-            peers = [entry for ep in c.endpoints for entry in members[ep.network] if entry[1] != c.name]
-            c.hosts = own + sorted(set(peers), key=lambda e: (e[1], e[0])) + c.hosts
+            nets = sorted({ep.network for ep in c.endpoints})
+            # Network and container names start with a letter or digit: these never collide.
+            group = ",".join(nets) or "_none"
+            if c.hosts:
+                group = f"{c.name}@{group}"
+            if len(group) > 200:
+                group = "_" + hashlib.sha256(group.encode()).hexdigest()[:32]
+            if group not in groups:
+                entries = {entry for n in nets for entry in members[n]}
+                groups[group] = sorted(entries, key=lambda e: (e[1], e[0])) + c.hosts
+            c.hosts_group = group
+        return groups
 
     # -- links -----------------------------------------------------------------------
     def link_ifnames(self) -> dict[str, list[tuple[str, tuple]]]:
@@ -373,7 +387,7 @@ class _Resolver:
             if not c.adopted and c.netns in adopted:
                 self.fail(("containers", adopted[c.netns], "netns"), f"namespace '{c.netns}' is also the "
                           f"namespace netcompose creates for container '{name}'", "adopt another namespace")
-        return Resolved(self.project, self.topo, networks, containers, self.links())
+        return Resolved(self.project, self.topo, networks, containers, self.links(), self.fill_hosts(containers))
 
 
 def resolve(topo: Topology, doc: Document, project: str, facts: HostFacts = HostFacts()) -> Resolved:
