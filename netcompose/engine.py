@@ -26,7 +26,7 @@ from .drivers.netlink import Namespaces, NetlinkDriver
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .errors import ApplyError, LockTimeout, StalePlan
 from .plan import Plan, classify, digest, make_plan
-from .resources import HOST, Resource, zones
+from .resources import HOST, Resource
 from .spec import Spec, load
 from .spec.resolve import HostFacts, Resolved, resolve
 
@@ -124,19 +124,20 @@ class AppliedState:
         except FileNotFoundError:
             pass
 
-    def write(self, desired: dict[str, Resource], resolved: Resolved) -> None:
+    def write(self, desired: dict[str, Resource], resolved: Resolved, digests: dict[str, str]) -> None:
         facts = {"subnets": {n: str(net.subnet) for n, net in resolved.networks.items()},
                  "addresses": [[c.name, ep.network, str(ep.address)] for c in resolved.containers.values()
                                for ep in c.endpoints]}
         data = {"format": 2, "facts": facts,
-                "resources": {k: [digest(v), sorted(zones(v))] for k, v in desired.items()}}
+                "resources": {k: [digests.get(k) or digest(v), sorted(v.zones)] for k, v in desired.items()}}
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path + ".tmp", "w") as f:
-            json.dump(data, f)
+            f.write(json.dumps(data))  # json.dump streams through the pure-Python encoder
         os.replace(self.path + ".tmp", self.path)
 
-    def facts(self, host_routes: list[IPv4Network]) -> HostFacts:
-        recorded = self.read().get("facts", {})
+    @staticmethod
+    def facts(data: dict[str, Any], host_routes: list[IPv4Network]) -> HostFacts:
+        recorded = data.get("facts", {})
         subnets = {n: IPv4Network(s) for n, s in recorded.get("subnets", {}).items()}
         own = set(subnets.values())
         return HostFacts(tuple(r for r in host_routes if r not in own), subnets,
@@ -192,6 +193,7 @@ class State:
     plan: Plan
     scope: Scope
     target: dict[str, Resource]      # the part of `desired` the plan converges (the focus)
+    digests: dict[str, str] = field(default_factory=dict)   # of `desired`, when already computed
 
 
 class Project:
@@ -228,7 +230,7 @@ class Project:
         observed = self._claim(observed)
         if scope.focus is None:
             return observed
-        return {k: v for k, v in observed.items() if zones(v) <= scope.focus}
+        return {k: v for k, v in observed.items() if v.zones <= scope.focus}
 
     def _claim(self, observed: dict[str, Resource]) -> dict[str, Resource]:
         # Unmarked objects that a crashed run was creating are ours (see Journal).
@@ -255,14 +257,16 @@ class Project:
         """Observe only where the file's edit since the last apply lands; None when the
         file is unchanged (then a full, level-triggered sweep finds drift) or the last
         apply is unknown or did not finish."""
-        recorded = self.applied.read().get("resources")
+        applied = self.applied.read()
+        recorded = applied.get("resources")
         if not recorded or self.journal.claims():
             return None
-        facts = self.applied.facts([IPv4Network(rt.dst) for rt in host.nss.sock(HOST).routes()
-                                    if rt.protocol != rtnl.RTPROT_NETCOMPOSE])
+        facts = self.applied.facts(applied, [IPv4Network(rt.dst) for rt in host.nss.sock(HOST).routes()
+                                             if rt.protocol != rtnl.RTPROT_NETCOMPOSE])
         resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
         desired = compile_resources(resolved)
-        changed = [k for k, v in desired.items() if k not in recorded or recorded[k][0] != digest(v)]
+        digests = {k: digest(v) for k, v in desired.items()}
+        changed = [k for k, v in desired.items() if k not in recorded or recorded[k][0] != digests[k]]
         removed = [k for k in recorded if k not in desired]
         if not changed and not removed:
             return None
@@ -275,14 +279,14 @@ class Project:
             if key in seen or key not in desired:
                 continue
             seen.add(key)
-            focus |= zones(desired[key])
+            focus |= desired[key].zones
             pending.extend(desired[key].deps)
         scope = replace(self.scope(), focus=frozenset(focus))
-        target = {k: v for k, v in desired.items() if zones(v) <= scope.focus}
+        target = {k: v for k, v in desired.items() if v.zones <= scope.focus}
         observed = self._observe(host, scope, list(target.values()))
         plan = make_plan(target, observed, self.name)
         classify(plan, {k: entry[0] for k, entry in recorded.items()})
-        return State(resolved, desired, observed, plan, scope, target)
+        return State(resolved, desired, observed, plan, scope, target, digests)
 
     def resolved(self) -> Resolved:
         with _host(self.ovsdb) as host:
@@ -344,7 +348,7 @@ class Project:
             if empty:
                 self.applied.clear()
             else:
-                self.applied.write(state.desired, state.resolved)
+                self.applied.write(state.desired, state.resolved, state.digests)
             self.journal.clear()
             report.seconds = time.monotonic() - started
             return report

@@ -8,6 +8,7 @@ resources, so both sides always agree on keys and dependencies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 HOST = ""  # the `ns` of objects in the host (initial) namespace
@@ -41,6 +42,10 @@ class Resource:
     def from_json(cls, data: dict[str, Any]) -> "Resource":
         return cls(data["kind"], data["key"], data["attrs"], tuple(data["deps"]), tuple(data["parents"]),
                    data.get("owner"), data.get("external", False))
+
+    @cached_property
+    def zones(self) -> frozenset[str]:
+        return zones_of(self)
 
     def with_owner(self, owner: str | None) -> "Resource":
         return Resource(self.kind, self.key, self.attrs, self.deps, self.parents, owner, self.external, self.meta)
@@ -76,7 +81,11 @@ def link_key(ns: str, ifname: str) -> str:
 
 
 def _ns_parents(*namespaces: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(netns_key(ns) for ns in namespaces if ns != HOST))
+    keys: list[str] = []
+    for ns in namespaces:
+        if ns != HOST and (key := f"netns:{ns}") not in keys:
+            keys.append(key)
+    return tuple(keys)
 
 
 # ---- constructors ----------------------------------------------------------------------
@@ -175,7 +184,7 @@ def _place(ns: str, ifname: str | None) -> str:
     return f"dev:{ifname}" if ifname else "host"
 
 
-def zones(res: Resource) -> frozenset[str]:
+def zones_of(res: Resource) -> frozenset[str]:
     """The places a focused observation must read to see `res`: "ns:NAME" (everything in
     one namespace, and its /etc/netns folder), "dev:NAME" (one host device), "host" (host
     routes and sysctls), "ovs", "nft" (host tables) or "file:PATH" (one file: an edit that

@@ -18,7 +18,7 @@ class Scope:
     files: frozenset[str] = frozenset()
     needs_ovs: bool = False
     firewall_namespaces: frozenset[str] = frozenset()   # namespaces that may hold a table of ours
-    # None: everything of the project.  Else only these zones (see resources.zones), for
+    # None: everything of the project.  Else only these zones (see Resource.zones), for
     # an apply whose work is O(change).
     focus: frozenset[str] | None = None
 
