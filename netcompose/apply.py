@@ -101,7 +101,7 @@ class Journal:
         creates = sorted(self.claims() | {a.key for a in plan.actions if a.op == "create"})
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"creates": creates}, f)
+            f.write(json.dumps({"creates": creates}))
         os.replace(tmp, self.path)
 
     def clear(self) -> None:

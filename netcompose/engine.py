@@ -106,14 +106,20 @@ class AppliedState:
 
     def __init__(self, project: str) -> None:
         self.path = os.path.join(STATE_DIR, project, "applied.json")
+        self._cached: tuple[tuple[int, int], dict[str, Any]] | None = None  # by (inode, mtime)
 
     def read(self) -> dict[str, Any]:
         try:
             with open(self.path) as f:
+                stamp = os.fstat(f.fileno())
+                if self._cached is not None and self._cached[0] == (stamp.st_ino, stamp.st_mtime_ns):
+                    return self._cached[1]
                 data = json.load(f)
-            return data if isinstance(data, dict) and data.get("format") == 2 else {}
         except (FileNotFoundError, ValueError):
             return {}
+        data = data if isinstance(data, dict) and data.get("format") == 2 else {}
+        self._cached = ((stamp.st_ino, stamp.st_mtime_ns), data)
+        return data
 
     def digests(self) -> dict[str, str]:
         return {key: entry[0] for key, entry in self.read().get("resources", {}).items()}
@@ -204,6 +210,7 @@ class Project:
         self.lock_timeout = lock_timeout
         self.journal = Journal(self.name)
         self.applied = AppliedState(self.name)
+        self._compiled: tuple[HostFacts, Resolved, dict[str, Resource]] | None = None
 
     @classmethod
     def load(cls, path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
@@ -222,7 +229,27 @@ class Project:
                  for n in spec.networks}
         needs_ovs = any(n.driver == "ovs" for n in topo.networks.values())
         return Scope(self.name, frozenset(namespaces), frozenset(host),
-                     needs_ovs=needs_ovs, firewall_namespaces=frozenset(namespaces))
+                     needs_ovs=needs_ovs, firewall_namespaces=self._firewall_namespaces(namespaces))
+
+    def _firewall_namespaces(self, namespaces: set[str]) -> frozenset[str]:
+        """Where a table of ours may be: sandboxes with a firewall in the file or in the last
+        apply; every sandbox when the last apply is unknown or did not finish."""
+        recorded = self.applied.read().get("resources")
+        if not recorded or self.journal.claims():
+            return frozenset(namespaces)
+        wanted = {names.netns_name(self.name, c) for c, spec in self.spec.topology.containers.items()
+                  if spec.firewall and not spec.netns and not spec.pid}
+        wanted |= {spec.netns or f"/proc/{spec.pid}/ns/net" for spec in self.spec.topology.containers.values()
+                   if spec.firewall and (spec.netns or spec.pid)}
+        had = {key[4:].rpartition("/")[0].rpartition("/")[0] for key in recorded if key.startswith("nft:")}
+        return frozenset(namespaces & (wanted | had))
+
+    def _compile(self, facts: HostFacts) -> tuple[Resolved, dict[str, Resource]]:
+        """Resolve and compile, once per set of facts (a no-op `up` tries the focused path first)."""
+        if self._compiled is None or self._compiled[0] != facts:
+            resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
+            self._compiled = (facts, resolved, compile_resources(resolved))
+        return self._compiled[1], self._compiled[2]
 
     def _observe(self, host: Host, scope: Scope, named: list[Resource] = ()) -> dict[str, Resource]:
         observed = host.observe(scope)
@@ -245,8 +272,7 @@ class Project:
         scope = self.scope()
         observed = self._claim(host.observe(scope))
         facts = facts_from(observed, self.name, host.netlink.host_routes)
-        resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
-        desired = compile_resources(resolved)
+        resolved, desired = self._compile(facts)
         target = {k: v for k, v in desired.items() if v.external} if empty else desired
         observed.update((res.key, res) for res in host.observe_named(list(target.values()), self.name))
         plan = make_plan(target, observed, self.name)
@@ -263,8 +289,7 @@ class Project:
             return None
         facts = self.applied.facts(applied, [IPv4Network(rt.dst) for rt in host.nss.sock(HOST).routes()
                                              if rt.protocol != rtnl.RTPROT_NETCOMPOSE])
-        resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
-        desired = compile_resources(resolved)
+        resolved, desired = self._compile(facts)
         digests = {k: digest(v) for k, v in desired.items()}
         changed = [k for k, v in desired.items() if k not in recorded or recorded[k][0] != digests[k]]
         removed = [k for k in recorded if k not in desired]

@@ -7,16 +7,19 @@ The human name lives in the interface alias, which also marks ownership.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 
 ALIAS_PREFIX = "netcompose"
 
 
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
 def _digest(*parts: str) -> str:
-    raw = hashlib.sha256("\0".join(parts).encode()).digest()
-    return base64.b32encode(raw).decode().lower()[:8]
+    """The first 40 bits of SHA-256 in (lower-case RFC 4648) base32: 8 characters."""
+    bits = int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:5], "big")
+    return "".join(_BASE32[(bits >> shift) & 31] for shift in range(35, -5, -5))
 
 
 def project_prefix(project: str) -> str:

@@ -23,6 +23,11 @@ def _write_atomically(path: str, content: str | None, link_to: str | None) -> No
     tmp = path + _TMP
     if link_to is not None:
         try:
+            os.symlink(link_to, path)  # atomic by itself when nothing is there yet
+            return
+        except FileExistsError:
+            pass
+        try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass

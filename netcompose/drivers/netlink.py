@@ -6,11 +6,12 @@ to one socket are pipelined and their acks read in bulk.
 from __future__ import annotations
 
 import os
+import resource
 import socket
-from typing import Callable
 from collections import defaultdict
 from dataclasses import dataclass
-from ipaddress import IPv4Network, ip_address, ip_interface
+from ipaddress import IPv4Network
+from typing import Callable
 
 from .. import names
 from .. import resources as r
@@ -19,10 +20,19 @@ from ..resources import HOST, Resource
 from . import Outcome, Scope, ethtool, namespaces, rtnl
 
 
+def _ip_int(address: str) -> int:
+    return int.from_bytes(socket.inet_aton(address), "big")
+
+
 class Namespaces:
     """Open namespace fds and netlink sockets, one each per namespace, for one run."""
 
     def __init__(self) -> None:
+        # Two descriptors per namespace (its fd and a socket): a lab of thousands outgrows
+        # a 1024 soft limit.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard != resource.RLIM_INFINITY:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         self.fds: dict[str, int] = {}
         self.socks: dict[str, rtnl.RtnlSocket] = {HOST: rtnl.RtnlSocket()}
         self.inets: dict[str, socket.socket] = {}
@@ -46,23 +56,20 @@ class Namespaces:
 
     def sock(self, ns: str) -> rtnl.RtnlSocket:
         if ns not in self.socks:
-            self._open(ns)
+            self.socks[ns] = self._open(ns, socket.NETLINK_ROUTE)
         return self.socks[ns]
 
     def nft_sock(self, ns: str) -> rtnl.RtnlSocket:
-        """A NETLINK_NETFILTER socket in `ns` (opened together with the route socket)."""
+        """A NETLINK_NETFILTER socket in `ns`."""
         if ns not in self.nft_socks:
-            if ns == HOST:
-                self.nft_socks[ns] = rtnl.RtnlSocket(rtnl.NETLINK_NETFILTER)
-            else:
-                self._open(ns)
+            self.nft_socks[ns] = self._open(ns, rtnl.NETLINK_NETFILTER)
         return self.nft_socks[ns]
 
-    def _open(self, ns: str) -> None:
-        # Entering a namespace costs more than a socket: open what each driver needs at once.
+    def _open(self, ns: str, protocol: int) -> rtnl.RtnlSocket:
+        if ns == HOST:
+            return rtnl.RtnlSocket(protocol)
         with namespaces.entered(self.fd(ns)):
-            self.socks.setdefault(ns, rtnl.RtnlSocket())
-            self.nft_socks.setdefault(ns, rtnl.RtnlSocket(rtnl.NETLINK_NETFILTER))
+            return rtnl.RtnlSocket(protocol)
 
     def inet(self, ns: str) -> socket.socket:
         """A plain socket in `ns`, for ioctls."""
@@ -175,18 +182,20 @@ class NetlinkDriver:
         for v in veths:
             link_of[(v.attrs["ns"], v.attrs["ifname"])] = v.key
             link_of[(v.attrs["peer_ns"], v.attrs["peer_ifname"])] = v.key
-        on_device: dict[tuple[str, str], list[tuple[IPv4Network, str]]] = defaultdict(list)
+        on_device: dict[tuple[str, str], list[tuple[int, int, str]]] = defaultdict(list)  # (net, mask, key)
         for ns, ifname, item in on_links:
             if isinstance(item, rtnl.Addr):
                 link = link_of.get((ns, ifname), r.link_key(ns, ifname))
                 addr = r.address(ns, ifname, item.address, item.prefixlen, link, owner=project)
-                on_device[(ns, ifname)].append((ip_interface(f"{item.address}/{item.prefixlen}").network, addr.key))
+                mask = (0xFFFFFFFF << (32 - item.prefixlen)) & 0xFFFFFFFF
+                on_device[(ns, ifname)].append((_ip_int(item.address) & mask, mask, addr.key))
                 out.append(addr)
         for ns, ifname, item in on_links:
             if isinstance(item, rtnl.Route):
                 link = link_of.get((ns, ifname), r.link_key(ns, ifname)) if ifname else None
-                via = ip_address(item.gateway) if item.gateway else None
-                reach = next((key for net, key in on_device.get((ns, ifname), ()) if via and via in net), None)
+                via = _ip_int(item.gateway) if item.gateway else None
+                reach = next((key for net, mask, key in on_device.get((ns, ifname), ())
+                              if via is not None and via & mask == net), None)
                 out.append(r.route(ns, item.dst, item.gateway, ifname, item.metric, link=link,
                                    gateway_address=reach, owner=project))
         return out

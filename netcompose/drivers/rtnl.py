@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass
 
 from pyroute2.netlink import (
@@ -266,6 +267,17 @@ class NetlinkError(OSError):
     pass
 
 
+_local = threading.local()
+
+
+def _receive_buffer() -> bytearray:
+    """One reusable buffer per thread: `recv(1 MiB)` would allocate (mmap) and free a fresh
+    megabyte for every datagram, and an apply reads one ack datagram per request."""
+    if not hasattr(_local, "buffer"):
+        _local.buffer = bytearray(1 << 20)
+    return _local.buffer
+
+
 class RtnlSocket:
     """A netlink socket (NETLINK_ROUTE unless told) bound to whichever namespace was
     current when it opened."""
@@ -285,8 +297,10 @@ class RtnlSocket:
         return self.seq, _NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, flags, self.seq, 0) + body
 
     def _messages(self):
+        buffer = _receive_buffer()
         while True:
-            data = self.sock.recv(1 << 20)
+            size = self.sock.recv_into(buffer)
+            data = bytes(buffer[:size])
             view = memoryview(data)
             offset = 0
             while offset + _NLMSGHDR.size <= len(data):
