@@ -209,3 +209,20 @@ containers:
     assert set(looked_at) <= {two}
     assert two not in namespaces.list_named() and "\ttwo\n" not in Path(f"/etc/netns/{one}/hosts").read_text()
     assert not shrunk.plan().plan
+
+
+def test_pipelined_writes_report_each_failure(project_name):
+    """Only the last request of a batch asks for an ack; failures before it still come back."""
+    ns = f"{project_name}-pipe"
+    namespaces.create(ns)
+    fd = namespaces.open_fd(namespaces.netns_path(ns))
+    with namespaces.entered(fd):
+        sock = rtnl.RtnlSocket()
+    os.close(fd)
+    try:
+        ok, missing = rtnl.set_link("lo", up=True), rtnl.set_link("nosuchdev", up=True)
+        assert sock.execute([missing, ok, missing]) == [19, 0, 19]   # ENODEV
+        codes = sock.execute([ok] * 300 + [missing] + [ok] * 300, chunk=256)
+        assert codes[300] == 19 and codes.count(0) == 600
+    finally:
+        sock.close()

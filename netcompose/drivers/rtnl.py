@@ -309,23 +309,26 @@ class RtnlSocket:
                 offset += _align(length)
 
     def execute(self, requests: list[Request], chunk: int = 256) -> list[int]:
-        """Send requests pipelined with NLM_F_ACK; return one errno (0 = ok) per request."""
+        """Send requests pipelined; return one errno (0 = ok) per request.
+
+        The kernel answers every failed request with an error whether or not it asked for
+        an ack, and handles a socket's requests in order: so only the last request of a
+        chunk asks for one, and its ack says every request before it is done.  One
+        datagram to read per chunk instead of one per request."""
         results: list[int] = []
         for start in range(0, len(requests), chunk):
             batch = requests[start:start + chunk]
             first = self.seq + 1
-            frames = [self._frame(r.type, r.flags | NLM_F_REQUEST | NLM_F_ACK, r.body)[1] for r in batch]
+            last = first + len(batch) - 1
+            frames = [self._frame(r.type, r.flags | NLM_F_REQUEST, r.body)[1] for r in batch[:-1]]
+            frames.append(self._frame(batch[-1].type, batch[-1].flags | NLM_F_REQUEST | NLM_F_ACK, batch[-1].body)[1])
             self._send_all(frames)
-            codes = [None] * len(batch)
-            pending = len(batch)
+            codes = [0] * len(batch)
             for msg_type, seq, payload in self._messages():
-                if msg_type == NLMSG_ERROR and first <= seq < first + len(batch):
-                    code = struct.unpack_from("=i", payload, 0)[0]
-                    if codes[seq - first] is None:
-                        pending -= 1
-                    codes[seq - first] = -code
-                if pending == 0:
-                    break
+                if msg_type == NLMSG_ERROR and first <= seq <= last:
+                    codes[seq - first] = -struct.unpack_from("=i", payload, 0)[0]
+                    if seq == last:
+                        break
             results.extend(codes)
         return results
 
