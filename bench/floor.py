@@ -27,12 +27,17 @@ def build(prefix: str, n: int, bridges: int) -> None:
         with namespaces.entered(fd):
             socks.append(rtnl.RtnlSocket())
         fds.append(fd)
-    requests = [rtnl.new_veth(rtnl.link_attrs(name=veths[i], master=index[brs[i % bridges]]),
-                              rtnl.link_attrs(name="eth0", netns_fd=fds[i])) for i in range(n)]
+    # As netcompose does, each end comes up without IPv6 autoconfiguration, which on a shared
+    # bridge would flood every port with every other port's DAD, RS and MLD.
+    requests = []
+    for i in range(n):
+        requests += [rtnl.new_veth(rtnl.link_attrs(name=veths[i], master=index[brs[i % bridges]]),
+                                   rtnl.link_attrs(name="eth0", netns_fd=fds[i]), up=False),
+                     rtnl.no_ipv6_autoconf(veths[i]), rtnl.set_link(veths[i], up=True)]
     host.execute(requests)
     for i, sock in enumerate(socks):
         # A fresh namespace numbers lo 1 and the veth end 2.
-        sock.execute([rtnl.set_link("lo", up=True), rtnl.set_link("eth0", up=True),
+        sock.execute([rtnl.set_link("lo", up=True), rtnl.no_ipv6_autoconf("eth0"), rtnl.set_link("eth0", up=True),
                       rtnl.new_addr(2, f"10.{100 + i % bridges}.{i // 250}.{i % 250 + 2}", 16)])
         sock.close()
     for fd in fds:

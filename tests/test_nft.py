@@ -174,6 +174,15 @@ def test_container_firewall_both_directions(topo, project_name):
         assert not tcp_connect(web, "10.87.0.30", 22, 0.5)
         assert not ping(web, "10.87.0.20", 0.5)
         assert ping(client, "10.87.0.30")                            # others are unaffected
+    # An edit that drops the firewall removes web's table (found through the last apply's record).
+    opened = FIREWALL_TOPO.replace("""    firewall:
+      ingress: [{from: client, proto: tcp, ports: [80]}]
+      egress: [{to: db, proto: tcp, ports: [5432]}]
+""", "").split("expect:")[0]
+    topo(opened).up()
+    assert ping(client, "10.87.0.10") and ping(web, "10.87.0.20")
+    assert not subprocess.run(["ip", "netns", "exec", web, "nft", "list", "tables"], capture_output=True,
+                              text=True, check=True).stdout.strip()
 
 
 def test_check_passes_then_names_the_broken_pair(topo, project_name, tmp_path):

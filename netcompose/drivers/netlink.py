@@ -456,12 +456,17 @@ class NetlinkDriver:
                 peer = rtnl.link_attrs(name=a["peer_ifname"], mtu=a["peer_mtu"], mac=a.get("peer_mac"),
                                        netns_fd=self.nss.fd(a["peer_ns"]) if a["peer_ns"] != ns else None)
                 self._predict_index(a["peer_ns"], a["peer_ifname"])
-                return rtnl.new_veth(own, peer, up=a["up"])
+                return rtnl.new_veth(own, peer, up=False)
             yield Step(ns, create)
-            yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(alias=a["alias"])), by_name=True)
-            if action.resource.kind == "veth":
-                yield Step(a["peer_ns"], lambda _: rtnl.set_link(
-                    a["peer_ifname"], rtnl.link_attrs(alias=a["peer_alias"]), up=a["peer_up"]), by_name=True)
+            if action.resource.kind == "bridge":
+                yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(alias=a["alias"])), by_name=True)
+                return
+            # Both ends come up only after IPv6 autoconfiguration is off (see no_ipv6_autoconf).
+            for end, alias, up in ((ns, "", "up"), (a["peer_ns"], "peer_", "peer_up")):
+                ifname = a[f"{alias}ifname"]
+                yield Step(end, lambda _, i=ifname: rtnl.no_ipv6_autoconf(i), by_name=True)
+                yield Step(end, lambda _, i=ifname, al=a[f"{alias}alias"], u=a[up]: rtnl.set_link(
+                    i, rtnl.link_attrs(alias=al), up=u), by_name=True)
             return
         changed = action.changes
         own = {k: a[k] for k in ("mtu", "mac", "alias") if k in changed}

@@ -148,6 +148,17 @@ def set_link(name: str, attrs: bytes = b"", up: bool | None = None) -> Request:
     return Request(RTM_NEWLINK, 0, ifinfo(0, flags, change) + attr_str(IFLA_IFNAME, name) + attrs)
 
 
+IFLA_AF_SPEC, AF_INET6, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 10, 8, 1
+
+
+def no_ipv6_autoconf(name: str) -> Request:
+    """No IPv6 link-local address on `name` (set while down): without it the device sends
+    no DAD, router solicitations or MLD reports, which on a shared bridge every other port
+    would receive.  IPv6 itself stays enabled."""
+    mode = attr(IFLA_INET6_ADDR_GEN_MODE, struct.pack("=B", IN6_ADDR_GEN_MODE_NONE))
+    return set_link(name, attr(IFLA_AF_SPEC, attr(AF_INET6, mode)))
+
+
 def del_link(name: str) -> Request:
     return Request(RTM_DELLINK, 0, ifinfo() + attr_str(IFLA_IFNAME, name))
 
