@@ -129,7 +129,7 @@ def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], proje
         have = observed.get(key)
         if have is None:
             actions[key] = Action("create", key, want.kind, want, None)
-        elif not want.external:
+        elif not want.external and want.attrs != have.attrs:
             changes = diff_attrs(want, have)
             if any(k in KINDS[want.kind].replace_on for k in changes):
                 actions[key] = Action("create", key, want.kind, want, have, changes)
@@ -144,7 +144,7 @@ def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], proje
 
     # Removing a parent removes its children in the kernel: their deletes become implicit,
     # and children that should stay are created again.
-    everything = {**observed, **desired}
+    everything = {**observed, **desired} if removed else {}
     for key in _topo_order(everything):
         res = observed.get(key)
         if res is None or key in removed and key not in deletes:

@@ -90,9 +90,15 @@ def create(name: str) -> None:
         os.close(home)
 
 
+_nsfs_dev: int | None = None
+
+
 def is_namespace(path: str) -> bool:
     """True when `path` is a namespace (on nsfs), not a bare file."""
-    return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+    global _nsfs_dev
+    if _nsfs_dev is None:
+        _nsfs_dev = os.stat("/proc/self/ns/net").st_dev
+    return os.stat(path).st_dev == _nsfs_dev
 
 
 def delete(name: str) -> None:
