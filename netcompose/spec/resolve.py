@@ -9,7 +9,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_network
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import SpecError
 from .. import names
@@ -96,6 +96,7 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
 class _Resolver:
     def __init__(self, topo: Topology, doc: Document, project: str, facts: HostFacts):
         self.topo, self.doc, self.project, self.facts = topo, doc, project, facts
+        self.cursors: dict[str, Iterator[IPv4Address]] = {}
 
     def fail(self, path: tuple, problem: str, fix: str = "", key: bool = False) -> None:
         raise SpecError(self.doc.where(path, key=key), problem, fix)
@@ -212,7 +213,9 @@ class _Resolver:
         if sticky and sticky in net.subnet and sticky not in taken and sticky != net.gateway:
             taken.add(sticky)
             return sticky
-        for host in net.subnet.hosts():
+        # One cursor per network: addresses behind it are all taken, so allocation stays O(N).
+        cursor = self.cursors.setdefault(net.name, iter(net.subnet.hosts()))
+        for host in cursor:
             if host not in taken:
                 taken.add(host)
                 return host
