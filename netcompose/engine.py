@@ -218,12 +218,16 @@ class Project:
         return cls(load(path, project, variables), **options)
 
     # ---- pure-ish steps --------------------------------------------------------------
+    def netns_of(self, container: str) -> str:
+        """The namespace of a container: adopted (`netns:`, `pid:`) or ours, `<project>-<name>`."""
+        spec = self.spec.topology.containers.get(container)
+        if spec is not None and (spec.netns or spec.pid):
+            return spec.netns or f"/proc/{spec.pid}/ns/net"
+        return names.netns_name(self.name, container)
+
     def scope(self) -> Scope:
         topo = self.spec.topology
-        namespaces = {c.netns for c in topo.containers.values() if c.netns}
-        namespaces |= {f"/proc/{c.pid}/ns/net" for c in topo.containers.values() if c.pid}
-        namespaces |= {names.netns_name(self.name, c) for c, spec in topo.containers.items()
-                       if not spec.netns and not spec.pid}
+        namespaces = {self.netns_of(c) for c in topo.containers}
         host = {names.host_ifname(self.name, "net", n) for n in topo.networks}
         host |= {names.host_ifname(self.name, "ep", f"{c}/{n}") for c, spec in topo.containers.items()
                  for n in spec.networks}
@@ -237,10 +241,7 @@ class Project:
         recorded = self.applied.read().get("resources")
         if not recorded or self.journal.claims():
             return frozenset(namespaces)
-        wanted = {names.netns_name(self.name, c) for c, spec in self.spec.topology.containers.items()
-                  if spec.firewall and not spec.netns and not spec.pid}
-        wanted |= {spec.netns or f"/proc/{spec.pid}/ns/net" for spec in self.spec.topology.containers.values()
-                   if spec.firewall and (spec.netns or spec.pid)}
+        wanted = {self.netns_of(c) for c, spec in self.spec.topology.containers.items() if spec.firewall}
         had = {key[4:].rpartition("/")[0].rpartition("/")[0] for key in recorded if key.startswith("nft:")}
         return frozenset(namespaces & (wanted | had))
 
@@ -384,17 +385,10 @@ class Project:
         while time.monotonic() < deadline:
             leftovers = [l for l in host.nss.sock(HOST).links()
                          if (m := names.parse_alias(l.alias)) and m[0] == self.name and l.kind == "veth"
-                         and not os.path.exists(host.nss.path(self._peer_ns_of(m)))]
+                         and not os.path.exists(host.nss.path(self.netns_of(m[2].partition("/")[0])))]
             if not leftovers:
                 return
             time.sleep(0.02)
-
-    def _peer_ns_of(self, mark: tuple[str, str, str]) -> str:
-        container = mark[2].partition("/")[0]
-        spec = self.spec.topology.containers.get(container)
-        if spec is not None and (spec.netns or spec.pid):
-            return spec.netns or f"/proc/{spec.pid}/ns/net"
-        return names.netns_name(self.name, container)
 
     def _rollback(self, host: Host, state: State) -> str | None:
         """Apply a plan back to what was observed before; None when the host is back, else why not."""
