@@ -21,7 +21,6 @@ from .compile import compile_resources
 from .drivers import Scope
 from .drivers.files import FilesDriver
 from .drivers.nftables import NftablesDriver
-from .drivers import rtnl
 from .drivers.netlink import Namespaces, NetlinkDriver
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .errors import ApplyError, LockTimeout, StalePlan
@@ -288,8 +287,7 @@ class Project:
         recorded = applied.get("resources")
         if not recorded or self.journal.claims():
             return None
-        facts = self.applied.facts(applied, [IPv4Network(rt.dst) for rt in host.nss.sock(HOST).routes()
-                                             if rt.protocol != rtnl.RTPROT_NETCOMPOSE])
+        facts = self.applied.facts(applied, host.netlink.read_host_routes())
         resolved, desired = self._compile(facts)
         digests = {k: digest(v) for k, v in desired.items()}
         changed = [k for k, v in desired.items() if k not in recorded or recorded[k][0] != digests[k]]

@@ -15,7 +15,6 @@ class Scope:
     project: str
     namespaces: frozenset[str] = frozenset()    # namespaces the file names (ours or adopted)
     host_ifnames: frozenset[str] = frozenset()  # host interface names the file wants
-    files: frozenset[str] = frozenset()
     needs_ovs: bool = False
     firewall_namespaces: frozenset[str] = frozenset()   # namespaces that may hold a table of ours
     # None: everything of the project.  Else only these zones (see Resource.zones), for

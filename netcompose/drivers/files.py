@@ -53,8 +53,7 @@ class FilesDriver:
 
     def observe(self, scope: Scope) -> list[Resource]:
         out: list[Resource] = []
-        paths = {p for p in scope.files if scope.sees(f"file:{p}")}
-        paths |= {z[5:] for z in scope.focus or () if z.startswith("file:")}
+        paths = {z[5:] for z in scope.focus or () if z.startswith("file:")}
         prefix = f"{scope.project}-"
         if scope.focus is not None:
             folders = [z[3:] for z in scope.focus if z.startswith(f"ns:{prefix}")]

@@ -1,7 +1,7 @@
 """The kernel driver: namespaces, links, addresses and routes over rtnetlink.
 
-One netlink socket per namespace, opened by entering the namespace in-process; requests
-to one socket are pipelined and their acks read in bulk.
+One netlink socket per namespace, opened by entering the namespace in-process; a batch
+of actions goes out in rounds of pipelined requests per socket (see NetlinkDriver.apply).
 """
 from __future__ import annotations
 
@@ -114,6 +114,12 @@ class NetlinkDriver:
         pass
 
     # ---- observe -------------------------------------------------------------------
+    def read_host_routes(self) -> list[IPv4Network]:
+        """The host's routes that are not ours (new subnets must avoid them)."""
+        self.host_routes = [IPv4Network(rt.dst) for rt in self.nss.sock(HOST).routes()
+                            if rt.protocol != rtnl.RTPROT_NETCOMPOSE]
+        return self.host_routes
+
     def candidate_namespaces(self, scope: Scope) -> list[str]:
         if scope.focus is not None:
             named = [z[3:] for z in scope.focus if z.startswith("ns:")]
@@ -168,7 +174,7 @@ class NetlinkDriver:
                 out.append(res)
             else:  # someone else's interface with a name we want: the planner reports the conflict
                 out.append(Resource("link", r.link_key(HOST, link.name), {"ifname": link.name}, owner=owner))
-        self.host_routes = [IPv4Network(rt.dst) for rt in host.routes() if rt.protocol != rtnl.RTPROT_NETCOMPOSE]
+        self.read_host_routes()
         for addr in host.addrs():
             if addr.index in carriers:
                 link = carriers[addr.index]
@@ -361,7 +367,7 @@ class NetlinkDriver:
         fresh = set(self.fresh) | {a.resource.attrs["name"] for a in actions
                                    if a.kind == "netns" and a.op == "create"}
         for action in actions:
-            a = action.resource.attrs if action.resource is not None else {}
+            a = action.resource.attrs
             if action.op == "create" and (action.kind == "claimed_link" or
                                           (action.kind == "veth" and a["ns"] != HOST)):
                 for ns in (a["ns"], a.get("peer_ns")):
@@ -372,7 +378,7 @@ class NetlinkDriver:
         return fresh
 
     def _steps(self, action: Action):
-        res = action.resource if action.resource is not None else action.observed
+        res = action.resource
         a = res.attrs
         op = action.op
         if res.kind == "netns":
@@ -462,11 +468,11 @@ class NetlinkDriver:
                 yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(alias=a["alias"])), by_name=True)
                 return
             # Both ends come up only after IPv6 autoconfiguration is off (see no_ipv6_autoconf).
-            for end, alias, up in ((ns, "", "up"), (a["peer_ns"], "peer_", "peer_up")):
-                ifname = a[f"{alias}ifname"]
+            for end, prefix in ((ns, ""), (a["peer_ns"], "peer_")):
+                ifname, alias, up = a[f"{prefix}ifname"], a[f"{prefix}alias"], a[f"{prefix}up"]
                 yield Step(end, lambda _, i=ifname: rtnl.no_ipv6_autoconf(i), by_name=True)
-                yield Step(end, lambda _, i=ifname, al=a[f"{alias}alias"], u=a[up]: rtnl.set_link(
-                    i, rtnl.link_attrs(alias=al), up=u), by_name=True)
+                yield Step(end, lambda _, i=ifname, al=alias, u=up: rtnl.set_link(i, rtnl.link_attrs(alias=al), up=u),
+                           by_name=True)
             return
         changed = action.changes
         own = {k: a[k] for k in ("mtu", "mac", "alias") if k in changed}
