@@ -105,10 +105,14 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; medians of {args.runs} runs\n", flush=True)
     for bridges in args.bridges:
         for n in args.sizes:
-            with tempfile.TemporaryDirectory() as folder:
-                nc = median([netcompose_run(n, bridges, Path(folder)) for _ in range(args.runs)])
-            floor = median([floor_run(n, bridges) for _ in range(args.runs)])
-            mn = median([mininet_run(n, bridges) for _ in range(args.runs)]) if use_mininet else None
+            # Interleaved, so that a noisy minute on a shared machine hits all three alike.
+            runs = []
+            for _ in range(args.runs):
+                with tempfile.TemporaryDirectory() as folder:
+                    runs.append((netcompose_run(n, bridges, Path(folder)), floor_run(n, bridges),
+                                 mininet_run(n, bridges) if use_mininet else None))
+            nc, floor = median([r[0] for r in runs]), median([r[1] for r in runs])
+            mn = median([r[2] for r in runs]) if use_mininet else None
             print(table(n, bridges, nc, floor, mn), flush=True)
 
 

@@ -9,21 +9,24 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, ip_interface
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import names
 from .apply import FaultHook, Journal, STATE_DIR, execute, failure_message, raise_failure, rollback_outcome
-from .compile import compile_resources
+from .compile import Desired
 from .drivers import Scope
 from .drivers.files import FilesDriver
 from .drivers.nftables import NftablesDriver
 from .drivers.netlink import Namespaces, NetlinkDriver
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .errors import ApplyError, LockTimeout, StalePlan
+from .gcpause import gc_paused
 from .plan import Plan, classify, digest, make_plan
 from .resources import HOST, Resource
 from .spec import Spec, load
@@ -36,6 +39,11 @@ class Report:
     applied: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+
+def _ipv4(text: str) -> IPv4Address:
+    """From packed bytes: ipaddress parses strings in pure Python, 1000 at a time here."""
+    return IPv4Address(socket.inet_aton(text))
 
 
 def facts_from(observed: dict[str, Resource], project: str, routes: list[IPv4Network]) -> HostFacts:
@@ -56,7 +64,7 @@ def facts_from(observed: dict[str, Resource], project: str, routes: list[IPv4Net
             addr = by_link.get((res.attrs["peer_ns"], res.attrs["peer_ifname"]))
             if addr:
                 container, _, network = mark[2].partition("/")
-                addresses[(container, network)] = IPv4Address(addr.attrs["address"])
+                addresses[(container, network)] = _ipv4(addr.attrs["address"])
     own_nets = {s for s in subnets.values()}
     return HostFacts(tuple(r for r in routes if r not in own_nets), subnets, addresses)
 
@@ -96,12 +104,15 @@ class Host:
 
 
 class AppliedState:
-    """What the last successful apply asked for: each key's digest and zones, and the
-    addresses it allocated.  Tells drift from file changes, and lets the next apply of an
-    edited file look only where the edit lands.
+    """What the last successful apply asked for: each key's digest and zones, each unit's
+    (container's) digest and keys, and the addresses it allocated.  Tells drift from file
+    changes, and lets the next apply of an edited file compile and look only where the
+    edit lands.
 
     Only an annotation: ownership never depends on it.  Losing it makes every pending
     action count as a file change and the next apply observe everything."""
+
+    FORMAT = 3
 
     def __init__(self, project: str) -> None:
         self.path = os.path.join(STATE_DIR, project, "applied.json")
@@ -116,7 +127,7 @@ class AppliedState:
                 data = json.load(f)
         except (FileNotFoundError, ValueError):
             return {}
-        data = data if isinstance(data, dict) and data.get("format") == 2 else {}
+        data = data if isinstance(data, dict) and data.get("format") == self.FORMAT else {}
         self._cached = ((stamp.st_ino, stamp.st_mtime_ns), data)
         return data
 
@@ -129,12 +140,28 @@ class AppliedState:
         except FileNotFoundError:
             pass
 
-    def write(self, desired: dict[str, Resource], resolved: Resolved, digests: dict[str, str]) -> None:
+    def write(self, desired: Desired, digests: dict[str, str], source: str) -> None:
+        """Record `desired`; a unit it did not compile is unchanged, so its record stays."""
+        resolved = desired.resolved
         facts = {"subnets": {n: str(net.subnet) for n, net in resolved.networks.items()},
                  "addresses": [[c.name, ep.network, str(ep.address)] for c in resolved.containers.values()
                                for ep in c.endpoints]}
-        data = {"format": 2, "facts": facts,
-                "resources": {k: [digests.get(k) or digest(v), sorted(v.zones)] for k, v in desired.items()}}
+        previous = self.read()
+        recorded, recorded_units = previous.get("resources", {}), previous.get("units", {})
+        entries = {}
+        for key, res in desired.resources.items():
+            entry = recorded.get(key)
+            hashed = digests.get(key) or digest(res)
+            # The same digest means the same attributes, hence the same zones.
+            entries[key] = entry if entry is not None and entry[0] == hashed else [hashed, sorted(res.zones)]
+        units = {}
+        for name, unit in desired.units.items():
+            if name in desired.unit_keys:
+                units[name] = [unit.digest, desired.unit_keys[name]]
+            else:
+                units[name] = recorded_units[name]
+                entries.update((key, recorded[key]) for key in recorded_units[name][1])
+        data = {"format": self.FORMAT, "source": source, "facts": facts, "resources": entries, "units": units}
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path + ".tmp", "w") as f:
             f.write(json.dumps(data))  # json.dump streams through the pure-Python encoder
@@ -146,7 +173,7 @@ class AppliedState:
         subnets = {n: IPv4Network(s) for n, s in recorded.get("subnets", {}).items()}
         own = set(subnets.values())
         return HostFacts(tuple(r for r in host_routes if r not in own), subnets,
-                         {(c, n): IPv4Address(ip) for c, n, ip in recorded.get("addresses", [])})
+                         {(c, n): _ipv4(ip) for c, n, ip in recorded.get("addresses", [])})
 
 
 class Lock:
@@ -192,13 +219,16 @@ def state_fingerprint(state: "State") -> str:
 
 @dataclass
 class State:
-    resolved: Resolved
-    desired: dict[str, Resource]     # the whole file
+    desired: Desired                 # the file: every unit compiled, or those the focus needs
     observed: dict[str, Resource]    # what was looked at: everything, or the focus
     plan: Plan
     scope: Scope
-    target: dict[str, Resource]      # the part of `desired` the plan converges (the focus)
-    digests: dict[str, str] = field(default_factory=dict)   # of `desired`, when already computed
+    target: dict[str, Resource]      # the part of the file the plan converges (the focus)
+    digests: dict[str, str] = field(default_factory=dict)   # of desired resources, when already computed
+
+    @property
+    def resolved(self) -> Resolved:
+        return self.desired.resolved
 
 
 class Project:
@@ -209,7 +239,7 @@ class Project:
         self.lock_timeout = lock_timeout
         self.journal = Journal(self.name)
         self.applied = AppliedState(self.name)
-        self._compiled: tuple[HostFacts, Resolved, dict[str, Resource]] | None = None
+        self._compiled: tuple[HostFacts, Desired] | None = None
 
     @classmethod
     def load(cls, path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
@@ -244,12 +274,17 @@ class Project:
         had = {key[4:].rpartition("/")[0].rpartition("/")[0] for key in recorded if key.startswith("nft:")}
         return frozenset(namespaces & (wanted | had))
 
-    def _compile(self, facts: HostFacts) -> tuple[Resolved, dict[str, Resource]]:
-        """Resolve and compile, once per set of facts (a no-op `up` tries the focused path first)."""
+    def _source(self) -> str:
+        """The file as loaded (includes, variables and templates applied): unchanged means
+        only drift can differ, which the full sweep finds."""
+        return hashlib.blake2b(repr((self.name, self.spec.doc.data)).encode(), digest_size=16).hexdigest()
+
+    def _compile(self, facts: HostFacts) -> Desired:
+        """Resolve, once per set of facts (a no-op `up` tries the focused path first); units
+        compile as they are asked for."""
         if self._compiled is None or self._compiled[0] != facts:
-            resolved = resolve(self.spec.topology, self.spec.doc, self.name, facts)
-            self._compiled = (facts, resolved, compile_resources(resolved))
-        return self._compiled[1], self._compiled[2]
+            self._compiled = (facts, Desired(resolve(self.spec.topology, self.spec.doc, self.name, facts)))
+        return self._compiled[1]
 
     def _observe(self, host: Host, scope: Scope, named: list[Resource] = ()) -> dict[str, Resource]:
         observed = host.observe(scope)
@@ -271,27 +306,34 @@ class Project:
                 return focused
         scope = self.scope()
         observed = self._claim(host.observe(scope))
-        facts = facts_from(observed, self.name, host.netlink.host_routes)
-        resolved, desired = self._compile(facts)
-        target = {k: v for k, v in desired.items() if v.external} if empty else desired
+        desired = self._compile(facts_from(observed, self.name, host.netlink.host_routes))
+        everything = desired.complete()
+        target = {k: v for k, v in everything.items() if v.external} if empty else everything
         observed.update((res.key, res) for res in host.observe_named(list(target.values()), self.name))
         plan = make_plan(target, observed, self.name)
         classify(plan, self.applied.digests())
-        return State(resolved, desired, observed, plan, scope, target)
+        return State(desired, observed, plan, scope, target)
 
     def _focused_state(self, host: Host) -> State | None:
-        """Observe only where the file's edit since the last apply lands; None when the
-        file is unchanged (then a full, level-triggered sweep finds drift) or the last
-        apply is unknown or did not finish."""
+        """Compile and observe only where the file's edit since the last apply lands; None
+        when the file is unchanged (then a full, level-triggered sweep finds drift) or the
+        last apply is unknown or did not finish."""
         applied = self.applied.read()
-        recorded = applied.get("resources")
-        if not recorded or self.journal.claims():
+        recorded, recorded_units = applied.get("resources"), applied.get("units", {})
+        if not recorded or self.journal.claims() or applied.get("source") == self._source():
             return None
-        facts = self.applied.facts(applied, host.netlink.read_host_routes())
-        resolved, desired = self._compile(facts)
-        digests = {k: digest(v) for k, v in desired.items()}
-        changed = [k for k, v in desired.items() if k not in recorded or recorded[k][0] != digests[k]]
-        removed = [k for k in recorded if k not in desired]
+        desired = self._compile(self.applied.facts(applied, host.netlink.read_host_routes()))
+        for name, unit in desired.units.items():
+            if recorded_units.get(name, [None])[0] != unit.digest:
+                desired.add(name)
+        # Keys of the units left uncompiled: unchanged since the last apply.
+        unit_of = {key: name for name, (_, keys) in recorded_units.items()
+                   if name in desired.units and name not in desired.unit_keys for key in keys}
+        if not unit_of.keys().isdisjoint(desired.resources):
+            return None  # a key moved between units: the full path sorts it out (or reports a clash)
+        digests = {k: digest(v) for k, v in desired.resources.items()}
+        changed = [k for k, v in desired.resources.items() if k not in recorded or recorded[k][0] != digests[k]]
+        removed = [k for k in recorded if k not in desired.resources and k not in unit_of]
         if not changed and not removed:
             return None
         focus: set[str] = set()
@@ -300,17 +342,22 @@ class Project:
         pending, seen = list(changed), set()
         while pending:  # a change also needs what it depends on to be there
             key = pending.pop()
-            if key in seen or key not in desired:
+            if key in unit_of:
+                desired.add(unit_of[key])
+            if key in seen or key not in desired.resources:
                 continue
             seen.add(key)
-            focus |= desired[key].zones
-            pending.extend(desired[key].deps)
+            focus |= desired.resources[key].zones
+            pending.extend(desired.resources[key].deps)
         scope = replace(self.scope(), focus=frozenset(focus))
-        target = {k: v for k, v in desired.items() if v.zones <= scope.focus}
+        for key, name in unit_of.items():  # unchanged units inside the focus converge with it
+            if name not in desired.unit_keys and scope.focus.issuperset(recorded[key][1]):
+                desired.add(name)
+        target = {k: v for k, v in desired.resources.items() if scope.focus.issuperset(v.zones)}
         observed = self._observe(host, scope, list(target.values()))
         plan = make_plan(target, observed, self.name)
         classify(plan, {k: entry[0] for k, entry in recorded.items()})
-        return State(resolved, desired, observed, plan, scope, target, digests)
+        return State(desired, observed, plan, scope, target, digests)
 
     def resolved(self) -> Resolved:
         with _host(self.ovsdb) as host:
@@ -348,6 +395,8 @@ class Project:
                             for a in state.plan.changes if a.kind == "sysctl" and a.resource.attrs["ns"] == HOST
                             and a.op != "delete"]
             if not state.plan:
+                if not empty and not self.applied.read():  # e.g. after an upgrade: next edits stay focused
+                    self.applied.write(state.desired, state.digests, self._source())
                 self.journal.clear()
                 report.seconds = time.monotonic() - started
                 return report
@@ -372,7 +421,7 @@ class Project:
             if empty:
                 self.applied.clear()
             else:
-                self.applied.write(state.desired, state.resolved, state.digests)
+                self.applied.write(state.desired, state.digests, self._source())
             self.journal.clear()
             report.seconds = time.monotonic() - started
             return report
@@ -434,13 +483,11 @@ class Project:
             return rows
 
 
-class _host:
-    def __init__(self, ovsdb: str | None) -> None:
-        self.ovsdb = ovsdb
-
-    def __enter__(self) -> Host:
-        self.host = Host(self.ovsdb)
-        return self.host
-
-    def __exit__(self, *exc) -> None:
-        self.host.close()
+@contextmanager
+def _host(ovsdb: str | None) -> Iterator[Host]:
+    with gc_paused():
+        host = Host(ovsdb)
+        try:
+            yield host
+        finally:
+            host.close()

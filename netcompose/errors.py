@@ -1,7 +1,7 @@
 """Errors users see.  Each carries its exit code; the CLI prints one line, no traceback."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 EXIT_OK, EXIT_FAILURE, EXIT_CHANGES, EXIT_INVALID, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -10,8 +10,7 @@ class NetcomposeError(Exception):
     exit_code = EXIT_FAILURE
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):  # a tuple: the loader makes one per node of the file
     file: str
     line: int
     column: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 ALIAS_PREFIX = "netcompose"
 
@@ -22,10 +23,12 @@ def _digest(*parts: str) -> str:
     return "".join(_BASE32[(bits >> shift) & 31] for shift in range(35, -5, -5))
 
 
+@lru_cache(maxsize=64)
 def project_prefix(project: str) -> str:
     return re.sub(r"[^a-z0-9]", "", project)[:6] or "nc"
 
 
+@lru_cache(maxsize=1 << 16)  # resolve and Project.scope both name every endpoint
 def host_ifname(project: str, role: str, ident: str) -> str:
     return f"{project_prefix(project)}-{_digest(project, role, ident)}"
 

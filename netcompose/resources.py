@@ -8,7 +8,6 @@ resources, so both sides always agree on keys and dependencies.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 HOST = ""  # the `ns` of objects in the host (initial) namespace
@@ -23,7 +22,7 @@ class KindSpec:
     ordered: bool = False              # the driver sequences dependencies within one batch itself
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)  # not frozen: frozen dataclasses construct 3x slower, and a run builds ~10k
 class Resource:
     kind: str
     key: str
@@ -33,6 +32,7 @@ class Resource:
     owner: str | None = None      # observed: the project that owns it; None: someone else
     external: bool = False        # must exist; netcompose never creates or deletes it
     meta: dict[str, Any] = field(default_factory=dict)  # observed-only facts (ifindex, uuid); never diffed
+    _zones: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "key": self.key, "attrs": self.attrs, "deps": list(self.deps),
@@ -43,9 +43,12 @@ class Resource:
         return cls(data["kind"], data["key"], data["attrs"], tuple(data["deps"]), tuple(data["parents"]),
                    data.get("owner"), data.get("external", False))
 
-    @cached_property
+    @property
     def zones(self) -> frozenset[str]:
-        return zones_of(self)
+        # Cached by hand: functools.cached_property takes a lock per access before Python 3.12.
+        if self._zones is None:
+            self._zones = zones_of(self)
+        return self._zones
 
     def with_owner(self, owner: str | None) -> "Resource":
         return Resource(self.kind, self.key, self.attrs, self.deps, self.parents, owner, self.external, self.meta)

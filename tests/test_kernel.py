@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from netcompose import Project
+from netcompose.compile import Unit
 from netcompose.drivers import namespaces, rtnl
 from netcompose.drivers.netlink import NetlinkDriver
 from netcompose.probe import listener, ping, tcp_connect
@@ -172,6 +173,13 @@ def test_name_collision_with_foreign_namespace_is_an_error(topo, project_name):
     assert set(link_facts(f"{project_name}-web")) == {"lo"}
 
 
+def record_compiled_units(monkeypatch) -> list[str]:
+    compiled: list[str] = []
+    original = Unit.compile
+    monkeypatch.setattr(Unit, "compile", lambda self: compiled.append(self.container.name) or original(self))
+    return compiled
+
+
 def test_an_edit_observes_only_where_it_lands(topo, project_name, monkeypatch):
     base = """
 networks:
@@ -191,9 +199,11 @@ containers:
     original = NetlinkDriver._observe_namespace
     monkeypatch.setattr(NetlinkDriver, "_observe_namespace",
                         lambda self, ns, *args: looked_at.append(ns) or original(self, ns, *args))
+    compiled = record_compiled_units(monkeypatch)
     grown = topo(base + "  four: {networks: [a]}\n")
     report = grown.up()
     assert set(looked_at) == {four}, looked_at
+    assert compiled == ["four"]
     assert {a.key for a in report.plan.changes} >= {f"netns:{four}", f"file:/etc/netns/{project_name}-.hosts/a"}
     assert not any(a.key.startswith(f"file:/etc/netns/{one}/") for a in report.plan.changes)
     assert "\tfour\n" in Path(f"/etc/netns/{one}/hosts").read_text()
@@ -204,11 +214,40 @@ containers:
     grown.up(refresh=True)
     assert not grown.plan().plan
     looked_at.clear()
+    compiled.clear()
     shrunk = topo(base.replace("  two: {networks: [a]}\n", "") + "  four: {networks: [a]}\n")
     shrunk.up()
-    assert set(looked_at) <= {two}
+    assert set(looked_at) <= {two} and not compiled
     assert two not in namespaces.list_named() and "\ttwo\n" not in Path(f"/etc/netns/{one}/hosts").read_text()
     assert not shrunk.plan().plan
+
+
+def test_an_edit_converges_the_unchanged_containers_it_reaches(topo, project_name, monkeypatch):
+    """A wire added or removed between two unchanged containers is observed in both
+    sandboxes, so both compile again and converge with it (nothing of theirs looks unwanted)."""
+    base = """
+networks:
+  a: {subnet: 10.66.0.0/24}
+containers:
+  left: {networks: [a]}
+  right: {networks: [a]}
+  aside: {networks: [a]}
+"""
+    topo(base).up()
+    compiled = record_compiled_units(monkeypatch)
+    linked = topo(base + 'links:\n  - endpoints: ["left:p0", "right:p0"]\n'
+                         '    addresses: ["10.67.0.1/30", "10.67.0.2/30"]\n')
+    report = linked.up()
+    assert sorted(compiled) == ["left", "right"]
+    assert report.plan.counts()["delete"] == 0, [a.key for a in report.plan.changes]
+    assert ping(f"{project_name}-left", "10.67.0.2")
+    assert not linked.plan().plan
+    compiled.clear()
+    unlinked = topo(base)
+    report = unlinked.up()
+    assert sorted(compiled) == ["left", "right"]
+    assert {a.key for a in report.plan.changes if not a.implicit} == {f"link:{project_name}-left/p0"}
+    assert ping(f"{project_name}-left", "10.66.0.3") and not unlinked.plan().plan
 
 
 def test_pipelined_writes_report_each_failure(project_name):

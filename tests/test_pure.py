@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from netcompose.compile import compile_resources
+from netcompose.compile import compile_resources, units
 from netcompose.plan import make_plan, PlanError
 from netcompose.errors import ConflictError
 from netcompose import resources as r
@@ -35,6 +35,23 @@ def test_compile_three_tier_is_deterministic(tmp_path):
     kinds = {x.kind for x in a.values()}
     assert kinds == {"netns", "bridge", "veth", "address", "route", "file", "sysctl", "nft_table"}
     assert all(len(x.attrs["ifname"].encode()) <= 15 for x in a.values() if x.kind in ("bridge", "veth"))
+
+
+def test_unit_digests_follow_what_a_container_compiles_from(tmp_path):
+    def digests(text: str) -> dict[str, str]:
+        return {name: unit.digest for name, unit in units(resolved(text, tmp_path)).items()}
+    base = digests("networks: {n: {}, m: {}}\ncontainers: {x: {networks: [n]}, y: {networks: [m]}}\n")
+    # Its network's MTU, its own address, a new neighbour's hosts entry: only where compile reads them.
+    mtu = digests("networks: {n: {mtu: 1400}, m: {}}\ncontainers: {x: {networks: [n]}, y: {networks: [m]}}\n")
+    assert mtu["x"] != base["x"] and mtu["y"] == base["y"]
+    grown = digests("networks: {n: {}, m: {}}\n"
+                    "containers: {x: {networks: [n]}, y: {networks: [m]}, z: {networks: [m]}}\n")
+    assert grown["x"] == base["x"] and grown["y"] == base["y"]
+    moved = digests("networks: {n: {}, m: {}}\n"
+                    "containers: {x: {networks: {n: {ipv4_address: 10.128.0.9}}}, y: {networks: [m]}}\n")
+    assert moved["x"] != base["x"]
+    assert all(unit.compile() for unit in units(resolved("networks: {n: {}}\ncontainers: {x: {networks: [n]}}\n",
+                                                          tmp_path)).values())
 
 
 def test_ipam_defaults_avoid_host_routes_and_stick(tmp_path):

@@ -3,15 +3,22 @@
 Each network driver (Linux bridge, Open vSwitch) and the p2p link kind live in their own
 module and answer two questions: which resources make a network, and which make an
 endpoint of it.
+
+The resources of one container compile from that container and its networks alone (a
+`Unit`), so an edit of a large file recompiles only the containers it touches.
 """
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Iterable
 
 from .. import names
 from .. import resources as r
 from ..resources import Resource
-from ..spec.resolve import RContainer, Resolved
+from ..spec.resolve import RContainer, Resolved, RNetwork
 from . import bridge, firewall, ovs, p2p
 
 NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs}
@@ -24,19 +31,19 @@ def netns_dir(ns: str) -> str:
     return f"/etc/netns/{ns}"
 
 
-def _container(res: Resolved, c: RContainer) -> Iterable[Resource]:
-    yield r.netns(c.netns, external=c.adopted, marker=None if c.adopted else names.alias(res.project, "ns", c.name))
+def _container(project: str, c: RContainer, networks: dict[str, RNetwork]) -> Iterable[Resource]:
+    yield r.netns(c.netns, external=c.adopted, marker=None if c.adopted else names.alias(project, "ns", c.name))
     addr_keys: dict[str, tuple[str, str]] = {}  # ifname → (link key, address key)
     for ep in c.endpoints:
-        net = res.networks[ep.network]
-        link_key, parts = NETWORK_DRIVERS[net.driver].endpoint(res, c, ep, net)
+        net = networks[ep.network]
+        link_key, parts = NETWORK_DRIVERS[net.driver].endpoint(project, c, ep, net)
         yield from parts
         addr = r.address(c.netns, ep.ifname, str(ep.address), ep.prefixlen, link_key)
         addr_keys[ep.ifname] = (link_key, addr.key)
         yield addr
     yield from _routes(c, addr_keys)
     if not c.adopted:
-        yield from _files(res.project, c)
+        yield from _files(project, c)
     for name, value in c.sysctls.items():
         yield r.sysctl(c.netns, name, value)
 
@@ -74,11 +81,51 @@ def _files(project: str, c: RContainer) -> Iterable[Resource]:
         yield r.file(f"{folder}/resolv.conf", "\n".join(lines) + "\n")
 
 
-def compile_resources(res: Resolved) -> dict[str, Resource]:
-    out: dict[str, Resource] = {}
-    parts = [*(NETWORK_DRIVERS[net.driver].network(res, net) for net in res.networks.values()),
-             *(_container(res, c) for c in res.containers.values()), _host_groups(res), p2p.links(res),
-             firewall.tables(res)]
+@lru_cache(maxsize=1)
+def _compiler_fingerprint() -> bytes:
+    """Changes with the code that compiles a unit, so a new version recompiles every unit."""
+    hasher = hashlib.blake2b(digest_size=8)
+    for source in sorted(Path(__file__).parent.glob("*.py")) + [Path(r.__file__)]:
+        hasher.update(source.read_bytes())
+    return hasher.digest()
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One container's resources, compiled from exactly what `digest` covers."""
+
+    project: str
+    container: RContainer
+    networks: dict[str, RNetwork]
+    digest: str
+
+    def compile(self) -> list[Resource]:
+        return list(_container(self.project, self.container, self.networks))
+
+
+def units(res: Resolved) -> dict[str, Unit]:
+    shown = {name: repr(net) for name, net in res.networks.items()}  # once, not once per member
+    out = {}
+    for c in res.containers.values():
+        networks = {ep.network: res.networks[ep.network] for ep in c.endpoints}
+        inputs = repr((res.project, c)) + "".join(shown[name] for name in networks)
+        digest = hashlib.blake2b(_compiler_fingerprint() + inputs.encode(), digest_size=8).hexdigest()
+        out[c.name] = Unit(res.project, c, networks, digest)
+    return out
+
+
+def shared_resources(res: Resolved) -> Iterable[Resource]:
+    """Everything not in a unit: networks, shared hosts files, p2p links, firewall tables."""
+    for net in res.networks.values():
+        yield from NETWORK_DRIVERS[net.driver].network(res, net)
+    yield from _host_groups(res)
+    yield from p2p.links(res)
+    yield from firewall.tables(res)
+
+
+def collect(parts: Iterable[Iterable[Resource]], into: dict[str, Resource] | None = None) -> dict[str, Resource]:
+    """Resources by key; the same key twice is an error unless both compile alike."""
+    out = {} if into is None else into
     for part in parts:
         for resource in part:
             if resource.key in out:
@@ -87,3 +134,29 @@ def compile_resources(res: Resolved) -> dict[str, Resource]:
                 raise ValueError(f"two resources compile to {resource.key}")
             out[resource.key] = resource
     return out
+
+
+class Desired:
+    """A file's resources, its units compiled on demand: all of them for a full plan, only
+    the touched ones for an edit."""
+
+    def __init__(self, res: Resolved) -> None:
+        self.resolved = res
+        self.units = units(res)
+        self.unit_keys: dict[str, list[str]] = {}   # compiled units → the keys they produced
+        self.resources = collect([shared_resources(res)])
+
+    def add(self, name: str) -> None:
+        if name not in self.unit_keys:
+            built = self.units[name].compile()
+            collect([built], into=self.resources)
+            self.unit_keys[name] = [res.key for res in built]
+
+    def complete(self) -> dict[str, Resource]:
+        for name in self.units:
+            self.add(name)
+        return self.resources
+
+
+def compile_resources(res: Resolved) -> dict[str, Resource]:
+    return Desired(res).complete()

@@ -15,14 +15,14 @@ def network(res: Resolved, net: RNetwork) -> Iterable[Resource]:
     yield r.address(HOST, net.bridge, str(net.gateway), net.subnet.prefixlen, br.key)
 
 
-def endpoint_veth(res: Resolved, c: RContainer, ep: REndpoint, net: RNetwork, master: str | None,
+def endpoint_veth(project: str, c: RContainer, ep: REndpoint, net: RNetwork, master: str | None,
                   tx_checksum: bool | None = None) -> Resource:
     ident = f"{c.name}/{ep.network}"
     return r.veth(HOST, ep.host_ifname, c.netns, ep.ifname, mtu=net.mtu,
-                  alias=names.alias(res.project, "ep", ident), peer_alias=names.alias(res.project, "ep-peer", ident),
+                  alias=names.alias(project, "ep", ident), peer_alias=names.alias(project, "ep-peer", ident),
                   peer_mac=ep.mac, master=master, tx_checksum=tx_checksum)
 
 
-def endpoint(res: Resolved, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple[str, list[Resource]]:
-    link = endpoint_veth(res, c, ep, net, master=net.bridge)
+def endpoint(project: str, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple[str, list[Resource]]:
+    link = endpoint_veth(project, c, ep, net, master=net.bridge)
     return link.key, [link]

@@ -12,8 +12,8 @@ from ..spec.resolve import RContainer, REndpoint, Resolved, RNetwork
 from .bridge import endpoint_veth
 
 
-def _ids(res: Resolved, net: RNetwork, endpoint: str | None = None) -> dict[str, str]:
-    ids = {"netcompose-project": res.project, "netcompose-network": net.name}
+def _ids(project: str, net: RNetwork, endpoint: str | None = None) -> dict[str, str]:
+    ids = {"netcompose-project": project, "netcompose-network": net.name}
     if endpoint:
         ids["netcompose-endpoint"] = endpoint
     return ids
@@ -28,7 +28,7 @@ def network(res: Resolved, net: RNetwork) -> Iterable[Resource]:
     yield r.ovs_bridge(net.bridge, ovs.get("datapath_type", "system"), ovs.get("fail_mode", "standalone"),
                        res.project)
     gw = gateway_port(res, net)
-    port = r.ovs_port(gw, net.bridge, type="internal", tag=net.vlan, trunks=None, external_ids=_ids(res, net))
+    port = r.ovs_port(gw, net.bridge, type="internal", tag=net.vlan, trunks=None, external_ids=_ids(res.project, net))
     yield port
     link = r.claimed_link(HOST, gw, gw, mtu=net.mtu, alias=names.alias(res.project, "gw", net.name),
                           creator=port.key)
@@ -36,16 +36,16 @@ def network(res: Resolved, net: RNetwork) -> Iterable[Resource]:
     yield r.address(HOST, gw, str(net.gateway), net.subnet.prefixlen, link.key)
 
 
-def endpoint(res: Resolved, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple[str, list[Resource]]:
+def endpoint(project: str, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple[str, list[Resource]]:
     ident = f"{c.name}/{ep.network}"
     tag = None if ep.trunks else net.vlan
     if ep.type == "ovs-internal":
         port = r.ovs_port(ep.host_ifname, net.bridge, type="internal", tag=tag, trunks=ep.trunks,
-                          external_ids=_ids(res, net, ident))
+                          external_ids=_ids(project, net, ident))
         link = r.claimed_link(c.netns, ep.ifname, ep.host_ifname, mtu=net.mtu, mac=ep.mac,
-                              alias=names.alias(res.project, "ep-int", ident), creator=port.key)
+                              alias=names.alias(project, "ep-int", ident), creator=port.key)
         return link.key, [port, link]
-    veth = endpoint_veth(res, c, ep, net, master=None, tx_checksum=False)
+    veth = endpoint_veth(project, c, ep, net, master=None, tx_checksum=False)
     port = r.ovs_port(ep.host_ifname, net.bridge, type="", tag=tag, trunks=ep.trunks,
-                      external_ids=_ids(res, net, ident), needs=(veth.key,))
+                      external_ids=_ids(project, net, ident), needs=(veth.key,))
     return veth.key, [veth, port]

@@ -14,6 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
 from ..errors import Position, SpecError
+from ..gcpause import gc_paused
 from .loader import Document, parse_yaml, read_dotenv
 from .model import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN, Topology
 
@@ -177,7 +178,12 @@ def default_project(path: Path, topology: Topology, explicit: str | None) -> str
 
 def load(path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
          environ: dict[str, str] | None = None) -> Spec:
-    path = Path(path)
+    with gc_paused():
+        return _load(Path(path), project, variables, environ)
+
+
+def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
+          environ: dict[str, str] | None) -> Spec:
     env = {**read_dotenv(path.parent), **(os.environ if environ is None else environ)}
     variables = variables or {}
     doc = _load_document(path, env, variables, None)

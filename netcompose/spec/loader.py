@@ -85,6 +85,9 @@ def read_dotenv(folder: Path) -> dict[str, str]:
     return values
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 class _Builder:
     def __init__(self, file: str, loader: yaml.SafeLoader, env: dict[str, str] | None):
         self.file, self.loader, self.env = file, loader, env
@@ -112,7 +115,8 @@ class _Builder:
         return self.build_scalar(node, path)
 
     def build_scalar(self, node: ScalarNode, path: Path_) -> Any:
-        value = self.loader.construct_object(node, deep=True)
+        # Most scalars are strings (keys, names): their value is the node's text.
+        value = node.value if node.tag == _STR_TAG else self.loader.construct_object(node, deep=True)
         if isinstance(value, str) and self.env is not None and "$" in value:
             value = interpolate(value, self.env, self.pos(node))
             if node.style is None:  # plain scalars are re-typed after interpolation, as in Compose
