@@ -1,17 +1,22 @@
 """apply: run a plan through the drivers, level by level, and roll back on failure.
 
-Actions of one level do not depend on each other, so each driver gets them as one batch
-(pipelined netlink, one OVSDB transaction, one nft transaction).  Rollback is itself a
-plan: from what the host is now back to what it was before (nmstate's model).
+Actions of one level do not depend on each other (or the driver sequences them), so each
+driver gets them as one batch (pipelined netlink, one OVSDB transaction, one nft
+transaction), and the batches of different drivers run at once: each driver owns its
+backend, and their kernel work (netlink, the filesystem) overlaps on separate cores.
+Rollback is itself a plan: from what the host is now back to what it was before
+(nmstate's model).
 """
 from __future__ import annotations
 
 import itertools
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .drivers import Outcome
 from .errors import ApplyError
 from .plan import Action, Plan
 from .resources import KINDS
@@ -45,37 +50,53 @@ def batches(plan: Plan):
 
 
 def execute(plan: Plan, drivers: dict, fault: FaultHook | None = None) -> Progress:
-    """Apply every action; stop at the first failure and say which actions completed."""
+    """Apply every action; stop at the first failed level and say which actions completed."""
     progress = Progress()
     for by_driver in batches(plan):
+        work: dict[str, list[Action]] = {}
         for driver_name, actions in by_driver.items():
-            implicit = [a for a in actions if a.implicit]
-            real = [a for a in actions if not a.implicit]
-            progress.done.extend(implicit)
-            if fault is not None:
-                for i, action in enumerate(real):
-                    try:
-                        fault(action)
-                    except InjectedFault as exc:
-                        _apply_batch(drivers[driver_name], real[:i], progress)
-                        progress.failed, progress.error = action, f"injected fault: {exc}"
-                        return progress
-            if not _apply_batch(drivers[driver_name], real, progress):
-                return progress
+            progress.done.extend(a for a in actions if a.implicit)
+            work[driver_name] = [a for a in actions if not a.implicit]
+        if fault is not None and _inject(fault, work, drivers, progress):
+            return progress
+        outcomes = _apply_concurrently({name: (drivers[name], actions) for name, actions in work.items() if actions})
+        for name, outcome in outcomes.items():
+            _record(work[name], outcome, progress)
+        if progress.failed is not None:
+            return progress
     return progress
 
 
-def _apply_batch(driver, actions: list[Action], progress: Progress) -> bool:
-    if not actions:
-        return True
-    outcome = driver.apply(actions)
+def _inject(fault: FaultHook, work: dict[str, list[Action]], drivers: dict, progress: Progress) -> bool:
+    """A test's fault hook raises in place of one action: apply the batch up to it, then fail."""
+    for driver_name, actions in work.items():
+        for i, action in enumerate(actions):
+            try:
+                fault(action)
+            except InjectedFault as exc:
+                if i:
+                    _record(actions[:i], drivers[driver_name].apply(actions[:i]), progress)
+                progress.failed, progress.error = action, f"injected fault: {exc}"
+                return True
+    return False
+
+
+def _apply_concurrently(batches: dict[str, tuple[object, list[Action]]]) -> dict[str, Outcome]:
+    if len(batches) == 1:
+        ((name, (driver, actions)),) = batches.items()
+        return {name: driver.apply(actions)}
+    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
+        futures = {name: pool.submit(driver.apply, actions) for name, (driver, actions) in batches.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _record(actions: list[Action], outcome: Outcome, progress: Progress) -> None:
     for action in actions:
         if action.key in outcome.errors:
             if progress.failed is None:
                 progress.failed, progress.error = action, outcome.errors[action.key]
         else:
             progress.done.append(action)
-    return progress.failed is None
 
 
 class Journal:

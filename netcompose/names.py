@@ -37,10 +37,11 @@ def netns_name(project: str, container: str) -> str:
     return f"{project}-{container}"
 
 
-def hosts_dir(project: str) -> str:
-    """The project's shared hosts files; a container name cannot start with "." so this
-    folder never collides with a namespace's own /etc/netns folder."""
-    return f"/etc/netns/{project}-.hosts"
+def shared_etc_dir(project: str) -> str:
+    """The project's shared /etc folders, one per group of containers with the same hosts
+    and DNS files; a container name cannot start with "." so this never collides with a
+    namespace's own /etc/netns entry."""
+    return f"/etc/netns/{project}-.etc"
 
 
 def alias(project: str, role: str, ident: str) -> str:

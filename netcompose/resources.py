@@ -64,8 +64,8 @@ KINDS: dict[str, KindSpec] = {
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
     "nft_table": KindSpec("nftables", compare=("chains",)),
-    "file": KindSpec("files"),
-    "sysctl": KindSpec("files"),
+    "file": KindSpec("files", ordered=True),     # applied one by one, in the order given
+    "sysctl": KindSpec("files", ordered=True),
 }
 
 

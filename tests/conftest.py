@@ -32,8 +32,11 @@ def remove_by_prefix(prefix: str) -> None:
             time.sleep(0.05)
     finally:
         sock.close()
-    for folder in Path("/etc/netns").glob(f"{prefix}*"):
-        shutil.rmtree(folder, ignore_errors=True)
+    for entry in Path("/etc/netns").glob(f"{prefix}*"):
+        if entry.is_symlink():
+            entry.unlink()
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
     shutil.rmtree(f"/run/netcompose/{prefix}", ignore_errors=True)
     if shutil.which("nft"):
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.split("\n")

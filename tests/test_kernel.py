@@ -75,6 +75,11 @@ def test_three_tier_reachability_and_settings(three_tier, project_name):
     assert "nameserver 10.10.0.1" in resolv and "search shop.lab" in resolv
     hosts = Path(f"/etc/netns/{app}/hosts").read_text()
     assert "10.20.0.99\tcache" in hosts and "10.20.0.30\tdb" in hosts
+    # /etc/netns/<ns> is a symlink to a shared folder; `ip netns exec` follows it.
+    assert os.path.islink(f"/etc/netns/{web}")
+    seen = subprocess.run(["ip", "netns", "exec", web, "cat", "/etc/resolv.conf", "/etc/hosts"],
+                          capture_output=True, text=True).stdout
+    assert "search shop.lab" in seen and "\tapp\n" in seen
     out = subprocess.run(["ip", "netns", "exec", app, "cat", "/proc/sys/net/ipv4/ip_forward"],
                          capture_output=True, text=True).stdout
     assert out.strip() == "1"
@@ -193,7 +198,7 @@ containers:
     topo(base).up()
     one, two, three, four = (f"{project_name}-{c}" for c in ("one", "two", "three", "four"))
     # Members of a network share one hosts file.
-    assert os.readlink(f"/etc/netns/{one}/hosts") == os.readlink(f"/etc/netns/{two}/hosts")
+    assert os.readlink(f"/etc/netns/{one}") == os.readlink(f"/etc/netns/{two}")
     ip("addr", "flush", "dev", "eth0", ns=three)   # drift outside the coming edit
     looked_at = []
     original = NetlinkDriver._observe_namespace
@@ -204,8 +209,8 @@ containers:
     report = grown.up()
     assert set(looked_at) == {four}, looked_at
     assert compiled == ["four"]
-    assert {a.key for a in report.plan.changes} >= {f"netns:{four}", f"file:/etc/netns/{project_name}-.hosts/a"}
-    assert not any(a.key.startswith(f"file:/etc/netns/{one}/") for a in report.plan.changes)
+    assert {a.key for a in report.plan.changes} >= {f"netns:{four}", f"file:/etc/netns/{project_name}-.etc/a/hosts"}
+    assert f"file:/etc/netns/{one}" not in {a.key for a in report.plan.changes}
     assert "\tfour\n" in Path(f"/etc/netns/{one}/hosts").read_text()
     assert ping(four, "10.63.0.2") and ping(one, "10.63.0.4")
     # The full view finds only the drift the edit did not touch; a refresh repairs it.

@@ -23,8 +23,7 @@ from . import bridge, firewall, ovs, p2p
 
 NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs}
 
-FILE_MARKER = "# netcompose project={project} container={container}: managed file, edits are overwritten"
-HOSTS_MARKER = "# netcompose project={project} hosts={group}: managed file, edits are overwritten"
+FILE_MARKER = "# netcompose project={project} group={group}: managed file, edits are overwritten"
 
 
 def netns_dir(ns: str) -> str:
@@ -43,7 +42,7 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork]) -> It
         yield addr
     yield from _routes(c, addr_keys)
     if not c.adopted:
-        yield from _files(project, c)
+        yield _etc_link(project, c)
     for name, value in c.sysctls.items():
         yield r.sysctl(c.netns, name, value)
 
@@ -56,29 +55,34 @@ def _routes(c: RContainer, addr_keys: dict[str, tuple[str, str]]) -> Iterable[Re
         yield r.route(c.netns, dst, via, dev, metric, link=link, gateway_address=addr)
 
 
-def _hosts_file(project: str, group: str) -> str:
-    return f"{names.hosts_dir(project)}/{group}"
+def _group_dir(project: str, group: str) -> str:
+    return f"{names.shared_etc_dir(project)}/{group}"
 
 
-def _host_groups(res: Resolved) -> Iterable[Resource]:
-    used = {c.hosts_group for c in res.containers.values() if not c.adopted}
-    for group in sorted(used):
-        lines = [HOSTS_MARKER.format(project=res.project, group=group), "127.0.0.1\tlocalhost",
-                 "::1\tlocalhost ip6-localhost ip6-loopback"]
+def _etc_groups(res: Resolved) -> Iterable[Resource]:
+    """One folder per group: `hosts` (the members of its networks, like Docker's embedded
+    DNS) and, when the group sets DNS, `resolv.conf`."""
+    members: dict[str, RContainer] = {}
+    for c in res.containers.values():
+        if not c.adopted:
+            members.setdefault(c.hosts_group, c)
+    for group, c in sorted(members.items()):
+        folder, marker = _group_dir(res.project, group), FILE_MARKER.format(project=res.project, group=group)
+        lines = [marker, "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         lines += [f"{ip}\t{name}" for ip, name in res.host_groups[group]]
-        yield r.file(_hosts_file(res.project, group), "\n".join(lines) + "\n")
+        yield r.file(f"{folder}/hosts", "\n".join(lines) + "\n")
+        if c.dns or c.dns_search:
+            lines = [marker] + [f"nameserver {d}" for d in c.dns]
+            if c.dns_search:
+                lines.append("search " + " ".join(c.dns_search))
+            yield r.file(f"{folder}/resolv.conf", "\n".join(lines) + "\n")
 
 
-def _files(project: str, c: RContainer) -> Iterable[Resource]:
-    folder = netns_dir(c.netns)
-    marker = FILE_MARKER.format(project=project, container=c.name)
-    shared = _hosts_file(project, c.hosts_group)
-    yield r.file(f"{folder}/hosts", link_to=shared, deps=(f"file:{shared}",))
-    if c.dns or c.dns_search:
-        lines = [marker] + [f"nameserver {d}" for d in c.dns]
-        if c.dns_search:
-            lines.append("search " + " ".join(c.dns_search))
-        yield r.file(f"{folder}/resolv.conf", "\n".join(lines) + "\n")
+def _etc_link(project: str, c: RContainer) -> Resource:
+    """/etc/netns/<ns> is a symbolic link to its group's folder (`ip netns exec` follows it):
+    one symlink per container instead of a folder, which costs the filesystem 5x more."""
+    folder = _group_dir(project, c.hosts_group)
+    return r.file(netns_dir(c.netns), link_to=folder, deps=(f"file:{folder}/hosts",))
 
 
 @lru_cache(maxsize=1)
@@ -115,10 +119,10 @@ def units(res: Resolved) -> dict[str, Unit]:
 
 
 def shared_resources(res: Resolved) -> Iterable[Resource]:
-    """Everything not in a unit: networks, shared hosts files, p2p links, firewall tables."""
+    """Everything not in a unit: networks, shared /etc folders, p2p links, firewall tables."""
     for net in res.networks.values():
         yield from NETWORK_DRIVERS[net.driver].network(res, net)
-    yield from _host_groups(res)
+    yield from _etc_groups(res)
     yield from p2p.links(res)
     yield from firewall.tables(res)
 

@@ -1,5 +1,5 @@
-"""Files driver: /etc/netns/<ns>/{hosts,resolv.conf}, the shared hosts files they link to,
-and per-namespace sysctls (/proc/sys)."""
+"""Files driver: /etc/netns/<ns> (a symbolic link to a shared folder of hosts and
+resolv.conf), those shared folders, and per-namespace sysctls (/proc/sys)."""
 from __future__ import annotations
 
 import os
@@ -38,6 +38,13 @@ def _write_atomically(path: str, content: str | None, link_to: str | None) -> No
     os.replace(tmp, path)
 
 
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
 def _sysctl_path(name: str) -> str:
     return "/proc/sys/" + name.replace(".", "/")
 
@@ -52,24 +59,21 @@ class FilesDriver:
         pass
 
     def observe(self, scope: Scope) -> list[Resource]:
-        out: list[Resource] = []
+        shared = names.shared_etc_dir(scope.project)
         paths = {z[5:] for z in scope.focus or () if z.startswith("file:")}
-        prefix = f"{scope.project}-"
         if scope.focus is not None:
-            folders = [z[3:] for z in scope.focus if z.startswith(f"ns:{prefix}")]
+            entries = [f"{NETNS_ETC}/{z[3:]}" for z in scope.focus if z.startswith(f"ns:{scope.project}-")]
         else:
-            try:
-                folders = [d for d in os.listdir(NETNS_ETC) if d.startswith(prefix)]
-            except FileNotFoundError:
-                folders = []
-        for folder in folders:
-            paths.update(f"{NETNS_ETC}/{folder}/{name}" for name in ("hosts", "resolv.conf"))
-        shared = names.hosts_dir(scope.project)
-        if scope.focus is None:
-            try:
-                paths.update(f"{shared}/{name}" for name in os.listdir(shared) if not name.endswith(_TMP))
-            except FileNotFoundError:
-                pass
+            entries = [path for name in _listdir(NETNS_ETC) if name.startswith(f"{scope.project}-")
+                       and (path := f"{NETNS_ETC}/{name}") != shared]
+            paths.update(f"{shared}/{group}/{name}" for group in _listdir(shared) if not group.endswith(_TMP)
+                         for name in _listdir(f"{shared}/{group}") if not name.endswith(_TMP))
+        for entry in entries:
+            if os.path.isdir(entry) and not os.path.islink(entry):  # someone's own folder: look inside
+                paths.update(f"{entry}/{name}" for name in ("hosts", "resolv.conf"))
+            else:
+                paths.add(entry)
+        out: list[Resource] = []
         for path in sorted(paths):
             try:
                 if os.path.islink(path):  # ours when it points into our shared folder
@@ -79,7 +83,7 @@ class FilesDriver:
                     continue
                 with open(path) as f:
                     content = f.read()
-            except (FileNotFoundError, NotADirectoryError):
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 continue
             mark = _MARKER.match(content)
             out.append(r.file(path, content, owner=mark.group(1) if mark else None))
@@ -130,13 +134,14 @@ class FilesDriver:
     def _apply_file(op: str, a: dict) -> None:
         if op == "delete":
             os.unlink(a["path"])
-            folder = os.path.dirname(a["path"])
             try:  # a write that died halfway leaves its temporary file
                 os.unlink(a["path"] + _TMP)
             except FileNotFoundError:
                 pass
-            if os.path.dirname(folder) == NETNS_ETC and not os.listdir(folder):
+            folder = os.path.dirname(a["path"])
+            while folder.startswith(NETNS_ETC + "/") and not os.listdir(folder):  # a shared folder emptied
                 os.rmdir(folder)
+                folder = os.path.dirname(folder)
         else:
             _write_atomically(a["path"], a["content"], a["link_to"])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import resource
 import socket
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -37,6 +38,7 @@ class Namespaces:
         self.socks: dict[str, rtnl.RtnlSocket] = {HOST: rtnl.RtnlSocket()}
         self.inets: dict[str, socket.socket] = {}
         self.nft_socks: dict[str, rtnl.RtnlSocket] = {}
+        self._opening = threading.RLock()  # drivers of one plan level run in parallel threads
 
     @staticmethod
     def path(ns: str) -> str:
@@ -50,20 +52,29 @@ class Namespaces:
             return False
 
     def fd(self, ns: str) -> int:
-        if ns not in self.fds:
-            self.fds[ns] = namespaces.open_fd(self.path(ns))
-        return self.fds[ns]
+        fd = self.fds.get(ns)
+        if fd is None:
+            with self._opening:
+                fd = self.fds.get(ns)
+                if fd is None:
+                    fd = self.fds[ns] = namespaces.open_fd(self.path(ns))
+        return fd
 
     def sock(self, ns: str) -> rtnl.RtnlSocket:
-        if ns not in self.socks:
-            self.socks[ns] = self._open(ns, socket.NETLINK_ROUTE)
-        return self.socks[ns]
+        return self._cached(self.socks, ns, socket.NETLINK_ROUTE)
 
     def nft_sock(self, ns: str) -> rtnl.RtnlSocket:
         """A NETLINK_NETFILTER socket in `ns`."""
-        if ns not in self.nft_socks:
-            self.nft_socks[ns] = self._open(ns, rtnl.NETLINK_NETFILTER)
-        return self.nft_socks[ns]
+        return self._cached(self.nft_socks, ns, rtnl.NETLINK_NETFILTER)
+
+    def _cached(self, table: dict[str, rtnl.RtnlSocket], ns: str, protocol: int) -> rtnl.RtnlSocket:
+        sock = table.get(ns)
+        if sock is None:
+            with self._opening:
+                sock = table.get(ns)
+                if sock is None:
+                    sock = table[ns] = self._open(ns, protocol)
+        return sock
 
     def _open(self, ns: str, protocol: int) -> rtnl.RtnlSocket:
         if ns == HOST:
@@ -73,13 +84,14 @@ class Namespaces:
 
     def inet(self, ns: str) -> socket.socket:
         """A plain socket in `ns`, for ioctls."""
-        if ns not in self.inets:
-            if ns == HOST:
-                self.inets[ns] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            else:
-                with namespaces.entered(self.fd(ns)):
+        with self._opening:
+            if ns not in self.inets:
+                if ns == HOST:
                     self.inets[ns] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        return self.inets[ns]
+                else:
+                    with namespaces.entered(self.fd(ns)):
+                        self.inets[ns] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            return self.inets[ns]
 
     def forget(self, ns: str) -> None:
         if ns in self.nft_socks:

@@ -66,7 +66,7 @@ class RContainer:
     dns_search: list[str]
     hosts: list[tuple[str, str]]     # extra_hosts
     sysctls: dict[str, str]
-    hosts_group: str = ""            # its /etc/hosts: Resolved.host_groups[hosts_group]
+    hosts_group: str = ""            # its /etc files: Resolved.host_groups[hosts_group] and its DNS
 
 
 @dataclass
@@ -273,6 +273,8 @@ class _Resolver:
             group = ",".join(nets) or "_none"
             if c.hosts:
                 group = f"{c.name}@{group}"
+            if c.dns or c.dns_search:  # the group's folder holds its resolv.conf too
+                group += "~" + hashlib.sha256(repr((c.dns, c.dns_search)).encode()).hexdigest()[:12]
             if len(group) > 200:
                 group = "_" + hashlib.sha256(group.encode()).hexdigest()[:32]
             if group not in groups:
