@@ -27,7 +27,7 @@ from .drivers.netlink import Namespaces, NetlinkDriver
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .errors import ApplyError, LockTimeout, StalePlan
 from .gcpause import gc_paused
-from .plan import Plan, classify, digest, make_plan
+from .plan import Plan, classify, describe, digest, make_plan
 from .resources import HOST, Resource
 from .spec import Spec, load
 from .spec.resolve import HostFacts, Resolved, resolve
@@ -414,7 +414,7 @@ class Project:
             remaining = make_plan(state.target, self._observe(host, state.scope, list(state.target.values())),
                                   self.name)
             if remaining:
-                detail = "; ".join(f"{a.op} {a.key}" for a in remaining.changes[:5])
+                detail = "; ".join(describe(remaining.changes[:5]))
                 problem = self._rollback(host, state) if rollback else False
                 raise ApplyError(f"verify failed: the host still differs after apply ({detail}); "
                                  + rollback_outcome(problem))
@@ -447,7 +447,7 @@ class Project:
                 return failure_message(progress)
             self._settle(host)
             left = make_plan(target, self._observe(host, state.scope, list(target.values())), self.name)
-            return "; ".join(f"{a.op} {a.key}" for a in left.changes[:5]) or None
+            return "; ".join(describe(left.changes[:5])) or None
         except Exception as exc:  # rollback is best effort; the next `up` converges anyway
             return f"{type(exc).__name__}: {exc}"
 

@@ -7,6 +7,7 @@ The human name lives in the interface alias, which also marks ownership.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from functools import lru_cache
@@ -14,13 +15,9 @@ from functools import lru_cache
 ALIAS_PREFIX = "netcompose"
 
 
-_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
-
-
 def _digest(*parts: str) -> str:
     """The first 40 bits of SHA-256 in (lower-case RFC 4648) base32: 8 characters."""
-    bits = int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:5], "big")
-    return "".join(_BASE32[(bits >> shift) & 31] for shift in range(35, -5, -5))
+    return base64.b32encode(hashlib.sha256("\0".join(parts).encode()).digest()[:5]).decode().lower()
 
 
 @lru_cache(maxsize=64)

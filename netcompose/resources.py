@@ -133,12 +133,14 @@ def ovs_bridge(name: str, datapath_type: str, fail_mode: str, project: str | Non
 
 
 def ovs_port(name: str, bridge: str, *, type: str, tag: int | None, trunks: list[int] | None,
-             external_ids: dict[str, str], needs: tuple[str, ...] = (), owner: str | None = None) -> Resource:
+             external_ids: dict[str, str], owner: str | None = None) -> Resource:
+    """A port of type "" attaches the host device of its name (a veth end), which must exist."""
     bridge_key = f"ovsbr:{bridge}"
+    device = (link_key(HOST, name),) if type == "" else ()
     return Resource("ovs_port", f"ovsport:{name}",
                     {"name": name, "bridge": bridge, "type": type, "tag": tag, "trunks": sorted(trunks or []),
                      "external_ids": external_ids},
-                    deps=(bridge_key,) + needs, parents=(bridge_key,), owner=owner)
+                    deps=(bridge_key,) + device, parents=(bridge_key,), owner=owner)
 
 
 def address(ns: str, ifname: str, ip: str, prefixlen: int, link: str, owner: str | None = None) -> Resource:
@@ -163,10 +165,14 @@ def file(path: str, content: str | None = None, owner: str | None = None, link_t
                     deps=deps, owner=owner)
 
 
-def sysctl(ns: str, name: str, value: str, owner: str | None = None, deps: tuple[str, ...] = ()) -> Resource:
+def sysctl(ns: str, name: str, value: str, owner: str | None = None) -> Resource:
+    """A per-device sysctl (net.ipv4.conf.DEV.*) needs the device, when netcompose makes it."""
     value = " ".join(str(value).split())  # the kernel prints multi-value sysctls with tabs
+    parts = name.split(".")
+    device = ((link_key(ns, parts[3]),) if len(parts) > 4 and parts[1] in ("ipv4", "ipv6") and parts[2] == "conf"
+              and parts[3] not in ("all", "default", "lo") else ())
     return Resource("sysctl", f"sysctl:{ns}/{name}", {"ns": ns, "name": name, "value": value},
-                    deps=_ns_parents(ns) + deps, owner=owner)
+                    deps=_ns_parents(ns) + device, owner=owner)
 
 
 def nft_table(ns: str, family: str, name: str, chains: dict[str, Any], rules: dict[str, list] | None = None,

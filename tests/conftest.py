@@ -33,7 +33,7 @@ def remove_by_prefix(prefix: str) -> None:
     finally:
         sock.close()
     for entry in Path("/etc/netns").glob(f"{prefix}*"):
-        if entry.is_symlink():
+        if entry.is_symlink() or entry.is_file():
             entry.unlink()
         else:
             shutil.rmtree(entry, ignore_errors=True)

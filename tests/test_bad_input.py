@@ -24,6 +24,8 @@ CORPUS = [
     ("networks:\n  front:\n    subnet: 10.10.0.1/24\n", "3:13", "host bits set"),
     ("networks:\n  front:\n    subnet: banana\n", "3:13", "IPv4 network"),
     ("networks:\n  front:\n    subnet: false\n", "3:13", "not a number or boolean"),
+    ("containers:\n  a: {}\n  b: {}\nlinks:\n  - endpoints: [a:p0, b:p0]\n    addresses: [true, 10.0.0.2/30]\n",
+     "6:17", "not a number or boolean"),
     ("networks:\n  front:\n    subnet: 10.1.1.0/31\n", "3:13", "use a prefix of /30 or shorter"),
     ("networks:\n  a: {subnet: 10.0.0.0/16}\n  b: {subnet: 10.0.5.0/24}\n", "3:15", "overlaps"),
     (OK_NET + "    gateway: 10.20.0.1\n", "4:14", "outside subnet"),

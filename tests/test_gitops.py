@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from netcompose import Project
 from netcompose.apply import InjectedFault
 from netcompose.engine import Lock
-from netcompose.errors import ApplyError
+from netcompose.drivers import namespaces
+from netcompose.errors import ApplyError, ConflictError
 
 from .conftest import REPO, needs_root, run_cli
 from .test_kernel import ip
@@ -81,6 +83,30 @@ def test_fault_at_every_operation_rolls_back(topo, private_ovs, scenario):
         assert snapshot(target) == pre, f"fault at operation {n} ({seen[-1]}) left the host changed"
     target.up()
     assert not target.plan().plan
+
+
+def test_a_driver_failing_beside_others_rolls_back_all_of_them(topo, project_name):
+    """Netlink and files apply one level at once; a real error in one undoes both."""
+    blocker = Path(f"/etc/netns/{project_name}-.etc")
+    blocker.write_text("someone's file where the shared folder goes\n")
+    project = topo("networks: {n: {subnet: 10.69.0.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    pre = snapshot(project)
+    with pytest.raises(ApplyError, match="rolled back: the host is as it was before"):
+        project.up()
+    assert snapshot(project) == pre and f"{project_name}-web" not in namespaces.list_named()
+    assert blocker.read_text().startswith("someone's") and not Path(f"/etc/netns/{project_name}-web").exists()
+    blocker.unlink()
+    project.up()
+    assert not project.plan().plan
+
+
+def test_a_folder_of_someone_else_where_a_link_goes_is_a_conflict(topo, project_name):
+    folder = Path(f"/etc/netns/{project_name}-web")
+    folder.mkdir()
+    project = topo("networks: {n: {subnet: 10.70.0.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    with pytest.raises(ConflictError, match="another tool"):
+        project.up()
+    assert folder.is_dir() and f"{project_name}-web" not in namespaces.list_named()
 
 
 def test_no_rollback_keeps_partial_state_and_next_up_converges(topo, private_ovs):

@@ -174,3 +174,19 @@ def test_drift_is_told_apart_from_file_changes(tmp_path):
     assert all(a.cause == "config" for a in plan.actions if a.op == "update")
     doc = plan.to_json()
     assert [a["key"] for a in doc["resource_drift"]] == [lost]
+
+
+def test_cross_driver_dependencies_come_from_the_constructors():
+    """Drivers of one level apply at once, and a rollback plans from what drivers observed
+    (built without compile's help): so a dependency across drivers must be derived by the
+    resource constructor itself, on both sides alike."""
+    veth = r.veth(r.HOST, "p-end", "p-ns", "eth0", mtu=1500, alias="a", peer_alias="b")
+    port = r.ovs_port("p-end", "br", type="", tag=None, trunks=None, external_ids={})
+    internal = r.ovs_port("p-gw", "br", type="internal", tag=None, trunks=None, external_ids={})
+    assert veth.key in port.deps and not any(d.startswith("link:") for d in internal.deps)
+    localnet = r.sysctl(r.HOST, "net.ipv4.conf.p-br.route_localnet", "1")
+    assert r.link_key(r.HOST, "p-br") in localnet.deps
+    assert r.sysctl(r.HOST, "net.ipv4.conf.all.forwarding", "1").deps == ()
+    desired = {res.key: res for res in (r.netns("p-ns"), veth, port, r.ovs_bridge("br", "netdev", "standalone", "p"))}
+    levels = {a.key: a.level for a in make_plan(desired, {}, "p").actions}
+    assert levels[port.key] > levels[veth.key]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -94,27 +94,31 @@ def _compiler_fingerprint() -> bytes:
     return hasher.digest()
 
 
-@dataclass(frozen=True)
+@dataclass
 class Unit:
     """One container's resources, compiled from exactly what `digest` covers."""
 
     project: str
     container: RContainer
     networks: dict[str, RNetwork]
-    digest: str
+    networks_shown: str          # their repr, made once per network rather than per member
+
+    @cached_property
+    def digest(self) -> str:
+        """Only an edit's focused path and the record of an apply need it: made on demand."""
+        inputs = repr((self.project, self.container)) + self.networks_shown
+        return hashlib.blake2b(_compiler_fingerprint() + inputs.encode(), digest_size=8).hexdigest()
 
     def compile(self) -> list[Resource]:
         return list(_container(self.project, self.container, self.networks))
 
 
 def units(res: Resolved) -> dict[str, Unit]:
-    shown = {name: repr(net) for name, net in res.networks.items()}  # once, not once per member
+    shown = {name: repr(net) for name, net in res.networks.items()}
     out = {}
     for c in res.containers.values():
         networks = {ep.network: res.networks[ep.network] for ep in c.endpoints}
-        inputs = repr((res.project, c)) + "".join(shown[name] for name in networks)
-        digest = hashlib.blake2b(_compiler_fingerprint() + inputs.encode(), digest_size=8).hexdigest()
-        out[c.name] = Unit(res.project, c, networks, digest)
+        out[c.name] = Unit(res.project, c, networks, "".join(shown[name] for name in networks))
     return out
 
 

@@ -225,8 +225,7 @@ def tables(res: Resolved) -> Iterable[Resource]:
             yield r.sysctl(HOST, "net.ipv4.ip_forward", "1")
         for net in localhost_networks(res):
             iface = l3_interface(res, net)
-            yield r.sysctl(HOST, f"net.ipv4.conf.{iface}.route_localnet", "1",
-                           deps=(r.link_key(HOST, iface),) if net.driver == "bridge" else ())
+            yield r.sysctl(HOST, f"net.ipv4.conf.{iface}.route_localnet", "1")
     bridge = bridge_table(res)
     if bridge is not None:
         yield bridge.resource(HOST, deps)

@@ -47,5 +47,5 @@ def endpoint(project: str, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple
         return link.key, [port, link]
     veth = endpoint_veth(project, c, ep, net, master=None, tx_checksum=False)
     port = r.ovs_port(ep.host_ifname, net.bridge, type="", tag=tag, trunks=ep.trunks,
-                      external_ids=_ids(project, net, ident), needs=(veth.key,))
+                      external_ids=_ids(project, net, ident))
     return veth.key, [veth, port]

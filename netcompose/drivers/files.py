@@ -35,7 +35,11 @@ def _write_atomically(path: str, content: str | None, link_to: str | None) -> No
     else:
         with open(tmp, "w") as f:
             f.write(content)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
 
 
 def _listdir(path: str) -> list[str]:
@@ -68,11 +72,7 @@ class FilesDriver:
                        and (path := f"{NETNS_ETC}/{name}") != shared]
             paths.update(f"{shared}/{group}/{name}" for group in _listdir(shared) if not group.endswith(_TMP)
                          for name in _listdir(f"{shared}/{group}") if not name.endswith(_TMP))
-        for entry in entries:
-            if os.path.isdir(entry) and not os.path.islink(entry):  # someone's own folder: look inside
-                paths.update(f"{entry}/{name}" for name in ("hosts", "resolv.conf"))
-            else:
-                paths.add(entry)
+        paths.update(entries)
         out: list[Resource] = []
         for path in sorted(paths):
             try:
@@ -83,7 +83,10 @@ class FilesDriver:
                     continue
                 with open(path) as f:
                     content = f.read()
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            except IsADirectoryError:  # a folder someone made where our link goes: a conflict
+                out.append(r.file(path))
+                continue
+            except (FileNotFoundError, NotADirectoryError):
                 continue
             mark = _MARKER.match(content)
             out.append(r.file(path, content, owner=mark.group(1) if mark else None))

@@ -245,8 +245,7 @@ class NetlinkDriver:
                 ours[link.index] = link.name
         on_links.extend((ns, ours[a.index], a) for a in sock.addrs() if a.index in ours)
         names_by_index = {link.index: link.name for link in links}
-        on_links.extend((ns, names_by_index.get(rt.oif), rt) for rt in sock.routes()
-                        if rt.protocol == rtnl.RTPROT_NETCOMPOSE)
+        on_links.extend((ns, names_by_index.get(rt.oif), rt) for rt in sock.routes(rtnl.RTPROT_NETCOMPOSE))
         return found
 
     @staticmethod

@@ -35,7 +35,7 @@ RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTN_UNICAST = 1
 # Routes netcompose adds carry this protocol number: it marks them as ours.
 RTPROT_NETCOMPOSE = 157
-NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
+NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 10, 11, 12
 SOL_NETLINK = 270
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -299,6 +299,7 @@ class RtnlSocket:
         self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
         self.sock.bind((0, 0))
         self.seq = 0
+        self.strict = False   # NETLINK_GET_STRICT_CHK asked for: the kernel honours dump filters
 
     def close(self) -> None:
         self.sock.close()
@@ -400,9 +401,19 @@ class RtnlSocket:
         rows = (_decode_addr(m) for m in self.dump(RTM_GETADDR, _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)))
         return [a for a in rows if a is not None]
 
-    def routes(self) -> list[Route]:
-        rows = (_decode_route(m) for m in self.dump(RTM_GETROUTE, _RTMSG.pack(AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)))
-        return [r for r in rows if r is not None]
+    def routes(self, protocol: int = 0) -> list[Route]:
+        """IPv4 unicast routes of the main table; with `protocol`, only those (the kernel
+        filters the dump, so the local table and the kernel's own routes are never sent)."""
+        if protocol and not self.strict:
+            try:
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+            except OSError:
+                pass  # before Linux 4.20 the kernel sends everything; the check below filters
+            self.strict = True
+        table = RT_TABLE_MAIN if protocol else 0
+        request = _RTMSG.pack(AF_INET, 0, 0, 0, table, protocol, 0, 0, 0)
+        rows = (_decode_route(m) for m in self.dump(RTM_GETROUTE, request))
+        return [r for r in rows if r is not None and (not protocol or r.protocol == protocol)]
 
 
 NETLINK_NETFILTER = 12

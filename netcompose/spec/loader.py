@@ -124,8 +124,20 @@ class _Builder:
         return value
 
 
-# libyaml's parser keeps the marks we report, at a tenth of the pure-Python parser's cost.
-FastLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# YAML 1.1 words that a plain scalar starting with a letter may spell (PyYAML's bool and
+# null resolvers); any other such scalar is a string.
+_BOOL_OR_NULL = frozenset("yes Yes YES no No NO true True TRUE false False FALSE on On ON off Off OFF "
+                          "null Null NULL".split())
+
+
+class FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's parser, which keeps the marks we report, at a tenth of the pure-Python
+    parser's cost; names and keys skip the resolver's regular expressions."""
+
+    def resolve(self, kind, value, implicit):
+        if kind is ScalarNode and implicit[0] and value[:1].isalpha() and value not in _BOOL_OR_NULL:
+            return _STR_TAG
+        return super().resolve(kind, value, implicit)
 
 
 def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:

@@ -31,6 +31,7 @@ def _written_as_text(value: Any) -> Any:
 
 IPv4Net = Annotated[IPv4Network, BeforeValidator(_written_as_text)]
 IPv4Addr = Annotated[IPv4Address, BeforeValidator(_written_as_text)]
+IPv4Iface = Annotated[IPv4Interface, BeforeValidator(_written_as_text)]
 
 
 class Strict(BaseModel):
@@ -159,7 +160,7 @@ class Link(Strict):
     endpoints: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(
         description='two "container:ifname" ends of a direct veth wire')
     mtu: Mtu = 1500
-    addresses: Annotated[list[IPv4Interface], Field(min_length=2, max_length=2)] | None = Field(
+    addresses: Annotated[list[IPv4Iface], Field(min_length=2, max_length=2)] | None = Field(
         None, description='addresses of the two ends, e.g. ["10.99.0.1/30", "10.99.0.2/30"]')
 
 
