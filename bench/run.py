@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +31,28 @@ def topology(n: int, bridges: int, extra: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_busy(interval: float) -> float:
+    """The fraction of all cores busy over `interval` seconds (from /proc/stat)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]   # total, idle + iowait
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def quiesce(limit: float = 15.0) -> None:
+    """Wait until the machine is idle: the kernel frees deleted namespaces in the background
+    for seconds after a teardown, and that work would land on whichever step comes next."""
+    deadline = time.monotonic() + limit
+    while _cpu_busy(0.25) > 0.1 and time.monotonic() < deadline:
+        pass
+
+
 def child(args: list[str], python: str = sys.executable) -> dict:
+    quiesce()
     result = subprocess.run([python, *args], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{result.stderr[-2000:]}")

@@ -104,19 +104,21 @@ class Host:
 
 
 class AppliedState:
-    """What the last successful apply asked for: each key's digest and zones, each unit's
-    (container's) digest and keys, and the addresses it allocated.  Tells drift from file
+    """What the last successful apply asked for: each key's digest and zones (the keys of a
+    unit, a container, filed under it with the unit's own digest), and the addresses it
+    allocated.  Tells drift from file
     changes, and lets the next apply of an edited file compile and look only where the
     edit lands.
 
     Only an annotation: ownership never depends on it.  Losing it makes every pending
     action count as a file change and the next apply observe everything."""
 
-    FORMAT = 3
+    FORMAT = 4
 
     def __init__(self, project: str) -> None:
         self.path = os.path.join(STATE_DIR, project, "applied.json")
         self._cached: tuple[tuple[int, int], dict[str, Any]] | None = None  # by (inode, mtime)
+        self._entries: tuple[dict[str, Any], dict[str, list]] | None = None
 
     def read(self) -> dict[str, Any]:
         try:
@@ -131,8 +133,18 @@ class AppliedState:
         self._cached = ((stamp.st_ino, stamp.st_mtime_ns), data)
         return data
 
+    def entries(self) -> dict[str, list]:
+        """Every recorded key's [digest, zones]: the shared ones and each unit's."""
+        data = self.read()
+        if self._entries is None or self._entries[0] is not data:
+            flat = dict(data.get("shared", {}))
+            for _, unit_entries in data.get("units", {}).values():
+                flat.update(unit_entries)
+            self._entries = (data, flat)
+        return self._entries[1]
+
     def digests(self) -> dict[str, str]:
-        return {key: entry[0] for key, entry in self.read().get("resources", {}).items()}
+        return {key: entry[0] for key, entry in self.entries().items()}
 
     def clear(self) -> None:
         try:
@@ -146,25 +158,22 @@ class AppliedState:
         facts = {"subnets": {n: str(net.subnet) for n, net in resolved.networks.items()},
                  "addresses": [[c.name, ep.network, str(ep.address)] for c in resolved.containers.values()
                                for ep in c.endpoints]}
-        previous = self.read()
-        recorded, recorded_units = previous.get("resources", {}), previous.get("units", {})
-        entries = {}
-        for key, res in desired.resources.items():
-            entry = recorded.get(key)
+        recorded, recorded_units = self.entries(), self.read().get("units", {})
+
+        def entry(key: str) -> list:
+            res, old = desired.resources[key], recorded.get(key)
             hashed = digests.get(key) or digest(res)
             # The same digest means the same attributes, hence the same zones.
-            entries[key] = entry if entry is not None and entry[0] == hashed else [hashed, sorted(res.zones)]
-        units = {}
-        for name, unit in desired.units.items():
-            if name in desired.unit_keys:
-                units[name] = [unit.digest, desired.unit_keys[name]]
-            else:
-                units[name] = recorded_units[name]
-                entries.update((key, recorded[key]) for key in recorded_units[name][1])
-        data = {"format": self.FORMAT, "source": source, "facts": facts, "resources": entries, "units": units}
+            return old if old is not None and old[0] == hashed else [hashed, sorted(res.zones)]
+        in_units = {key for keys in desired.unit_keys.values() for key in keys}
+        shared = {key: entry(key) for key in desired.resources if key not in in_units}
+        units = {name: [unit.digest, {key: entry(key) for key in desired.unit_keys[name]}]
+                 if name in desired.unit_keys else recorded_units[name] for name, unit in desired.units.items()}
+        data = {"format": self.FORMAT, "source": source, "facts": facts, "shared": shared, "units": units}
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path + ".tmp", "w") as f:
-            f.write(json.dumps(data))  # json.dump streams through the pure-Python encoder
+            # json.dump streams through the pure-Python encoder; the data has no cycles to look for.
+            f.write(json.dumps(data, check_circular=False))
         os.replace(self.path + ".tmp", self.path)
 
     @staticmethod
@@ -267,7 +276,7 @@ class Project:
     def _firewall_namespaces(self, namespaces: set[str]) -> frozenset[str]:
         """Where a table of ours may be: sandboxes with a firewall in the file or in the last
         apply; every sandbox when the last apply is unknown or did not finish."""
-        recorded = self.applied.read().get("resources")
+        recorded = self.applied.entries()
         if not recorded or self.journal.claims():
             return frozenset(namespaces)
         wanted = {self.netns_of(c) for c, spec in self.spec.topology.containers.items() if spec.firewall}
@@ -319,7 +328,7 @@ class Project:
         when the file is unchanged (then a full, level-triggered sweep finds drift) or the
         last apply is unknown or did not finish."""
         applied = self.applied.read()
-        recorded, recorded_units = applied.get("resources"), applied.get("units", {})
+        recorded, recorded_units = self.applied.entries(), applied.get("units", {})
         if not recorded or self.journal.claims() or applied.get("source") == self._source():
             return None
         desired = self._compile(self.applied.facts(applied, host.netlink.read_host_routes()))

@@ -7,7 +7,6 @@ The human name lives in the interface alias, which also marks ownership.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from functools import lru_cache
@@ -15,9 +14,15 @@ from functools import lru_cache
 ALIAS_PREFIX = "netcompose"
 
 
+# Every pair of (lower-case RFC 4648) base32 digits: 10 bits at a time (base64.b32encode is
+# pure Python before 3.12, and a lab names thousands of interfaces).
+_BASE32_PAIRS = [a + b for a in "abcdefghijklmnopqrstuvwxyz234567" for b in "abcdefghijklmnopqrstuvwxyz234567"]
+
+
 def _digest(*parts: str) -> str:
-    """The first 40 bits of SHA-256 in (lower-case RFC 4648) base32: 8 characters."""
-    return base64.b32encode(hashlib.sha256("\0".join(parts).encode()).digest()[:5]).decode().lower()
+    """The first 40 bits of SHA-256 in base32: 8 characters."""
+    bits = int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:5], "big")
+    return "".join(_BASE32_PAIRS[(bits >> shift) & 1023] for shift in (30, 20, 10, 0))
 
 
 @lru_cache(maxsize=64)
