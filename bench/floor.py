@@ -46,7 +46,10 @@ def build(prefix: str, n: int, bridges: int) -> None:
 
 
 def read(prefix: str, n: int, bridges: int) -> None:
-    nss, _, _ = names(prefix, n, bridges)
+    """Every namespace named `<prefix>-*`: the floor's own lab, or netcompose's (its project
+    name as the prefix), so that both read the very same kernel state."""
+    nss = [ns for ns in namespaces.list_named() if ns.startswith(f"{prefix}-")]
+    assert len(nss) >= n, f"expected {n} namespaces named {prefix}-*, found {len(nss)}"
     host = rtnl.RtnlSocket()
     host.links(), host.addrs(), host.routes()
     for ns in nss:

@@ -1,5 +1,7 @@
 """Build and tear down the same topology with netcompose, the kernel floor and Mininet, in
-one run, and print one table per (N, bridges): medians of --runs runs and ratios.
+one run, and print one table per (N, bridges): medians and ratios.  Builds and teardowns:
+--runs per tool, taking turns.  Reads and one-container edits: --repeats per netcompose
+build, each read beside a floor read of that same lab.
 
     python3 -m bench.run                      # N = 10, 100, 1000; 1 and 10 bridges; 3 runs
     python3 -m bench.run --sizes 20 --bridges 2 --runs 1 --no-mininet   # the CI smoke run
@@ -59,31 +61,39 @@ def child(args: list[str], python: str = sys.executable) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def netcompose_run(n: int, bridges: int, folder: Path) -> dict:
+def netcompose_run(n: int, bridges: int, folder: Path, repeats: int) -> dict:
+    """Cold up and down once; the steps that leave the lab as it was (reads, and adding a
+    container then removing it again) `repeats` times, each read beside a floor read of the
+    same lab."""
     project = "bn" + secrets.token_hex(2)
     base, grown = folder / "base.yaml", folder / "grown.yaml"
     base.write_text(topology(n, bridges))
     grown.write_text(topology(n, bridges, extra=1))
-    step = str(HERE / "nc_step.py")
+    step, floor = str(HERE / "nc_step.py"), str(HERE / "floor.py")
     cold = child([step, "up", str(base), project])
-    noop = child([step, "up", str(base), project])
-    plan = child([step, "plan", str(base), project])
-    change = child([step, "up", str(grown), project])
-    down = child([step, "down", str(grown), project])
-    assert cold["changes"] > 0 and noop["changes"] == 0 and plan["changes"] == 0 and change["changes"] > 0
+    steps: dict[str, list[dict]] = {"floor read": [], "no-op up": [], "plan": [], "add one container": []}
+    for _ in range(repeats):
+        steps["floor read"].append(child([floor, "read", project, str(n), str(bridges)]))
+        steps["no-op up"].append(child([step, "up", str(base), project]))
+        steps["plan"].append(child([step, "plan", str(base), project]))
+        steps["add one container"].append(child([step, "up", str(grown), project]))
+        assert child([step, "up", str(base), project])["changes"] > 0   # and back
+    down = child([step, "down", str(base), project])
+    assert cold["changes"] > 0 and all(x["changes"] == 0 for x in steps["no-op up"] + steps["plan"])
+    assert all(x["changes"] > 0 for x in steps["add one container"])
     shutil.rmtree(f"/run/netcompose/{project}", ignore_errors=True)
-    return {"cold up": cold["seconds"], "no-op up": noop["seconds"], "plan": plan["seconds"],
-            "add one container": change["seconds"], "down": down["seconds"],
-            "peak RSS (MB)": max(x["rss_mb"] for x in (cold, noop, plan, change, down))}
+    result = {name: statistics.median(x["seconds"] for x in runs) for name, runs in steps.items()}
+    everything = [cold, down] + [x for runs in steps.values() for x in runs if "rss_mb" in x]
+    return {"cold up": cold["seconds"], **result, "down": down["seconds"],
+            "peak RSS (MB)": max(x["rss_mb"] for x in everything)}
 
 
 def floor_run(n: int, bridges: int) -> dict:
     prefix = "bf" + secrets.token_hex(2)
     step = str(HERE / "floor.py")
     build = child([step, "build", prefix, str(n), str(bridges)])
-    read = child([step, "read", prefix, str(n), str(bridges)])
     teardown = child([step, "teardown", prefix, str(n), str(bridges)])
-    return {"build": build["seconds"], "read": read["seconds"], "teardown": teardown["seconds"]}
+    return {"build": build["seconds"], "teardown": teardown["seconds"]}
 
 
 def mininet_run(n: int, bridges: int) -> dict:
@@ -98,7 +108,7 @@ def median(runs: list[dict]) -> dict:
 def table(n: int, bridges: int, nc: dict, floor: dict, mn: dict | None) -> str:
     def ratio(a: float, b: float | None) -> str:
         return f"{a / b:.2f}×" if b else "n/a"
-    floor_for = {"cold up": floor["build"], "no-op up": floor["read"], "plan": floor["read"],
+    floor_for = {"cold up": floor["build"], "no-op up": nc["floor read"], "plan": nc["floor read"],
                  "add one container": None, "down": floor["teardown"]}
     mn_for = {"cold up": mn and mn["build"], "down": mn and mn["teardown"]}
     rows = [f"### N = {n}, {bridges} bridge{'s' if bridges > 1 else ''}", "",
@@ -119,7 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--bridges", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3, help="builds and teardowns per tool")
+    parser.add_argument("--repeats", type=int, default=3, help="reads and one-container edits per build")
     parser.add_argument("--no-mininet", action="store_true")
     args = parser.parse_args()
     use_mininet = not args.no_mininet and os.path.exists(MININET_PYTHON) and \
@@ -131,7 +142,7 @@ def main() -> None:
             runs = []
             for _ in range(args.runs):
                 with tempfile.TemporaryDirectory() as folder:
-                    runs.append((netcompose_run(n, bridges, Path(folder)), floor_run(n, bridges),
+                    runs.append((netcompose_run(n, bridges, Path(folder), args.repeats), floor_run(n, bridges),
                                  mininet_run(n, bridges) if use_mininet else None))
             nc, floor = median([r[0] for r in runs]), median([r[1] for r in runs])
             mn = median([r[2] for r in runs]) if use_mininet else None
