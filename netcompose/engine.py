@@ -275,11 +275,13 @@ class Project:
 
     def _firewall_namespaces(self, namespaces: set[str]) -> frozenset[str]:
         """Where a table of ours may be: sandboxes with a firewall in the file or in the last
-        apply; every sandbox when the last apply is unknown or did not finish."""
+        apply; when the last apply is unknown or did not finish, also every sandbox that
+        exists already (one this run creates holds no old table: a cold `up` of 1000
+        sandboxes would otherwise open 1000 netfilter sockets to verify)."""
+        wanted = {self.netns_of(c) for c, spec in self.spec.topology.containers.items() if spec.firewall}
         recorded = self.applied.entries()
         if not recorded or self.journal.claims():
-            return frozenset(namespaces)
-        wanted = {self.netns_of(c) for c, spec in self.spec.topology.containers.items() if spec.firewall}
+            return frozenset(ns for ns in namespaces if ns in wanted or os.path.exists(Namespaces.path(ns)))
         had = {key[4:].rpartition("/")[0].rpartition("/")[0] for key in recorded if key.startswith("nft:")}
         return frozenset(namespaces & (wanted | had))
 
