@@ -106,9 +106,8 @@ class Host:
 class AppliedState:
     """What the last successful apply asked for: each key's digest and zones (the keys of a
     unit, a container, filed under it with the unit's own digest), and the addresses it
-    allocated.  Tells drift from file
-    changes, and lets the next apply of an edited file compile and look only where the
-    edit lands.
+    allocated.  Tells drift from file changes, and lets the next apply of an edited file
+    compile and look only where the edit lands.
 
     Only an annotation: ownership never depends on it.  Losing it makes every pending
     action count as a file change and the next apply observe everything."""
