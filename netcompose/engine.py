@@ -13,6 +13,7 @@ import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, ip_interface
 from pathlib import Path
 from typing import Any, Iterator
@@ -284,6 +285,7 @@ class Project:
         had = {key[4:].rpartition("/")[0].rpartition("/")[0] for key in recorded if key.startswith("nft:")}
         return frozenset(namespaces & (wanted | had))
 
+    @cached_property
     def _source(self) -> str:
         """The file as loaded (includes, variables and templates applied): unchanged means
         only drift can differ, which the full sweep finds."""
@@ -330,7 +332,7 @@ class Project:
         last apply is unknown or did not finish."""
         applied = self.applied.read()
         recorded, recorded_units = self.applied.entries(), applied.get("units", {})
-        if not recorded or self.journal.claims() or applied.get("source") == self._source():
+        if not recorded or self.journal.claims() or applied.get("source") == self._source:
             return None
         desired = self._compile(self.applied.facts(applied, host.netlink.read_host_routes()))
         for name, unit in desired.units.items():
@@ -406,7 +408,7 @@ class Project:
                             and a.op != "delete"]
             if not state.plan:
                 if not empty and not self.applied.read():  # e.g. after an upgrade: next edits stay focused
-                    self.applied.write(state.desired, state.digests, self._source())
+                    self.applied.write(state.desired, state.digests, self._source)
                 self.journal.clear()
                 report.seconds = time.monotonic() - started
                 return report
@@ -431,7 +433,7 @@ class Project:
             if empty:
                 self.applied.clear()
             else:
-                self.applied.write(state.desired, state.digests, self._source())
+                self.applied.write(state.desired, state.digests, self._source)
             self.journal.clear()
             report.seconds = time.monotonic() - started
             return report

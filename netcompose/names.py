@@ -14,9 +14,10 @@ from functools import lru_cache
 ALIAS_PREFIX = "netcompose"
 
 
-# Every pair of (lower-case RFC 4648) base32 digits: 10 bits at a time (base64.b32encode is
-# pure Python before 3.12, and a lab names thousands of interfaces).
-_BASE32_PAIRS = [a + b for a in "abcdefghijklmnopqrstuvwxyz234567" for b in "abcdefghijklmnopqrstuvwxyz234567"]
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648, lower case
+# Every pair of digits, to encode 10 bits at a time (base64.b32encode is pure Python before
+# 3.12, and a lab names thousands of interfaces).
+_BASE32_PAIRS = [a + b for a in _BASE32 for b in _BASE32]
 
 
 def _digest(*parts: str) -> str:
