@@ -2,6 +2,7 @@
 and is removed afterwards by that prefix, even when the test fails."""
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -82,6 +83,10 @@ class PrivateOvs:
 
     def start(self) -> None:
         f = self.folder
+        # The userspace datapath's device (ovs-netdev) is one per host: two private OVS
+        # instances at once (parallel test runs on a shared machine) would fight over it.
+        self.lock_fd = os.open("/run/netcompose-test-ovs.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
         # The userspace datapath leaves its device behind; remove it only if we made it.
         self.made_datapath_device = not Path("/sys/class/net/ovs-netdev").exists()
         subprocess.run(["ovsdb-tool", "create", f"{f}/conf.db", "/usr/share/openvswitch/vswitch.ovsschema"],
@@ -116,6 +121,8 @@ class PrivateOvs:
                 time.sleep(0.05)
         if getattr(self, "made_datapath_device", False) and Path("/sys/class/net/ovs-netdev").exists():
             subprocess.run(["ip", "link", "del", "ovs-netdev"], capture_output=True)
+        if getattr(self, "lock_fd", None) is not None:
+            os.close(self.lock_fd)
 
 
 @pytest.fixture(scope="session")
