@@ -1,40 +1,64 @@
-"""The command line: parse arguments, call the library, format the result."""
+"""The command line: parse arguments, call the library, format the result.
+
+Start-up is part of every command's cost: this module imports only the standard library's
+light parts at load, and each command imports what it uses (`--version` and `--help` load
+no YAML, pydantic, netlink or OVS code)."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
-import traceback
-from pathlib import Path
 from typing import Any
 
-import yaml
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from . import __version__, errors
 
-from . import errors
-from .engine import Project
-from .plan import Plan, describe, summarize
-from .spec.model import json_schema
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STYLES = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1"}
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _styled(text: str, style: str, stream=None) -> str:
+    """ANSI colour on a terminal (unless NO_COLOR is set); plain text into pipes and files."""
+    stream = stream or sys.stdout
+    if os.environ.get("NO_COLOR") or not stream.isatty():
+        return text
+    return f"\x1b[{_STYLES[style]}m{text}\x1b[0m"
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart (cells may carry ANSI colour)."""
+    def width(cell: str) -> int:
+        return len(_ANSI.sub("", cell))
+    widths = [max([len(h)] + [width(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    lines = ["  ".join(_styled(h.ljust(w), "bold") for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(cell + " " * (w - width(cell)) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _error(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def _parse_var(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise errors.SpecError(None, f"--var {text!r} is not NAME=VALUE", "write --var count=10")
+    import yaml
     return name, yaml.safe_load(value) if value else ""
 
 
 def _variables(args) -> dict[str, Any]:
     variables: dict[str, Any] = {}
     if getattr(args, "vars_file", None):
+        import yaml
         try:
-            data = yaml.safe_load(Path(args.vars_file).read_text()) or {}
+            with open(args.vars_file) as f:
+                data = yaml.safe_load(f.read()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise errors.SpecError(None, f"--vars-file {args.vars_file}: {exc}".splitlines()[0],
                                    "pass a readable YAML mapping") from None
@@ -46,19 +70,21 @@ def _variables(args) -> dict[str, Any]:
     return variables
 
 
-def _project(args) -> Project:
+def _project(args):
+    from .engine import Project
     return Project.load(args.file, args.project_name, _variables(args), lock_timeout=args.lock_timeout,
                         ovsdb=args.ovsdb)
 
 
-def _print_plan(plan: Plan, as_json: bool) -> None:
+def _print_plan(plan, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(plan.to_json()))
+        _print_json(plan.to_json())
         return
+    from .plan import describe, summarize
     for action, line in zip(plan.actions, describe(plan.actions)):
         style = "dim" if action.implicit else {"create": "green", "update": "yellow", "delete": "red"}[action.op]
-        out.print(f"[{style}]{escape(line)}[/{style}]", markup=True)
-    out.print(f"Plan: {summarize(plan)}." if plan else "No changes. The host matches the topology.")
+        print(_styled(line, style))
+    print(f"Plan: {summarize(plan)}." if plan else "No changes. The host matches the topology.")
 
 
 def cmd_plan(args) -> int:
@@ -79,11 +105,10 @@ def cmd_watch(args) -> int:
         if args.json:
             print(json.dumps(event), flush=True)
         elif event["event"] == "error":
-            err.print(f"{event['trigger']}: error: {event['error']} (keeping the last good state)", markup=False)
+            _error(f"{event['trigger']}: error: {event['error']} (keeping the last good state)")
         else:
-            out.print(f"{event['trigger']}: {event['create']} created, {event['update']} updated, "
-                      f"{event['delete']} deleted in {event['seconds']:.2f}s", markup=False)
-            sys.stdout.flush()
+            print(f"{event['trigger']}: {event['create']} created, {event['update']} updated, "
+                  f"{event['delete']} deleted in {event['seconds']:.2f}s", flush=True)
 
     watcher = Watcher(args.file, args.project_name, _variables(args), emit, interval=args.interval,
                       lock_timeout=args.lock_timeout, ovsdb=args.ovsdb)
@@ -119,29 +144,28 @@ def cmd_down(args) -> int:
 
 def _report(report, args, verb: str) -> None:
     if args.json:
-        out.print_json(json.dumps({**report.plan.to_json(), "applied": report.applied,
-                                   "seconds": round(report.seconds, 3), "notes": report.notes}))
+        _print_json({**report.plan.to_json(), "applied": report.applied,
+                     "seconds": round(report.seconds, 3), "notes": report.notes})
         return
+    from .plan import describe
     if report.plan:
         for line in describe(report.plan.changes):
-            out.print(line)
+            print(line)
     for note in report.notes:
-        out.print(f"note: {note}")
+        print(f"note: {note}")
     counts = report.plan.counts()
-    out.print(f"{verb}: {counts['create']} created, {counts['update']} updated, {counts['delete']} deleted "
+    print(f"{verb}: {counts['create']} created, {counts['update']} updated, {counts['delete']} deleted "
               f"in {report.seconds:.2f}s" if report.plan else f"{verb}: nothing to do, the host already matches.")
 
 
 def cmd_ps(args) -> int:
     rows = _project(args).ps()
     if args.json:
-        out.print_json(json.dumps(rows))
+        _print_json(rows)
         return errors.EXIT_OK
-    table = Table("CONTAINER", "NETNS", "NETWORK", "IFNAME", "IPV4", "MAC", "HOST IFNAME", "STATE", box=None)
-    for row in rows:
-        table.add_row(*(str(row[k] or "-") for k in ("container", "netns", "network", "ifname", "ipv4", "mac",
-                                                     "host_ifname", "state")))
-    out.print(table)
+    columns = ("container", "netns", "network", "ifname", "ipv4", "mac", "host_ifname", "state")
+    print(_table(["CONTAINER", "NETNS", "NETWORK", "IFNAME", "IPV4", "MAC", "HOST IFNAME", "STATE"],
+                 [[str(row[k] or "-") for k in columns] for row in rows]))
     return errors.EXIT_OK
 
 
@@ -149,13 +173,15 @@ def cmd_config(args) -> int:
     from .saved import resolved_document
     document = resolved_document(_project(args).resolved())
     if args.json:
-        out.print_json(json.dumps(document))
+        _print_json(document)
     else:
+        import yaml
         sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
     return errors.EXIT_OK
 
 
 def cmd_exec(args) -> int:
+    from .engine import Project
     project = Project.load(args.file, args.project_name, _variables(args))
     container = project.spec.topology.containers.get(args.container)
     if container is None:
@@ -178,30 +204,32 @@ def cmd_check(args) -> int:
     probes = _project(args).check()
     bad = [p for p in probes if not p.ok]
     if args.json:
-        out.print_json(json.dumps({"probes": [p.to_json() for p in probes], "mismatches": len(bad)}))
+        _print_json({"probes": [p.to_json() for p in probes], "mismatches": len(bad)})
         return errors.EXIT_FAILURE if bad else errors.EXIT_OK
     names = sorted({p.source for p in probes} | {p.target for p in probes})
     icmp = {(p.source, p.target): p for p in probes if p.proto == "icmp"}
-    table = Table("FROM \\ TO", *names, box=None, title="ICMP: ✓ reachable, · blocked, ! differs from expected")
+    print("ICMP: ✓ reachable, · blocked, ! differs from expected")
+    rows = []
     for source in names:
         cells = []
         for target in names:
             p = icmp.get((source, target))
-            cells.append("" if p is None else ("✓" if p.actual else "·") if p.ok else "[red]![/red]")
-        table.add_row(source, *cells)
-    out.print(table)
+            cells.append("" if p is None else ("✓" if p.actual else "·") if p.ok else _styled("!", "red"))
+        rows.append([source, *cells])
+    print(_table(["FROM \\ TO", *names], rows))
     for p in probes:
         if p.proto != "icmp" or not p.ok:
             mark = "ok  " if p.ok else "FAIL"
             port = f":{p.port}" if p.port else ""
-            out.print(f"{mark} {p.source} → {p.target} {p.proto}{port} ({p.address}): expected "
-                      f"{'reachable' if p.expected else 'blocked'} ({p.reason}), got "
-                      f"{'reachable' if p.actual else 'blocked'}", markup=False)
-    out.print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
+            print(f"{mark} {p.source} → {p.target} {p.proto}{port} ({p.address}): expected "
+                  f"{'reachable' if p.expected else 'blocked'} ({p.reason}), got "
+                  f"{'reachable' if p.actual else 'blocked'}")
+    print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
     return errors.EXIT_FAILURE if bad else errors.EXIT_OK
 
 
 def cmd_schema(args) -> int:
+    from .spec.model import json_schema
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
     return errors.EXIT_OK
 
@@ -209,6 +237,7 @@ def cmd_schema(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netcompose", description="Declarative container network topologies.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"netcompose {__version__}")
     # The file/project options work before or after the subcommand, as in `docker compose -f X up`.
     for target, suppress in ((parser, False), (common := argparse.ArgumentParser(add_help=False), True)):
         default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
@@ -261,22 +290,25 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except errors.NetcomposeError as exc:
         if args.debug:
+            import traceback
             traceback.print_exc()
-        err.print(f"error: {exc}", markup=False)
+        _error(f"error: {exc}")
         return exc.exit_code
     except PermissionError as exc:
         if args.debug:
+            import traceback
             traceback.print_exc()
-        err.print(f"error: {exc.strerror or exc}: netcompose changes kernel networking and needs root "
-                  "(CAP_NET_ADMIN, CAP_SYS_ADMIN)", markup=False)
+        _error(f"error: {exc.strerror or exc}: netcompose changes kernel networking and needs root "
+               "(CAP_NET_ADMIN, CAP_SYS_ADMIN)")
         return errors.EXIT_FAILURE
     except KeyboardInterrupt:
-        err.print("error: interrupted", markup=False)
+        _error("error: interrupted")
         return 130
     except Exception as exc:  # a bug: still one line unless --debug
         if args.debug:
+            import traceback
             traceback.print_exc()
-        err.print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)", markup=False)
+        _error(f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)")
         return errors.EXIT_FAILURE
 
 

@@ -10,12 +10,6 @@ from __future__ import annotations
 import os
 import time
 
-import ovs.db.idl
-import ovs.jsonrpc
-import ovs.poller
-import ovs.stream
-import ovs.vlog
-
 from .. import resources as r
 from ..errors import NetcomposeError
 from ..plan import Action
@@ -27,8 +21,19 @@ PROJECT_ID = "netcompose-project"
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 CONNECT_TIMEOUT, VSWITCHD_TIMEOUT = 5.0, 15.0
 
-ovs.vlog.Vlog.init(None)
-ovs.vlog.Vlog.set_levels_from_string("any:console:off")  # python-ovs chats on stderr otherwise
+ovs = None  # python-ovs, imported on the first connection: topologies without OVS never load it
+
+
+def _import_ovs() -> None:
+    global ovs
+    if ovs is None:
+        import ovs.db.idl
+        import ovs.jsonrpc
+        import ovs.poller
+        import ovs.stream
+        import ovs.vlog
+        ovs.vlog.Vlog.init(None)
+        ovs.vlog.Vlog.set_levels_from_string("any:console:off")  # python-ovs chats on stderr otherwise
 
 
 class OvsdbUnavailable(NetcomposeError):
@@ -59,6 +64,7 @@ class OvsdbDriver:
         path = self.remote.removeprefix("unix:")
         if self.remote.startswith("unix:") and not os.path.exists(path):
             raise _unavailable(self.remote, "no such socket")
+        _import_ovs()
         error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(self.remote), CONNECT_TIMEOUT * 1000)
         if error:
             raise _unavailable(self.remote, os.strerror(error))

@@ -2,7 +2,7 @@
 
 pyroute2 decodes every attribute of every message; observing 1000 namespaces that way
 costs ~10x the kernel floor.  This module builds the few request types netcompose sends
-and decodes only the attributes the planner compares.  Constants come from pyroute2.
+and decodes only the attributes the planner compares.
 """
 from __future__ import annotations
 
@@ -13,15 +13,13 @@ import struct
 import threading
 from dataclasses import dataclass
 
-from pyroute2.netlink import (
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
-    NLMSG_DONE, NLMSG_ERROR,
-)
-from pyroute2.netlink.rtnl import (
-    RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_GETADDR, RTM_GETLINK, RTM_GETROUTE,
-    RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE,
-)
-
+# Constants from <linux/netlink.h> and <linux/rtnetlink.h> (stable kernel ABI).
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16, 18, 20, 28, 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3   # the planner needs no counters; skipping them halves a link dump

@@ -8,9 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import ValidationError
 
 from ..errors import Position, SpecError
@@ -54,6 +52,8 @@ def _leading_vars(text: str, file: str) -> dict[str, Any]:
 
 
 def render_template(text: str, path: Path, variables: dict[str, Any]) -> str:
+    import jinja2  # only templates need it
+    from jinja2.sandbox import SandboxedEnvironment
     env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(path.parent)), undefined=jinja2.StrictUndefined,
                                keep_trailing_newline=True, autoescape=False)
     context = {**_leading_vars(text, str(path)), **variables}
