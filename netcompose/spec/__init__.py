@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
-
 from ..errors import Position, SpecError
 from ..gcpause import gc_paused
+from . import memo
 from .loader import Document, parse_yaml, read_dotenv
-from .model import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN, Topology
+from .memo import Record
+from .patterns import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 
 LIST_SECTIONS = ("links", "policies", "expect", "address_pools")
 MAP_SECTIONS = ("networks", "containers", "vars")
@@ -24,7 +24,7 @@ MAP_SECTIONS = ("networks", "containers", "vars")
 class Spec:
     path: Path
     doc: Document
-    topology: Topology
+    topology: Record        # the validated Topology model's fields (see memo)
     project: str
     sources: list[Path]     # every file the topology was built from (watch mode follows them)
 
@@ -129,7 +129,8 @@ def _copy_positions(main: Document, frag: Document, src: tuple, dst: tuple) -> N
                 table_main[dst + path[len(src):]] = pos
 
 
-def _validation_error(doc: Document, err: ValidationError) -> SpecError:
+def _validation_error(doc: Document, err) -> SpecError:
+    """The first of pydantic's ValidationError's problems, at its place in the file."""
     first = err.errors()[0]
     path: tuple = ()
     for part in first["loc"]:
@@ -167,7 +168,7 @@ _PATTERN_MESSAGES = {
 }
 
 
-def default_project(path: Path, topology: Topology, explicit: str | None) -> str:
+def default_project(path: Path, topology: Record, explicit: str | None) -> str:
     if explicit:
         return explicit
     if topology.name:
@@ -201,10 +202,16 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
                             "list every fragment in the main file")
         _merge(doc, fragment)
         sources.append(fragment_path)
-    try:
-        topology = Topology.model_validate(doc.data)
-    except ValidationError as exc:
-        raise _validation_error(doc, exc) from None
+    topology = memo.remembered(doc)
+    if topology is None:
+        from pydantic import ValidationError
+
+        from .model import Topology
+        try:
+            topology = memo.records(Topology.model_validate(doc.data))
+        except ValidationError as exc:
+            raise _validation_error(doc, exc) from None
+        memo.remember(doc, topology)
     if project is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", project):
         raise SpecError(None, f"invalid project name '{project}'",
                         "use up to 32 lowercase letters, digits, '_' or '-', starting with a letter or digit")

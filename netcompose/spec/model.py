@@ -7,12 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-IFNAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
-MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+from .patterns import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
-PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 ProjectName = Annotated[str, Field(pattern=PROJECT_PATTERN, min_length=1, max_length=32)]
 # IFNAMSIZ is 16 bytes with the terminating NUL.
 IfName = Annotated[str, Field(pattern=IFNAME_PATTERN, min_length=1, max_length=15)]

@@ -14,7 +14,8 @@ from typing import Any, Iterator
 from ..errors import SpecError
 from .. import names
 from .loader import Document
-from .model import IFNAME_PATTERN, Topology
+from .memo import Record
+from .patterns import IFNAME_PATTERN
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class RLink:
 @dataclass
 class Resolved:
     project: str
-    topology: Topology
+    topology: Record         # the validated file (see memo)
     networks: dict[str, RNetwork]
     containers: dict[str, RContainer]
     links: list[RLink]
@@ -94,7 +95,7 @@ _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
 
 
 class _Resolver:
-    def __init__(self, topo: Topology, doc: Document, project: str, facts: HostFacts):
+    def __init__(self, topo: Record, doc: Document, project: str, facts: HostFacts):
         self.topo, self.doc, self.project, self.facts = topo, doc, project, facts
         self.cursors: dict[str, Iterator[IPv4Address]] = {}
 
@@ -123,7 +124,7 @@ class _Resolver:
             bridge = (net.ovs.bridge if net.ovs and net.ovs.bridge
                       else names.host_ifname(self.project, "net", name))
             out[name] = RNetwork(name, net.driver, subnet, gateway, net.mtu, bridge, net.nat, net.internal,
-                                 net.icc, net.vlan, net.ovs.model_dump() if net.ovs else None)
+                                 net.icc, net.vlan, dict(vars(net.ovs)) if net.ovs else None)
         return out
 
     def allocate_subnet(self, network: str, taken: list[IPv4Network]) -> IPv4Network:
@@ -395,5 +396,5 @@ class _Resolver:
         return Resolved(self.project, self.topo, networks, containers, self.links(), self.fill_hosts(containers))
 
 
-def resolve(topo: Topology, doc: Document, project: str, facts: HostFacts = HostFacts()) -> Resolved:
+def resolve(topo: Record, doc: Document, project: str, facts: HostFacts = HostFacts()) -> Resolved:
     return _Resolver(topo, doc, project, facts).run()

@@ -1,0 +1,171 @@
+"""Validated topologies, remembered between runs: pydantic costs every command ~0.1 s of
+imports and model building before any work, for a file that is usually unchanged.
+
+The loader hands on the topology as plain records (attribute access by model field name,
+values as pydantic produced them). The first run of a given document validates it with
+the pydantic models (`model.py`, the only definition of the file format, errors with
+file:line:col) and stores the records under a digest of the document and of the
+validation code; later runs of the same document read them back without importing
+pydantic. Every run gets records, whether validated now or remembered, so both paths
+behave alike. Only valid documents are stored; an unreadable or foreign entry is a miss.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from .loader import Document
+
+CACHE_DIR = "/var/cache/netcompose/validated"
+KEEP = 64   # entries: one per recently used document (each edit makes a new one)
+
+
+class Record(SimpleNamespace):
+    """One validated model: its fields as attributes."""
+
+
+_ADDRESS_TYPES = {"a": IPv4Address, "n": IPv4Network, "i": IPv4Interface}
+_ADDRESS_TAGS = {cls: tag for tag, cls in _ADDRESS_TYPES.items()}
+
+
+class _Unstorable(Exception):
+    pass
+
+
+def _encode(value: Any) -> Any:
+    """Tagged JSON: [tag, payload] for everything but scalars, so nothing is ambiguous."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return ["l", [_encode(v) for v in value]]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise _Unstorable
+        return ["d", {k: _encode(v) for k, v in value.items()}]
+    if isinstance(value, Record):
+        return ["m", {k: _encode(v) for k, v in vars(value).items()}]
+    tag = _ADDRESS_TAGS.get(type(value))
+    if tag is None:
+        raise _Unstorable
+    return [tag, str(value)]
+
+
+def _decode(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    tag, payload = value
+    if tag == "l":
+        return [_decode(v) for v in payload]
+    if tag == "d":
+        return {k: _decode(v) for k, v in payload.items()}
+    if tag == "m":
+        return Record(**{k: _decode(v) for k, v in payload.items()})
+    return _ADDRESS_TYPES[tag](payload)
+
+
+def records(model: Any) -> Any:
+    """A validated pydantic model (and everything in it) as Records, lists and dicts."""
+    fields = getattr(type(model), "model_fields", None)
+    if fields is not None:
+        return Record(**{name: records(getattr(model, name)) for name in fields})
+    if isinstance(model, list):
+        return [records(v) for v in model]
+    if isinstance(model, dict):
+        return {k: records(v) for k, v in model.items()}
+    return model
+
+
+@lru_cache(maxsize=1)
+def _code_stamp() -> bytes:
+    """Changes with the models, this module or pydantic itself: their results may differ."""
+    import importlib.util
+    hasher = hashlib.blake2b(digest_size=16)
+    here = Path(__file__).parent
+    sources = [here / "model.py", here / "patterns.py", Path(__file__)]
+    pydantic = importlib.util.find_spec("pydantic")
+    if pydantic is not None and pydantic.origin:
+        sources.append(Path(pydantic.origin).parent / "version.py")
+    for source in sources:
+        try:
+            hasher.update(source.read_bytes())
+        except OSError:
+            hasher.update(b"?")
+    return hasher.digest()
+
+
+def _entry_path(doc: Document) -> str:
+    digest = hashlib.blake2b(_code_stamp() + repr(doc.data).encode(), digest_size=20).hexdigest()
+    return os.path.join(CACHE_DIR, digest + ".json")
+
+
+def _safe_dir() -> bool:
+    """Ours only: a real folder of this user that nobody else may write."""
+    try:
+        st = os.lstat(CACHE_DIR)
+    except OSError:
+        return False
+    import stat
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _read(path: str) -> Any:
+    if not _safe_dir():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            return _decode(json.loads(f.read()))
+    except (ValueError, TypeError, KeyError, OSError):
+        return None
+
+
+def _write(path: str, topology: Record) -> None:
+    try:
+        text = json.dumps(_encode(topology), check_circular=False)
+    except _Unstorable:
+        return
+    try:
+        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
+        if not _safe_dir():
+            return
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        _prune()
+    except OSError:
+        pass  # only a memo: the next run validates again
+
+
+def _prune() -> None:
+    entries = []
+    for entry in os.scandir(CACHE_DIR):
+        try:
+            entries.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.path))
+        except OSError:
+            continue
+    for _, path in sorted(entries)[:-KEEP]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def remembered(doc: Document) -> Record | None:
+    """The topology a run validated from this same document, if one did."""
+    found = _read(_entry_path(doc))
+    return found if isinstance(found, Record) else None
+
+
+def remember(doc: Document, topology: Record) -> None:
+    _write(_entry_path(doc), topology)
