@@ -165,7 +165,8 @@ def cmd_ps(args) -> int:
         return errors.EXIT_OK
     columns = ("container", "netns", "network", "ifname", "ipv4", "mac", "host_ifname", "state")
     print(_table(["CONTAINER", "NETNS", "NETWORK", "IFNAME", "IPV4", "MAC", "HOST IFNAME", "STATE"],
-                 [[str(row[k] or "-") for k in columns] for row in rows]))
+                 [[str((f"link to {row['link']}" if k == "network" and row["link"] else row[k]) or "-")
+                   for k in columns] for row in rows]))
     return errors.EXIT_OK
 
 

@@ -29,7 +29,7 @@ from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .errors import ApplyError, LockTimeout, StalePlan
 from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
-from .resources import HOST, Resource
+from .resources import HOST, Resource, link_key
 from .spec import Spec, load
 from .spec.resolve import HostFacts, Resolved, resolve
 
@@ -470,29 +470,57 @@ class Project:
         return check.run(self.resolved())
 
     def ps(self) -> list[dict[str, Any]]:
+        """A row per endpoint and per end of a direct wire (`links:`), each looked up by key in
+        one netlink sweep (no plan, firewall or file reads): linear in the containers."""
         with _host(self.ovsdb) as host:
-            state = self._state(host)
-            observed = state.observed
-            rows = []
-            for c in state.resolved.containers.values():
-                ns_present = f"netns:{c.netns}" in observed
-                for ep in c.endpoints:
-                    addr_key = f"addr:{c.netns}/{ep.ifname}/{ep.address}/{ep.prefixlen}"
-                    link = next((r for r in observed.values() if r.kind == "veth"
-                                 and r.attrs.get("peer_ns") == c.netns and r.attrs.get("peer_ifname") == ep.ifname),
-                                None)
-                    up = link is not None and link.attrs.get("peer_up")
-                    rows.append({"container": c.name, "netns": c.netns, "network": ep.network,
-                                 "ifname": ep.ifname, "ipv4": f"{ep.address}/{ep.prefixlen}",
-                                 "mac": link.attrs.get("peer_mac") if link else None,
-                                 "host_ifname": ep.host_ifname,
-                                 "state": "up" if up and addr_key in observed else
-                                          ("down" if ns_present else "missing")})
-                if not c.endpoints:
-                    rows.append({"container": c.name, "netns": c.netns, "network": None, "ifname": None,
-                                 "ipv4": None, "mac": None, "host_ifname": None,
-                                 "state": "up" if ns_present else "missing"})
-            return rows
+            observed = self._claim({res.key: res for res in host.netlink.observe(self.scope())})
+            resolved = resolve(self.spec.topology, self.spec.doc, self.name,
+                               facts_from(observed, self.name, host.netlink.host_routes))
+        wires: dict[str, list[dict[str, Any]]] = {}
+        for link in resolved.links:
+            ends = (link.a, link.b)
+            netns = [resolved.containers[container].netns for container, _ in ends]
+            wire = observed.get(link_key(netns[0], link.a[1]))
+            intact = (wire is not None and wire.kind == "veth" and wire.attrs.get("peer_ns") == netns[1]
+                      and wire.attrs.get("peer_ifname") == link.b[1])
+            for i, ((container, ifname), (peer, peer_ifname)) in enumerate(zip(ends, reversed(ends))):
+                side = "" if i == 0 else "peer_"
+                address = link.addresses[i] if link.addresses else None
+                up = intact and wire.attrs.get(f"{side}up") and (
+                    address is None or f"addr:{netns[i]}/{ifname}/{address}" in observed)
+                wires.setdefault(container, []).append(
+                    {"container": container, "netns": netns[i], "network": None, "link": f"{peer}:{peer_ifname}",
+                     "ifname": ifname, "ipv4": address, "mac": wire.attrs.get(f"{side}mac") if intact else None,
+                     "host_ifname": None, "state": "up" if up else _absent_state(observed, netns[i])})
+        rows = []
+        for c in resolved.containers.values():
+            for ep in c.endpoints:
+                if ep.type == "ovs-internal":  # the OVS port itself, moved into the sandbox
+                    device = observed.get(link_key(c.netns, ep.ifname))
+                    present = device is not None and device.kind == "claimed_link"
+                    mac, up = (device.attrs.get("mac"), device.attrs.get("up")) if present else (None, False)
+                else:
+                    device = observed.get(link_key(HOST, ep.host_ifname))
+                    present = (device is not None and device.kind == "veth" and device.attrs.get("peer_ns") == c.netns
+                               and device.attrs.get("peer_ifname") == ep.ifname)
+                    mac = device.attrs.get("peer_mac") if present else None
+                    up = present and device.attrs.get("up") and device.attrs.get("peer_up")
+                up = up and f"addr:{c.netns}/{ep.ifname}/{ep.address}/{ep.prefixlen}" in observed
+                rows.append({"container": c.name, "netns": c.netns, "network": ep.network, "link": None,
+                             "ifname": ep.ifname, "ipv4": f"{ep.address}/{ep.prefixlen}", "mac": mac,
+                             "host_ifname": ep.host_ifname,
+                             "state": "up" if up else _absent_state(observed, c.netns)})
+            rows.extend(wires.get(c.name, ()))
+            if not c.endpoints and c.name not in wires:
+                rows.append({"container": c.name, "netns": c.netns, "network": None, "link": None, "ifname": None,
+                             "ipv4": None, "mac": None, "host_ifname": None,
+                             "state": "up" if f"netns:{c.netns}" in observed else "missing"})
+        return rows
+
+
+def _absent_state(observed: dict[str, Resource], netns: str) -> str:
+    """An interface that is not up: `down` in a sandbox that exists, else `missing`."""
+    return "down" if f"netns:{netns}" in observed else "missing"
 
 
 @contextmanager
