@@ -6,6 +6,17 @@ from typing import NamedTuple
 EXIT_OK, EXIT_FAILURE, EXIT_CHANGES, EXIT_INVALID, EXIT_LOCKED = 0, 1, 2, 3, 4
 
 
+EXCERPT_CHARS = 40
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """A value quoted for an error message, cut short: a message never carries a whole
+    line of a file (which may not even be the user's: an include pointing elsewhere)."""
+    text = value if isinstance(value, str) else repr(value)
+    shown = repr(text[:limit])
+    return shown[:-1] + "..." + shown[-1] if len(text) > limit else shown
+
+
 class NetcomposeError(Exception):
     exit_code = EXIT_FAILURE
 

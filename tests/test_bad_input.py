@@ -57,7 +57,7 @@ CORPUS = [
     (OK_NET + "containers:\n  web:\n    networks: [front]\n    routes: [{to: 10.50.0.0/24, via: 10.60.0.1}]\n",
      "7:38", "not on any network"),
     (OK_NET + "containers:\n  web:\n    networks: [front]\n    sysctls: {kernel.panic: 1}\n", "7:15",
-     "per-namespace network sysctl"),
+     "not a network sysctl"),
     (OK_NET + "containers:\n  web:\n    networks: [front]\n    ports: ['99999:80']\n", "7:13", "less than"),
     (OK_NET + "containers:\n  web:\n    networks: [front]\n    ports: ['80:80/sctp']\n", "7:12",
      "not [HOST_IP:]"),
@@ -72,6 +72,56 @@ CORPUS = [
     ("networks:\n  a: {subnet: '${NET_SUBNET:?set the subnet}'}\n", "2:15", "required"),
     (OK_NET + "containers:\n  web:\n    networks: [front]\n    extra_hosts: {'bad host!': 10.0.0.1}\n",
      "7:19", "not a valid host name"),
+]
+
+WEB = OK_NET + "containers:\n  web:\n    networks: [front]\n"
+TWO_NETS = "networks:\n  a: {subnet: 10.1.0.0/24}\n  b: {subnet: 10.2.0.0/24}\n"
+# Everything the kernel would reject, or that would break the host, caught before any change.
+CORPUS += [
+    (WEB + "    routes: [{to: 10.50.0.0/24, via: 10.10.0.1, metric: 4294967296}]\n", "7:57", "less than or equal"),
+    (WEB + "    routes: [{to: 10.50.0.0/24}]\n", "7:19", "has no via"),
+    (WEB + "    routes: [{to: 10.10.0.0/24}]\n", "7:19", "already connected"),
+    (WEB + "    routes:\n      - {to: 10.50.0.0/24, via: 10.10.0.2}\n", "8:33", "itself"),
+    (WEB + "    routes:\n      - {to: 10.50.0.0/24, via: 10.10.0.255}\n", "8:33", "broadcast"),
+    (WEB + "    routes:\n      - {to: 10.50.0.0/24, via: 10.10.0.1}\n      - {to: 10.50.0.0/24, via: 10.10.0.3}\n",
+     "9:14", "already set by containers.web.routes.0"),
+    (WEB + "    routes:\n      - {to: 0.0.0.0/0, via: 10.10.0.3}\n", "8:14", "default route"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {ifname: lo}\n", "7:23", "reserved"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {ifname: all}\n", "7:23", "reserved"),
+    (OK_NET + "containers:\n  a: {}\n  b: {}\nlinks:\n  - endpoints: ['a:default', 'b:p0']\n", "8:17",
+     "not a valid interface name"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {ifname: \"eth0\\n\"}\n", "7:23",
+     "invalid interface name"),
+    (OK_NET + "containers:\n  \"web\\n\": {networks: [front]}\n", "5:3", "invalid name"),
+    (OK_NET + "containers:\n  a: {}\n  b: {}\nlinks:\n  - endpoints: ['a:p0', \"b:p0\\n\"]\n", "8:25",
+     "not a valid interface name"),
+    (WEB + "    sysctls: {\"net.ipv4.ip_forward\\n\": 1}\n", "7:15", "not a network sysctl"),
+    (WEB + "    extra_hosts: {\"db\\n\": 10.0.0.1}\n", "7:19", "not a valid host name"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {mac_address: '01:00:5e:00:00:01'}\n", "7:28",
+     "multicast"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {mac_address: '00:00:00:00:00:00'}\n", "7:28",
+     "not a usable MAC"),
+    (OK_NET + "containers:\n  a:\n    networks:\n      front: {mac_address: '02:00:00:00:00:01'}\n"
+     "  b:\n    networks:\n      front: {mac_address: '02:00:00:00:00:01'}\n", "10:28", "also used by"),
+    (OK_NET + "containers:\n  a: {networks: {front: {ipv4_address: 10.10.0.5}}}\n  b: {}\n  c: {}\nlinks:\n"
+     "  - endpoints: ['b:p0', 'c:p0']\n    addresses: [10.10.0.5/30, 10.10.0.6/30]\n", "5:40",
+     "already used by links.0.addresses.0"),
+    (OK_NET + "containers:\n  a: {networks: [front]}\n  b: {}\nlinks:\n"
+     "  - endpoints: ['a:p0', 'b:p0']\n    addresses: [10.10.0.65/30, 10.10.0.66/30]\n", "9:17", "overlaps subnet"),
+    (OK_NET + "    mtu: 67\n", "4:10", "greater than or equal to 68"),
+    (OK_NET + "    mtu: 65536\n", "4:10", "less than or equal to 65535"),
+    ("networks:\n  t: {driver: ovs, ovs: {datapath_type: netdev}}\ncontainers:\n  r:\n    networks:\n"
+     "      t: {trunks: [10, 20, 10]}\n", "6:19", "listed twice"),
+    (WEB + "    sysctls: {net.ipv4.ip_forward: ''}\n", "7:36", "empty"),
+    (WEB + "    sysctls: {net.core.netdev_max_backlog: 5000}\n", "7:15", "global to the host"),
+    (WEB + "    sysctls: {net.netfilter.nf_conntrack_max: 5000}\n", "7:15", "global to the host"),
+    (WEB + "    sysctls: {net.core.rmem_max: 5000}\n", "7:15", "global to the host"),
+    (WEB + "    sysctls: {net.ipv4.conf.eth7.forwarding: 1}\n", "7:15", "does not have"),
+    (WEB + "    ports: ['8080:80', '127.0.0.1:8080:81']\n", "7:24", "already published by containers.web.ports.0"),
+    (WEB + "  api:\n    networks: [front]\n    ports: ['9000:90/udp']\n  db:\n    networks: [front]\n"
+     "    ports: ['0.0.0.0:9000:91/udp']\n", "12:13", "already published by containers.api.ports.0"),
+    (WEB + "    firewall:\n      ingress:\n        - {to: front, proto: tcp}\n", "9:12", "write from: instead"),
+    (WEB + "    firewall:\n      egress:\n        - {from: front}\n", "9:12", "write to: instead"),
 ]
 
 
@@ -92,20 +142,42 @@ def test_corpus_is_large_enough():
     assert len(CORPUS) >= 30
 
 
-@needs_root
-@pytest.mark.parametrize("index", [0, 4, 14, 18, 25])
-def test_cli_bad_file_no_traceback_no_host_change(tmp_path, project_name, index):
+def footprint(project: str) -> dict:
+    """What a project could have made on the host: namespaces, links, /etc/netns entries,
+    nft tables and its state folder."""
     import os
+    import shutil
+    import subprocess
+    from netcompose.drivers import namespaces, rtnl
+    sock = rtnl.RtnlSocket()
+    try:
+        links = sorted(link.name for link in sock.links() if link.name.startswith(project[:6]))
+    finally:
+        sock.close()
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout if shutil.which("nft") else ""
+    return {"netns": sorted(n for n in namespaces.list_named() if n.startswith(project)), "links": links,
+            "etc": sorted(e for e in os.listdir("/etc/netns") if e.startswith(project)) if os.path.isdir("/etc/netns") else [],
+            "nft": [line for line in tables.splitlines() if project in line],
+            "state": os.path.exists(f"/run/netcompose/{project}/journal.json")
+            or os.path.exists(f"/run/netcompose/{project}/applied.json")}
+
+
+# The CLI on one case per class: a YAML error, a schema error, a cross-reference, a route,
+# a sysctl, a MAC, a published port, a firewall direction.
+CLI_CASES = [0, 4, 14, 18, 25] + [i for i, (_, _, words) in enumerate(CORPUS) if words in (
+    "has no via", "global to the host", "multicast", "already published by containers.web.ports.0",
+    "write from: instead")]
+
+
+@needs_root
+@pytest.mark.parametrize("index", CLI_CASES)
+def test_cli_bad_file_no_traceback_no_host_change(tmp_path, project_name, index):
     path = tmp_path / "bad.yaml"
     path.write_text(CORPUS[index][0])
-    def ours() -> list[str]:  # other tests on this host create namespaces meanwhile
-        return sorted(n for n in os.listdir("/run/netns") if n.startswith(project_name)) \
-            if os.path.isdir("/run/netns") else []
-    before = ours()
+    before = footprint(project_name)
     result = run_cli("up", "-f", str(path), "-p", project_name)
     assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}:"), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert before == ours() == []
-    assert not os.path.exists(f"/run/netcompose/{project_name}/journal.json")
+    assert footprint(project_name) == before

@@ -5,15 +5,28 @@ import re
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .patterns import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN
+from ..errors import excerpt
+from .patterns import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
 ProjectName = Annotated[str, Field(pattern=PROJECT_PATTERN, min_length=1, max_length=32)]
 # IFNAMSIZ is 16 bytes with the terminating NUL.
 IfName = Annotated[str, Field(pattern=IFNAME_PATTERN, min_length=1, max_length=15)]
-Mac = Annotated[str, Field(pattern=MAC_PATTERN)]
+
+
+def _unicast_mac(value: str) -> str:
+    first = int(value[:2], 16)
+    if first & 1:
+        raise ValueError(f"{value} is a multicast MAC address; an interface needs a unicast one "
+                         "(the first byte even, e.g. 02:42:0a:00:00:01)")
+    if int(value.replace(":", ""), 16) == 0:
+        raise ValueError("00:00:00:00:00:00 is not a usable MAC address; use e.g. 02:42:0a:00:00:01")
+    return value
+
+
+Mac = Annotated[str, Field(pattern=MAC_PATTERN), AfterValidator(_unicast_mac)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 VlanId = Annotated[int, Field(ge=1, le=4094)]
 Mtu = Annotated[int, Field(ge=68, le=65535)]
@@ -59,6 +72,12 @@ class Network(Strict):
         return self
 
 
+def check_ifname(value: str) -> str:
+    if value in RESERVED_IFNAMES:
+        raise ValueError(f"interface name '{value}' is reserved by the kernel; pick another, e.g. eth0")
+    return value
+
+
 class Endpoint(Strict):
     ipv4_address: IPv4Addr | None = None
     ifname: IfName | None = Field(None, description="default eth0, eth1, ... in declaration order")
@@ -66,11 +85,24 @@ class Endpoint(Strict):
     type: Literal["veth", "ovs-internal"] = "veth"
     trunks: list[VlanId] | None = Field(None, description="OVS trunk port carrying these tags")
 
+    @field_validator("ifname")
+    @classmethod
+    def _not_reserved(cls, value: str | None) -> str | None:
+        return check_ifname(value) if value is not None else None
+
+    @field_validator("trunks")
+    @classmethod
+    def _distinct_trunks(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            twice = sorted({tag for tag in value if value.count(tag) > 1})
+            raise ValueError(f"VLAN {twice[0]} is listed twice in trunks")
+        return value
+
 
 class Route(Strict):
     to: IPv4Net
     via: IPv4Addr | None = None
-    metric: Annotated[int, Field(ge=0)] | None = None
+    metric: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = Field(None, description="0 to 4294967295 (u32)")
 
 
 class PortMapping(Strict):
@@ -80,13 +112,13 @@ class PortMapping(Strict):
     host_ip: IPv4Addr = IPv4Address("0.0.0.0")
 
 
-_SHORT_PORT = re.compile(r"^(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?:(?P<published>\d+):)?(?P<target>\d+)(?:/(?P<proto>tcp|udp))?$")
+_SHORT_PORT = re.compile(r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?:(?P<published>\d+):)?(?P<target>\d+)(?:/(?P<proto>tcp|udp))?")
 
 
 def parse_short_port(text: str) -> dict[str, Any]:
-    match = _SHORT_PORT.match(text.strip())
+    match = _SHORT_PORT.fullmatch(text.strip(" "))
     if not match:
-        raise ValueError(f"'{text}' is not [HOST_IP:][PUBLISHED:]TARGET[/tcp|udp]")
+        raise ValueError(f"{excerpt(text)} is not [HOST_IP:][PUBLISHED:]TARGET[/tcp|udp]")
     parts = {"target": int(match["target"]), "protocol": match["proto"] or "tcp"}
     if match["published"]:
         parts["published"] = int(match["published"])
@@ -114,7 +146,7 @@ class Container(Strict):
     dns: list[IPv4Addr] = Field(default_factory=list)
     dns_search: list[str] = Field(default_factory=list)
     extra_hosts: dict[str, IPv4Addr] = Field(default_factory=dict)
-    sysctls: dict[str, str] = Field(default_factory=dict)
+    sysctls: dict[str, str] = Field(default_factory=dict, description="net.* sysctls of the sandbox (per-namespace ones)")
     netns: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = Field(
         None, description="adopt this existing named namespace")
     pid: Annotated[int, Field(ge=1)] | None = Field(None, description="adopt the namespace of this process")

@@ -8,14 +8,15 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from typing import Any, Iterator
 
-from ..errors import SpecError
+from ..errors import SpecError, excerpt
 from .. import names
+from . import sysctls
 from .loader import Document
 from .memo import Record
-from .patterns import IFNAME_PATTERN
+from .patterns import IFNAME_PATTERN, RESERVED_IFNAMES
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,8 @@ class Resolved:
     host_groups: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
-_SYSCTL = re.compile(r"^net\.[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# Matched with fullmatch: `$` would accept a trailing newline.
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
 class _Resolver:
@@ -153,6 +154,21 @@ class _Resolver:
     def containers(self, networks: dict[str, RNetwork]) -> dict[str, RContainer]:
         used: dict[IPv4Address, tuple] = {net.gateway: ("networks", n, "gateway") for n, net in networks.items()}
         explicit: dict[str, set[IPv4Address]] = {n: {net.gateway} for n, net in networks.items()}
+        for i, link in enumerate(self.topo.links):
+            for j, address in enumerate(link.addresses or ()):
+                apath = ("links", i, "addresses", j)
+                if address.ip in used:
+                    self.fail(apath, f"address {address.ip} is already used by {'.'.join(map(str, used[address.ip]))}",
+                              "give each link end its own address")
+                used[address.ip] = apath
+                for nname, net in networks.items():
+                    if address.ip in net.subnet:
+                        explicit[nname].add(address.ip)
+                    end = link.endpoints[j].partition(":")[0]
+                    member = end in self.topo.containers and nname in self.topo.containers[end].networks
+                    if member and address.network.overlaps(net.subnet):
+                        self.fail(apath, f"link address {address} overlaps subnet {net.subnet} of network '{nname}' "
+                                  f"that container '{end}' is on", "give the link its own subnet")
         for cname, c in self.topo.containers.items():
             for nname, ep in c.networks.items():
                 path = ("containers", cname, "networks", nname)
@@ -180,6 +196,7 @@ class _Resolver:
                 explicit[nname].add(ep.ipv4_address)
 
         link_ifnames = self.link_ifnames()
+        macs: dict[tuple[str, str], tuple] = {}   # (network, mac) → path
         out: dict[str, RContainer] = {}
         for cname, c in self.topo.containers.items():
             endpoints: list[REndpoint] = []
@@ -192,6 +209,12 @@ class _Resolver:
                     self.fail(path + ("ifname",), f"interface name '{ifname}' is used twice in container '{cname}'",
                               "give each endpoint its own ifname")
                 seen[ifname] = path
+                if ep.mac_address:
+                    mac_path = path + ("mac_address",)
+                    other = macs.setdefault((nname, ep.mac_address.lower()), mac_path)
+                    if other is not mac_path:
+                        self.fail(mac_path, f"MAC address {ep.mac_address} is also used by "
+                                  f"{'.'.join(map(str, other))} on network '{nname}'", "give each endpoint its own MAC")
                 address = ep.ipv4_address or self.allocate_address(cname, net, explicit[nname], path)
                 if ep.type == "ovs-internal" and net.driver != "ovs":
                     self.fail(path + ("type",), "type: ovs-internal needs a network with driver: ovs",
@@ -206,7 +229,7 @@ class _Resolver:
                     self.fail(path, f"interface name '{ifname}' is used twice in container '{cname}'",
                               "pick another name for the link end")
                 seen[ifname] = path
-            out[cname] = self.container(cname, c, endpoints, networks)
+            out[cname] = self.container(cname, c, endpoints, networks, link_ifnames.get(cname, []))
         return out
 
     def allocate_address(self, cname: str, net: RNetwork, taken: set[IPv4Address], path: tuple) -> IPv4Address:
@@ -223,7 +246,8 @@ class _Resolver:
         self.fail(path, f"subnet {net.subnet} of network '{net.name}' has no free address", "use a larger subnet")
         raise AssertionError
 
-    def container(self, cname: str, c, endpoints: list[REndpoint], networks: dict[str, RNetwork]) -> RContainer:
+    def container(self, cname: str, c, endpoints: list[REndpoint], networks: dict[str, RNetwork],
+                  link_ends: list[tuple[str, tuple]]) -> RContainer:
         base = ("containers", cname)
         by_network = {ep.network: ep for ep in endpoints}
         default_net = c.default_route or next(iter(c.networks), None)
@@ -233,33 +257,88 @@ class _Resolver:
         gateway = ifname = None
         if default_net and not networks[default_net].internal:
             gateway, ifname = networks[default_net].gateway, by_network[default_net].ifname
-        routes = []
-        for i, route in enumerate(c.routes):
-            path = base + ("routes", i)
-            dev = None
-            if route.via is not None:
-                dev = next((ep.ifname for ep in endpoints if route.via in networks[ep.network].subnet), None)
-                if dev is None:
-                    self.fail(path + ("via",), f"gateway {route.via} is not on any network of container '{cname}'",
-                              "use an address inside one of its subnets")
-            routes.append({"to": str(route.to), "via": str(route.via) if route.via else None, "dev": dev,
-                           "metric": route.metric})
-        for i, key in enumerate(c.sysctls):
-            if not _SYSCTL.match(key):
-                self.fail(base + ("sysctls", key), f"'{key}' is not a per-namespace network sysctl",
-                          "use a net.* name such as net.ipv4.ip_forward", key=True)
+        # Connected subnets: (ifname, own address, subnet) of every endpoint and addressed link end.
+        connected = [(ep.ifname, ep.address, networks[ep.network].subnet) for ep in endpoints]
+        connected += [(ifname, address.ip, address.network) for ifname, address in self.link_addresses(cname)]
+        routes = self.routes(cname, c, connected, gateway)
+        ifnames = {ep.ifname for ep in endpoints} | {ifname for ifname, _ in link_ends} | {"lo", "all", "default"}
+        for key, value in c.sysctls.items():
+            path = base + ("sysctls", key)
+            why = sysctls.problem(key)
+            if why:
+                self.fail(path, f"sysctl {excerpt(key)} {why}",
+                          "set only per-namespace net.* sysctls, such as net.ipv4.ip_forward", key=True)
+            device = sysctls.device_of(key)
+            if device is not None and device not in ifnames:
+                self.fail(path, f"sysctl {key} names interface '{device}', which container '{cname}' does not have",
+                          f"use one of: {', '.join(sorted(ifnames))}", key=True)
+            if not value.strip() or "\n" in value:
+                self.fail(path, f"sysctl {key} has an empty or multi-line value", 'write a value, e.g. "1"')
         for host in c.extra_hosts:
-            if not _HOSTNAME.match(host):
-                self.fail(base + ("extra_hosts", host), f"'{host}' is not a valid host name", "use letters, "
+            if not _HOSTNAME.fullmatch(host):
+                self.fail(base + ("extra_hosts", host), f"{excerpt(host)} is not a valid host name", "use letters, "
                           "digits, dots and hyphens", key=True)
         for i, domain in enumerate(c.dns_search):
-            if not _HOSTNAME.match(domain):
-                self.fail(base + ("dns_search", i), f"'{domain}' is not a valid domain", "fix the domain")
+            if not _HOSTNAME.fullmatch(domain):
+                self.fail(base + ("dns_search", i), f"{excerpt(domain)} is not a valid domain", "fix the domain")
         adopted = c.netns is not None or c.pid is not None
         netns = c.netns or (f"/proc/{c.pid}/ns/net" if c.pid else names.netns_name(self.project, cname))
         return RContainer(cname, netns, adopted, endpoints, gateway, ifname, routes,
                           [str(d) for d in c.dns], list(c.dns_search),
                           [(str(ip), host) for host, ip in c.extra_hosts.items()], dict(c.sysctls))
+
+    def routes(self, cname: str, c, connected: list[tuple[str, IPv4Address, IPv4Network]],
+               gateway: IPv4Address | None) -> list[dict[str, Any]]:
+        """Each route needs a gateway on a connected subnet, or a destination inside one."""
+        base = ("containers", cname)
+        by_destination: dict[IPv4Network, tuple] = {}
+        if gateway is not None:
+            by_destination[IPv4Network("0.0.0.0/0")] = base + ("default_route",)
+        routes = []
+        for i, route in enumerate(c.routes):
+            path = base + ("routes", i)
+            if route.to in by_destination:
+                other = by_destination[route.to]
+                what = ("the default route (default_route, or the first network)" if other[-1] == "default_route"
+                        else ".".join(map(str, other)))
+                self.fail(path + ("to",), f"a route to {route.to} is already set by {what}",
+                          "keep one route per destination" + (" (or set default_route)" if gateway else ""))
+            by_destination[route.to] = path
+            if route.via is not None:
+                dev = next((ifname for ifname, _, subnet in connected if route.via in subnet), None)
+                if dev is None:
+                    self.fail(path + ("via",), f"gateway {route.via} is not on any network of container '{cname}'",
+                              "use an address inside one of its subnets")
+                subnet = next(s for _, _, s in connected if route.via in s)
+                if route.via in {own for _, own, _ in connected}:
+                    self.fail(path + ("via",), f"gateway {route.via} is an address of container '{cname}' itself",
+                              "use the address of a router on that network")
+                if subnet.prefixlen < 31 and route.via in (subnet.network_address, subnet.broadcast_address):
+                    self.fail(path + ("via",), f"gateway {route.via} is the network or broadcast address of {subnet}",
+                              "use the address of a router on that network")
+            else:
+                inside = [(ifname, subnet) for ifname, _, subnet in connected if route.to.subnet_of(subnet)]
+                if not inside:
+                    self.fail(path + ("to",), f"route to {route.to} has no via and {route.to} is not on a network "
+                              f"of container '{cname}'", "add via: GATEWAY (an address on one of its networks)")
+                dev, subnet = inside[0]
+                if route.to == subnet:
+                    self.fail(path + ("to",), f"{route.to} is already connected on {dev}",
+                              "remove the route, or add via: to send it through a router")
+            routes.append({"to": str(route.to), "via": str(route.via) if route.via else None, "dev": dev,
+                           "metric": route.metric})
+        return routes
+
+    def link_addresses(self, cname: str) -> list[tuple[str, IPv4Interface]]:
+        """(ifname, address) of the container's addressed link ends."""
+        found = []
+        for link in self.topo.links:
+            if link.addresses:
+                for end, address in zip(link.endpoints, link.addresses):
+                    container, _, ifname = end.partition(":")
+                    if container == cname:
+                        found.append((ifname, address))
+        return found
 
     def fill_hosts(self, containers: dict[str, RContainer]) -> dict[str, list[tuple[str, str]]]:
         """Like Docker's embedded DNS, containers find the members of their networks by name."""
@@ -296,9 +375,9 @@ class _Resolver:
                 if container not in self.topo.containers:
                     self.fail(path, f"link end '{end}' names unknown container '{container}'",
                               f"use one of: {', '.join(self.topo.containers) or 'none'}")
-                if not re.match(IFNAME_PATTERN, ifname) or len(ifname.encode()) > 15:
-                    self.fail(path, f"'{ifname}' is not a valid interface name",
-                              "use at most 15 letters, digits, '_', '-' or '.'")
+                if not re.fullmatch(IFNAME_PATTERN, ifname) or len(ifname.encode()) > 15 or ifname in RESERVED_IFNAMES:
+                    self.fail(path, f"{excerpt(ifname)} is not a valid interface name",
+                              "use at most 15 letters, digits, '_', '-' or '.' (not lo, all or default)")
                 found.setdefault(container, []).append((ifname, path))
             if link.addresses and (link.addresses[0].network != link.addresses[1].network
                                    or link.addresses[0].ip == link.addresses[1].ip):
@@ -332,20 +411,28 @@ class _Resolver:
             port = exp.to.partition(":")[2]
             if port and not (port.isdigit() and 1 <= int(port) <= 65535):
                 self.fail(("expect", i, "to"), f"'{port}' is not a port number", "use 1-65535")
+        published: dict[tuple[int, str], dict[IPv4Address, tuple]] = {}   # (port, proto) → host_ip → path
         for cname, c in self.topo.containers.items():
-            seen: dict[tuple, int] = {}
             for i, port in enumerate(c.ports):
-                key = (str(port.host_ip), port.published or port.target, port.protocol)
-                if key in seen or any(k[1:] == key[1:] and "0.0.0.0" in (k[0], key[0]) for k in seen):
-                    self.fail(("containers", cname, "ports", i), f"host port {key[1]}/{key[2]} is published twice",
-                              "publish each host port once")
-                seen[key] = i
+                path = ("containers", cname, "ports", i)
+                on = published.setdefault((port.published or port.target, port.protocol), {})
+                # 0.0.0.0 takes the port on every address, so it overlaps any specific one.
+                clash = on.get(port.host_ip) or (next(iter(on.values())) if on and (
+                    port.host_ip == IPv4Address(0) or IPv4Address(0) in on) else None)
+                if clash:
+                    self.fail(path, f"host port {port.host_ip}:{port.published or port.target}/{port.protocol} is "
+                              f"already published by {'.'.join(map(str, clash))}", "publish each host port once")
+                on[port.host_ip] = path
             if c.firewall:
-                for direction in ("ingress", "egress"):
+                for direction, peer_key, wrong_key in (("ingress", "from", "to"), ("egress", "to", "from")):
                     for j, rule in enumerate(getattr(c.firewall, direction) or []):
+                        rule_path = ("containers", cname, "firewall", direction, j)
+                        if (rule.to if wrong_key == "to" else rule.from_) is not None:
+                            self.fail(rule_path + (wrong_key,), f"an {direction} rule matches by '{peer_key}:' "
+                                      f"(the {'sender' if direction == 'ingress' else 'receiver'}), not "
+                                      f"'{wrong_key}:'", f"write {peer_key}: instead", key=True)
                         peer = rule.from_ if direction == "ingress" else rule.to
-                        self.check_peer(("containers", cname, "firewall", direction, j,
-                                         "from" if direction == "ingress" else "to"), peer)
+                        self.check_peer(rule_path + (peer_key,), peer)
                         if rule.ports and rule.proto not in ("tcp", "udp"):
                             self.fail(("containers", cname, "firewall", direction, j, "ports"),
                                       "ports need proto: tcp or udp", "set proto")
