@@ -46,22 +46,24 @@ def _error(text: str) -> None:
 
 def _parse_var(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise errors.SpecError(None, f"--var {text!r} is not NAME=VALUE", "write --var count=10")
-    import yaml
-    return name, yaml.safe_load(value) if value else ""
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise errors.SpecError(None, f"--var {errors.excerpt(text)} is not NAME=VALUE (NAME: letters, digits, '_')",
+                               "write --var count=10")
+    from .spec.loader import safe_load
+    try:
+        return name, safe_load(value) if value else ""
+    except errors.SpecError:
+        raise errors.SpecError(None, f"--var {name}: {errors.excerpt(value)} is not a valid YAML value",
+                               "quote it: --var 'name=\"text\"'") from None
 
 
 def _variables(args) -> dict[str, Any]:
     variables: dict[str, Any] = {}
     if getattr(args, "vars_file", None):
-        import yaml
-        try:
-            with open(args.vars_file) as f:
-                data = yaml.safe_load(f.read()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise errors.SpecError(None, f"--vars-file {args.vars_file}: {exc}".splitlines()[0],
-                                   "pass a readable YAML mapping") from None
+        from .inputs import read_text
+        from .spec.loader import safe_load
+        at = errors.Position(args.vars_file, 1, 1)
+        data = safe_load(read_text(args.vars_file, at), at) or {}
         if not isinstance(data, dict):
             raise errors.SpecError(errors.Position(args.vars_file, 1, 1), "vars file must be a mapping",
                                    "write name: value lines")
@@ -112,7 +114,14 @@ def cmd_watch(args) -> int:
 
     watcher = Watcher(args.file, args.project_name, _variables(args), emit, interval=args.interval,
                       lock_timeout=args.lock_timeout, ovsdb=args.ovsdb)
-    signal.signal(signal.SIGTERM, lambda *_: watcher.stop.set())
+
+    def terminate(*_) -> None:
+        # Stop now, even inside a long load or apply: an apply interrupted so rolls back.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        watcher.stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         watcher.run()
     except KeyboardInterrupt:

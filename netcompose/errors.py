@@ -17,6 +17,11 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     return shown[:-1] + "..." + shown[-1] if len(text) > limit else shown
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """Free text (a parser's complaint) cut to `limit` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class NetcomposeError(Exception):
     exit_code = EXIT_FAILURE
 
@@ -36,6 +41,8 @@ class SpecError(NetcomposeError):
     exit_code = EXIT_INVALID
 
     def __init__(self, position: Position | None, problem: str, fix: str = ""):
+        # Bounded, whatever a caller quoted: a message never carries a whole file.
+        problem, fix = shorten(problem, 400), shorten(fix, 300)
         self.position, self.problem, self.fix = position, problem, fix
         where = f"{position}: " if position else ""
         text = f"{where}{problem}" + (f"; {fix}" if fix else "")

@@ -5,7 +5,8 @@ import json
 from typing import Any
 
 from .engine import state_fingerprint
-from .errors import SpecError, StalePlan
+from .errors import SpecError, StalePlan, excerpt
+from .inputs import read_text
 from .plan import FORMAT_VERSION
 from .spec.resolve import Resolved
 
@@ -19,10 +20,12 @@ def save_plan(path: str, project, state) -> None:
 def read_plan(path: str, project) -> str:
     """The fingerprint a saved plan was made against, after checking it fits this project."""
     try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise SpecError(None, f"cannot read saved plan {path}: {exc}", "pass a file written by `plan -o`") from None
+        saved = json.loads(read_text(path, name=f"saved plan {path}"))
+    except ValueError as exc:
+        raise SpecError(None, f"cannot read saved plan {path}: {excerpt(str(exc), 120)}",
+                        "pass a file written by `plan -o`") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("fingerprint"), str):
+        raise SpecError(None, f"{path} is not a saved plan (no fingerprint)", "pass a file written by `plan -o`")
     if saved.get("format_version") != FORMAT_VERSION or saved.get("project") != project.name:
         raise StalePlan(f"stale plan: {path} was made for another project or netcompose version; run plan again")
     return saved["fingerprint"]

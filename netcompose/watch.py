@@ -20,7 +20,8 @@ from watchdog.observers import Observer
 
 from . import names
 from .engine import Project
-from .errors import NetcomposeError
+from .errors import NetcomposeError, SpecError
+from .inputs import read_text
 
 DEBOUNCE = 0.3
 Emit = Callable[[dict[str, Any]], None]
@@ -65,8 +66,8 @@ class Watcher:
         digest = hashlib.sha256()
         for path in sorted(self.watched()):
             try:
-                digest.update(path.read_bytes())
-            except OSError:
+                digest.update(read_text(path).encode())
+            except SpecError:  # missing, not a regular file, too big: the load reports it
                 digest.update(b"-")
         return digest.digest()
 

@@ -61,7 +61,7 @@ def test_templates_are_sandboxed(tmp_path):
         load(path, "p", environ={})
     write(tmp_path, "secret.yaml", "networks: {stolen: {}}\n")
     path = write(tmp_path / "inside", "i.yaml.j2", "{% include '../secret.yaml' %}\n")
-    with pytest.raises(SpecError, match="template not found"):
+    with pytest.raises(SpecError, match="'../secret.yaml' is outside the topology's folder"):
         load(path, "p", environ={})
     path = write(tmp_path / "inside", "o.yaml", "template: true\nname: {{ cycler.__init__.__globals__ }}\n")
     with pytest.raises(SpecError, match="template"):

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from ..errors import Position, SpecError
+from ..errors import Position, SpecError, excerpt, shorten
 from ..gcpause import gc_paused
-from . import memo
-from .loader import Document, parse_yaml, read_dotenv
+from ..inputs import read_text
+from . import memo, template
+from .loader import Document, parse_yaml, read_dotenv, safe_load
 from .memo import Record
 from .patterns import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 
@@ -29,64 +29,26 @@ class Spec:
     sources: list[Path]     # every file the topology was built from (watch mode follows them)
 
 
-def _read(path: Path, at: Position | None = None) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise SpecError(at, f"{path}: no such file", "pass the topology with -f FILE") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(at, f"{path}: cannot read: {exc}", "check the path and permissions") from None
-
-
 def _leading_vars(text: str, file: str) -> dict[str, Any]:
     """The top-level `vars:` block of a template, read before the template renders."""
     match = re.search(r"^vars:[^\n]*\n(?:(?:[ \t]+[^\n]*|[ \t]*)\n)*", text, re.M)
     if not match:
         return {}
+    at = Position(file, text[:match.start()].count("\n") + 1, 1)
     try:
-        data = yaml.safe_load(match.group(0)) or {}
-    except yaml.YAMLError:
-        raise SpecError(Position(file, text[:match.start()].count("\n") + 1, 1), "vars: block is not valid YAML",
-                        "keep vars: plain YAML (no template syntax)") from None
-    return data.get("vars") or {}
+        data = safe_load(match.group(0), at) or {}
+    except SpecError:
+        raise SpecError(at, "vars: block is not valid YAML", "keep vars: plain YAML (no template syntax)") from None
+    return (data.get("vars") if isinstance(data, dict) else None) or {}
 
 
 def render_template(text: str, path: Path, variables: dict[str, Any]) -> str:
-    import jinja2  # only templates need it
-    from jinja2.sandbox import SandboxedEnvironment
-    env = SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(path.parent)), undefined=jinja2.StrictUndefined,
-                               keep_trailing_newline=True, autoescape=False)
-    context = {**_leading_vars(text, str(path)), **variables}
-    try:
-        return env.from_string(text).render(**context)
-    except jinja2.TemplateSyntaxError as exc:
-        raise SpecError(Position(str(exc.filename or path), exc.lineno or 1, 1), f"template syntax: {exc.message}",
-                        "fix the Jinja2 syntax") from None
-    except jinja2.TemplateNotFound as exc:
-        raise SpecError(Position(str(path), 1, 1), f"template not found: {exc.name}",
-                        "templates may only include files in the topology's folder") from None
-    except jinja2.UndefinedError as exc:
-        raise SpecError(Position(str(path), _template_line(exc), 1), f"template: {exc.message}",
-                        "define it with --var, --vars-file or vars:") from None
-    except jinja2.exceptions.SecurityError as exc:
-        raise SpecError(Position(str(path), _template_line(exc), 1), f"template: {exc}",
-                        "templates cannot call Python internals") from None
-    except Exception as exc:  # a template's own arithmetic or filter errors
-        raise SpecError(Position(str(path), _template_line(exc), 1), f"template: {exc}",
-                        "fix the expression") from None
+    return template.render(text, path, {**_leading_vars(text, str(path)), **variables})
 
 
-def _template_line(exc: BaseException) -> int:
-    tb, line = exc.__traceback__, 1
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "<template>":
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
-def _load_document(path: Path, env: dict[str, str], variables: dict[str, Any], at: Position | None) -> Document:
-    text = _read(path, at)
+def _load_document(path: Path, env: dict[str, str], variables: dict[str, Any], at: Position | None,
+                   confined_to: Path | None = None, name: str | None = None) -> Document:
+    text = read_text(path, at, confined_to, name=name)
     is_template = path.name.endswith(".j2") or re.search(r"^template:\s*true\s*$", text, re.M)
     if is_template:
         text = render_template(text, path, variables)
@@ -136,35 +98,35 @@ def _validation_error(doc: Document, err) -> SpecError:
     for part in first["loc"]:
         if path + (part,) in doc.values or path + (part,) in doc.keys:
             path += (part,)
-    dotted = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+    dotted = shorten(".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and "[" in p)), 120)
     kind = first["type"]
     if "[key]" in first["loc"]:
-        return SpecError(doc.where(path, key=True), f"invalid name {first.get('input')!r}: use letters, digits, "
+        return SpecError(doc.where(path, key=True), f"invalid name {excerpt(first.get('input'))}: use letters, digits, "
                          "'_', '.' or '-', starting with a letter or digit", "rename it")
     if kind == "extra_forbidden":
         field = first["loc"][-1]
-        return SpecError(doc.where(path, key=True), f"unknown key '{field}' in {dotted.rpartition('.')[0] or 'top level'}",
+        return SpecError(doc.where(path, key=True), f"unknown key {excerpt(field)} in {dotted.rpartition('.')[0] or 'top level'}",
                          "remove it or fix its spelling (see `netcompose schema`)")
     message = first["msg"].removeprefix("Value error, ")
     if kind == "missing":
         return SpecError(doc.where(path), f"{dotted}: required key missing", "add it")
     if kind == "string_pattern_mismatch":
         message = _PATTERN_MESSAGES.get(first.get("ctx", {}).get("pattern"), "invalid value").format(
-            first.get("input"))
+            excerpt(first.get("input")))
     if kind == "ip_v4_network" and isinstance(first.get("input"), str):
         try:
             fixed = ipaddress.ip_network(first["input"], strict=False)
-            message = f"{first['input']} has host bits set; did you mean {fixed}?"
+            message = f"{excerpt(first['input'])} has host bits set; did you mean {fixed}?"
         except ValueError:
             pass
     return SpecError(doc.where(path), f"{dotted}: {message}", "see `netcompose schema` for the allowed values")
 
 
 _PATTERN_MESSAGES = {
-    NAME_PATTERN: "invalid name {!r}: use letters, digits, '_', '.' or '-', starting with a letter or digit",
-    IFNAME_PATTERN: "invalid interface name {!r}: use letters, digits, '_', '.' or '-'",
-    MAC_PATTERN: "invalid MAC address {!r}: write six hex pairs like 02:42:0a:00:00:01",
-    PROJECT_PATTERN: "invalid name {!r}: use lowercase letters, digits, '_' or '-'",
+    NAME_PATTERN: "invalid name {}: use letters, digits, '_', '.' or '-', starting with a letter or digit",
+    IFNAME_PATTERN: "invalid interface name {}: use letters, digits, '_', '.' or '-'",
+    MAC_PATTERN: "invalid MAC address {}: write six hex pairs like 02:42:0a:00:00:01",
+    PROJECT_PATTERN: "invalid name {}: use lowercase letters, digits, '_' or '-'",
 }
 
 
@@ -196,7 +158,8 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
         if not isinstance(item, str):
             raise SpecError(doc.where(("include", i)), "include entries must be file names", "quote the file name")
         fragment_path = path.parent / item
-        fragment = _load_document(fragment_path, env, variables, doc.where(("include", i)))
+        fragment = _load_document(fragment_path, env, variables, doc.where(("include", i)),
+                                  confined_to=path.parent, name=item)
         if fragment.data.get("include"):
             raise SpecError(fragment.where(("include",), key=True), "nested include is not supported",
                             "list every fragment in the main file")

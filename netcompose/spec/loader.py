@@ -13,9 +13,16 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from ..errors import Position, SpecError
+from ..errors import Position, SpecError, excerpt, shorten
+from ..inputs import read_text
 
 Path_ = tuple[Any, ...]
+
+# A file holds at most this many YAML nodes, and expands to at most this many values once
+# its aliases are followed (an "alias bomb" of a few lines expands to billions); both keep
+# a bad file's memory under a few hundred MB.  A 1000-container lab has about 5,000.
+MAX_NODES = 200_000
+MAX_VALUES = 200_000
 
 
 @dataclass
@@ -69,9 +76,9 @@ def interpolate(text: str, env: dict[str, str], where: Position) -> str:
 def read_dotenv(folder: Path) -> dict[str, str]:
     path = folder / ".env"
     values: dict[str, str] = {}
-    if not path.is_file():
+    if not path.exists():
         return values
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -92,11 +99,16 @@ class _Builder:
     def __init__(self, file: str, loader: yaml.SafeLoader, env: dict[str, str] | None):
         self.file, self.loader, self.env = file, loader, env
         self.doc = Document(None, file)
+        self.budget = MAX_VALUES
 
     def pos(self, node) -> Position:
         return Position(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
 
     def build(self, node, path: Path_) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise SpecError(self.pos(node), f"the file expands to more than {MAX_VALUES} values (through aliases?)",
+                            "use fewer aliases, or split the topology")
         self.doc.values[path] = self.pos(node)
         if isinstance(node, MappingNode):
             self.loader.flatten_mapping(node)
@@ -106,7 +118,7 @@ class _Builder:
                 if key is None or isinstance(key, (list, dict)):
                     raise SpecError(self.pos(key_node), "mapping keys must be plain scalars", "quote the key")
                 if key in out:
-                    raise SpecError(self.pos(key_node), f"duplicate key '{key}'", "remove one of the two")
+                    raise SpecError(self.pos(key_node), f"duplicate key {excerpt(key)}", "remove one of the two")
                 self.doc.keys[path + (key,)] = self.pos(key_node)
                 out[key] = self.build(value_node, path + (key,))
             return out
@@ -120,7 +132,7 @@ class _Builder:
         if isinstance(value, str) and self.env is not None and "$" in value:
             value = interpolate(value, self.env, self.pos(node))
             if node.style is None:  # plain scalars are re-typed after interpolation, as in Compose
-                value = yaml.safe_load(value) if value.strip() else value
+                value = safe_load(value, self.pos(node)) if value.strip() else value
         return value
 
 
@@ -139,10 +151,51 @@ class FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore
             return _STR_TAG
         return super().resolve(kind, value, implicit)
 
+    def flatten_mapping(self, node):
+        # Merge keys (`<<: [*a, *a]`) copy the merged pairs, so nested merges double at
+        # each level: stop before the copies outgrow the value budget.
+        super().flatten_mapping(node)
+        if len(node.value) > MAX_VALUES:
+            raise yaml.MarkedYAMLError(problem=f"merge keys expand to more than {MAX_VALUES} values",
+                                       problem_mark=node.start_mark)
+
+
+def count_nodes(text: str, limit: int) -> int:
+    """Nodes of a YAML text, counted from the parser's events without building them (a
+    node costs a few hundred bytes once built); stops counting past `limit`."""
+    loader = FastLoader(text)
+    count = 0
+    try:
+        while count <= limit and loader.check_event():
+            count += isinstance(loader.get_event(), yaml.NodeEvent)
+    finally:
+        loader.dispose()
+    return count
+
+
+def safe_load(text: str, at: Position | None = None) -> Any:
+    """yaml.safe_load with the limits of a topology file (nodes, merge keys)."""
+    loader = None
+    try:
+        if len(text) > 64 << 10 and count_nodes(text, MAX_NODES) > MAX_NODES:
+            raise SpecError(at, f"more than {MAX_NODES} YAML nodes", "split the data")
+        loader = FastLoader(text)
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise SpecError(at, f"invalid YAML: {shorten(problem)}", "check quoting and indentation") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
 
 def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:
     loader = None
     try:
+        # Counting costs a pass over the events: only where a file could be big enough to matter.
+        if len(text) > 64 << 10 and count_nodes(text, MAX_NODES) > MAX_NODES:
+            raise SpecError(Position(file, 1, 1), f"the file has more than {MAX_NODES} YAML nodes",
+                            "split the topology")
         loader = FastLoader(text)
         node = loader.get_single_node()
         builder = _Builder(file, loader, env)
@@ -150,7 +203,7 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         position = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
-        raise SpecError(position, f"invalid YAML: {exc.problem or exc.context}",
+        raise SpecError(position, f"invalid YAML: {shorten(exc.problem or exc.context)}",
                         "check indentation, quoting and colons") from None
     except yaml.reader.ReaderError as exc:
         before = text[:exc.position]
@@ -158,7 +211,8 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:
         char = exc.character if isinstance(exc.character, str) else chr(exc.character)  # libyaml gives a code
         raise SpecError(position, f"invalid character {char!r} in YAML", "remove it") from None
     except yaml.YAMLError as exc:
-        raise SpecError(Position(file, 1, 1), f"invalid YAML: {' '.join(str(exc).split())}", "fix the syntax") from None
+        raise SpecError(Position(file, 1, 1), f"invalid YAML: {shorten(' '.join(str(exc).split()))}",
+                        "fix the syntax") from None
     finally:
         if loader is not None:
             loader.dispose()
