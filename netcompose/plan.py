@@ -90,6 +90,25 @@ def diff_attrs(desired: Resource, observed: Resource) -> dict[str, tuple[Any, An
             if desired.attrs.get(k) is not None and desired.attrs[k] != observed.attrs.get(k)}
 
 
+def _conflict(have: Resource) -> ConflictError:
+    owner = f"project '{have.owner}'" if have.owner else "another tool"
+    return ConflictError(f"{have.key} already exists and belongs to {owner}; "
+                         "netcompose never takes over objects it did not create: rename or remove it")
+
+
+def _check_namesakes(desired: dict[str, Resource], observed: dict[str, Resource], project: str) -> None:
+    """A foreign object named like a desired one (see KindSpec.identity) is a conflict."""
+    kinds = {kind for kind, spec in KINDS.items() if spec.identity}
+    wanted = {(res.kind, *(res.attrs.get(a) for a in KINDS[res.kind].identity))
+              for res in desired.values() if res.kind in kinds and not res.external}
+    if not wanted:
+        return
+    for have in observed.values():
+        if have.kind in kinds and have.owner != project and not have.external and \
+                (have.kind, *(have.attrs.get(a) for a in KINDS[have.kind].identity)) in wanted:
+            raise _conflict(have)
+
+
 def _topo_order(resources: dict[str, Resource]) -> list[str]:
     order: list[str] = []
     state: dict[str, int] = {}
@@ -119,9 +138,8 @@ def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], proje
             raise PlanError(f"{want.kind} '{want.attrs.get('name', key)}' does not exist; "
                             "netcompose adopts it but never creates it: create it first or fix the name")
         if have is not None and have.owner != project and not want.external:
-            owner = f"project '{have.owner}'" if have.owner else "another tool"
-            raise ConflictError(f"{key} already exists and belongs to {owner}; "
-                                "netcompose never takes over objects it did not create: rename or remove it")
+            raise _conflict(have)
+    _check_namesakes(desired, observed, project)
 
     actions: dict[str, Action] = {}
     removed: set[str] = set()

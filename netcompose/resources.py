@@ -20,6 +20,10 @@ class KindSpec:
     compare: tuple[str, ...] | None = None  # attrs diffed; None = every attr
     transactional: bool = False        # the driver applies a whole phase of this kind in one transaction
     ordered: bool = False              # the driver sequences dependencies within one batch itself
+    # Attributes naming the object for people, when its key says more: a foreign object
+    # with the same names as a desired one is a conflict even if its key differs (an nft
+    # table made by hand in another family, with the project's table name).
+    identity: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)  # not frozen: frozen dataclasses construct 3x slower, and a run builds ~10k
@@ -63,7 +67,7 @@ KINDS: dict[str, KindSpec] = {
     "claimed_link": KindSpec("netlink", replace_on=("source",), ordered=True),
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
-    "nft_table": KindSpec("nftables", compare=("chains",)),
+    "nft_table": KindSpec("nftables", compare=("chains",), identity=("ns", "name")),
     "file": KindSpec("files", ordered=True),     # applied one by one, in the order given
     "sysctl": KindSpec("files", ordered=True),
 }

@@ -25,6 +25,10 @@ def table_name(project: str) -> str:
     return f"netcompose-{project}"
 
 
+def project_of(table: str) -> str:
+    return table.removeprefix("netcompose-")
+
+
 # ---- expression helpers (nftables JSON) ---------------------------------------------------
 
 def _match(left: dict, right: Any, op: str = "==") -> dict:

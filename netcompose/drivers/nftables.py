@@ -11,13 +11,21 @@ import shutil
 import subprocess
 
 from .. import resources as r
-from ..compile.firewall import table_name
+from ..compile.firewall import project_of, table_name
 from ..errors import UnsupportedError
 from ..plan import Action
 from ..resources import HOST, Resource
 from . import Outcome, Scope, namespaces, rtnl
 
 FAMILIES = {1: "inet", 2: "ip", 7: "bridge", 10: "ip6", 3: "arp", 5: "netdev"}
+# Ownership mark: a table is ours only when it holds this chain (never hooked, so never
+# evaluated) with one rule commented `netcompose project=<project>`.  nft 1.0.6 cannot
+# write a table comment through JSON, and a same-named table made by hand lacks it.
+OWNER_CHAIN = "netcompose-owner"
+
+
+def owner_comment(project: str) -> str:
+    return f"netcompose project={project}"
 
 
 class NftablesDriver:
@@ -68,8 +76,11 @@ class NftablesDriver:
                 elif "rule" in item:
                     rule = item["rule"]
                     chains[rule["chain"]]["rules"].append(rule.get("comment"))
-                    rules[rule["chain"]].append({"comment": rule.get("comment"), "expr": rule["expr"]})
-        return r.nft_table(ns, family, name, chains, rules, owner=project)
+                    rules[rule["chain"]].append({"comment": rule.get("comment"), "expr": rule.get("expr", [])})
+        mark = chains.pop(OWNER_CHAIN, {}).get("rules")
+        rules.pop(OWNER_CHAIN, None)
+        owner = project if mark == [owner_comment(project)] else None
+        return r.nft_table(ns, family, name, chains, rules, owner=owner)
 
     def apply(self, actions: list[Action]) -> Outcome:
         outcome = Outcome()
@@ -96,6 +107,10 @@ class NftablesDriver:
         if action.op == "delete":
             return commands
         commands.append({"add": {"table": table}})
+        commands.append({"add": {"chain": {"family": a["family"], "table": a["name"], "name": OWNER_CHAIN}}})
+        commands.append({"add": {"rule": {"family": a["family"], "table": a["name"], "chain": OWNER_CHAIN,
+                                          "comment": owner_comment(project_of(a["name"])),
+                                          "expr": [{"counter": None}]}}})
         for name, chain in a["chains"].items():
             commands.append({"add": {"chain": {"family": a["family"], "table": a["name"], "name": name,
                                                "type": chain["type"], "hook": chain["hook"], "prio": chain["prio"],
