@@ -200,12 +200,12 @@ def cmd_exec(args) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise errors.SpecError(None, "no command given", "write: netcompose exec CONTAINER -- CMD ARGS...")
-    from .names import netns_name
+    ns = project.sandbox(args.container)
     if container.pid:
-        argv = ["nsenter", f"--net=/proc/{container.pid}/ns/net", "--", *command]
+        argv = ["nsenter", f"--net={ns}", "--", *command]
     else:
         # `ip netns exec` also bind-mounts /etc/netns/NAME/{resolv.conf,hosts} over /etc.
-        argv = ["ip", "netns", "exec", container.netns or netns_name(project.name, args.container), *command]
+        argv = ["ip", "netns", "exec", ns, *command]
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 

@@ -24,9 +24,9 @@ from .compile import Desired
 from .drivers import Scope
 from .drivers.files import FilesDriver
 from .drivers.nftables import NftablesDriver
-from .drivers.netlink import Namespaces, NetlinkDriver
+from .drivers.netlink import Namespaces, NetlinkDriver, proven_mark, read_namespace_owner
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
-from .errors import ApplyError, LockTimeout, StalePlan
+from .errors import ApplyError, ConflictError, LockTimeout, StalePlan
 from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
 from .resources import HOST, Resource, link_key
@@ -263,6 +263,25 @@ class Project:
             return spec.netns or f"/proc/{spec.pid}/ns/net"
         return names.netns_name(self.name, container)
 
+    def sandbox(self, container: str) -> str:
+        """The namespace to enter for `container`: adopted, or ours by its mark; a namespace
+        of our name that someone else made is refused, as `plan` would."""
+        ns = self.netns_of(container)
+        nss = Namespaces()
+        try:
+            if not nss.exists(ns):
+                raise ApplyError(f"container '{container}' is not up (no namespace {ns}): run netcompose up first")
+            if ns not in self.adopted() and (owner := read_namespace_owner(nss, ns)) != self.name:
+                whose = f"project '{owner}'" if owner else "another tool"
+                raise ConflictError(f"netns:{ns} belongs to {whose}, not to project '{self.name}'; "
+                                    "netcompose never enters namespaces it did not create: rename or remove it")
+        finally:
+            nss.close()
+        return ns
+
+    def adopted(self) -> set[str]:
+        return {self.netns_of(c) for c, spec in self.spec.topology.containers.items() if spec.netns or spec.pid}
+
     def scope(self) -> Scope:
         topo = self.spec.topology
         namespaces = {self.netns_of(c) for c in topo.containers}
@@ -443,7 +462,7 @@ class Project:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             leftovers = [l for l in host.nss.sock(HOST).links()
-                         if (m := names.parse_alias(l.alias)) and m[0] == self.name and l.kind == "veth"
+                         if (m := proven_mark(self.name, HOST, l)) and l.kind == "veth"
                          and not os.path.exists(host.nss.path(self.netns_of(m[2].partition("/")[0])))]
             if not leftovers:
                 return

@@ -85,3 +85,65 @@ def test_our_nft_table_carries_its_mark_and_goes_with_down(tmp_path, project_nam
     assert cli(project_name, path, "plan", "--detailed-exitcode").returncode == 0
     assert cli(project_name, path, "down").returncode == 0
     assert not host_snapshot(project_name)["nft"]
+
+
+LINK_TOPO = """
+networks: {front: {subnet: 10.152.0.0/24}}
+containers: {web: {networks: [front]}}
+"""
+
+
+def test_foreign_links_with_netcompose_looking_aliases(tmp_path, project_name):
+    """Aliases copied onto devices of the wrong kind or name are not ours: plan, up and down
+    work around them and leave them as they were; one at a name we need is a conflict."""
+    p = project_name
+    decoys = {f"{p}-ifb": ("ifb", f"netcompose:{p}:ep:web/front"),
+              f"{p}-tap": ("tap", f"netcompose:{p}:net:front"),
+              f"{p}-br": ("bridge", f"netcompose:{p}:ep-int:web/front"),
+              f"{p}-v1": ("veth", f"netcompose:{p}:gw:front"),
+              f"{p}-v2": ("veth", f"netcompose:{p}:ns"),
+              f"{p}-v3": ("veth", f"netcompose:{p}:link-peer:x:y:z")}
+    for name, (kind, alias) in decoys.items():
+        if kind == "tap":
+            subprocess.run(["ip", "tuntap", "add", name, "mode", "tap"], check=True)
+        elif kind == "veth":
+            ip("link", "add", name, "type", "veth", "peer", "name", f"{name}p")
+        else:
+            ip("link", "add", name, "type", kind)
+        ip("link", "set", name, "alias", alias)
+    path = tmp_path / "topo.yaml"
+    path.write_text(LINK_TOPO)
+
+    def decoy_facts():
+        links = link_facts()
+        return {name: (links[name].kind, links[name].alias, links[name].index) for name in decoys}
+    before = decoy_facts()
+    for command in ("plan", "up", "plan", "down", "plan"):
+        result = cli(p, path, command)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert decoy_facts() == before
+
+    # The same kind of copy, at the host name the endpoint needs: a conflict, nothing made.
+    from netcompose import Project
+    endpoint = Project.load(path, project=p).resolved().containers["web"].endpoints[0].host_ifname
+    ip("link", "add", endpoint, "type", "ifb")
+    ip("link", "set", endpoint, "alias", f"netcompose:{p}:ep:web/front")
+    snapshot = host_snapshot(p)
+    one_line_conflict(cli(p, path, "up"), endpoint, "another tool")
+    assert host_snapshot(p) == snapshot
+    assert cli(p, path, "down").returncode == 0 and host_snapshot(p) == snapshot
+
+
+def test_exec_refuses_a_namespace_plan_calls_foreign(tmp_path, project_name):
+    path = tmp_path / "topo.yaml"
+    path.write_text(LINK_TOPO)
+    namespaces.create(f"{project_name}-web")   # ours by name only
+    exec_ = run_cli("exec", "-f", str(path), "-p", project_name, "web", "--", "true")
+    one_line_conflict(exec_, f"{project_name}-web", "another tool")
+    one_line_conflict(cli(project_name, path, "plan"), f"{project_name}-web", "another tool")
+    namespaces.delete(f"{project_name}-web")
+    missing = run_cli("exec", "-f", str(path), "-p", project_name, "web", "--", "true")
+    assert missing.returncode == 1 and "not up" in missing.stderr, missing.stderr
+    assert cli(project_name, path, "up").returncode == 0
+    inside = run_cli("exec", "-f", str(path), "-p", project_name, "web", "--", "ip", "-br", "addr")
+    assert inside.returncode == 0 and "10.152.0.2" in inside.stdout, inside.stderr

@@ -111,6 +111,39 @@ class Namespaces:
 
 # Alias role of a claimed device → role whose host_ifname names the device before the move.
 CLAIMED_ROLES = {"gw": "gw", "ep-int": "ep"}
+# Roles of veth ends inside a sandbox (named by the file, so only the kind can be checked).
+SANDBOX_VETH_ROLES = ("ep-peer", "link", "link-peer")
+
+
+def proven_mark(project: str, ns: str, link: rtnl.Link) -> tuple[str, str, str] | None:
+    """The link's alias as (project, role, ident) when it proves the link is `project`'s:
+    the alias alone could be copied by hand or by another tool, so its role must fit the
+    device's kind, and a host device must carry the very name netcompose derives from
+    the alias (a SHA-256 of project, role and name).  Anything else is not ours."""
+    mark = names.parse_alias(link.alias)
+    if mark is None or mark[0] != project:
+        return None
+    role, ident = mark[1], mark[2]
+    claimed = link.kind not in ("veth", "bridge")
+    if ns == HOST:
+        named = {"net": "net", "ep": "ep", **CLAIMED_ROLES}.get(role)
+        fits = {"net": link.kind == "bridge", "ep": link.kind == "veth"}.get(role, claimed)
+        return mark if named and fits and link.name == names.host_ifname(project, named, ident) else None
+    if role in SANDBOX_VETH_ROLES:
+        return mark if link.kind == "veth" else None
+    return mark if role == "ep-int" and claimed else None
+
+
+def namespace_owner(ns: str, lo_alias: str | None) -> str | None:
+    """The project whose mark the namespace's loopback carries, when the namespace bears
+    the name that mark gives it (`<project>-<container>`)."""
+    mark = names.parse_alias(lo_alias)
+    return mark[0] if mark and mark[1] == "ns" and names.netns_name(mark[0], mark[2]) == ns else None
+
+
+def read_namespace_owner(nss: Namespaces, ns: str) -> str | None:
+    lo = nss.sock(ns).get_links(names=["lo"])
+    return namespace_owner(ns, lo[0].alias if lo else None)
 
 
 class NetlinkDriver:
@@ -167,11 +200,12 @@ class NetlinkDriver:
         by_index = {link.index: link for link in host_links}
         carriers: dict[int, Resource] = {}   # our host links that may carry gateway addresses
         for link in host_links:
-            mark = names.parse_alias(link.alias)
-            ours = mark is not None and mark[0] == project
+            mark = proven_mark(project, HOST, link)
+            ours = mark is not None
             if not ours and link.name not in scope.host_ifnames:
                 continue
-            owner = project if ours else (mark[0] if mark else None)
+            other = names.parse_alias(link.alias)  # another project's mark, proven only by conflict
+            owner = project if ours else (other[0] if other and other[0] != project else None)
             if link.kind == "veth" and ours:
                 ends[(mark[1], mark[2])] = {"ns": HOST, "link": link, "master": by_index.get(link.master)}
             elif ours and mark[1] in CLAIMED_ROLES:
@@ -227,15 +261,14 @@ class NetlinkDriver:
             return []  # vanished while we looked
         self.index[ns] = {link.name: link.index for link in links}
         lo = next((link for link in links if link.name == "lo"), None)
-        mark = names.parse_alias(lo.alias if lo else None)
-        owner = mark[0] if mark else None
+        owner = namespace_owner(ns, lo.alias if lo else None)
         found = [r.netns(ns, owner=owner, marker=lo.alias if lo else None)]
         if owner != project and ns not in scope.namespaces:
             return []
         ours: dict[int, str] = {}
         for link in links:
-            m = names.parse_alias(link.alias)
-            if not m or m[0] != project:
+            m = proven_mark(project, ns, link)
+            if m is None:
                 continue
             if link.kind == "veth":
                 ends[(m[1], m[2])] = {"ns": ns, "link": link, "master": None}
