@@ -40,11 +40,16 @@ def netns_name(project: str, container: str) -> str:
     return f"{project}-{container}"
 
 
+NETNS_ETC = "/etc/netns"
+SHARED_ETC = f"{NETNS_ETC}/.netcompose"
+
+
 def shared_etc_dir(project: str) -> str:
     """The project's shared /etc folders, one per group of containers with the same hosts
-    and DNS files; a container name cannot start with "." so this never collides with a
-    namespace's own /etc/netns entry."""
-    return f"/etc/netns/{project}-.etc"
+    and DNS files.  No namespace name starts with "." (project, container and adopted
+    names start with a letter or digit), so `.netcompose` never collides with a
+    namespace's own /etc/netns entry, and each project has its own folder inside it."""
+    return f"{SHARED_ETC}/{project}"
 
 
 def alias(project: str, role: str, ident: str) -> str:

@@ -33,11 +33,15 @@ def remove_by_prefix(prefix: str) -> None:
             time.sleep(0.05)
     finally:
         sock.close()
-    for entry in Path("/etc/netns").glob(f"{prefix}*"):
+    for entry in [*Path("/etc/netns").glob(f"{prefix}*"), *Path("/etc/netns/.netcompose").glob(f"{prefix}*")]:
         if entry.is_symlink() or entry.is_file():
             entry.unlink()
         else:
             shutil.rmtree(entry, ignore_errors=True)
+    try:
+        os.rmdir("/etc/netns/.netcompose")  # when no other project's folder is left in it
+    except OSError:
+        pass
     shutil.rmtree(f"/run/netcompose/{prefix}", ignore_errors=True)
     if shutil.which("nft"):
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.split("\n")

@@ -87,7 +87,8 @@ def test_fault_at_every_operation_rolls_back(topo, private_ovs, scenario):
 
 def test_a_driver_failing_beside_others_rolls_back_all_of_them(topo, project_name):
     """Netlink and files apply one level at once; a real error in one undoes both."""
-    blocker = Path(f"/etc/netns/{project_name}-.etc")
+    blocker = Path(f"/etc/netns/.netcompose/{project_name}/n")   # where the group's folder goes
+    blocker.parent.mkdir(parents=True)
     blocker.write_text("someone's file where the shared folder goes\n")
     project = topo("networks: {n: {subnet: 10.69.0.0/24}}\ncontainers: {web: {networks: [n]}}\n")
     pre = snapshot(project)

@@ -209,7 +209,7 @@ containers:
     report = grown.up()
     assert set(looked_at) == {four}, looked_at
     assert compiled == ["four"]
-    assert {a.key for a in report.plan.changes} >= {f"netns:{four}", f"file:/etc/netns/{project_name}-.etc/a/hosts"}
+    assert {a.key for a in report.plan.changes} >= {f"netns:{four}", f"file:/etc/netns/.netcompose/{project_name}/a/hosts"}
     assert f"file:/etc/netns/{one}" not in {a.key for a in report.plan.changes}
     assert "\tfour\n" in Path(f"/etc/netns/{one}/hosts").read_text()
     assert ping(four, "10.63.0.2") and ping(one, "10.63.0.4")

@@ -1,52 +1,145 @@
 """Files driver: /etc/netns/<ns> (a symbolic link to a shared folder of hosts and
-resolv.conf), those shared folders, and per-namespace sysctls (/proc/sys)."""
+resolv.conf), those shared folders, and per-namespace sysctls (/proc/sys).
+
+Nothing under /etc/netns is reached through a symbolic link netcompose did not make:
+folders are opened one component at a time with O_DIRECTORY|O_NOFOLLOW and used through
+their descriptors (openat-style calls), files are opened with O_NOFOLLOW, and a file is
+written to a temporary name made with O_EXCL (a random name: nothing can be planted at
+it) in the project's own folder, then renamed into place, which replaces a link instead
+of following it.
+"""
 from __future__ import annotations
 
+import errno
 import os
 import re
+import secrets
+import stat
+from contextlib import contextmanager
+from typing import Iterator
 
-from .. import names
 from .. import resources as r
+from ..errors import ConflictError
+from ..names import NETNS_ETC, SHARED_ETC, shared_etc_dir
 from ..plan import Action
 from ..resources import HOST, Resource
 from . import Outcome, Scope, namespaces
 
 _MARKER = re.compile(r"^# netcompose project=(\S+) ")
-NETNS_ETC = "/etc/netns"
+_TMP = ".tmp-"   # temporary files, in the project's folder (no group or namespace starts with ".")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)
 
 
-_TMP = ".netcompose-tmp"
+class Folders:
+    """Descriptors of folders under /etc/netns, opened without following links, for one batch."""
 
+    def __init__(self) -> None:
+        self.fds: dict[str, int] = {}
 
-def _write_atomically(path: str, content: str | None, link_to: str | None) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + _TMP
-    if link_to is not None:
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+    def open(self, path: str, create: bool) -> int | None:
+        """The folder `path` (/etc/netns or below); None when absent and not `create`.
+        OSError ELOOP/ENOTDIR when a component is a link or a file."""
+        fd = self.fds.get(path)
+        if fd is not None:
+            return fd
+        if path == NETNS_ETC:
+            parent, name = os.open("/etc", _DIR_FLAGS & ~os.O_NOFOLLOW), "netns"
+        else:
+            parent_path, _, name = path.rpartition("/")
+            parent = self.open(parent_path, create)
+            if parent is None:
+                return None
         try:
-            os.symlink(link_to, path)  # atomic by itself when nothing is there yet
-            return
-        except FileExistsError:
-            pass
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        os.symlink(link_to, tmp)
-    else:
-        with open(tmp, "w") as f:
-            f.write(content)
+            for _attempt in range(3):  # another project may remove an empty shared folder meanwhile
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                    break
+                except FileNotFoundError:
+                    if not create:
+                        return None
+                    try:
+                        os.mkdir(name, 0o755, dir_fd=parent)
+                    except FileExistsError:
+                        pass
+            else:
+                raise OSError(errno.ENOENT, f"{path} keeps disappearing")
+        except OSError as exc:
+            if exc.errno in _NOT_A_FOLDER:
+                raise OSError(exc.errno, f"{path} is a symbolic link or a file, not a folder netcompose made; "
+                                         "netcompose never writes through it: remove it") from None
+            raise
+        finally:
+            if path == NETNS_ETC:
+                os.close(parent)
+        self.fds[path] = fd
+        return fd
+
+    def forget(self, path: str) -> None:
+        fd = self.fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+
+@contextmanager
+def _folders() -> Iterator[Folders]:
+    folders = Folders()
     try:
-        os.replace(tmp, path)
-    except OSError:
-        os.unlink(tmp)
+        yield folders
+    finally:
+        folders.close()
+
+
+def _observed_folder(folders: Folders, path: str) -> int | None:
+    """A folder to read; a link or file in its place is a conflict, reported before any change."""
+    try:
+        return folders.open(path, create=False)
+    except OSError as exc:
+        if exc.errno in _NOT_A_FOLDER:
+            raise ConflictError(exc.strerror) from None
         raise
 
 
-def _listdir(path: str) -> list[str]:
+def _read(folders: Folders, path: str, project: str) -> Resource | None:
+    """The file, link or foreign entry at `path`, read without following links."""
+    folder, _, name = path.rpartition("/")
+    fd = _observed_folder(folders, folder)
+    if fd is None:
+        return None
     try:
-        return os.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+        target = os.readlink(name, dir_fd=fd)  # ours when it points into our shared folder
+        return r.file(path, owner=project if target.startswith(shared_etc_dir(project) + "/") else None,
+                      link_to=target)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: not a link
+            raise
+    try:
+        file_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(os.fstat(file_fd).st_mode):  # a folder where our link goes, a FIFO, ...
+        os.close(file_fd)                            # someone else's: a conflict if we need the name
+        return r.file(path)
+    with os.fdopen(file_fd, "rb") as f:
+        try:
+            content = f.read().decode()
+        except UnicodeDecodeError:
+            return r.file(path)
+    mark = _MARKER.match(content)
+    return r.file(path, content, owner=mark.group(1) if mark else None)
+
+
+def _listdir(folders: Folders, path: str) -> list[str]:
+    """Entries of a folder (without following a link at its place); [] when absent."""
+    fd = _observed_folder(folders, path)
+    return os.listdir(fd) if fd is not None else []
 
 
 def _sysctl_path(name: str) -> str:
@@ -63,34 +156,24 @@ class FilesDriver:
         pass
 
     def observe(self, scope: Scope) -> list[Resource]:
-        shared = names.shared_etc_dir(scope.project)
+        shared = shared_etc_dir(scope.project)
         paths = {z[5:] for z in scope.focus or () if z.startswith("file:")}
-        if scope.focus is not None:
-            entries = [f"{NETNS_ETC}/{z[3:]}" for z in scope.focus if z.startswith(f"ns:{scope.project}-")]
-        else:
-            entries = [path for name in _listdir(NETNS_ETC) if name.startswith(f"{scope.project}-")
-                       and (path := f"{NETNS_ETC}/{name}") != shared]
-            paths.update(f"{shared}/{group}/{name}" for group in _listdir(shared) if not group.endswith(_TMP)
-                         for name in _listdir(f"{shared}/{group}") if not name.endswith(_TMP))
-        paths.update(entries)
-        out: list[Resource] = []
-        for path in sorted(paths):
-            try:
-                if os.path.islink(path):  # ours when it points into our shared folder
-                    target = os.readlink(path)
-                    owner = scope.project if target.startswith(shared + "/") else None
-                    out.append(r.file(path, owner=owner, link_to=target))
-                    continue
-                with open(path) as f:
-                    content = f.read()
-            except IsADirectoryError:  # a folder someone made where our link goes: a conflict
-                out.append(r.file(path))
-                continue
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            mark = _MARKER.match(content)
-            out.append(r.file(path, content, owner=mark.group(1) if mark else None))
-        return out
+        with _folders() as folders:
+            if scope.focus is not None:
+                paths.update(f"{NETNS_ETC}/{z[3:]}" for z in scope.focus if z.startswith(f"ns:{scope.project}-"))
+            else:
+                paths.update(f"{NETNS_ETC}/{name}" for name in _listdir(folders, NETNS_ETC)
+                             if name.startswith(f"{scope.project}-"))
+                _observed_folder(folders, SHARED_ETC)  # a link or file there is a conflict
+                for group in _listdir(folders, shared):
+                    if group.startswith(_TMP):
+                        continue
+                    try:
+                        inside = _listdir(folders, f"{shared}/{group}")
+                    except ConflictError:  # not a folder of ours: apply fails on it, and rolls back
+                        continue
+                    paths.update(f"{shared}/{group}/{name}" for name in inside)
+            return [res for path in sorted(paths) if (res := _read(folders, path, scope.project)) is not None]
 
     def observe_named(self, wanted: list[Resource], project: str) -> list[Resource]:
         """Sysctls cannot be listed as ours; read the ones the topology names."""
@@ -122,31 +205,92 @@ class FilesDriver:
 
     def apply(self, actions: list[Action]) -> Outcome:
         outcome = Outcome()
-        for action in actions:
-            a = action.resource.attrs
-            try:
-                if action.kind == "file":
-                    self._apply_file(action.op, a)
-                elif action.op != "delete":  # a sysctl has no "absent"; its namespace takes it away
-                    self._in_ns(a["ns"], lambda: _write_sysctl(a["name"], a["value"]))
-            except OSError as exc:
-                outcome.errors[action.key] = f"{exc.strerror or exc} ({a.get('path') or a.get('name')})"
+        with _folders() as folders:
+            for action in actions:
+                a = action.resource.attrs
+                try:
+                    if action.kind == "file":
+                        self._apply_file(folders, action.op, a)
+                    elif action.op != "delete":  # a sysctl has no "absent"; its namespace takes it away
+                        self._in_ns(a["ns"], lambda: _write_sysctl(a["name"], a["value"]))
+                except OSError as exc:
+                    outcome.errors[action.key] = f"{exc.strerror or exc} ({a.get('path') or a.get('name')})"
         return outcome
 
     @staticmethod
-    def _apply_file(op: str, a: dict) -> None:
+    def _apply_file(folders: Folders, op: str, a: dict) -> None:
+        path = a["path"]
+        folder, _, name = path.rpartition("/")
         if op == "delete":
-            os.unlink(a["path"])
-            try:  # a write that died halfway leaves its temporary file
-                os.unlink(a["path"] + _TMP)
-            except FileNotFoundError:
+            fd = folders.open(folder, create=False)
+            if fd is not None:
+                os.unlink(name, dir_fd=fd)
+                _remove_emptied(folders, folder)
+            return
+        fd = folders.open(folder, create=True)
+        if a["link_to"] is not None:
+            try:
+                os.symlink(a["link_to"], name, dir_fd=fd)  # atomic by itself when nothing is there yet
+                return
+            except FileExistsError:
                 pass
-            folder = os.path.dirname(a["path"])
-            while folder.startswith(NETNS_ETC + "/") and not os.listdir(folder):  # a shared folder emptied
-                os.rmdir(folder)
-                folder = os.path.dirname(folder)
-        else:
-            _write_atomically(a["path"], a["content"], a["link_to"])
+        # Temporary copies go in the project's folder: the parent of a file's group folder,
+        # or of the group folder a link points to.
+        tmp_folder = os.path.dirname(a["link_to"] if a["link_to"] is not None else folder)
+        if not tmp_folder.startswith(SHARED_ETC + "/"):
+            raise OSError(errno.EINVAL, f"{path}: no project folder for its temporary copy")
+        _replace(folders, tmp_folder, a["content"], a["link_to"], fd, name)
+
+
+def _replace(folders: Folders, tmp_folder: str, content: str | None, link_to: str | None,
+             fd: int, name: str) -> None:
+    """Write a temporary file (or link) under a random name made with O_EXCL, then rename it
+    over `name` in the folder `fd`: atomic, and a link found at `name` is replaced, not followed."""
+    tmp_fd = folders.open(tmp_folder, create=True)
+    tmp = f"{_TMP}{secrets.token_hex(8)}"
+    if link_to is not None:
+        os.symlink(link_to, tmp, dir_fd=tmp_fd)
+    else:
+        file_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                          dir_fd=tmp_fd)
+        try:
+            with os.fdopen(file_fd, "w") as f:
+                f.write(content or "")
+        except OSError:
+            os.unlink(tmp, dir_fd=tmp_fd)
+            raise
+    try:
+        os.rename(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=fd)
+    except OSError:
+        os.unlink(tmp, dir_fd=tmp_fd)
+        raise
+
+
+def _remove_emptied(folders: Folders, folder: str) -> None:
+    """Remove the shared folders a delete left empty: the group's, then the project's (with
+    temporary files a killed run left there), then /etc/netns/.netcompose."""
+    while folder.startswith(SHARED_ETC + "/"):
+        fd = folders.open(folder, create=False)
+        if fd is None:
+            return
+        left = os.listdir(fd)
+        if folder.count("/") == SHARED_ETC.count("/") + 1:  # the project's folder
+            for name in [n for n in left if n.startswith(_TMP)]:
+                os.unlink(name, dir_fd=fd)
+                left.remove(name)
+        if left:
+            return
+        folders.forget(folder)
+        parent, _, name = folder.rpartition("/")
+        os.rmdir(name, dir_fd=folders.open(parent, create=False))
+        folder = parent
+    if folder == SHARED_ETC:
+        try:
+            os.rmdir(".netcompose", dir_fd=folders.open(NETNS_ETC, create=False))
+        except OSError as exc:  # another project's folder is there
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
+        folders.forget(SHARED_ETC)
 
 
 def _write_sysctl(name: str, value: str) -> None:
