@@ -3,6 +3,7 @@ but not carrying our mark are conflicts (exit 1, one line, nothing changed), nev
 adopted or deleted; nothing under /etc/netns is written through a symlink we did not make."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from netcompose.drivers import namespaces
 
-from .conftest import needs_root, run_cli
+from .conftest import REPO, needs_root, run_cli
 from .test_kernel import ip, link_facts
 
 pytestmark = [needs_root, pytest.mark.kernel]
@@ -147,3 +148,87 @@ def test_exec_refuses_a_namespace_plan_calls_foreign(tmp_path, project_name):
     assert cli(project_name, path, "up").returncode == 0
     inside = run_cli("exec", "-f", str(path), "-p", project_name, "web", "--", "ip", "-br", "addr")
     assert inside.returncode == 0 and "10.152.0.2" in inside.stdout, inside.stderr
+
+
+PLANT_TOPO = """
+networks: {front: {subnet: 10.153.0.0/24}}
+containers:
+  web: {networks: [front], dns: [10.153.0.1]}
+  db: {networks: [front]}
+"""
+
+# Runs inside `unshare --net --mount` with tmpfs over /etc/netns, /run/netns and
+# /run/netcompose: a private host, so links planted at shared places cannot disturb
+# anyone else's run.  Learns every path a cold `up` creates under /etc/netns (temporary
+# names included), then for each: a clean host, a symlink to an outside file or folder
+# planted there, `up`, and the outcome.
+PLANTER = r"""
+import json, os, shutil, subprocess, sys
+topo, project, outside = sys.argv[1:4]
+for place in ("/etc/netns", "/run/netns", "/run/netcompose"):
+    os.makedirs(place, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", place], check=True)
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+from netcompose import Project
+
+def where(name, dir_fd):
+    base = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else os.getcwd()
+    return os.path.normpath(os.path.join(base, os.fsdecode(name)))
+
+created = {}
+def recording(fn, kind, name_at, fd_key):
+    def wrapper(*args, **kwargs):
+        path = where(args[name_at], kwargs.get(fd_key))
+        if path.startswith("/etc/netns/") and (kind != "open" or args[1] & os.O_CREAT):
+            created.setdefault(path, kind)
+        return fn(*args, **kwargs)
+    return wrapper
+os.mkdir = recording(os.mkdir, "dir", 0, "dir_fd")
+os.open = recording(os.open, "open", 0, "dir_fd")
+os.symlink = recording(os.symlink, "link", 1, "dir_fd")
+os.rename = recording(os.rename, "rename", 1, "dst_dir_fd")
+project_ = Project.load(topo, project=project)
+project_.up()
+project_.down()
+results = []
+for path, kind in sorted(created.items()):
+    shutil.rmtree("/etc/netns/.netcompose", ignore_errors=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink(os.path.join(outside, "folder" if kind == "dir" else "file"), path)
+    run = subprocess.run([sys.executable, "-m", "netcompose", "up", "-f", topo, "-p", project],
+                         capture_output=True, text=True)
+    results.append({"path": path, "kind": kind, "rc": run.returncode, "stderr": run.stderr})
+    if os.path.islink(path):
+        os.unlink(path)
+    Project.load(topo, project=project).down()
+print(json.dumps(results))
+"""
+
+
+def outside_snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else "dir", p.stat().st_mtime_ns)
+            for p in [folder, *folder.rglob("*")]}
+
+
+def test_symlinks_planted_where_up_writes_never_lead_outside(tmp_path, project_name):
+    outside = tmp_path / "outside"
+    (outside / "folder").mkdir(parents=True)
+    (outside / "file").write_text("precious\n")
+    (outside / "folder" / "kept").write_text("also precious\n")
+    path = tmp_path / "topo.yaml"
+    path.write_text(PLANT_TOPO)
+    before = outside_snapshot(outside)
+    run = subprocess.run(["unshare", "--net", "--mount", "--", "python3", "-c", PLANTER, str(path), project_name,
+                          str(outside)], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)
+    planted = {r["path"] for r in results}
+    shared = f"/etc/netns/.netcompose/{project_name}"
+    assert {"/etc/netns/.netcompose", shared, f"/etc/netns/{project_name}-web", f"/etc/netns/{project_name}-db",
+            f"{shared}/front/hosts"} <= planted, planted
+    assert any(os.path.basename(p).startswith(".tmp-") for p in planted), planted
+    assert outside_snapshot(outside) == before
+    for result in results:
+        assert result["rc"] in (0, 1) and "Traceback" not in result["stderr"], result
+        if result["rc"]:
+            assert len(result["stderr"].strip().splitlines()) == 1, result

@@ -166,13 +166,10 @@ class FilesDriver:
                              if name.startswith(f"{scope.project}-"))
                 _observed_folder(folders, SHARED_ETC)  # a link or file there is a conflict
                 for group in _listdir(folders, shared):
-                    if group.startswith(_TMP):
-                        continue
-                    try:
-                        inside = _listdir(folders, f"{shared}/{group}")
-                    except ConflictError:  # not a folder of ours: apply fails on it, and rolls back
-                        continue
-                    paths.update(f"{shared}/{group}/{name}" for name in inside)
+                    folder = f"{shared}/{group}"
+                    if group.startswith(_TMP) or stat.S_ISREG(os.lstat(group, dir_fd=folders.fds[shared]).st_mode):
+                        continue  # a file where a group's folder goes: not ours; writing there fails
+                    paths.update(f"{folder}/{name}" for name in _listdir(folders, folder))
             return [res for path in sorted(paths) if (res := _read(folders, path, scope.project)) is not None]
 
     def observe_named(self, wanted: list[Resource], project: str) -> list[Resource]:
