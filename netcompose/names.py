@@ -20,7 +20,7 @@ _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648, lower case
 _BASE32_PAIRS = [a + b for a in _BASE32 for b in _BASE32]
 
 
-def _digest(*parts: str) -> str:
+def digest(*parts: str) -> str:
     """The first 40 bits of SHA-256 in base32: 8 characters."""
     bits = int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:5], "big")
     return "".join(_BASE32_PAIRS[(bits >> shift) & 1023] for shift in (30, 20, 10, 0))
@@ -33,7 +33,7 @@ def project_prefix(project: str) -> str:
 
 @lru_cache(maxsize=1 << 16)  # resolve and Project.scope both name every endpoint
 def host_ifname(project: str, role: str, ident: str) -> str:
-    return f"{project_prefix(project)}-{_digest(project, role, ident)}"
+    return f"{project_prefix(project)}-{digest(project, role, ident)}"
 
 
 def netns_name(project: str, container: str) -> str:

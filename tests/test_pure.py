@@ -1,6 +1,7 @@
 """compile and plan over plain data: no root, no kernel."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,21 @@ def test_cross_driver_dependencies_come_from_the_constructors():
     desired = {res.key: res for res in (r.netns("p-ns"), veth, port, r.ovs_bridge("br", "netdev", "standalone", "p"))}
     levels = {a.key: a.level for a in make_plan(desired, {}, "p").actions}
     assert levels[port.key] > levels[veth.key]
+
+
+def test_folders_that_compose_would_normalise_alike_make_distinct_projects(tmp_path):
+    """Compose names a project after its folder, lowercased and without '.', ' ', ...: then
+    "a.b" and "ab" are one project and each `up` prunes the other's containers."""
+    projects = {}
+    for folder in ("ab", "a.b", "AB", "a b", "x" * 40, "x" * 40 + "y", "_lab"):
+        path = tmp_path / folder / "netcompose.yaml"
+        path.parent.mkdir()
+        path.write_text("containers: {c: {}}\n")
+        projects[folder] = load(path).project
+    assert projects["ab"] == "ab" and projects["a.b"].startswith("ab-") and projects["_lab"].startswith("lab-")
+    assert len(set(projects.values())) == len(projects)
+    assert all(len(name) <= 32 and re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) for name in projects.values())
+    path = tmp_path / "a.b" / "netcompose.yaml"
+    assert load(path).project == projects["a.b"]            # stable
+    path.write_text("name: shop\ncontainers: {c: {}}\n")
+    assert load(path).project == "shop"                     # `name:` wins, then -p

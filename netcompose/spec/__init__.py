@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import names
 from ..errors import Position, SpecError, excerpt, shorten
 from ..gcpause import gc_paused
 from ..inputs import read_text
@@ -135,8 +136,14 @@ def default_project(path: Path, topology: Record, explicit: str | None) -> str:
         return explicit
     if topology.name:
         return topology.name
-    folder = re.sub(r"[^a-z0-9_-]", "", path.resolve().parent.name.lower()) or "default"
-    return folder[:32]
+    folder = path.resolve().parent.name
+    if re.fullmatch(PROJECT_PATTERN, folder) and len(folder) <= 32:
+        return folder
+    # Normalised as Compose does; but "a.b" and "ab" (or "AB", or two long names alike in
+    # their first 32 characters) would then be one project, each `up` pruning the other's
+    # containers: a name that had to change says which folder it came from.
+    base = re.sub(r"^[^a-z0-9]+", "", re.sub(r"[^a-z0-9_-]", "", folder.lower()))[:23] or "default"
+    return f"{base}-{names.digest(folder)}"
 
 
 def load(path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
