@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 from contextlib import contextmanager
@@ -146,12 +147,6 @@ class AppliedState:
     def digests(self) -> dict[str, str]:
         return {key: entry[0] for key, entry in self.entries().items()}
 
-    def clear(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
     def write(self, desired: Desired, digests: dict[str, str], source: str) -> None:
         """Record `desired`; a unit it did not compile is unchanged, so its record stays."""
         resolved = desired.resolved
@@ -192,19 +187,45 @@ class Lock:
         self.fd: int | None = None
 
     def __enter__(self) -> "Lock":
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + self.timeout
         while True:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            while True:
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        os.close(self.fd)
+                        raise LockTimeout(f"project '{self.project}' is locked by another netcompose run "
+                                          f"({self.path}); waited {self.timeout:g}s: retry later or raise "
+                                          "--lock-timeout")
+                    time.sleep(0.05)
+            # `down` removes the project's folder, lock included, while holding it: a run that
+            # waited on the removed file holds nothing, and locks the new one instead.
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(self.fd)
-                    raise LockTimeout(f"project '{self.project}' is locked by another netcompose run "
-                                      f"({self.path}); waited {self.timeout:g}s: retry later or raise --lock-timeout")
-                time.sleep(0.05)
+                if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                    return self
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+
+    def remove_folder(self) -> None:
+        """Remove the project's state folder (held: we hold its lock)."""
+        folder = os.path.dirname(self.path)
+        for entry in os.scandir(folder):
+            if entry.path == self.path:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        os.unlink(self.path)
+        try:
+            os.rmdir(folder)
+        except OSError:  # a run that was waiting made its lock again already
+            pass
 
     def __exit__(self, *exc) -> None:
         assert self.fd is not None
@@ -415,7 +436,7 @@ class Project:
     def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None, fingerprint: str | None = None,
                   refresh: bool = True) -> Report:
         started = time.monotonic()
-        with Lock(self.name, self.lock_timeout), _host(self.ovsdb) as host:
+        with Lock(self.name, self.lock_timeout) as lock, _host(self.ovsdb) as host:
             state = self._state(host, empty=empty, refresh=refresh)
             if fingerprint is not None and state_fingerprint(state) != fingerprint:
                 raise StalePlan("stale plan: the host or the topology changed since the plan was made; "
@@ -429,6 +450,8 @@ class Project:
                 if not empty and not self.applied.read():  # e.g. after an upgrade: next edits stay focused
                     self.applied.write(state.desired, state.digests, self._source)
                 self.journal.clear()
+                if empty:
+                    lock.remove_folder()
                 report.seconds = time.monotonic() - started
                 return report
             self.journal.write(state.plan)
@@ -450,7 +473,7 @@ class Project:
                 raise ApplyError(f"verify failed: the host still differs after apply ({detail}); "
                                  + rollback_outcome(problem))
             if empty:
-                self.applied.clear()
+                lock.remove_folder()   # the record, the journal and the lock: nothing of the project stays
             else:
                 self.applied.write(state.desired, state.digests, self._source)
             self.journal.clear()

@@ -232,3 +232,38 @@ def test_symlinks_planted_where_up_writes_never_lead_outside(tmp_path, project_n
         assert result["rc"] in (0, 1) and "Traceback" not in result["stderr"], result
         if result["rc"]:
             assert len(result["stderr"].strip().splitlines()) == 1, result
+
+
+def test_down_removes_the_project_state_folder_and_the_lock_stays_exclusive(tmp_path, project_name):
+    import threading
+    from netcompose.engine import Lock
+    from netcompose.errors import LockTimeout
+    path = tmp_path / "topo.yaml"
+    path.write_text(LINK_TOPO)
+    state = Path(f"/run/netcompose/{project_name}")
+    assert cli(project_name, path, "up").returncode == 0 and (state / "applied.json").exists()
+    assert cli(project_name, path, "down").returncode == 0 and not state.exists()
+    assert cli(project_name, path, "down").returncode == 0 and not state.exists()   # nothing to do: still none
+
+    # A run waiting on the lock of a `down` that removes the folder locks the new file, alone.
+    first = Lock(project_name, 5).__enter__()
+    second = Lock(project_name, 5)
+    waiter = threading.Thread(target=second.__enter__)
+    waiter.start()
+    def opened(path: str) -> int:
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                count += os.readlink(f"/proc/self/fd/{fd}") == path
+            except OSError:
+                pass
+        return count
+    while opened(first.path) < 2:   # until the waiter has the old file open
+        pass
+    first.remove_folder()
+    first.__exit__()
+    waiter.join()
+    assert os.stat(second.path).st_ino == os.fstat(second.fd).st_ino
+    with pytest.raises(LockTimeout):
+        Lock(project_name, 0.2).__enter__()
+    second.__exit__()
