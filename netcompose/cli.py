@@ -74,8 +74,9 @@ def _variables(args) -> dict[str, Any]:
 
 def _project(args):
     from .engine import Project
+    options = {"stop_timeout": args.timeout} if getattr(args, "timeout", None) is not None else {}
     return Project.load(args.file, args.project_name, _variables(args), lock_timeout=args.lock_timeout,
-                        ovsdb=args.ovsdb)
+                        ovsdb=args.ovsdb, **options)
 
 
 def _print_plan(plan, as_json: bool) -> None:
@@ -142,11 +143,24 @@ def cmd_up(args) -> int:
         fingerprint = read_plan(args.plan, project)
     report = project.up(rollback=not args.no_rollback, plan_fingerprint=fingerprint, refresh=args.refresh)
     _report(report, args, "up")
+    if args.wait:
+        not_ready = project.wait(args.wait_timeout)
+        if not_ready:
+            raise errors.ApplyError(f"not ready after {args.wait_timeout:g}s: " + ", ".join(
+                f"{name} ({why})" for name, why in not_ready.items()) + "; see `netcompose logs` and `netcompose ps`")
+        if not args.json:
+            print("up: every process is running and ready")
     return errors.EXIT_OK
 
 
 def cmd_down(args) -> int:
-    report = _project(args).down()
+    if args.project_name and not args.file_given:  # as `docker compose -p NAME down`: by the marks alone
+        options = {"stop_timeout": args.timeout} if args.timeout is not None else {}
+        from .engine import Project
+        project = Project.by_name(args.project_name, lock_timeout=args.lock_timeout, ovsdb=args.ovsdb, **options)
+    else:
+        project = _project(args)
+    report = project.down()
     _report(report, args, "down")
     return errors.EXIT_OK
 
@@ -168,15 +182,79 @@ def _report(report, args, verb: str) -> None:
 
 
 def cmd_ps(args) -> int:
+    from .workload import uptime_text
     rows = _project(args).ps()
     if args.json:
         _print_json(rows)
         return errors.EXIT_OK
-    columns = ("container", "netns", "network", "ifname", "ipv4", "mac", "host_ifname", "state")
-    print(_table(["CONTAINER", "NETNS", "NETWORK", "IFNAME", "IPV4", "MAC", "HOST IFNAME", "STATE"],
+    columns = ("container", "netns", "network", "ifname", "ipv4", "mac", "host_ifname", "state", "pid", "process")
+    print(_table(["CONTAINER", "NETNS", "NETWORK", "IFNAME", "IPV4", "MAC", "HOST IFNAME", "STATE", "PID", "PROCESS",
+                  "UPTIME", "RESTARTS"],
                  [[str((f"link to {row['link']}" if k == "network" and row["link"] else row[k]) or "-")
-                   for k in columns] for row in rows]))
+                   for k in columns] + [uptime_text(row["uptime"]), "-" if row["restarts"] is None
+                                        else str(row["restarts"])] for row in rows]))
     return errors.EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    import signal
+    import threading
+    from . import logs
+    project = _project(args)
+    containers = [s.container for s in project.sandboxes(args.containers or None)
+                  if s.process is not None or args.containers]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        logs.show(project.name, containers, tail=args.tail, timestamps=args.timestamps,
+                  colour=sys.stdout.isatty() and not args.no_color, follow_until=stop.is_set if args.follow else None)
+    except KeyboardInterrupt:
+        pass
+    return errors.EXIT_OK
+
+
+def cmd_top(args) -> int:
+    from .workload import uptime_text
+    rows = _project(args).top(args.containers or None)
+    if args.json:
+        _print_json(rows)
+        return errors.EXIT_OK
+    print(_table(["CONTAINER", "PID", "USER", "UPTIME", "DECLARED", "COMMAND"],
+                 [[row["container"], str(row["pid"]), row["user"], uptime_text(row["uptime"]),
+                   "yes" if row["declared"] else "no", row["command"]] for row in rows]))
+    return errors.EXIT_OK
+
+
+def cmd_ls(args) -> int:
+    from .workload import projects
+    rows = projects()
+    if args.json:
+        _print_json(rows)
+        return errors.EXIT_OK
+    print(_table(["NAME", "CONTAINERS", "NETWORKS", "PROCESSES", "FILE"],
+                 [[row["name"], str(len(row["containers"])), str(len(row["networks"])), str(row["processes"]),
+                   row["file"] or "-"] for row in rows]))
+    return errors.EXIT_OK
+
+
+def cmd_stop(args) -> int:
+    for line in _project(args).stop(args.containers or None):
+        print(line)
+    return errors.EXIT_OK
+
+
+def cmd_start(args) -> int:
+    from .plan import describe
+    report = _project(args).start(args.containers or None)
+    for line in describe(report.plan.changes):
+        print(line)
+    print(f"start: {report.applied} started")
+    return errors.EXIT_OK
+
+
+def cmd_restart(args) -> int:
+    cmd_stop(args)
+    return cmd_start(args)
 
 
 def cmd_config(args) -> int:
@@ -244,14 +322,21 @@ def cmd_schema(args) -> int:
     return errors.EXIT_OK
 
 
+def _timeout_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--timeout", type=float, metavar="SECONDS",
+                   help="when stopping processes: SIGKILL after this long (default 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netcompose", description="Declarative container network topologies.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"netcompose {__version__}")
     # The file/project options work before or after the subcommand, as in `docker compose -f X up`.
-    for target, suppress in ((parser, False), (common := argparse.ArgumentParser(add_help=False), True)):
+    # `logs` takes -f as --follow (as `docker compose logs -f`), so it gets the options without -f.
+    common, common_long_file = argparse.ArgumentParser(add_help=False), argparse.ArgumentParser(add_help=False)
+    for target, suppress in ((parser, False), (common, True), (common_long_file, True)):
         default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
-        target.add_argument("-f", "--file", default=default("netcompose.yaml"),
+        target.add_argument(*(("--file",) if target is common_long_file else ("-f", "--file")), default=default(None),
                             help="topology file (default: netcompose.yaml)")
         target.add_argument("-p", "--project-name", default=default(None),
                             help="project name (default: name: in the file, then the folder)")
@@ -278,11 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after an edit, still observe everything (repairs drift outside the edit too)")
     p.add_argument("--watch", action="store_true", help="keep reconciling (see `watch`)")
     p.add_argument("--interval", type=float, help="with --watch: also reconcile every N seconds")
+    _timeout_option(p)
+    p.add_argument("--wait", action="store_true", help="return once every process runs and passes its ready probe")
+    p.add_argument("--wait-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="with --wait: fail after this long (default 60)")
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("watch", parents=[common], help="reconcile on file edits, link events and an interval")
     p.add_argument("--interval", type=float, help="also reconcile every N seconds")
     p.set_defaults(func=cmd_watch)
-    sub.add_parser("down", parents=[common], help="remove everything the project owns").set_defaults(func=cmd_down)
+    p = sub.add_parser("down", parents=[common], help="remove everything the project owns")
+    _timeout_option(p)
+    p.set_defaults(func=cmd_down)
     sub.add_parser("ps", parents=[common], help="list containers and endpoints").set_defaults(func=cmd_ps)
     sub.add_parser("config", parents=[common], help="print the resolved topology").set_defaults(func=cmd_config)
     p = sub.add_parser("exec", parents=[common], help="run a command in a container's sandbox")
@@ -291,11 +382,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_exec)
     sub.add_parser("check", parents=[common], help="probe the promised reachability").set_defaults(func=cmd_check)
     sub.add_parser("schema", help="print the topology JSON Schema").set_defaults(func=cmd_schema)
+    p = sub.add_parser("logs", parents=[common_long_file], help="print the processes' output")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines of each container")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show when each line was written")
+    p.add_argument("--no-color", action="store_true", help="no colour-coded prefixes")
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("top", parents=[common], help="list every process in the sandboxes")
+    p.add_argument("containers", nargs="*", metavar="CONTAINER")
+    p.set_defaults(func=cmd_top)
+    sub.add_parser("ls", parents=[common], help="list the projects on this host").set_defaults(func=cmd_ls)
+    for name, func, text in (("stop", cmd_stop, "stop declared processes"),
+                             ("start", cmd_start, "start declared processes that are not running"),
+                             ("restart", cmd_restart, "stop, then start declared processes")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("containers", nargs="*", metavar="CONTAINER")
+        _timeout_option(p)
+        p.set_defaults(func=func)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes `stop -p NAME web` as an empty container list followed by a stray "web".
+    if extra and isinstance(getattr(args, "containers", None), list) and not any(e.startswith("-") for e in extra):
+        args.containers += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.file_given = args.file is not None
+    args.file = args.file or "netcompose.yaml"
     try:
         return args.func(args)
     except errors.NetcomposeError as exc:

@@ -27,11 +27,12 @@ from .drivers.files import FilesDriver
 from .drivers.nftables import NftablesDriver
 from .drivers.netlink import Namespaces, NetlinkDriver, proven_mark, read_namespace_owner
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
-from .errors import ApplyError, ConflictError, LockTimeout, StalePlan
+from .drivers.processes import STOP_TIMEOUT, ProcessDriver
+from .errors import ApplyError, ConflictError, LockTimeout, SpecError, StalePlan
 from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
 from .resources import HOST, Resource, link_key
-from .spec import Spec, load
+from .spec import Spec, load, runnable
 from .spec.resolve import HostFacts, Resolved, resolve
 
 
@@ -74,12 +75,13 @@ def facts_from(observed: dict[str, Resource], project: str, routes: list[IPv4Net
 class Host:
     """The imperative shell: drivers bound to this machine for one run."""
 
-    def __init__(self, ovsdb: str | None = None) -> None:
+    def __init__(self, ovsdb: str | None = None, stop_timeout: float = STOP_TIMEOUT) -> None:
         self.nss = Namespaces()
         self.netlink = NetlinkDriver(self.nss)
         self.ovsdb = OvsdbDriver(remote_from(ovsdb))
+        self.processes = ProcessDriver(stop_timeout)
         self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss), "ovsdb": self.ovsdb,
-                                        "nftables": NftablesDriver(self.nss)}
+                                        "nftables": NftablesDriver(self.nss), "processes": self.processes}
 
     def observe(self, scope: Scope) -> dict[str, Resource]:
         found: dict[str, Resource] = {}
@@ -262,14 +264,24 @@ class State:
 
 
 class Project:
-    def __init__(self, spec: Spec, lock_timeout: float = 30.0, ovsdb: str | None = None) -> None:
+    def __init__(self, spec: Spec, lock_timeout: float = 30.0, ovsdb: str | None = None,
+                 stop_timeout: float = STOP_TIMEOUT) -> None:
         self.spec = spec
         self.ovsdb = ovsdb
+        self.stop_timeout = stop_timeout   # seconds between SIGTERM and SIGKILL when stopping processes
         self.name = spec.project
         self.lock_timeout = lock_timeout
         self.journal = Journal(self.name)
         self.applied = AppliedState(self.name)
         self._compiled: tuple[HostFacts, Desired] | None = None
+
+    @classmethod
+    def by_name(cls, project: str, **options: Any) -> "Project":
+        """A project known only by name (its file gone or unreadable): `down` removes
+        everything carrying its marks."""
+        from .spec.loader import Document
+        from .spec.model import Topology
+        return cls(Spec(Path("."), Document({}, "<no file>"), Topology(), project, []), **options)
 
     @classmethod
     def load(cls, path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
@@ -359,6 +371,8 @@ class Project:
         scope = self.scope()
         observed = self._claim(host.observe(scope))
         desired = self._compile(facts_from(observed, self.name, host.netlink.host_routes))
+        if not empty:
+            runnable.check(desired.resolved, self.spec.doc)
         everything = desired.complete()
         target = {k: v for k, v in everything.items() if v.external} if empty else everything
         observed.update((res.key, res) for res in host.observe_named(list(target.values()), self.name))
@@ -375,6 +389,7 @@ class Project:
         if not recorded or self.journal.claims() or applied.get("source") == self._source:
             return None
         desired = self._compile(self.applied.facts(applied, host.netlink.read_host_routes()))
+        runnable.check(desired.resolved, self.spec.doc)
         for name, unit in desired.units.items():
             if recorded_units.get(name, [None])[0] != unit.digest:
                 desired.add(name)
@@ -412,31 +427,34 @@ class Project:
         return State(desired, observed, plan, scope, target, digests)
 
     def resolved(self) -> Resolved:
-        with _host(self.ovsdb) as host:
+        with _host(self.ovsdb, self.stop_timeout) as host:
             return self._state(host).resolved
 
     def plan(self, down: bool = False) -> State:
-        with _host(self.ovsdb) as host:
+        with _host(self.ovsdb, self.stop_timeout) as host:
             return self._state(host, empty=down)
 
     # ---- changes ---------------------------------------------------------------------
     def up(self, rollback: bool = True, fault: FaultHook | None = None, plan_fingerprint: str | None = None,
-           refresh: bool = False) -> Report:
+           refresh: bool = False, supervise: bool = False) -> Report:
         """Converge; with `plan_fingerprint` (from `plan -o`), only if nothing changed since.
 
         After an edit of the file, only what the edit touches is observed and converged
         (O(change)); `refresh` observes everything of the project, as an unchanged file does.
+        `supervise` (watch): a process that exited is started again only as its restart
+        policy and back-off say; otherwise every declared process that is not running starts.
         """
         return self._converge(empty=False, rollback=rollback, fault=fault, fingerprint=plan_fingerprint,
-                              refresh=refresh or plan_fingerprint is not None)
+                              refresh=refresh or plan_fingerprint is not None, supervise=supervise)
 
     def down(self, fault: FaultHook | None = None) -> Report:
         return self._converge(empty=True, rollback=True, fault=fault)
 
     def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None, fingerprint: str | None = None,
-                  refresh: bool = True) -> Report:
+                  refresh: bool = True, supervise: bool = False) -> Report:
         started = time.monotonic()
-        with Lock(self.name, self.lock_timeout) as lock, _host(self.ovsdb) as host:
+        with Lock(self.name, self.lock_timeout) as lock, _host(self.ovsdb, self.stop_timeout) as host:
+            host.processes.supervising = supervise
             state = self._state(host, empty=empty, refresh=refresh)
             if fingerprint is not None and state_fingerprint(state) != fingerprint:
                 raise StalePlan("stale plan: the host or the topology changed since the plan was made; "
@@ -451,6 +469,8 @@ class Project:
                     self.applied.write(state.desired, state.digests, self._source)
                 self.journal.clear()
                 if empty:
+                    from .workload import forget
+                    forget(self.name)
                     lock.remove_folder()
                 report.seconds = time.monotonic() - started
                 return report
@@ -461,21 +481,28 @@ class Project:
                 problem = self._rollback(host, state)
                 raise ApplyError(f"interrupted; {rollback_outcome(problem)}") from None
             report.applied = len(progress.done)
+            report.notes += host.processes.stopped
             if progress.failed is not None:
                 raise_failure(progress, self._rollback(host, state) if rollback else False)
             if any(a.kind == "netns" and a.op == "delete" for a in state.plan.actions):
                 self._settle(host)
             remaining = make_plan(state.target, self._observe(host, state.scope, list(state.target.values())),
                                   self.name)
+            # A started process may exit at once, as a container may: `ps` and `up --wait` tell.
+            remaining.actions = [a for a in remaining.actions if a.kind != "process" or a.op == "delete"]
             if remaining:
                 detail = "; ".join(describe(remaining.changes[:5]))
                 problem = self._rollback(host, state) if rollback else False
                 raise ApplyError(f"verify failed: the host still differs after apply ({detail}); "
                                  + rollback_outcome(problem))
             if empty:
+                from .workload import forget
+                forget(self.name)
                 lock.remove_folder()   # the record, the journal and the lock: nothing of the project stays
             else:
                 self.applied.write(state.desired, state.digests, self._source)
+                from .workload import remember_file
+                remember_file(self.name, str(self.spec.path))
             self.journal.clear()
             report.seconds = time.monotonic() - started
             return report
@@ -510,6 +537,75 @@ class Project:
         """Probe the reachability the topology promises; see netcompose.check."""
         from . import check
         return check.run(self.resolved())
+
+    # ---- processes -----------------------------------------------------------------------
+    def sandboxes(self, containers: list[str] | None = None) -> list:
+        """The containers (all, or those named) as workload.Sandbox: namespace and process."""
+        from dataclasses import asdict
+        from .spec.resolve import declared_processes
+        from .workload import Sandbox
+        topo = self.spec.topology
+        unknown = [c for c in containers or [] if c not in topo.containers]
+        if unknown:
+            raise SpecError(None, f"no container '{unknown[0]}' in {self.spec.path}",
+                            f"use one of: {', '.join(topo.containers) or 'none'}")
+        declared = declared_processes(topo, self.spec.doc, self.name)
+        return [Sandbox(name, self.netns_of(name), asdict(declared[name]) if name in declared else None)
+                for name in topo.containers if not containers or name in containers]
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        """Per container with a command: pid, state, uptime and restarts."""
+        from . import workload
+        return workload.status(self.name, self.sandboxes())
+
+    def top(self, containers: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every process in the sandboxes, declared or not."""
+        from . import workload
+        return workload.top(self.name, self.sandboxes(containers))
+
+    def wait(self, timeout: float) -> dict[str, str]:
+        """Wait until every declared process runs and passes its ready probe; {container:
+        why not} for those that did not within `timeout` seconds."""
+        from . import workload
+        resolved = self.resolved()
+        addresses = {c.name: [str(ep.address) for ep in c.endpoints] for c in resolved.containers.values()}
+        return workload.wait_ready(self.name, self.sandboxes(), addresses, timeout)
+
+    def stop(self, containers: list[str] | None = None) -> list[str]:
+        """Stop declared processes (SIGTERM, SIGKILL after the stop timeout); `watch` and
+        `start` leave them stopped until `start` or `up`."""
+        from .drivers import processes
+        from . import workload
+        with Lock(self.name, self.lock_timeout):
+            sandboxes = self.sandboxes(containers)
+            declared, _ = workload.running(self.name, sandboxes)
+            victims = [processes.Victim(p.pid, p.start, p.ns, p.argv, group=True) for p in declared.values()]
+            lines = processes.stop(victims, self.stop_timeout)
+            for s in sandboxes:
+                record = processes.read_record(self.name, s.container)
+                if s.process is not None and record is not None:
+                    processes.write_record(self.name, s.container, {**record, "state": "stopped"})
+            return lines
+
+    def start(self, containers: list[str] | None = None) -> Report:
+        """Start declared processes that are not running; their sandboxes must be up."""
+        with Lock(self.name, self.lock_timeout), _host(self.ovsdb, self.stop_timeout) as host:
+            state = self._state(host)
+            wanted = {self.netns_of(s.container) for s in self.sandboxes(containers) if s.process is not None}
+            missing = [a.key for a in state.plan.changes if a.kind == "netns" and a.op == "create"
+                       and a.resource.attrs["name"] in wanted]
+            if missing:
+                raise ApplyError(f"{missing[0]} is missing: run `netcompose up` first")
+            actions = [a for a in state.plan.actions if a.kind == "process" and a.op == "create"
+                       and a.observed is None and a.resource.attrs["ns"] in wanted]
+            for action in actions:
+                action.level = 0
+            report = Report(Plan(actions))
+            progress = execute(report.plan, host.drivers)
+            report.applied = len(progress.done)
+            if progress.failed is not None:
+                raise ApplyError(failure_message(progress))
+            return report
 
     def ps(self) -> list[dict[str, Any]]:
         """A row per endpoint and per end of a direct wire (`links:`), each looked up by key in
@@ -557,6 +653,16 @@ class Project:
                 rows.append({"container": c.name, "netns": c.netns, "network": None, "link": None, "ifname": None,
                              "ipv4": None, "mac": None, "host_ifname": None,
                              "state": "up" if f"netns:{c.netns}" in observed else "missing"})
+        return self._with_processes(rows)
+
+    def _with_processes(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each row gains its container's process: pid, state, uptime (s), restarts."""
+        status = self.processes()
+        empty = {"pid": None, "process": None, "uptime": None, "restarts": None}
+        for row in rows:
+            found = status.get(row["container"])
+            row.update({"pid": found["pid"], "process": found["state"], "uptime": found["uptime"],
+                        "restarts": found["restarts"]} if found else empty)
         return rows
 
 
@@ -566,9 +672,9 @@ def _absent_state(observed: dict[str, Resource], netns: str) -> str:
 
 
 @contextmanager
-def _host(ovsdb: str | None) -> Iterator[Host]:
+def _host(ovsdb: str | None, stop_timeout: float = STOP_TIMEOUT) -> Iterator[Host]:
     with gc_paused():
-        host = Host(ovsdb)
+        host = Host(ovsdb, stop_timeout)
         try:
             yield host
         finally:

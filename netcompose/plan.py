@@ -163,6 +163,7 @@ def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], proje
     # Removing a parent removes its children in the kernel: their deletes become implicit,
     # and children that should stay are created again.
     everything = {**observed, **desired} if removed else {}
+    busy = _busy_parents(observed, removed) if removed else set()
     for key in _topo_order(everything):
         res = observed.get(key)
         if res is None or key in removed and key not in deletes:
@@ -170,12 +171,25 @@ def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], proje
         if not any(p in removed for p in res.parents):
             continue
         removed.add(key)
+        explicit = _outlives(res) or not busy.isdisjoint(res.parents)
         if key in deletes:
-            deletes[key].implicit = True
+            deletes[key].implicit = not explicit
         elif key in desired:
             actions[key] = Action("create", key, res.kind, desired[key], res)
+        elif _outlives(res):  # not ours, but it must not outlive its parent
+            deletes[key] = Action("delete", key, res.kind, None, res)
 
     return Plan(_order(list(deletes.values()), actions, desired, observed))
+
+
+def _outlives(res: Resource) -> bool:
+    spec = KINDS.get(res.kind)  # observed foreign objects may be of no managed kind
+    return spec is not None and spec.outlives_parents
+
+
+def _busy_parents(observed: dict[str, Resource], removed: set[str]) -> set[str]:
+    """Removed parents that hold a child the kernel will not remove with them."""
+    return {p for res in observed.values() if _outlives(res) for p in res.parents if p in removed}
 
 
 def _order(deletes: list[Action], upserts: dict[str, Action], desired: dict[str, Resource],
@@ -194,7 +208,7 @@ def _order(deletes: list[Action], upserts: dict[str, Action], desired: dict[str,
 
 def _implicit(action: Action, upserts: dict[str, Action], observed: dict[str, Resource]) -> bool:
     res = observed[action.key]
-    return any(p in upserts and upserts[p].op == "create" and upserts[p].observed is not None
+    return not _outlives(res) and any(p in upserts and upserts[p].op == "create" and upserts[p].observed is not None
                for p in res.parents)
 
 

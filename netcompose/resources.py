@@ -24,6 +24,10 @@ class KindSpec:
     # with the same names as a desired one is a conflict even if its key differs (an nft
     # table made by hand in another family, with the project's table name).
     identity: tuple[str, ...] = ()
+    # The kernel does not remove it with its parents (a process outlives its namespace's
+    # mount): removing a parent removes it explicitly, and the parent's other children too,
+    # since the parent then lingers until it is gone.
+    outlives_parents: bool = False
 
 
 @dataclass(eq=False)  # not frozen: frozen dataclasses construct 3x slower, and a run builds ~10k
@@ -70,6 +74,7 @@ KINDS: dict[str, KindSpec] = {
     "nft_table": KindSpec("nftables", compare=("chains",), identity=("ns", "name")),
     "file": KindSpec("files", ordered=True),     # applied one by one, in the order given
     "sysctl": KindSpec("files", ordered=True),
+    "process": KindSpec("processes", compare=("argv", "env", "cwd", "user"), outlives_parents=True),
 }
 
 
@@ -187,6 +192,28 @@ def nft_table(ns: str, family: str, name: str, chains: dict[str, Any], rules: di
     return Resource("nft_table", f"nft:{ns}/{family}/{name}",
                     {"ns": ns, "family": family, "name": name, "chains": chains, "rules": rules},
                     deps=_ns_parents(ns) + deps, parents=_ns_parents(ns), owner=owner)
+
+
+def process_key(ns: str) -> str:
+    return f"process:{ns}"
+
+
+def process(ns: str, container: str, argv: list[str], env: dict[str, str], cwd: str, user: str, *,
+            restart: str = "no", ready: dict[str, Any] | None = None, deps: tuple[str, ...] = (),
+            owner: str | None = None) -> Resource:
+    """A container's declared process.  Changing argv, env, cwd or user restarts it; the
+    restart policy and ready probe matter only to `watch` and `up --wait`."""
+    return Resource("process", process_key(ns),
+                    {"ns": ns, "container": container, "argv": argv, "env": env, "cwd": cwd, "user": user,
+                     "restart": restart, "ready": ready},
+                    deps=_ns_parents(ns) + deps, parents=_ns_parents(ns), owner=owner)
+
+
+def tenant(ns: str, pid: int, argv: list[str]) -> Resource:
+    """A process netcompose did not declare, found in one of its sandboxes: never ours to
+    manage, but stopped when its sandbox is removed."""
+    return Resource("process", f"{process_key(ns)}/pid/{pid}", {"ns": ns, "pid": pid, "argv": argv},
+                    deps=_ns_parents(ns), parents=_ns_parents(ns))
 
 
 # ---- zones: where an observer looks to see a resource -------------------------------------

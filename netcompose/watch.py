@@ -2,7 +2,8 @@
 
 Triggers: an edit of the topology or of any file it was built from (debounced, so several
 saves within 300 ms make one apply), a netlink event on one of the project's host links
-(deleted, or set down), and an optional interval.  An invalid edit is reported and the last
+(deleted, or set down), a declared process that exited and is due for a restart (its
+`restart:` policy, with exponential back-off), and an optional interval.  An invalid edit is reported and the last
 good state is kept; the loop goes on.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .errors import NetcomposeError, SpecError
 from .inputs import read_text
 
 DEBOUNCE = 0.3
+PROCESS_CHECK = 0.25   # seconds between looks for exited processes
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -87,7 +89,7 @@ class Watcher:
         self.project = project
         self.sources = {p.resolve() for p in project.spec.sources}
         try:
-            report = project.up()
+            report = project.up(supervise=True)
         except NetcomposeError as exc:
             self.emit({"event": "error", "trigger": reason, "error": str(exc)})
             return
@@ -113,6 +115,14 @@ class Watcher:
                     if msg["event"] == "RTM_DELLINK" or not msg["flags"] & 1:
                         self.trigger.fire("netlink")
 
+    @staticmethod
+    def _process_exited(project: str) -> bool:
+        """Supervision: record exit codes of processes that exited; True when one is due
+        for a restart (restart policy, exponential back-off)."""
+        from .drivers import processes
+        processes.record_exits(project)
+        return processes.restart_due(project)
+
     def run(self) -> None:
         self.reconcile("start")
         observer = Observer()
@@ -120,7 +130,7 @@ class Watcher:
             observer.schedule(_Files(self), str(folder), recursive=False)
         observer.start()
         threading.Thread(target=self._watch_links, daemon=True).start()
-        last = time.monotonic()
+        last = last_check = time.monotonic()
         try:
             while not self.stop.is_set():
                 with self.trigger.cond:
@@ -131,6 +141,10 @@ class Watcher:
                         del self.trigger.reasons[reason]
                 if not ready and self.interval and now - last >= self.interval:
                     ready = ["interval"]
+                if not ready and now - last_check >= PROCESS_CHECK:
+                    last_check = now
+                    if self.project is not None and self._process_exited(self.project.name):
+                        ready = ["process"]
                 if ready:
                     self.reconcile("+".join(sorted(ready)))
                     last = time.monotonic()

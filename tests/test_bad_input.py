@@ -72,6 +72,22 @@ CORPUS = [
     ("networks:\n  a: {subnet: '${NET_SUBNET:?set the subnet}'}\n", "2:15", "required"),
     (OK_NET + "containers:\n  web:\n    networks: [front]\n    extra_hosts: {'bad host!': 10.0.0.1}\n",
      "7:19", "not a valid host name"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: []\n", "7:14", "empty command"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: ''\n", "7:14", "empty command"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: sleep 'oops\n", "7:14", "No closing quotation"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: [sleep, '1']\n    ready: {tcpp: 80}\n",
+     "8:13", "unknown key 'tcpp'"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: [sleep, '1']\n    ready: {tcp: 80, udp: 53}\n",
+     "8:12", "exactly one of tcp, udp, exec or delay"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: [sleep, '1']\n    ready: {delay: soon}\n",
+     "8:20", "not a duration"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: [sleep, '1']\n    restart: sometimes\n",
+     "8:14", "'no', 'on-failure' or 'always'"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    ready: {tcp: 80}\n", "7:5", "no command"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: [sleep, '1']\n    environment: [NOEQUALS]\n",
+     "8:18", "not NAME=VALUE"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: [sleep, '1']\n    ready: {exec: []}\n",
+     "8:19", "at least 1 item"),
 ]
 
 WEB = OK_NET + "containers:\n  web:\n    networks: [front]\n"

@@ -40,11 +40,21 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork]) -> It
         addr = r.address(c.netns, ep.ifname, str(ep.address), ep.prefixlen, link_key)
         addr_keys[ep.ifname] = (link_key, addr.key)
         yield addr
-    yield from _routes(c, addr_keys)
-    if not c.adopted:
-        yield _etc_link(project, c)
-    for name, value in c.sysctls.items():
-        yield r.sysctl(c.netns, name, value)
+    routes = list(_routes(c, addr_keys))
+    yield from routes
+    etc = _etc_link(project, c) if not c.adopted else None
+    if etc is not None:
+        yield etc
+    sysctls = [r.sysctl(c.netns, name, value) for name, value in c.sysctls.items()]
+    yield from sysctls
+    if c.process is not None:
+        # Started once its sandbox is complete: a server binds its address, a router
+        # finds its interfaces, a resolver reads its files.
+        before = [addr for _, addr in addr_keys.values()] + [x.key for x in routes + sysctls]
+        before += [etc.key] if etc is not None else []
+        p = c.process
+        yield r.process(c.netns, c.name, p.argv, p.env, p.cwd, p.user, restart=p.restart, ready=p.ready,
+                        deps=tuple(before))
 
 
 def _routes(c: RContainer, addr_keys: dict[str, tuple[str, str]]) -> Iterable[Resource]:

@@ -5,7 +5,8 @@ import re
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator,
+                      model_validator)
 
 from ..errors import excerpt
 from .patterns import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES
@@ -139,6 +140,65 @@ class Firewall(Strict):
     egress: list[FirewallRule] | None = None
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 2, 2.5, "2s", "500ms" or "1m"."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 2s or 500ms")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    match = _DURATION.fullmatch(str(value).strip())
+    if not match:
+        raise ValueError(f"'{value}' is not a duration like 2s, 500ms or 1m")
+    return float(match[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match[2]]
+
+
+class Ready(Strict):
+    """When a container's process counts as ready (`up --wait`); exactly one probe."""
+
+    tcp: PortNumber | None = Field(None, description="a TCP port accepts connections inside the sandbox")
+    udp: PortNumber | None = Field(None, description="a UDP port is bound inside the sandbox")
+    exec: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = Field(
+        None, description="a command, run inside the sandbox, exits 0")
+    delay: Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(
+        {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION.pattern}]})] | None = Field(
+        None, description="the process has been running this long (2s, 500ms)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Ready":
+        given = [k for k in ("tcp", "udp", "exec", "delay") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("ready: needs exactly one of tcp, udp, exec or delay")
+        return self
+
+
+def _restart_word(value: Any) -> Any:
+    # YAML 1.1 reads a bare `no` as false.
+    return "no" if value is False else value
+
+
+def _environment_map(value: Any) -> Any:
+    """Compose's two forms: a mapping, or a list of NAME=VALUE."""
+    if isinstance(value, list):
+        out = {}
+        for item in value:
+            if not isinstance(item, str) or "=" not in item:
+                raise ValueError(f"environment entry {item!r} is not NAME=VALUE")
+            name, _, text = item.partition("=")
+            out[name] = text
+        value = out
+    if isinstance(value, dict):
+        return {k: ("" if v is None else str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+    return value
+
+
+EnvName = Annotated[str, Field(pattern=r"^[^=\x00]+$")]
+
+
 class Container(Strict):
     networks: dict[Name, Endpoint] = Field(default_factory=dict)
     default_route: Name | None = Field(None, description="network whose gateway is the default route")
@@ -152,6 +212,16 @@ class Container(Strict):
     pid: Annotated[int, Field(ge=1)] | None = Field(None, description="adopt the namespace of this process")
     ports: list[PortMapping] = Field(default_factory=list)
     firewall: Firewall | None = None
+    command: str | list[str] | None = Field(
+        None, description="the container's process: a list exec'd as is, or a string split like a shell "
+                          "(never run by one)")
+    environment: Annotated[dict[EnvName, str], BeforeValidator(_environment_map)] = Field(
+        default_factory=dict, description="environment of the process (mapping or NAME=VALUE list)")
+    working_dir: str | None = Field(None, description="default: the topology's folder; relative to it")
+    user: Annotated[str, Field(min_length=1)] | None = Field(None, description="run the process as this user")
+    restart: Annotated[Literal["no", "on-failure", "always"], BeforeValidator(_restart_word)] = Field(
+        "no", description="what `watch` does when the process exits")
+    ready: Ready | None = Field(None, description="readiness probe for `up --wait`")
 
     @field_validator("networks", mode="before")
     @classmethod

@@ -6,7 +6,9 @@ addresses netcompose assigned before) come in as arguments.  The result is plain
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
 from typing import Any, Iterator
@@ -56,6 +58,18 @@ class REndpoint:
 
 
 @dataclass
+class RProcess:
+    """A container's declared process, every path and default filled in."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str                 # absolute
+    user: str                # "" = the user netcompose runs as
+    restart: str             # no | on-failure | always
+    ready: dict[str, Any] | None
+
+
+@dataclass
 class RContainer:
     name: str
     netns: str               # named namespace, or /proc/PID/ns/net path for pid adoption
@@ -69,6 +83,7 @@ class RContainer:
     hosts: list[tuple[str, str]]     # extra_hosts
     sysctls: dict[str, str]
     hosts_group: str = ""            # its /etc files: Resolved.host_groups[hosts_group] and its DNS
+    process: RProcess | None = None
 
 
 @dataclass
@@ -285,7 +300,26 @@ class _Resolver:
         netns = c.netns or (f"/proc/{c.pid}/ns/net" if c.pid else names.netns_name(self.project, cname))
         return RContainer(cname, netns, adopted, endpoints, gateway, ifname, routes,
                           [str(d) for d in c.dns], list(c.dns_search),
-                          [(str(ip), host) for host, ip in c.extra_hosts.items()], dict(c.sysctls))
+                          [(str(ip), host) for host, ip in c.extra_hosts.items()], dict(c.sysctls),
+                          process=self.process(cname, c))
+
+    def process(self, cname: str, c) -> RProcess | None:
+        base = ("containers", cname)
+        if c.command is None:
+            if c.ready is not None:
+                self.fail(base + ("ready",), f"container '{cname}' has ready: but no command: to probe",
+                          "add a command: or remove ready:", key=True)
+            return None
+        try:
+            argv = command_argv(c.command)
+        except ValueError as exc:
+            self.fail(base + ("command",), f"command: {exc}", "close the quote or escape it")
+        if not argv or not argv[0]:
+            self.fail(base + ("command",), f"container '{cname}' has an empty command",
+                      'write the program and its arguments, e.g. command: ["sleep", "infinity"]')
+        cwd = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.doc.file)), c.working_dir or "."))
+        ready = {k: v for k, v in vars(c.ready).items() if v is not None} if c.ready else None
+        return RProcess(argv, dict(c.environment), cwd, c.user or "", c.restart, ready)
 
     def routes(self, cname: str, c, connected: list[tuple[str, IPv4Address, IPv4Network]],
                gateway: IPv4Address | None) -> list[dict[str, Any]]:
@@ -481,6 +515,18 @@ class _Resolver:
                 self.fail(("containers", adopted[c.netns], "netns"), f"namespace '{c.netns}' is also the "
                           f"namespace netcompose creates for container '{name}'", "adopt another namespace")
         return Resolved(self.project, self.topo, networks, containers, self.links(), self.fill_hosts(containers))
+
+
+def command_argv(command: str | list[str]) -> list[str]:
+    """A list is the argv as is; a string is split as a POSIX shell would split it (quotes,
+    escapes), but no shell ever runs it: no variables, globs or operators."""
+    return list(command) if isinstance(command, list) else shlex.split(command)
+
+
+def declared_processes(topo: Record, doc: Document, project: str) -> dict[str, RProcess]:
+    """Each container's process, without resolving (or observing) the networks."""
+    resolver = _Resolver(topo, doc, project, HostFacts())
+    return {name: p for name, c in topo.containers.items() if (p := resolver.process(name, c)) is not None}
 
 
 def resolve(topo: Record, doc: Document, project: str, facts: HostFacts = HostFacts()) -> Resolved:

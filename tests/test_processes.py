@@ -1,0 +1,250 @@
+"""Declared processes and busy sandboxes, against the real kernel."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from netcompose.drivers import namespaces, processes
+from netcompose.plan import describe
+
+from .conftest import needs_root, run_cli
+
+pytestmark = needs_root
+
+IGNORES_TERM = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('ready', flush=True); time.sleep(600)"]
+
+
+def lab(subnet: str, **commands: str) -> str:
+    text = f"networks:\n  front: {{subnet: {subnet}}}\ncontainers:\n"
+    for name, extra in commands.items():
+        text += f"  {name}:\n    networks: [front]\n" + "".join(f"    {line}\n" for line in extra.splitlines())
+    return text
+
+
+def running(project: str) -> dict[str, processes.ProcInfo]:
+    sandboxes = [ns for ns in namespaces.list_named() if ns.startswith(project + "-")]
+    declared, _ = processes.declared_and_tenants(processes.scan(processes.namespace_inodes(sandboxes)), project)
+    return declared
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def spawn_in(ns: str, argv: list[str]) -> subprocess.Popen:
+    """A process started by hand in a sandbox (not declared): a tenant."""
+    return subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_start_noop_change_drift(topo, project_name):
+    text = lab("10.231.1.0/24", web='command: ["python3", "-m", "http.server", "8080"]\n'
+               'environment: {PYTHONUNBUFFERED: "1"}', idle="command: sleep 300")
+    project = topo(text)
+    project.up()
+    first = running(project_name)
+    assert set(first) == {"web", "idle"}
+    assert first["idle"].argv == ["sleep", "300"]
+    assert first["web"].environ["PYTHONUNBUFFERED"] == "1"
+    web_ns = f"{project_name}-web"
+    assert first["web"].ns == web_ns
+
+    # A no-op up touches nothing that runs.
+    assert not project.plan().plan
+    project.up()
+    assert {c: p.pid for c, p in running(project_name).items()} == {c: p.pid for c, p in first.items()}
+
+    # Changing the environment restarts that process only, in place (~).
+    project = topo(text.replace('"1"}', '"0"}'))
+    plan = project.plan().plan
+    assert [(a.op, a.key) for a in plan.actions] == [("update", f"process:{web_ns}")]
+    project.up()
+    second = running(project_name)
+    assert second["idle"].pid == first["idle"].pid and second["web"].pid != first["web"].pid
+
+    # Changing the network never restarts a process whose sandbox stays.
+    project = topo(text.replace('"1"}', '"0"}').replace("networks: [front]\n    command: sleep",
+                                                       "networks: [front]\n    sysctls: {net.ipv4.ip_forward: 1}\n"
+                                                       "    command: sleep"))
+    project.up()
+    assert {c: p.pid for c, p in running(project_name).items()} == {c: p.pid for c, p in second.items()}
+
+    # Drift: a process killed by hand shows in the plan and is started again.
+    os.kill(second["idle"].pid, signal.SIGKILL)
+    wait_for(lambda: "idle" not in running(project_name))
+    lines = list(describe(project.plan().plan.actions))
+    assert lines == [f"+ process:{project_name}-idle [drift]"], lines
+    project.up()
+    assert running(project_name)["idle"].pid != second["idle"].pid
+    project.down()
+    assert not running(project_name)
+
+
+def test_down_stops_busy_sandboxes(topo, project_name):
+    """A declared process that ignores SIGTERM and a tenant started by hand: down deletes the
+    interfaces, stops both (SIGKILL after --timeout) and leaves no namespace or veth behind."""
+    argv = " ".join(f"'{a}'" for a in IGNORES_TERM)
+    project = topo(lab("10.231.2.0/24", a=f"command: [{', '.join(repr(x) for x in IGNORES_TERM)}]", b=""),
+                   stop_timeout=1)
+    del argv
+    project.up()
+    stubborn = wait_for(lambda: running(project_name).get("a"))
+    tenant = spawn_in(f"{project_name}-b", ["sleep", "300"])
+    started = time.monotonic()
+    result = run_cli("down", "-f", str(project.spec.path), "-p", project_name, "--timeout", "1")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert f"stopped pid {stubborn.pid}" in result.stdout and "SIGKILL after 1s" in result.stdout
+    assert f"stopped pid {tenant.pid} (sleep 300) in {project_name}-b: exited on SIGTERM" in result.stdout
+    assert tenant.wait(timeout=5) == -signal.SIGTERM
+    assert not processes.alive(stubborn.pid, stubborn.start)
+    assert not [ns for ns in namespaces.list_named() if ns.startswith(project_name)]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert project_name[:6] + "-" not in links
+    assert elapsed < 15  # no 10 s verify wait, no rollback
+
+
+def test_up_removing_a_busy_container(topo, project_name):
+    text = lab("10.231.3.0/24", a="", b="")
+    project = topo(text)
+    project.up()
+    tenant = spawn_in(f"{project_name}-b", ["sleep", "300"])
+    wait_for(lambda: processes.scan(processes.namespace_inodes([f"{project_name}-b"])))
+    project = topo(text.split("  b:")[0])
+    report = project.up()
+    assert any(f"stopped pid {tenant.pid}" in note for note in report.notes), report.notes
+    assert not os.path.exists(f"/run/netns/{project_name}-b")
+    assert not project.plan().plan
+
+
+def test_adopted_namespace_processes_are_never_touched(topo, project_name):
+    adopted = f"{project_name}-adopt"
+    subprocess.run(["ip", "netns", "add", adopted], check=True)
+    tenant = spawn_in(adopted, ["sleep", "300"])
+    try:
+        project = topo(lab("10.231.4.0/24", a=f"netns: {adopted}"))
+        project.up()
+        project.down()
+        assert tenant.poll() is None
+    finally:
+        tenant.kill()
+        tenant.wait()
+
+
+@pytest.mark.parametrize("extra,words", [
+    ("command: [no-such-program-xyz]", "program 'no-such-program-xyz' of container 'a' is not found on PATH"),
+    ("command: [sleep, '1']\nworking_dir: missing-folder", "does not exist"),
+    ("command: [sleep, '1']\nuser: no-such-user-xyz", "unknown user 'no-such-user-xyz'"),
+    ("command: [sleep, '1']\nready: {exec: [no-such-probe-xyz]}", "program 'no-such-probe-xyz'"),
+])
+def test_unrunnable_process_is_invalid_input(tmp_path, project_name, extra, words):
+    path = tmp_path / "topo.yaml"
+    path.write_text(lab("10.231.5.0/24", a=extra))
+    result = run_cli("up", "-f", str(path), "-p", project_name)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith(f"error: {path}:") and words in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(f"/run/netns/{project_name}-a")
+
+
+def test_wait_logs_and_lifecycle_without_the_file(tmp_path, project_name):
+    """up --wait (success, then a probe that never passes), logs -f, ps, stop/start, ls, and
+    down -p after the file is deleted."""
+    path = tmp_path / "topo.yaml"
+    path.write_text(lab("10.231.6.0/24", web='command: ["python3", "-u", "-m", "http.server", "8080"]\n'
+                        "ready: {tcp: 8080}",
+                        talker=f'command: ["{sys.executable}", "-u", "-c", "import time\\nfor i in range(600):'
+                        ' print(\'tick\', i, flush=True); time.sleep(0.2)"]\nready: {delay: 0.3s}'))
+    result = run_cli("up", "-f", str(path), "-p", project_name, "--wait", "--wait-timeout", "20")
+    assert result.returncode == 0, result.stderr
+    assert "every process is running and ready" in result.stdout
+
+    follow = subprocess.Popen([sys.executable, "-m", "netcompose", "logs", "--file", str(path), "-p", project_name,
+                               "-f", "--tail", "1", "--timestamps", "talker"], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        lines = [follow.stdout.readline() for _ in range(3)]
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
+    assert all(line.startswith("talker  | 20") and " tick " in line for line in lines), lines
+    ticks = [int(line.split()[-1]) for line in lines]
+    assert ticks == sorted(ticks) and len(set(ticks)) == 3
+
+    rows = {row["container"]: row for row in json_of(run_cli("ps", "--json", "-f", str(path), "-p", project_name))}
+    assert rows["web"]["process"] == "running" and rows["web"]["pid"] and rows["web"]["restarts"] == 0
+
+    stopped = run_cli("stop", "-f", str(path), "-p", project_name, "web")
+    assert stopped.returncode == 0 and "stopped pid" in stopped.stdout
+    rows = {row["container"]: row for row in json_of(run_cli("ps", "--json", "-f", str(path), "-p", project_name))}
+    assert rows["web"]["process"] == "stopped" and rows["talker"]["process"] == "running"
+    assert run_cli("start", "-f", str(path), "-p", project_name).returncode == 0
+
+    # A probe that never passes: --wait fails naming the container, in about the timeout.
+    path.write_text(path.read_text().replace("ready: {tcp: 8080}", "ready: {tcp: 9999}"))
+    result = run_cli("up", "-f", str(path), "-p", project_name, "--wait", "--wait-timeout", "1")
+    assert result.returncode == 1 and "not ready after 1s: web (tcp 9999 not accepting)" in result.stderr
+
+    path.unlink()
+    listed = {p["name"]: p for p in json_of(run_cli("ls", "--json"))}
+    assert listed[project_name]["containers"] == ["talker", "web"] and listed[project_name]["processes"] == 2
+    assert listed[project_name]["file"] == str(path)
+    result = run_cli("down", "-p", project_name, "--timeout", "2")
+    assert result.returncode == 0, result.stderr
+    assert "process:" in result.stdout and not running(project_name)
+    assert not [ns for ns in namespaces.list_named() if ns.startswith(project_name)]
+    assert project_name not in {p["name"] for p in json_of(run_cli("ls", "--json"))}
+    assert not os.path.exists(f"{processes.LOG_ROOT}/{project_name}")
+
+
+def json_of(result: subprocess.CompletedProcess):
+    import json
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_watch_restarts_per_policy_with_backoff(tmp_path, project_name):
+    """restart: always comes back with growing delays and shows a crash loop; restart: no stays down."""
+    import json
+    path = tmp_path / "topo.yaml"
+    path.write_text(lab("10.231.7.0/24", crash="command: [sh, -c, 'exit 3']\nrestart: always",
+                        once="command: [sh, -c, 'exit 0']\nrestart: 'no'"))
+    watcher = subprocess.Popen([sys.executable, "-m", "netcompose", "watch", "--json", "-f", str(path),
+                                "-p", project_name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        starts = []
+        deadline = time.monotonic() + 30
+        while len(starts) < 4 and time.monotonic() < deadline:
+            event = json.loads(watcher.stdout.readline())
+            if event["event"] == "reconcile" and event["trigger"] == "process":
+                starts.append(time.monotonic())
+        assert len(starts) == 4, starts
+        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        assert gaps[-1] > gaps[0] * 1.5, gaps            # exponential back-off
+        status = processes.read_records(project_name)
+        assert status["crash"]["restarts"] >= 3 and status["crash"]["exit_code"] in (3, None)
+        assert status["once"]["restarts"] == 0 and status["once"]["exit_code"] == 0   # restart: no
+        rows = {row["container"]: row for row in json_of(run_cli("ps", "--json", "-f", str(path),
+                                                                "-p", project_name))}
+        assert rows["once"]["process"] == "exited (0)"
+        assert rows["crash"]["process"].startswith("restarting") or rows["crash"]["process"] == "running"
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        try:
+            watcher.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            watcher.kill()
+            watcher.wait()
