@@ -6,6 +6,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -73,6 +74,16 @@ def topo(tmp_path, project_name):
         return Project.load(path, project=project_name, **options)
 
     return make
+
+
+def terminate(child: subprocess.Popen) -> None:
+    """SIGTERM a CLI we started (watch, logs -f), SIGKILL if it does not exit in 10 s."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ import pytest
 from netcompose.drivers import namespaces, processes
 from netcompose.plan import describe
 
-from .conftest import needs_root, run_cli
+from .conftest import needs_root, run_cli, terminate
 
 pytestmark = needs_root
 
@@ -177,8 +177,7 @@ def test_wait_logs_and_lifecycle_without_the_file(tmp_path, project_name):
     try:
         lines = [follow.stdout.readline() for _ in range(3)]
     finally:
-        follow.terminate()
-        follow.wait(timeout=10)
+        terminate(follow)
     assert all(line.startswith("talker  | 20") and " tick " in line for line in lines), lines
     ticks = [int(line.split()[-1]) for line in lines]
     assert ticks == sorted(ticks) and len(set(ticks)) == 3
@@ -242,9 +241,4 @@ def test_watch_restarts_per_policy_with_backoff(tmp_path, project_name):
         assert rows["once"]["process"] == "exited (0)"
         assert rows["crash"]["process"].startswith("restarting") or rows["crash"]["process"] == "running"
     finally:
-        watcher.send_signal(signal.SIGTERM)
-        try:
-            watcher.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            watcher.kill()
-            watcher.wait()
+        terminate(watcher)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import pytest
 
 from netcompose.drivers import namespaces
 
-from .conftest import REPO, needs_root
+from .conftest import REPO, needs_root, terminate
 from .test_kernel import ip, link_facts
 
 pytestmark = [needs_root, pytest.mark.kernel]
@@ -36,12 +35,7 @@ def watch(tmp_path, project_name):
     try:
         yield path, next_event, events, child
     finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        terminate(child)
 
 
 def test_watch_debounces_survives_bad_edits_and_repairs_drift(watch, project_name):
