@@ -35,11 +35,16 @@ def run(path: str, max_bytes: int, keep: int, source) -> None:
             break
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
-        out = b"".join(stamp() + line + b"\n" for line in lines)
-        if size and size + len(out) > max_bytes:
-            log.close()
-            rotate(path, keep)
-            log, size = open(path, "ab", buffering=0), 0
+        now = stamp()
+        out = b""
+        for line in lines:
+            entry = now + line + b"\n"
+            if size + len(out) + len(entry) > max_bytes and size + len(out):
+                log.write(out)
+                log.close()
+                rotate(path, keep)
+                log, size, out = open(path, "ab", buffering=0), 0, b""
+            out += entry
         log.write(out)
         size += len(out)
     if pending:

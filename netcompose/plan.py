@@ -163,7 +163,7 @@ def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], proje
     # Removing a parent removes its children in the kernel: their deletes become implicit,
     # and children that should stay are created again.
     everything = {**observed, **desired} if removed else {}
-    busy = _busy_parents(observed, removed) if removed else set()
+    busy = _busy_parents(observed, removed, project) if removed else set()
     for key in _topo_order(everything):
         res = observed.get(key)
         if res is None or key in removed and key not in deletes:
@@ -187,9 +187,13 @@ def _outlives(res: Resource) -> bool:
     return spec is not None and spec.outlives_parents
 
 
-def _busy_parents(observed: dict[str, Resource], removed: set[str]) -> set[str]:
-    """Removed parents that hold a child the kernel will not remove with them."""
-    return {p for res in observed.values() if _outlives(res) for p in res.parents if p in removed}
+def _busy_parents(observed: dict[str, Resource], removed: set[str], project: str) -> set[str]:
+    """Removed parents holding a child that the kernel will not remove with them and that is
+    not ours (a process started by hand in a sandbox): such a parent may linger after its
+    removal, so its other children are removed explicitly.  Children of ours are removed
+    first and for sure; then the kernel removes the rest with the parent, in one batch."""
+    return {p for res in observed.values() if _outlives(res) and res.owner != project
+            for p in res.parents if p in removed}
 
 
 def _order(deletes: list[Action], upserts: dict[str, Action], desired: dict[str, Resource],

@@ -25,8 +25,7 @@ class KindSpec:
     # table made by hand in another family, with the project's table name).
     identity: tuple[str, ...] = ()
     # The kernel does not remove it with its parents (a process outlives its namespace's
-    # mount): removing a parent removes it explicitly, and the parent's other children too,
-    # since the parent then lingers until it is gone.
+    # mount): removing a parent removes it explicitly (see plan._busy_parents).
     outlives_parents: bool = False
 
 

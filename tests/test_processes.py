@@ -242,3 +242,43 @@ def test_watch_restarts_per_policy_with_backoff(tmp_path, project_name):
         assert rows["crash"]["process"].startswith("restarting") or rows["crash"]["process"] == "running"
     finally:
         terminate(watcher)
+
+
+def test_routing_daemon_lab_converges(tmp_path, project_name):
+    """The OSPF lab: up --wait returns once BIRD's routes are in; check passes, and the routes
+    it depends on are the daemons' (proto bird), not netcompose's."""
+    import shutil
+    from .conftest import REPO
+    if shutil.which("bird") is None:
+        pytest.skip("bird2 is not installed (scripts/install-deps.sh installs it)")
+    lab_dir = tmp_path / "ospf"
+    shutil.copytree(REPO / "topologies" / "ospf", lab_dir)   # its own control sockets
+    path = str(lab_dir / "ospf.yaml.j2")
+    result = run_cli("up", "-f", path, "-p", project_name, "--wait", "--wait-timeout", "60")
+    assert result.returncode == 0, result.stderr
+    routes = subprocess.run(["ip", "netns", "exec", f"{project_name}-r1", "ip", "route", "show", "proto", "bird"],
+                            capture_output=True, text=True).stdout
+    assert "10.201.2.0/24 via 10.201.12.2" in routes and "10.201.3.0/24 via 10.201.31.1" in routes, routes
+    check = run_cli("check", "-f", path, "-p", project_name)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "h1 → h3 tcp:8080" in check.stdout
+    assert run_cli("down", "-f", path, "-p", project_name).returncode == 0
+    assert not running(project_name)
+
+
+def test_log_writer_stamps_and_rotates(tmp_path):
+    """Each line gets a UTC timestamp; past the size cap the log rotates, keeping KEEP files."""
+    from netcompose import logs, logwriter
+    source = tmp_path / "out"
+    source.write_bytes(b"".join(b"line %d\n" % i for i in range(200)) + b"partial")
+    log = tmp_path / "c.log"
+    with open(source, "rb") as f:
+        logwriter.run(str(log), 1000, 2, f)
+    kept = [tmp_path / "c.log.2", tmp_path / "c.log.1", log]
+    assert all(p.exists() for p in kept) and not (tmp_path / "c.log.3").exists()
+    assert all(p.stat().st_size <= 1000 for p in kept)
+    lines = [logs.parse("c", raw) for p in kept for raw in p.read_bytes().splitlines(keepends=True)]
+    assert lines[-1].text == "partial" and lines[-2].text == "line 199"
+    assert all(line.stamp.endswith("Z") and line.stamp[:2] == "20" for line in lines)
+    numbers = [int(line.text.split()[1]) for line in lines[:-1]]
+    assert numbers == list(range(numbers[0], 200))   # contiguous: nothing lost inside the kept files
