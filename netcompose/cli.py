@@ -231,8 +231,8 @@ def cmd_ls(args) -> int:
     if args.json:
         _print_json(rows)
         return errors.EXIT_OK
-    print(_table(["NAME", "CONTAINERS", "NETWORKS", "PROCESSES", "FILE"],
-                 [[row["name"], str(len(row["containers"])), str(len(row["networks"])), str(row["processes"]),
+    print(_table(["NAME", "STATUS", "CONTAINERS", "NETWORKS", "FILE"],
+                 [[row["name"], row["status"], str(len(row["containers"])), str(len(row["networks"])),
                    row["file"] or "-"] for row in rows]))
     return errors.EXIT_OK
 

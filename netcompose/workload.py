@@ -153,7 +153,8 @@ def wait_ready(project: str, sandboxes: list[Sandbox], addresses: dict[str, list
 # ---- projects on this host (ls) ----------------------------------------------------------------
 
 def projects() -> list[dict[str, Any]]:
-    """Every project that has something carrying its mark on this host."""
+    """Every project that has something carrying its mark on this host: its containers and
+    networks, how many of its declared processes run, and the file last applied."""
     from . import names
     from .drivers import rtnl
     found: dict[str, dict[str, Any]] = {}
@@ -205,6 +206,8 @@ def projects() -> list[dict[str, Any]]:
     for name, item in found.items():
         item["containers"].sort()
         item["networks"].sort()
+        declared = len(processes.read_records(name))
+        item["status"] = f"running ({item['processes']}/{declared} processes)" if declared else "running"
         try:
             with open(os.path.join(processes.STATE_ROOT, name, "project.json")) as f:
                 item["file"] = json.load(f).get("file")

@@ -37,6 +37,7 @@ STATE_ROOT = "/run/netcompose"
 LOG_MAX_BYTES = 10 << 20
 LOG_KEEP = 2
 STOP_TIMEOUT = 10.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # when netcompose has none
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _BOOT = None
@@ -232,7 +233,7 @@ def remove_logs(project: str, container: str) -> None:
 # ---- starting and stopping --------------------------------------------------------------------
 
 def _environment(attrs: dict, project: str) -> dict[str, str]:
-    base = {"PATH": os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    base = {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
     if attrs["user"]:
         entry = pwd.getpwnam(attrs["user"])
         base.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)

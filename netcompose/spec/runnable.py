@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import pwd
 
+from ..drivers.processes import DEFAULT_PATH
 from ..errors import SpecError
 from .loader import Document
 from .resolve import RProcess, Resolved
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 
 def search_path(process: RProcess) -> str:
+    """The PATH the process gets (see drivers.processes): its own, else netcompose's."""
     return process.env.get("PATH") or os.environ.get("PATH") or DEFAULT_PATH
 
 
