@@ -226,11 +226,7 @@ def remember_file(project: str, path: str) -> None:
 
 
 def forget(project: str) -> None:
-    """After `down`: the project's process records, logs and last file are gone with it."""
+    """After `down`: the project's logs go with its containers, as Compose's do (its records
+    go with its folder under /run/netcompose)."""
     import shutil
-    shutil.rmtree(processes.records_dir(project), ignore_errors=True)
     shutil.rmtree(os.path.join(processes.LOG_ROOT, project), ignore_errors=True)
-    try:
-        os.unlink(os.path.join(processes.STATE_ROOT, project, "project.json"))
-    except FileNotFoundError:
-        pass
