@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from . import names
 from .apply import FaultHook, Journal, STATE_DIR, execute, failure_message, raise_failure, rollback_outcome
 from .compile import Desired
-from .drivers import Scope
+from .drivers import Scope, rtnl
 from .drivers.files import FilesDriver
 from .drivers.nftables import NftablesDriver
 from .drivers.netlink import Namespaces, NetlinkDriver, proven_mark, read_namespace_owner
@@ -485,7 +485,7 @@ class Project:
             if progress.failed is not None:
                 raise_failure(progress, self._rollback(host, state) if rollback else False)
             if any(a.kind == "netns" and a.op == "delete" for a in state.plan.actions):
-                self._settle(host)
+                report.notes += self._settle(host)
             remaining = make_plan(state.target, self._observe(host, state.scope, list(state.target.values())),
                                   self.name)
             # A started process may exit at once, as a container may: `ps` and `up --wait` tell.
@@ -507,16 +507,29 @@ class Project:
             report.seconds = time.monotonic() - started
             return report
 
-    def _settle(self, host: Host) -> None:
-        """Deleted namespaces free their devices asynchronously; wait for our host ends to go."""
+    def _settle(self, host: Host) -> list[str]:
+        """Deleted namespaces free their devices asynchronously; wait for our host ends to go.
+
+        A namespace that something still holds (a process netcompose could not stop, an open
+        descriptor, a bind mount elsewhere) never frees them: when the leftovers stop
+        shrinking for a second, they are deleted explicitly.  Returns a note on those."""
         deadline = time.monotonic() + 10
+        notes: list[str] = []
+        last_count, last_progress = None, time.monotonic()
         while time.monotonic() < deadline:
             leftovers = [l for l in host.nss.sock(HOST).links()
                          if (m := proven_mark(self.name, HOST, l)) and l.kind == "veth"
                          and not os.path.exists(host.nss.path(self.netns_of(m[2].partition("/")[0])))]
             if not leftovers:
-                return
+                return notes
+            if last_count is None or len(leftovers) < last_count:
+                last_count, last_progress = len(leftovers), time.monotonic()
+            elif time.monotonic() - last_progress >= 1.0 and not notes:
+                host.nss.sock(HOST).execute([rtnl.del_link(l.name) for l in leftovers])
+                notes.append(f"{len(leftovers)} interface(s) of removed sandboxes that something still holds "
+                             f"deleted explicitly: {', '.join(l.name for l in leftovers[:5])}")
             time.sleep(0.02)
+        return notes
 
     def _rollback(self, host: Host, state: State) -> str | None:
         """Apply a plan back to what was observed before; None when the host is back, else why not."""

@@ -282,3 +282,21 @@ def test_log_writer_stamps_and_rotates(tmp_path):
     assert all(line.stamp.endswith("Z") and line.stamp[:2] == "20" for line in lines)
     numbers = [int(line.text.split()[1]) for line in lines[:-1]]
     assert numbers == list(range(numbers[0], 200))   # contiguous: nothing lost inside the kept files
+
+
+def test_down_of_a_sandbox_held_open_from_outside(topo, project_name):
+    """A namespace held by a descriptor outside it (no process inside to stop) outlives its
+    mount: its interfaces are deleted explicitly instead of waiting for it, and down succeeds."""
+    project = topo(lab("10.231.8.0/24", a=""))
+    project.up()
+    holder = os.open(f"/run/netns/{project_name}-a", os.O_RDONLY)
+    try:
+        started = time.monotonic()
+        report = project.down()
+        assert time.monotonic() - started < 8
+        assert any("deleted explicitly" in note for note in report.notes), report.notes
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert project_name[:6] + "-" not in links
+        assert not project.plan(down=True).plan
+    finally:
+        os.close(holder)
