@@ -47,7 +47,10 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
                                              for ep in c.endpoints},
                                 "default_gateway": str(c.default_gateway) if c.default_gateway else None,
                                 "routes": c.routes, "dns": c.dns, "dns_search": c.dns_search,
-                                "hosts": [f"{ip} {name}" for ip, name in res.host_groups.get(c.hosts_group, [])], "sysctls": c.sysctls}
+                                "hosts": [f"{ip} {name}" for ip, name in res.host_groups.get(c.hosts_group, [])], "sysctls": c.sysctls,
+                                **({"command": c.process.argv, "environment": c.process.env,
+                                    "working_dir": c.process.cwd, "user": c.process.user or None,
+                                    "restart": c.process.restart, "ready": c.process.ready} if c.process else {})}
                        for c in res.containers.values()},
         "links": [{"endpoints": [f"{l.a[0]}:{l.a[1]}", f"{l.b[0]}:{l.b[1]}"], "mtu": l.mtu,
                    "addresses": list(l.addresses) if l.addresses else None} for l in res.links],

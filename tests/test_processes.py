@@ -300,3 +300,21 @@ def test_down_of_a_sandbox_held_open_from_outside(topo, project_name):
         assert not project.plan(down=True).plan
     finally:
         os.close(holder)
+
+
+def test_failed_apply_rolls_back_started_processes(topo, project_name):
+    """A failure after a process started stops it again with everything else; the resolved
+    topology (`config`) shows what runs."""
+    from netcompose.apply import InjectedFault
+    from netcompose.errors import ApplyError
+    from netcompose.saved import resolved_document
+    project = topo(lab("10.231.10.0/24", a="command: [sleep, '300']", b="command: [sleep, '301']"))
+    assert resolved_document(project.resolved())["containers"]["a"]["command"] == ["sleep", "300"]
+
+    def fail_on_b(action):
+        if action.key == f"process:{project_name}-b":
+            raise InjectedFault("b")
+    with pytest.raises(ApplyError, match="rolled back: the host is as it was before"):
+        project.up(fault=fail_on_b)
+    assert not running(project_name)
+    assert not [ns for ns in namespaces.list_named() if ns.startswith(project_name)]
