@@ -10,6 +10,8 @@ import json
 import os
 import re
 import sys
+from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 
 from . import __version__, errors
@@ -38,6 +40,66 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(_styled(h.ljust(w), "bold") for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(cell + " " * (w - width(cell)) for cell, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+# A string YAML reads back as the same string when written plainly (no quotes).
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./@+-]*(?:[ :][A-Za-z0-9_./@+-]+)*")
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
+def _yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return _yaml_string(str(value))
+
+
+@lru_cache(maxsize=None)   # a lab repeats its strings (hosts entries) in every container
+def _yaml_string(text: str) -> str:
+    if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS and ": " not in text and not text.endswith(":"):
+        return text
+    return encode_basestring(text)   # a JSON string is a YAML double-quoted scalar
+
+
+def _yaml_lines(value: Any, indent: str) -> list[str]:
+    """Block-style YAML of plain data (dicts, lists, scalars): PyYAML's representer resolves
+    every scalar through its regular expressions and takes seconds for a large lab."""
+    if isinstance(value, dict) and value:
+        lines = []
+        for key, item in value.items():
+            head = f"{indent}{_yaml_scalar(key)}:"
+            if isinstance(item, (dict, list)) and item:
+                lines.append(head)
+                lines.extend(_yaml_lines(item, indent + ("  " if isinstance(item, dict) else "")))
+            else:
+                lines.append(f"{head} {_yaml_flow(item)}")
+        return lines
+    if isinstance(value, list) and value:
+        lines = []
+        for item in value:
+            if isinstance(item, (dict, list)) and item:
+                nested = _yaml_lines(item, indent + "  ")
+                lines.append(f"{indent}- {nested[0][len(indent) + 2:]}")
+                lines.extend(nested[1:])
+            else:
+                lines.append(f"{indent}- {_yaml_flow(item)}")
+        return lines
+    return [indent + _yaml_flow(value)]
+
+
+def _yaml_flow(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return _yaml_scalar(value)
+
+
+def _yaml_text(document: Any) -> str:
+    return "\n".join(_yaml_lines(document, "")) + "\n"
 
 
 def _error(text: str) -> None:
@@ -263,8 +325,7 @@ def cmd_config(args) -> int:
     if args.json:
         _print_json(document)
     else:
-        import yaml
-        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
+        sys.stdout.write(_yaml_text(document))
     return errors.EXIT_OK
 
 
@@ -289,31 +350,71 @@ def cmd_exec(args) -> int:
 
 
 def cmd_check(args) -> int:
-    probes = _project(args).check()
+    from .check import FULL_MATRIX_UP_TO
+    probes = _project(args).check(everything=True if args.all else None)
     bad = [p for p in probes if not p.ok]
     if args.json:
-        _print_json({"probes": [p.to_json() for p in probes], "mismatches": len(bad)})
+        _print_json({"probes": [p.to_json() for p in probes], "classes": probes.classes, "mismatches": len(bad)})
         return errors.EXIT_FAILURE if bad else errors.EXIT_OK
-    names = sorted({p.source for p in probes} | {p.target for p in probes})
-    icmp = {(p.source, p.target): p for p in probes if p.proto == "icmp"}
-    print("ICMP: ✓ reachable, · blocked, ! differs from expected")
-    rows = []
-    for source in names:
-        cells = []
-        for target in names:
-            p = icmp.get((source, target))
-            cells.append("" if p is None else ("✓" if p.actual else "·") if p.ok else _styled("!", "red"))
-        rows.append([source, *cells])
-    print(_table(["FROM \\ TO", *names], rows))
+    icmp = [p for p in probes if p.proto == "icmp"]
+    names = sorted({p.source for p in icmp} | {p.target for p in icmp})
+    if len(names) <= FULL_MATRIX_UP_TO:
+        _print_container_matrix(names, icmp)
+    else:
+        _print_class_summary(probes.classes, icmp)
     for p in probes:
         if p.proto != "icmp" or not p.ok:
             mark = "ok  " if p.ok else "FAIL"
             port = f":{p.port}" if p.port else ""
+            got = f"inconclusive: {p.inconclusive}" if p.inconclusive else \
+                f"got {'reachable' if p.actual else 'blocked'}"
             print(f"{mark} {p.source} → {p.target} {p.proto}{port} ({p.address}): expected "
-                  f"{'reachable' if p.expected else 'blocked'} ({p.reason}), got "
-                  f"{'reachable' if p.actual else 'blocked'}")
+                  f"{'reachable' if p.expected else 'blocked'} ({p.reason}), {got}")
     print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
     return errors.EXIT_FAILURE if bad else errors.EXIT_OK
+
+
+def _cell(probes: list) -> str:
+    """Probes of one matrix cell: ✓ reachable, · blocked (as expected), or the mismatches, red."""
+    bad = sum(not p.ok for p in probes)
+    if bad:
+        return _styled(f"! {bad}/{len(probes)}" if len(probes) > 1 else "!", "red")
+    seen = {p.actual for p in probes}
+    return ("✓" if True in seen else "") + ("·" if False in seen else "") + (f" {len(probes)}" if len(probes) > 1
+                                                                            else "")
+
+
+def _print_container_matrix(names: list[str], icmp: list) -> None:
+    by_pair = {(p.source, p.target): p for p in icmp}
+    print("ICMP: ✓ reachable, · blocked, ! differs from expected")
+    rows = [[source, *(_cell([p]) if (p := by_pair.get((source, target))) else "" for target in names)]
+            for source in names]
+    print(_table(["FROM \\ TO", *names], rows))
+
+
+def _print_class_summary(classes: dict[str, dict], icmp: list) -> None:
+    """The matrix by class (containers that behave alike) and by network."""
+    print(f"{sum(len(c['members']) for c in classes.values())} containers in {len(classes)} classes "
+          "(same networks, routes, firewall and place in others' rules); each pair of classes probed "
+          "through a representative and a random pair, each container both ways (--all: every pair)")
+    print(_table(["CLASS", "CONTAINERS", "NETWORKS", "MEMBERS"],
+                 [[name, str(len(c["members"])), ",".join(c["networks"]) or "-",
+                   ", ".join(c["members"][:3]) + (", ..." if len(c["members"]) > 3 else "")]
+                  for name, c in classes.items()]))
+    cells: dict[tuple[str, str], list] = {}
+    for p in icmp:
+        cells.setdefault((p.source_class, p.target_class), []).append(p)
+    print("\nICMP by class (probes per cell): ✓ reachable, · blocked, as expected; ! mismatches")
+    print(_table(["FROM \\ TO", *classes],
+                 [[source, *(_cell(cells[source, target]) if (source, target) in cells else ""
+                             for target in classes)] for source in classes]))
+    networks: dict[str, list] = {}
+    for p in icmp:
+        networks.setdefault(p.network or "(between networks and over wires)", []).append(p)
+    print("\nICMP by network")
+    print(_table(["NETWORK", "PROBES", "REACHABLE", "BLOCKED", "MISMATCHES"],
+                 [[name, str(len(ps)), str(sum(bool(p.actual) for p in ps)), str(sum(p.actual is False for p in ps)),
+                   str(sum(not p.ok for p in ps))] for name, ps in networks.items()]))
 
 
 def cmd_schema(args) -> int:
@@ -380,7 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_exec)
-    sub.add_parser("check", parents=[common], help="probe the promised reachability").set_defaults(func=cmd_check)
+    p = sub.add_parser("check", parents=[common], help="probe the promised reachability")
+    p.add_argument("--all", action="store_true",
+                   help="probe every ordered pair of containers (default: all up to 20 containers, "
+                        "beyond that by classes of containers that behave alike)")
+    p.set_defaults(func=cmd_check)
     sub.add_parser("schema", help="print the topology JSON Schema").set_defaults(func=cmd_schema)
     p = sub.add_parser("logs", parents=[common_long_file], help="print the processes' output")
     p.add_argument("containers", nargs="*", metavar="CONTAINER")

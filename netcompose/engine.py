@@ -428,7 +428,7 @@ class Project:
 
     def resolved(self) -> Resolved:
         with _host(self.ovsdb, self.stop_timeout) as host:
-            return self._state(host).resolved
+            return self._links_and_resolution(host)[1]
 
     def plan(self, down: bool = False) -> State:
         with _host(self.ovsdb, self.stop_timeout) as host:
@@ -546,10 +546,19 @@ class Project:
             return f"{type(exc).__name__}: {exc}"
 
     # ---- reading -----------------------------------------------------------------------
-    def check(self) -> list:
+    def check(self, everything: bool | None = None) -> list:
         """Probe the reachability the topology promises; see netcompose.check."""
         from . import check
-        return check.run(self.resolved())
+        with _host(self.ovsdb, self.stop_timeout) as host:
+            resolved = self._links_and_resolution(host)[1]
+        return check.run(resolved, everything)
+
+    def _links_and_resolution(self, host: Host) -> tuple[dict[str, Resource], Resolved]:
+        """What netlink shows of the project, and the file resolved against it (subnets and
+        addresses stay where they were): what `ps` and `check` need, without a plan."""
+        observed = self._claim({res.key: res for res in host.netlink.observe(self.scope())})
+        return observed, resolve(self.spec.topology, self.spec.doc, self.name,
+                                 facts_from(observed, self.name, host.netlink.host_routes))
 
     # ---- processes -----------------------------------------------------------------------
     def sandboxes(self, containers: list[str] | None = None) -> list:
@@ -623,10 +632,8 @@ class Project:
     def ps(self) -> list[dict[str, Any]]:
         """A row per endpoint and per end of a direct wire (`links:`), each looked up by key in
         one netlink sweep (no plan, firewall or file reads): linear in the containers."""
-        with _host(self.ovsdb) as host:
-            observed = self._claim({res.key: res for res in host.netlink.observe(self.scope())})
-            resolved = resolve(self.spec.topology, self.spec.doc, self.name,
-                               facts_from(observed, self.name, host.netlink.host_routes))
+        with _host(self.ovsdb, self.stop_timeout) as host:
+            observed, resolved = self._links_and_resolution(host)
         wires: dict[str, list[dict[str, Any]]] = {}
         for link in resolved.links:
             ends = (link.a, link.b)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import subprocess
 import sys
@@ -88,3 +89,85 @@ containers:
     assert rows["port"]["state"] == "up" and rows["port"]["mac"] and rows["pair"]["state"] == "up"
     ip("link", "set", "eth0", "down", ns=f"{project_name}-port")
     assert {r["container"]: r["state"] for r in project.ps()} == {"port": "down", "pair": "up"}
+
+
+def resolved_lab(tmp_path, text: str):
+    from netcompose.spec import load
+    from netcompose.spec.resolve import resolve
+    (tmp_path / "lab.yaml").write_text(text)
+    spec = load(tmp_path / "lab.yaml", "tclass")
+    return resolve(spec.topology, spec.doc, spec.project)
+
+
+def lab(networks: int, per_network: int, extra: str = "") -> str:
+    nets = "".join(f"  n{n}: {{subnet: 10.{150 + n}.0.0/24}}\n" for n in range(networks))
+    members = "".join(f"  c{n}x{i}: {{networks: [n{n}]}}\n" for n in range(networks) for i in range(per_network))
+    return f"networks:\n{nets}containers:\n{members}{extra}"
+
+
+def test_classes_group_containers_that_behave_alike(tmp_path):
+    from netcompose.check import classes
+    res = resolved_lab(tmp_path, lab(2, 3, """\
+  guarded: {networks: [n0], firewall: {ingress: [{from: c1x0}]}}
+  both: {networks: [n0, n1]}
+  wired: {networks: [n0]}
+links:
+  - endpoints: ["wired:p0", "both:p0"]
+"""))
+    groups = {name: sorted(c.name for c in members) for name, members in classes(res).items()}
+    assert sorted(groups.values()) == sorted([
+        ["c0x0", "c0x1", "c0x2"], ["c1x1", "c1x2"],
+        ["c1x0"],        # named by guarded's firewall: its class-mates are not allowed in
+        ["guarded"], ["both"], ["wired"]])
+
+
+def test_class_sample_grows_with_classes_not_pairs(tmp_path):
+    from netcompose.check import expected_probes
+    res = resolved_lab(tmp_path, lab(4, 30))
+    sampled = expected_probes(res, rng=random.Random(1))
+    groups = sampled.classes
+    assert len(groups) == 4 and len(sampled) <= 120 + 2 * 16   # each container both ways, 2 per class pair
+    assert {(p.source_class, p.target_class) for p in sampled} == {(a, b) for a in groups for b in groups}
+    names = set(res.containers)
+    assert {p.source for p in sampled} == names == {p.target for p in sampled}
+    assert all(p.expected == (p.source_class == p.target_class) for p in sampled)
+    assert len(expected_probes(res, everything=True)) == 120 * 119
+
+
+def test_probe_waves_fit_the_neighbour_table(tmp_path):
+    from netcompose.check import _neighbours, _waves, expected_probes
+    res = resolved_lab(tmp_path, lab(2, 15))
+    probes = expected_probes(res, everything=True)
+    waves = _waves(res, probes, room=100)
+    assert sum(len(batch) for batch, _ in waves) == len(probes) and len(waves) > 4
+    for batch, namespaces in waves:
+        made = set().union(*(_neighbours(res, p) for p in batch))
+        assert len(made) <= 100 and {ns for ns, _ in made} == namespaces
+
+
+@needs_root
+@pytest.mark.kernel
+def test_check_by_classes_reports_a_broken_container_pair_by_pair(tmp_path, project_name):
+    path = tmp_path / "lab.yaml"
+    path.write_text(lab(2, 11))
+    assert run_cli("up", "-f", str(path), "-p", project_name).returncode == 0
+    result = run_cli("check", "-f", str(path), "-p", project_name)
+    assert result.returncode == 0, result.stdout
+    assert "22 containers in 2 classes" in result.stdout and "ICMP by network" in result.stdout
+    ip("link", "set", "eth0", "down", ns=f"{project_name}-c1x4")
+    result = run_cli("check", "-f", str(path), "-p", project_name, "--json")
+    assert result.returncode == 1
+    failed = [p for p in json.loads(result.stdout)["probes"] if not p["ok"]]
+    assert failed and all("c1x4" in (p["source"], p["target"]) for p in failed)
+    assert {"c1x4"} < {p["source"] for p in failed} | {p["target"] for p in failed}
+    text = run_cli("check", "-f", str(path), "-p", project_name).stdout
+    assert "FAIL c1x4 → " in text and "expected reachable (same network n1), got blocked" in text
+
+
+def test_config_yaml_reads_back_as_the_document():
+    import yaml
+    from netcompose.cli import _yaml_text
+    document = {"plain": "eth0", "words": ["yes", "No", "null", "~", "true"], "numbers": ["1.0", "0x1f", "1e3", "1:20"],
+                "marks": ["", "a: b", "a:", "#x", "-x", "@x", "x #y", "line\nbreak \"q\" \\ é"],
+                "nested": [{"a": [1, 2.5, None, False], "b": {}}, [[3]], []], "addresses": "10.0.0.1/24"}
+    assert yaml.safe_load(_yaml_text(document)) == document

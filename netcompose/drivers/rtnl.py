@@ -20,12 +20,15 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_DELNEIGH, RTM_GETNEIGH = 29, 30
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16, 18, 20, 28, 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3   # the planner needs no counters; skipping them halves a link dump
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+NDA_DST = 1
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 IFF_UP = 1
 AF_INET = socket.AF_INET
 RT_TABLE_MAIN = 254
@@ -40,6 +43,7 @@ _NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
+_NDMSG = struct.Struct("=BxxxiHBB")   # family, 3 pad bytes, ifindex, state, flags, type
 _RTA = struct.Struct("=HH")
 
 
@@ -191,6 +195,10 @@ def _route_body(dst: str, oif: int | None, via: str | None, metric: int | None) 
     return body
 
 
+def del_neighbour(index: int, address: str) -> Request:
+    return Request(RTM_DELNEIGH, 0, _NDMSG.pack(AF_INET, index, 0, 0, 0) + attr(NDA_DST, socket.inet_aton(address)))
+
+
 def replace_route(dst: str, oif: int | None, via: str | None, metric: int | None = None) -> Request:
     return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, _route_body(dst, oif, via, metric))
 
@@ -219,6 +227,13 @@ class Addr:
     index: int
     address: str
     prefixlen: int
+
+
+@dataclass
+class Neighbour:
+    index: int
+    address: str
+    state: int      # NUD_* bits
 
 
 @dataclass
@@ -398,6 +413,16 @@ class RtnlSocket:
     def addrs(self) -> list[Addr]:
         rows = (_decode_addr(m) for m in self.dump(RTM_GETADDR, _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)))
         return [a for a in rows if a is not None]
+
+    def neighbours(self) -> list[Neighbour]:
+        """IPv4 neighbour (ARP) entries."""
+        found = []
+        for msg in self.dump(RTM_GETNEIGH, _NDMSG.pack(AF_INET, 0, 0, 0, 0)):
+            family, index, state, _flags, _type = _NDMSG.unpack_from(msg, 0)
+            dst = parse_attrs(msg, _NDMSG.size, len(msg), frozenset((NDA_DST,))).get(NDA_DST)
+            if family == AF_INET and dst is not None and len(dst) == 4:
+                found.append(Neighbour(index, socket.inet_ntoa(bytes(dst)), state))
+        return found
 
     def routes(self, protocol: int = 0) -> list[Route]:
         """IPv4 unicast routes of the main table; with `protocol`, only those (the kernel
