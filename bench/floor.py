@@ -15,7 +15,7 @@ def names(prefix: str, n: int, bridges: int):
             [f"{prefix}-v{i}" for i in range(n)])
 
 
-def build(prefix: str, n: int, bridges: int) -> None:
+def build(prefix: str, n: int, bridges: int, base: int = 100) -> None:
     nss, brs, veths = names(prefix, n, bridges)
     host = rtnl.RtnlSocket()
     host.execute([rtnl.new_link("bridge", rtnl.link_attrs(name=b)) for b in brs])
@@ -38,7 +38,7 @@ def build(prefix: str, n: int, bridges: int) -> None:
     for i, sock in enumerate(socks):
         # A fresh namespace numbers lo 1 and the veth end 2.
         sock.execute([rtnl.set_link("lo", up=True), rtnl.no_ipv6_autoconf("eth0"), rtnl.set_link("eth0", up=True),
-                      rtnl.new_addr(2, f"10.{100 + i % bridges}.{i // 250}.{i % 250 + 2}", 16)])
+                      rtnl.new_addr(2, f"10.{base + i % bridges}.{i // 250}.{i % 250 + 2}", 16)])
         sock.close()
     for fd in fds:
         os.close(fd)
@@ -76,5 +76,5 @@ def teardown(prefix: str, n: int, bridges: int) -> None:
 if __name__ == "__main__":
     step, prefix, n, bridges = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     started = time.perf_counter()
-    {"build": build, "read": read, "teardown": teardown}[step](prefix, n, bridges)
+    {"build": build, "read": read, "teardown": teardown}[step](prefix, n, bridges, *map(int, sys.argv[5:]))
     print(json.dumps({"seconds": time.perf_counter() - started}))
