@@ -134,11 +134,25 @@ def _variables(args) -> dict[str, Any]:
     return variables
 
 
-def _project(args):
+def _source(args):
+    from .spec import Source
+    return Source(args.format, tuple(args.files[1:]), tuple(args.env_file or ()), tuple(args.profile or ()))
+
+
+def _load(args, **options: Any):
+    """The project of -f; a Compose or containerlab file's translation notes go to stderr
+    once (`--quiet` hides them)."""
     from .engine import Project
-    options = {"stop_timeout": args.timeout} if getattr(args, "timeout", None) is not None else {}
-    return Project.load(args.file, args.project_name, _variables(args), lock_timeout=args.lock_timeout,
-                        ovsdb=args.ovsdb, **options)
+    options = {**options, "stop_timeout": args.timeout} if getattr(args, "timeout", None) is not None else options
+    project = Project.load(args.file, args.project_name, _variables(args), source=_source(args), **options)
+    if not args.quiet:
+        for note in project.spec.notes:
+            _error(f"note: {note}")
+    return project
+
+
+def _project(args):
+    return _load(args, lock_timeout=args.lock_timeout, ovsdb=args.ovsdb)
 
 
 def _print_plan(plan, as_json: bool) -> None:
@@ -176,7 +190,7 @@ def cmd_watch(args) -> int:
                   f"{event['delete']} deleted in {event['seconds']:.2f}s", flush=True)
 
     watcher = Watcher(args.file, args.project_name, _variables(args), emit, interval=args.interval,
-                      lock_timeout=args.lock_timeout, ovsdb=args.ovsdb)
+                      lock_timeout=args.lock_timeout, ovsdb=args.ovsdb, source=_source(args))
 
     def terminate(*_) -> None:
         # Stop now, even inside a long load or apply: an apply interrupted so rolls back.
@@ -330,8 +344,7 @@ def cmd_config(args) -> int:
 
 
 def cmd_exec(args) -> int:
-    from .engine import Project
-    project = Project.load(args.file, args.project_name, _variables(args))
+    project = _load(args)
     container = project.spec.topology.containers.get(args.container)
     if container is None:
         raise errors.SpecError(None, f"no container '{args.container}' in {args.file}",
@@ -417,6 +430,17 @@ def _print_class_summary(classes: dict[str, dict], icmp: list) -> None:
                    str(sum(not p.ok for p in ps))] for name, ps in networks.items()]))
 
 
+def cmd_convert(args) -> int:
+    from .frontends.convert import render
+    text = render(_load(args).spec)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return errors.EXIT_OK
+
+
 def cmd_schema(args) -> int:
     from .spec.model import json_schema
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
@@ -437,8 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
     common, common_long_file = argparse.ArgumentParser(add_help=False), argparse.ArgumentParser(add_help=False)
     for target, suppress in ((parser, False), (common, True), (common_long_file, True)):
         default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
-        target.add_argument(*(("--file",) if target is common_long_file else ("-f", "--file")), default=default(None),
-                            help="topology file (default: netcompose.yaml)")
+        target.add_argument(*(("--file",) if target is common_long_file else ("-f", "--file")), action="append",
+                            default=default(None), help="topology, Compose or containerlab file (default: "
+                            "netcompose.yaml); repeat for Compose override files")
+        target.add_argument("--format", choices=("netcompose", "compose", "clab"), default=default(None),
+                            help="format of the file (default: detected from its content)")
+        target.add_argument("--env-file", action="append", default=default(None),
+                            help="variables for interpolation, instead of .env beside the file")
+        target.add_argument("--profile", action="append", default=default(None),
+                            help="Compose profile to enable (also $COMPOSE_PROFILES)")
+        target.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                            help="hide the notes on what a Compose or containerlab translation leaves out")
         target.add_argument("-p", "--project-name", default=default(None),
                             help="project name (default: name: in the file, then the folder)")
         target.add_argument("--var", action="append", metavar="NAME=VALUE", default=default(None),
@@ -486,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probe every ordered pair of containers (default: all up to 20 containers, "
                         "beyond that by classes of containers that behave alike)")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("convert", parents=[common],
+                       help="write a Compose or containerlab file as a netcompose topology")
+    p.add_argument("-o", "--out", help="write to this file (default: stdout)")
+    p.set_defaults(func=cmd_convert)
     sub.add_parser("schema", help="print the topology JSON Schema").set_defaults(func=cmd_schema)
     p = sub.add_parser("logs", parents=[common_long_file], help="print the processes' output")
     p.add_argument("containers", nargs="*", metavar="CONTAINER")
@@ -517,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.file_given = args.file is not None
-    args.file = args.file or "netcompose.yaml"
+    args.files = args.file or ["netcompose.yaml"]
+    args.file = args.files[0]
     try:
         return args.func(args)
     except errors.NetcomposeError as exc:

@@ -32,7 +32,7 @@ from .errors import ApplyError, ConflictError, LockTimeout, SpecError, StalePlan
 from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
 from .resources import HOST, Resource, link_key
-from .spec import Spec, load, runnable
+from .spec import Source, Spec, load, runnable
 from .spec.resolve import HostFacts, Resolved, resolve
 
 
@@ -285,8 +285,10 @@ class Project:
 
     @classmethod
     def load(cls, path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
-             **options: Any) -> "Project":
-        return cls(load(path, project, variables), **options)
+             source: Source | None = None, **options: Any) -> "Project":
+        """`source` says how to read the file: its format and, for Compose, override files,
+        env files and profiles (default: detected from the content)."""
+        return cls(load(path, project, variables, source=source), **options)
 
     # ---- pure-ish steps --------------------------------------------------------------
     def netns_of(self, container: str) -> str:
@@ -321,6 +323,7 @@ class Project:
         host = {names.host_ifname(self.name, "net", n) for n in topo.networks}
         host |= {names.host_ifname(self.name, "ep", f"{c}/{n}") for c, spec in topo.containers.items()
                  for n in spec.networks}
+        host |= {link.host_interface for link in topo.links if link.host_interface}
         needs_ovs = any(n.driver == "ovs" for n in topo.networks.values())
         return Scope(self.name, frozenset(namespaces), frozenset(host),
                      needs_ovs=needs_ovs, firewall_namespaces=self._firewall_namespaces(namespaces))

@@ -36,6 +36,12 @@ def host_ifname(project: str, role: str, ident: str) -> str:
     return f"{project_prefix(project)}-{digest(project, role, ident)}"
 
 
+def short_ifname(owner: str, name: str) -> str:
+    """A valid interface name for `name` (too long, or with characters Linux refuses):
+    its first letters and digits plus a hash of owner and name, within 15 bytes."""
+    return f"{re.sub(r'[^A-Za-z0-9]', '', name)[:6] or 'if'}-{digest(owner, name)}"
+
+
 def netns_name(project: str, container: str) -> str:
     return f"{project}-{container}"
 

@@ -52,6 +52,8 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
                                     "working_dir": c.process.cwd, "user": c.process.user or None,
                                     "restart": c.process.restart, "ready": c.process.ready} if c.process else {})}
                        for c in res.containers.values()},
-        "links": [{"endpoints": [f"{l.a[0]}:{l.a[1]}", f"{l.b[0]}:{l.b[1]}"], "mtu": l.mtu,
+        "links": [{"endpoints": [f"{l.a[0]}:{l.a[1]}"] + ([f"{l.b[0]}:{l.b[1]}"] if l.b[0] else []),
+                   **({} if l.b[0] else {"host_interface": l.b[1]}), **({"bridge": l.master} if l.master else {}),
+                   "mtu": l.mtu,
                    "addresses": list(l.addresses) if l.addresses else None} for l in res.links],
     }

@@ -1,21 +1,24 @@
-"""Direct container-to-container veth wires (`links:`)."""
+"""Direct veth wires (`links:`): container to container (or to itself), or to the host."""
 from __future__ import annotations
 
 from typing import Iterable
 
 from .. import names
 from .. import resources as r
-from ..resources import Resource
+from ..resources import HOST, Resource
 from ..spec.resolve import Resolved
 
 
 def links(res: Resolved) -> Iterable[Resource]:
     for link in res.links:
-        a, b = res.containers[link.a[0]], res.containers[link.b[0]]
-        ident = f"{link.a[0]}:{link.a[1]}={link.b[0]}:{link.b[1]}"
-        wire = r.veth(a.netns, link.a[1], b.netns, link.b[1], mtu=link.mtu,
-                      alias=names.alias(res.project, "link", ident),
-                      peer_alias=names.alias(res.project, "link-peer", ident))
+        a_ns = res.containers[link.a[0]].netns
+        ident = f"{link.a[0]}:{link.a[1]}={link.b[0] or 'host'}:{link.b[1]}"
+        aliases = {"alias": names.alias(res.project, "link", ident),
+                   "peer_alias": names.alias(res.project, "link-peer", ident)}
+        if link.b[0] is None:  # a host link: its host end first, which may join a bridge
+            wire = r.veth(HOST, link.b[1], a_ns, link.a[1], mtu=link.mtu, master=link.master, **aliases)
+        else:
+            wire = r.veth(a_ns, link.a[1], res.containers[link.b[0]].netns, link.b[1], mtu=link.mtu, **aliases)
         yield wire
         for (container, ifname), cidr in zip((link.a, link.b), link.addresses or ()):
             ip, _, plen = cidr.partition("/")

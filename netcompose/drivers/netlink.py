@@ -125,6 +125,8 @@ def proven_mark(project: str, ns: str, link: rtnl.Link) -> tuple[str, str, str] 
         return None
     role, ident = mark[1], mark[2]
     claimed = link.kind not in ("veth", "bridge")
+    if ns == HOST and role == "link":  # a host link's end: its name, given by the file, ends the alias
+        return mark if link.kind == "veth" and ident.endswith(f"=host:{link.name}") else None
     if ns == HOST:
         named = {"net": "net", "ep": "ep", **CLAIMED_ROLES}.get(role)
         fits = {"net": link.kind == "bridge", "ep": link.kind == "veth"}.get(role, claimed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,23 @@ from ..errors import Position, SpecError, excerpt, shorten
 from ..gcpause import gc_paused
 from ..inputs import read_text
 from . import memo, template
-from .loader import Document, parse_yaml, read_dotenv, safe_load
+from .loader import Document, parse_yaml, read_dotenv, read_env_file, safe_load
 from .memo import Record
-from .patterns import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN
+from .patterns import HOSTNAME_PATTERN, IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 
 LIST_SECTIONS = ("links", "policies", "expect", "address_pools")
 MAP_SECTIONS = ("networks", "containers", "vars")
+
+
+@dataclass(frozen=True)
+class Source:
+    """How to read a topology: its format (None: detected from the content), Compose
+    override files, env files (instead of `.env`) and Compose profiles."""
+
+    format: str | None = None
+    more_files: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
 
 
 @dataclass
@@ -28,6 +39,8 @@ class Spec:
     topology: Record        # the validated Topology model's fields (see memo)
     project: str
     sources: list[Path]     # every file the topology was built from (watch mode follows them)
+    format: str = "netcompose"
+    notes: list[str] = field(default_factory=list)   # what a Compose/containerlab translation left out
 
 
 def _leading_vars(text: str, file: str) -> dict[str, Any]:
@@ -128,6 +141,7 @@ _PATTERN_MESSAGES = {
     IFNAME_PATTERN: "invalid interface name {}: use letters, digits, '_', '.' or '-'",
     MAC_PATTERN: "invalid MAC address {}: write six hex pairs like 02:42:0a:00:00:01",
     PROJECT_PATTERN: "invalid name {}: use lowercase letters, digits, '_' or '-'",
+    HOSTNAME_PATTERN: "invalid host name {}: use letters, digits, '-', '_' and dots",
 }
 
 
@@ -147,14 +161,27 @@ def default_project(path: Path, topology: Record, explicit: str | None) -> str:
 
 
 def load(path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
-         environ: dict[str, str] | None = None) -> Spec:
+         environ: dict[str, str] | None = None, source: Source | None = None) -> Spec:
     with gc_paused():
-        return _load(Path(path), project, variables, environ)
+        return _load(Path(path), project, variables, environ, source or Source())
 
 
 def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
-          environ: dict[str, str] | None) -> Spec:
-    env = {**read_dotenv(path.parent), **(os.environ if environ is None else environ)}
+          environ: dict[str, str] | None, source: Source) -> Spec:
+    dotenv: dict[str, str] = {}
+    for env_file in source.env_files:
+        dotenv.update(read_env_file(Path(env_file)))
+    env = {**(dotenv if source.env_files else read_dotenv(path.parent)), **(os.environ if environ is None else environ)}
+    from ..frontends import detect, translate
+    fmt = source.format or detect(read_text(path))
+    if fmt != "netcompose":
+        translation = translate(fmt, [path, *map(Path, source.more_files)], env, list(source.profiles), project)
+        topology = _validate(translation.doc)
+        return Spec(path, translation.doc, topology, _project(path, topology, project), translation.sources, fmt,
+                    translation.summary())
+    if source.more_files:
+        raise SpecError(None, "-f is given more than once", "override files are for Compose files; "
+                        "use include: in a netcompose topology")
     variables = variables or {}
     doc = _load_document(path, env, variables, None)
     sources = [path]
@@ -172,6 +199,12 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
                             "list every fragment in the main file")
         _merge(doc, fragment)
         sources.append(fragment_path)
+    topology = _validate(doc)
+    return Spec(path, doc, topology, _project(path, topology, project), sources)
+
+
+def _validate(doc: Document) -> Record:
+    """The topology's records: remembered for this document, or validated now."""
     topology = memo.remembered(doc)
     if topology is None:
         from pydantic import ValidationError
@@ -182,7 +215,11 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
         except ValidationError as exc:
             raise _validation_error(doc, exc) from None
         memo.remember(doc, topology)
+    return topology
+
+
+def _project(path: Path, topology: Record, project: str | None) -> str:
     if project is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", project):
         raise SpecError(None, f"invalid project name '{project}'",
                         "use up to 32 lowercase letters, digits, '_' or '-', starting with a letter or digit")
-    return Spec(path, doc, topology, default_project(path, topology, project), sources)
+    return default_project(path, topology, project)

@@ -47,11 +47,13 @@ class Document:
         return self.values.get((), Position(self.file, 1, 1))
 
 
-_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?=])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-def interpolate(text: str, env: dict[str, str], where: Position) -> str:
-    """Compose's rules: ${VAR}, $VAR, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, $$."""
+def interpolate(text: str, env: dict[str, str], where: Position, unset_is_empty: bool = False) -> str:
+    """Compose's rules: ${VAR}, $VAR, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, $$;
+    and envsubst's ${VAR:=default} (containerlab), which also sets VAR for later uses.
+    An unset variable without a default is an error, or empty as in Compose and containerlab."""
 
     def substitute(match: re.Match) -> str:
         if match.group(0) == "$$":
@@ -62,9 +64,14 @@ def interpolate(text: str, env: dict[str, str], where: Position) -> str:
         unset = value is None or (op is not None and op.startswith(":") and value == "")
         if op in (":-", "-") and unset:
             return arg
+        if op in (":=", "=") and unset:
+            env[name] = arg
+            return arg
         if op in (":?", "?") and unset:
             raise SpecError(where, f"variable {name} is required: {arg or 'not set'}",
                             f"set {name} in the environment or in .env")
+        if value is None and unset_is_empty:
+            return ""
         if value is None:
             raise SpecError(where, f"variable {name} is not set",
                             f"set it in the environment or .env, or write ${{{name}:-default}}")
@@ -75,9 +82,12 @@ def interpolate(text: str, env: dict[str, str], where: Position) -> str:
 
 def read_dotenv(folder: Path) -> dict[str, str]:
     path = folder / ".env"
+    return read_env_file(path) if path.is_file() else {}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines, as in Compose's `.env` and `--env-file`."""
     values: dict[str, str] = {}
-    if not path.exists():
-        return values
     for number, line in enumerate(read_text(path).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -96,8 +106,8 @@ _STR_TAG = "tag:yaml.org,2002:str"
 
 
 class _Builder:
-    def __init__(self, file: str, loader: yaml.SafeLoader, env: dict[str, str] | None):
-        self.file, self.loader, self.env = file, loader, env
+    def __init__(self, file: str, loader: yaml.SafeLoader, env: dict[str, str] | None, unset_is_empty: bool):
+        self.file, self.loader, self.env, self.unset_is_empty = file, loader, env, unset_is_empty
         self.doc = Document(None, file)
         self.budget = MAX_VALUES
 
@@ -111,14 +121,18 @@ class _Builder:
                             "use fewer aliases, or split the topology")
         self.doc.values[path] = self.pos(node)
         if isinstance(node, MappingNode):
+            own = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
             self.loader.flatten_mapping(node)
+            merged = len(node.value) - own   # keys of `<<:` merges come first; later ones override them
             out: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
+            written: dict[Any, int] = {}
+            for index, (key_node, value_node) in enumerate(node.value):
                 key = self.build_scalar(key_node, path) if isinstance(key_node, ScalarNode) else None
                 if key is None or isinstance(key, (list, dict)):
                     raise SpecError(self.pos(key_node), "mapping keys must be plain scalars", "quote the key")
-                if key in out:
+                if key in out and written[key] >= merged:
                     raise SpecError(self.pos(key_node), f"duplicate key {excerpt(key)}", "remove one of the two")
+                written[key] = index
                 self.doc.keys[path + (key,)] = self.pos(key_node)
                 out[key] = self.build(value_node, path + (key,))
             return out
@@ -130,7 +144,7 @@ class _Builder:
         # Most scalars are strings (keys, names): their value is the node's text.
         value = node.value if node.tag == _STR_TAG else self.loader.construct_object(node, deep=True)
         if isinstance(value, str) and self.env is not None and "$" in value:
-            value = interpolate(value, self.env, self.pos(node))
+            value = interpolate(value, self.env, self.pos(node), self.unset_is_empty)
             if node.style is None:  # plain scalars are re-typed after interpolation, as in Compose
                 value = safe_load(value, self.pos(node)) if value.strip() else value
         return value
@@ -189,7 +203,7 @@ def safe_load(text: str, at: Position | None = None) -> Any:
             loader.dispose()
 
 
-def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:
+def parse_yaml(text: str, file: str, env: dict[str, str] | None, unset_is_empty: bool = False) -> Document:
     loader = None
     try:
         # Counting costs a pass over the events: only where a file could be big enough to matter.
@@ -198,7 +212,7 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None) -> Document:
                             "split the topology")
         loader = FastLoader(text)
         node = loader.get_single_node()
-        builder = _Builder(file, loader, env)
+        builder = _Builder(file, loader, env, unset_is_empty)
         builder.doc.data = builder.build(node, ()) if node is not None else {}
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

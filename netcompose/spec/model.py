@@ -9,7 +9,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       model_validator)
 
 from ..errors import excerpt
-from .patterns import IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES
+from .patterns import HOSTNAME_PATTERN, IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
 ProjectName = Annotated[str, Field(pattern=PROJECT_PATTERN, min_length=1, max_length=32)]
@@ -31,6 +31,7 @@ Mac = Annotated[str, Field(pattern=MAC_PATTERN), AfterValidator(_unicast_mac)]
 PortNumber = Annotated[int, Field(ge=1, le=65535)]
 VlanId = Annotated[int, Field(ge=1, le=4094)]
 Mtu = Annotated[int, Field(ge=68, le=65535)]
+HostName = Annotated[str, Field(pattern=HOSTNAME_PATTERN, max_length=253)]
 
 
 def _written_as_text(value: Any) -> Any:
@@ -59,6 +60,9 @@ class Network(Strict):
     driver: Literal["bridge", "ovs"] = "bridge"
     subnet: IPv4Net | None = Field(None, description="IPv4 subnet; default: a free /24 from address_pools")
     gateway: IPv4Addr | None = Field(None, description="host-side address; default: first usable address")
+    ip_range: IPv4Net | None = Field(None, description="where automatic addresses come from (inside subnet)")
+    aux_addresses: dict[str, IPv4Addr] = Field(default_factory=dict,
+                                               description="addresses reserved for other hosts, never assigned")
     mtu: Mtu = 1500
     nat: bool = Field(True, description="masquerade traffic leaving through non-project interfaces")
     internal: bool = Field(False, description="no traffic in or out except between members")
@@ -85,6 +89,8 @@ class Endpoint(Strict):
     mac_address: Mac | None = None
     type: Literal["veth", "ovs-internal"] = "veth"
     trunks: list[VlanId] | None = Field(None, description="OVS trunk port carrying these tags")
+    aliases: list[HostName] = Field(default_factory=list,
+                                    description="more names of the container on this network (hosts files)")
 
     @field_validator("ifname")
     @classmethod
@@ -205,7 +211,10 @@ class Container(Strict):
     routes: list[Route] = Field(default_factory=list)
     dns: list[IPv4Addr] = Field(default_factory=list)
     dns_search: list[str] = Field(default_factory=list)
-    extra_hosts: dict[str, IPv4Addr] = Field(default_factory=dict)
+    extra_hosts: dict[str, IPv4Addr | Literal["host-gateway"]] = Field(
+        default_factory=dict, description="name → address; host-gateway: the gateway of the default route's network")
+    aliases: list[HostName] = Field(default_factory=list,
+                                    description="more names of the container on all its networks (hosts files)")
     sysctls: dict[str, str] = Field(default_factory=dict, description="net.* sysctls of the sandbox (per-namespace ones)")
     netns: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = Field(
         None, description="adopt this existing named namespace")
@@ -256,11 +265,26 @@ class Container(Strict):
 
 
 class Link(Strict):
-    endpoints: Annotated[list[str], Field(min_length=2, max_length=2)] = Field(
-        description='two "container:ifname" ends of a direct veth wire')
+    endpoints: Annotated[list[str], Field(min_length=1, max_length=2)] = Field(
+        description='two "container:ifname" ends of a direct veth wire (one with host_interface); '
+                    'both ends may be in one container')
+    host_interface: IfName | None = Field(
+        None, description="the other end is this interface of the host namespace (created and owned)")
+    network: Name | None = Field(None, description="with host_interface: the host end is a plain port of this "
+                                                   "bridge network (no address on the container end)")
     mtu: Mtu = 1500
     addresses: Annotated[list[IPv4Iface], Field(min_length=2, max_length=2)] | None = Field(
         None, description='addresses of the two ends, e.g. ["10.99.0.1/30", "10.99.0.2/30"]')
+
+    @model_validator(mode="after")
+    def _two_ends(self) -> "Link":
+        if len(self.endpoints) != (1 if self.host_interface else 2):
+            raise ValueError("a link has two container ends, or one with host_interface")
+        if self.host_interface and self.addresses:
+            raise ValueError("addresses are for links between containers")
+        if self.network and not self.host_interface:
+            raise ValueError("network: needs host_interface (the end that joins the network's bridge)")
+        return self
 
 
 class Policy(Strict):

@@ -8,3 +8,4 @@ PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 # Names the kernel gives a meaning of its own: `lo` is the sandbox's loopback, `all` and
 # `default` are sysctl folders (net.ipv4.conf.all), "." and ".." are refused by the kernel.
 RESERVED_IFNAMES = frozenset({"lo", "all", "default", ".", ".."})
+HOSTNAME_PATTERN = r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*$"

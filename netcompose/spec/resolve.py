@@ -43,6 +43,7 @@ class RNetwork:
     icc: bool
     vlan: int | None
     ovs: dict[str, Any] | None
+    ip_range: IPv4Network | None = None     # where automatic addresses come from
 
 
 @dataclass
@@ -55,6 +56,7 @@ class REndpoint:
     type: str
     trunks: list[int] | None
     host_ifname: str
+    aliases: list[str] = field(default_factory=list)    # its other names on this network
 
 
 @dataclass
@@ -84,14 +86,16 @@ class RContainer:
     sysctls: dict[str, str]
     hosts_group: str = ""            # its /etc files: Resolved.host_groups[hosts_group] and its DNS
     process: RProcess | None = None
+    aliases: list[str] = field(default_factory=list)    # its other names on all its networks
 
 
 @dataclass
 class RLink:
     a: tuple[str, str]      # (container, ifname)
-    b: tuple[str, str]
+    b: tuple[str | None, str]   # container None: an interface of the host namespace (host_interface)
     mtu: int
     addresses: tuple[str, str] | None   # "ip/prefixlen" for each end
+    master: str | None = None           # the bridge a host end joins
 
 
 @dataclass
@@ -137,10 +141,15 @@ class _Resolver:
                           "use a prefix of /30 or shorter")
             gateway = net.gateway or next(iter(subnet.hosts()))
             self.check_host_address(("networks", name, "gateway"), gateway, subnet, "gateway")
+            if net.ip_range is not None and not net.ip_range.subnet_of(subnet):
+                self.fail(("networks", name, "ip_range"), f"ip_range {net.ip_range} is not inside subnet {subnet}",
+                          f"pick a range inside {subnet}")
+            for host, address in net.aux_addresses.items():
+                self.check_host_address(("networks", name, "aux_addresses", host), address, subnet, "aux address")
             bridge = (net.ovs.bridge if net.ovs and net.ovs.bridge
                       else names.host_ifname(self.project, "net", name))
             out[name] = RNetwork(name, net.driver, subnet, gateway, net.mtu, bridge, net.nat, net.internal,
-                                 net.icc, net.vlan, dict(vars(net.ovs)) if net.ovs else None)
+                                 net.icc, net.vlan, dict(vars(net.ovs)) if net.ovs else None, net.ip_range)
         return out
 
     def allocate_subnet(self, network: str, taken: list[IPv4Network]) -> IPv4Network:
@@ -184,6 +193,8 @@ class _Resolver:
                     if member and address.network.overlaps(net.subnet):
                         self.fail(apath, f"link address {address} overlaps subnet {net.subnet} of network '{nname}' "
                                   f"that container '{end}' is on", "give the link its own subnet")
+        for n, spec in self.topo.networks.items():
+            explicit[n].update(spec.aux_addresses.values())
         for cname, c in self.topo.containers.items():
             for nname, ep in c.networks.items():
                 path = ("containers", cname, "networks", nname)
@@ -238,7 +249,8 @@ class _Resolver:
                     self.fail(path + ("trunks",), "trunks need a network with driver: ovs", "remove trunks")
                 endpoints.append(REndpoint(nname, ifname, address, net.subnet.prefixlen,
                                            ep.mac_address.lower() if ep.mac_address else None, ep.type,
-                                           ep.trunks, names.host_ifname(self.project, "ep", f"{cname}/{nname}")))
+                                           ep.trunks, names.host_ifname(self.project, "ep", f"{cname}/{nname}"),
+                                           list(ep.aliases)))
             for ifname, path in link_ifnames.get(cname, []):
                 if ifname in seen:
                     self.fail(path, f"interface name '{ifname}' is used twice in container '{cname}'",
@@ -253,7 +265,7 @@ class _Resolver:
             taken.add(sticky)
             return sticky
         # One cursor per network: addresses behind it are all taken, so allocation stays O(N).
-        cursor = self.cursors.setdefault(net.name, iter(net.subnet.hosts()))
+        cursor = self.cursors.setdefault(net.name, iter((net.ip_range or net.subnet).hosts()))
         for host in cursor:
             if host not in taken:
                 taken.add(host)
@@ -298,10 +310,16 @@ class _Resolver:
                 self.fail(base + ("dns_search", i), f"{excerpt(domain)} is not a valid domain", "fix the domain")
         adopted = c.netns is not None or c.pid is not None
         netns = c.netns or (f"/proc/{c.pid}/ns/net" if c.pid else names.netns_name(self.project, cname))
+        host_gateway = gateway or (networks[endpoints[0].network].gateway if endpoints else None)
+        extra_hosts = []
+        for host, ip in c.extra_hosts.items():
+            if ip == "host-gateway" and host_gateway is None:
+                self.fail(base + ("extra_hosts", host), "host-gateway needs a network", "attach the container "
+                          "to a network or write an address")
+            extra_hosts.append((str(host_gateway if ip == "host-gateway" else ip), host))
         return RContainer(cname, netns, adopted, endpoints, gateway, ifname, routes,
-                          [str(d) for d in c.dns], list(c.dns_search),
-                          [(str(ip), host) for host, ip in c.extra_hosts.items()], dict(c.sysctls),
-                          process=self.process(cname, c))
+                          [str(d) for d in c.dns], list(c.dns_search), extra_hosts, dict(c.sysctls),
+                          process=self.process(cname, c), aliases=list(c.aliases))
 
     def process(self, cname: str, c) -> RProcess | None:
         base = ("containers", cname)
@@ -379,7 +397,8 @@ class _Resolver:
         members: dict[str, list[tuple[str, str]]] = {}
         for c in containers.values():
             for ep in c.endpoints:
-                members.setdefault(ep.network, []).append((str(ep.address), c.name))
+                known = members.setdefault(ep.network, [])
+                known += [(str(ep.address), name) for name in dict.fromkeys([c.name, *c.aliases, *ep.aliases])]
         groups: dict[str, list[tuple[str, str]]] = {}
         for c in containers.values():
             nets = sorted({ep.network for ep in c.endpoints})
@@ -400,6 +419,7 @@ class _Resolver:
     # -- links -----------------------------------------------------------------------
     def link_ifnames(self) -> dict[str, list[tuple[str, tuple]]]:
         found: dict[str, list[tuple[str, tuple]]] = {}
+        hosts: set[str | None] = {None}
         for i, link in enumerate(self.topo.links):
             for j, end in enumerate(link.endpoints):
                 path = ("links", i, "endpoints", j)
@@ -417,16 +437,28 @@ class _Resolver:
                                    or link.addresses[0].ip == link.addresses[1].ip):
                 self.fail(("links", i, "addresses"), "link addresses must be two different addresses in one subnet",
                           'write e.g. ["10.99.0.1/30", "10.99.0.2/30"]')
-            if link.endpoints[0].partition(":")[0] == link.endpoints[1].partition(":")[0]:
-                self.fail(("links", i), "a link must join two different containers", "fix one end")
+            if len(link.endpoints) == 2 and link.endpoints[0] == link.endpoints[1]:
+                self.fail(("links", i), "a link must join two different interfaces", "fix one end")
+            if link.host_interface and link.host_interface in hosts:
+                self.fail(("links", i, "host_interface"), f"host interface '{link.host_interface}' is used by two "
+                          "links", "give each host link its own name")
+            hosts.add(link.host_interface)
         return found
 
-    def links(self) -> list[RLink]:
+    def links(self, networks: dict[str, RNetwork]) -> list[RLink]:
         out = []
-        for link in self.topo.links:
-            a, b = (tuple(e.split(":", 1)) for e in link.endpoints)
+        for i, link in enumerate(self.topo.links):
+            ends = [tuple(e.split(":", 1)) for e in link.endpoints]
+            a, b = ends if len(ends) == 2 else (ends[0], (None, link.host_interface))
             addresses = tuple(str(x) for x in link.addresses) if link.addresses else None
-            out.append(RLink(a, b, link.mtu, addresses))
+            master = None
+            if link.network is not None:
+                net = networks.get(link.network)
+                if net is None or net.driver != "bridge":
+                    self.fail(("links", i, "network"), f"'{link.network}' is not a bridge network of the topology",
+                              f"use one of: {', '.join(n for n, x in networks.items() if x.driver == 'bridge') or 'none'}")
+                master = net.bridge
+            out.append(RLink(a, b, link.mtu, addresses, master))
         return out
 
     # -- cross checks --------------------------------------------------------------------
@@ -514,7 +546,7 @@ class _Resolver:
             if not c.adopted and c.netns in adopted:
                 self.fail(("containers", adopted[c.netns], "netns"), f"namespace '{c.netns}' is also the "
                           f"namespace netcompose creates for container '{name}'", "adopt another namespace")
-        return Resolved(self.project, self.topo, networks, containers, self.links(), self.fill_hosts(containers))
+        return Resolved(self.project, self.topo, networks, containers, self.links(networks), self.fill_hosts(containers))
 
 
 def command_argv(command: str | list[str]) -> list[str]:

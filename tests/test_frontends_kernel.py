@@ -1,0 +1,130 @@
+"""A Compose file and a containerlab topology brought up on the real kernel: name resolution,
+published ports, pings over every link, `check`, and `down` leaving nothing behind."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import textwrap
+
+import pytest
+
+from netcompose.drivers import namespaces
+from netcompose.probe import listener, ping, socket_in, tcp_peer
+
+from .conftest import needs_root
+from .test_kernel import ip, link_facts
+from .test_nft import HOST_SIDE, UPSTREAM, upstream  # noqa: F401  (a fixture)
+
+pytestmark = [needs_root, pytest.mark.kernel]
+
+COMPOSE = """
+services:
+  web:
+    image: nginx
+    networks:
+      front: {ipv4_address: 10.213.1.10, aliases: [site]}
+      back: {}
+    ports: ["18080:80"]
+  db:
+    image: postgres
+    networks:
+      back: {aliases: [database]}
+  cache:
+    networks: [back]
+  sidecar: {network_mode: "service:web"}
+  quiet: {network_mode: none}
+networks:
+  front: {ipam: {config: [{subnet: 10.213.1.0/24}]}}
+  back:
+    internal: true
+    ipam: {config: [{subnet: 10.213.2.0/24}]}
+"""
+
+
+def resolve_in(ns: str, name: str) -> str | None:
+    """What `getent hosts NAME` answers inside the sandbox (its /etc/netns hosts file)."""
+    done = subprocess.run(["ip", "netns", "exec", ns, "getent", "hosts", name], capture_output=True, text=True)
+    return done.stdout.split()[0] if done.returncode == 0 else None
+
+
+def leftovers(prefix: str) -> list[str]:
+    """What the project left: everything with its prefix except the test's own outside namespace."""
+    mine = {f"{prefix}-up", f"{prefix}-upl"}
+    etc = os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []
+    return [n for n in namespaces.list_named() + list(link_facts()) + etc if n.startswith(prefix) and n not in mine]
+
+
+def test_compose_file_up_resolve_publish_check_down(topo, project_name, upstream):  # noqa: F811
+    project = topo(textwrap.dedent(COMPOSE), name="compose.yaml")
+    assert project.spec.format == "compose"
+    project.up()
+    web, db, cache = (f"{project_name}-{n}" for n in ("web", "db", "cache"))
+    db_ip = resolve_in(web, "db")
+    assert db_ip and db_ip.startswith("10.213.2.")
+    assert resolve_in(web, "database") == db_ip and resolve_in(cache, "database") == db_ip
+    assert resolve_in(db, "web").startswith("10.213.2.")
+    assert resolve_in(db, "site") is None            # an alias on front, which db is not on
+    assert resolve_in(web, "site") == "10.213.1.10"
+    assert ping(web, db_ip) and ping(cache, resolve_in(cache, "web"))
+    assert set(link_facts(f"{project_name}-quiet")) == {"lo"}    # network_mode: none
+    assert f"{project_name}-sidecar" not in namespaces.list_named()   # shares web's sandbox
+    with listener(web, 80):
+        assert tcp_peer(upstream, HOST_SIDE, 18080) == UPSTREAM    # published, seen from outside
+    assert not ping(db, UPSTREAM)                                   # back is internal
+    assert all(probe.ok for probe in project.check())
+    project.down()
+    assert leftovers(project_name) == []
+
+
+LAB = """
+name: lab
+mgmt: {network: mgmt, ipv4-subnet: 10.215.0.0/24}
+topology:
+  kinds:
+    nokia_srlinux: {image: ghcr.io/nokia/srlinux}
+  nodes:
+    srl1: {kind: nokia_srlinux, mgmt-ipv4: 10.215.0.11}
+    srl2: {kind: nokia_srlinux, mgmt-ipv4: 10.215.0.12}
+    h1: {kind: linux, image: alpine}
+    br1: {kind: bridge}
+  links:
+    - endpoints: ["srl1:ethernet-1/1", "srl2:ethernet-1/1"]
+    - type: veth
+      endpoints:
+        - {node: srl1, interface: e1-2, ipv4: 10.216.0.1/30}
+        - {node: srl2, interface: e1-2, ipv4: 10.216.0.2/30}
+    - endpoints: ["srl1:e1-3", "br1:p1"]
+    - endpoints: ["h1:eth1", "br1:p2"]
+    - endpoints: ["srl2:e1-3", "host:HOSTEND"]
+    - endpoints: ["srl1:e1-4", "srl1:e1-5"]
+"""
+
+
+def test_containerlab_topology_up_ping_every_link_down(topo, project_name):
+    host_end = f"{project_name}h"
+    project = topo(textwrap.dedent(LAB).replace("HOSTEND", host_end), name="lab.clab.yml")
+    assert project.spec.format == "clab"
+    project.up()
+    srl1, srl2, h1 = (f"{project_name}-{n}" for n in ("srl1", "srl2", "h1"))
+    assert {"eth0", "e1-1", "e1-2", "e1-3", "e1-4", "e1-5"} <= set(link_facts(srl1))
+    # management network: eth0 in every node, static and automatic addresses
+    assert ping(srl1, "10.215.0.12") and ping(h1, "10.215.0.11")
+    # extended link with addresses
+    assert ping(srl1, "10.216.0.2")
+    # brief link and the bridge: addresses set by hand, as a lab's own configuration would
+    for ns, dev, address in ((srl1, "e1-1", "10.217.0.1/24"), (srl2, "e1-1", "10.217.0.2/24"),
+                             (srl1, "e1-3", "10.218.0.1/24"), (h1, "eth1", "10.218.0.2/24")):
+        ip("addr", "add", address, "dev", dev, ns=ns)
+    assert ping(srl1, "10.217.0.2") and ping(h1, "10.218.0.1")
+    # the host link: a frame sent from the node arrives on the host end (no host address needed)
+    catcher = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B5))
+    catcher.bind((host_end, 0))
+    catcher.settimeout(2)
+    sender = socket_in(srl2, socket.AF_PACKET, socket.SOCK_RAW)
+    sender.bind(("e1-3", 0))
+    with catcher, sender:
+        sender.send(b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"netcompose-host-link".ljust(46))
+        assert b"netcompose-host-link" in catcher.recv(128)
+    project.down()
+    assert leftovers(project_name) == [] and host_end not in link_facts()
