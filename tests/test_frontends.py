@@ -279,9 +279,9 @@ def test_compose_errors_are_one_line_at_the_original_place(tmp_path, body, messa
 
 
 def test_compose_ipv6_refused_or_mapped(tmp_path):
-    from netcompose.frontends import core_has
+    from netcompose.spec.model import Network
     body = "services: {a: {networks: [n]}}\nnetworks:\n  n:\n    ipam: {config: [{subnet: 'fd00::/64'}]}\n"
-    if core_has("Network", "subnet6"):
+    if "subnet6" in Network.model_fields:
         assert config(loaded(tmp_path, {"compose.yaml": body}))["networks"]["n"]
     else:
         assert error(tmp_path, {"compose.yaml": body}).startswith(

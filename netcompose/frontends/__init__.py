@@ -64,11 +64,12 @@ def detect(text: str) -> str:
     return "netcompose"
 
 
-def core_has(model: str, key: str) -> bool:
-    """Whether the core model (Network, Endpoint, Container) has a key yet (the IPv6 keys come
-    with dual stack); asked only when a file uses such a key, so pydantic loads only then."""
-    from ..spec import model as models
-    return key in getattr(models, model).model_fields
+def require_ipv6(at: Position, what: str) -> None:
+    """Refuse an IPv6 feature until the core model has dual stack (`subnet6`); asked only
+    when a file uses IPv6, so pydantic loads only then."""
+    from ..spec.model import Network
+    if "subnet6" not in Network.model_fields:
+        raise unsupported(at, what, "netcompose manages IPv4 only for now")
 
 
 def unsupported(at: Position, what: str, why: str) -> SpecError:

@@ -17,7 +17,7 @@ from ..errors import Position, SpecError
 from ..inputs import read_text
 from ..spec.loader import Document, parse_yaml
 from ..spec.patterns import IFNAME_PATTERN
-from . import Translation, core_has, unsupported
+from . import Translation, require_ipv6, unsupported
 from .compose import expand_port
 
 # Node keys with a network meaning; the rest (image, startup-config, license, binds, ...)
@@ -153,8 +153,7 @@ class _Clab:
             elif spelled == "external-access":
                 self.tr.set(path + ("nat",), bool(value), here)
             elif spelled in ("ipv6-subnet", "ipv6-gw"):
-                if not core_has("Network", "subnet6"):
-                    raise unsupported(here, f"mgmt {key}", "netcompose manages IPv4 only for now")
+                require_ipv6(here, f"mgmt {key}")
                 self.tr.set(path + ("subnet6" if spelled == "ipv6-subnet" else "gateway6",), value, here)
             elif spelled == "ipv6-range":
                 raise unsupported(here, f"mgmt {key}", "IPv6 addresses come from the whole subnet")
@@ -204,8 +203,7 @@ class _Clab:
                     self.tr.set(cpath + ("networks", self.mgmt, "ipv4_address"), node[key], self.node_at(name, key))
             for key in ("mgmt-ipv6", "mgmt_ipv6"):
                 if node.get(key):
-                    if not core_has("Endpoint", "ipv6_address"):
-                        raise unsupported(self.node_at(name, key), key, "netcompose manages IPv4 only for now")
+                    require_ipv6(self.node_at(name, key), key)
                     self.tr.set(cpath + ("networks", self.mgmt, "ipv6_address"), node[key], self.node_at(name, key))
         dns = node.get("dns") or {}
         for key, target in (("servers", "dns"), ("search", "dns_search")):
@@ -354,8 +352,12 @@ class _Clab:
             if not all(addresses) or hosts:
                 raise unsupported(self.at(*path), "an address on one end only", "give both ends an ipv4 address")
             self.tr.set(lpath + ("addresses",), addresses, self.at(*path))
-        if any(end and end.get("ipv6") for *_, end in ends):
-            raise unsupported(self.at(*path), "ipv6 link addresses", "netcompose manages IPv4 only for now")
+        addresses6 = [end.get("ipv6") if end else None for *_, end in ends]
+        if any(addresses6):
+            require_ipv6(self.at(*path), "ipv6 link addresses")
+            if not all(addresses6) or hosts:
+                raise unsupported(self.at(*path), "an IPv6 address on one end only", "give both ends an ipv6 address")
+            self.tr.set(lpath + ("addresses6" if any(addresses) else "addresses",), addresses6, self.at(*path))
 
     def ipv4(self, path: tuple, end: dict | None, where: Position, plain: bool) -> None:
         if end and end.get("ipv4"):

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import Position, SpecError
 from ..inputs import read_text
 from ..spec.loader import Document, parse_yaml
-from . import Translation, core_has, unsupported
+from . import Translation, require_ipv6, unsupported
 
 # Service keys that only matter to the container runtime (image, processes, storage, ...).
 _NETWORK_KEYS = {"networks", "network_mode", "ports", "expose", "extra_hosts", "dns", "dns_search", "dns_opt",
@@ -255,10 +255,9 @@ class _Compose:
             elif key == "internal":
                 self.tr.set(("networks", name, "internal"), bool(value), self.at(*here))
             elif key == "enable_ipv6":
-                if value and not core_has("Network", "enable_ipv6"):
-                    raise self.fail(here, "enable_ipv6", "netcompose manages IPv4 only for now")
-                if core_has("Network", "enable_ipv6"):
-                    self.tr.set(("networks", name, "enable_ipv6"), bool(value), self.at(*here))
+                if value:
+                    require_ipv6(self.at(*here), "enable_ipv6")
+                    self.tr.set(("networks", name, "enable_ipv6"), True, self.at(*here))
             elif key == "external":
                 if value:
                     raise self.fail(here, "external network", "netcompose only builds the networks it owns "
@@ -295,8 +294,7 @@ class _Compose:
             except ValueError:
                 raise SpecError(self.at(*here, "subnet"), f"'{subnet}' is not a subnet", "write it like 10.1.0.0/24") from None
             if version == 6:
-                if not core_has("Network", "subnet6"):
-                    raise self.fail(here + ("subnet",), "an IPv6 subnet", "netcompose manages IPv4 only for now")
+                require_ipv6(self.at(*here, "subnet"), "an IPv6 subnet")
                 mapping = {"subnet": "subnet6", "gateway": "gateway6"}
             else:
                 if seen_v4:
@@ -307,6 +305,9 @@ class _Compose:
             for key, value in (entry or {}).items():
                 if key in mapping:
                     self.tr.set(("networks", name, mapping[key]), value, self.at(*here, key))
+                elif version == 6 and key in ("ip_range", "aux_addresses"):
+                    raise self.fail(here + (key,), f"ipam {key} of an IPv6 subnet",
+                                    "IPv6 addresses come from the whole subnet")
                 else:
                     raise self.fail(here + (key,), f"ipam {key}", "not an IPAM setting netcompose knows")
         for key in ipam:
@@ -431,8 +432,7 @@ class _Compose:
                                     "replicas", "remove ipv4_address or scale")
                 self.tr.set(epath + ("ipv4_address",), value, self.at(*here))
             elif key == "ipv6_address" and value:
-                if not core_has("Endpoint", "ipv6_address"):
-                    raise self.fail(here, "ipv6_address", "netcompose manages IPv4 only for now")
+                require_ipv6(self.at(*here), "ipv6_address")
                 self.tr.set(epath + ("ipv6_address",), value, self.at(*here))
             elif key == "aliases":
                 for i, alias in enumerate(value or []):
@@ -465,8 +465,8 @@ class _Compose:
             self.tr.set(cpath + (key,), [], self.at(*base, key))
             for i, item in enumerate(values):
                 where = self.at(*base, key, i) if not isinstance(value, str) else self.at(*base, key)
-                if key == "dns" and ":" in str(item) and not core_has("Container", "dns6"):
-                    raise unsupported(where, f"IPv6 DNS server {item}", "netcompose manages IPv4 only for now")
+                if key == "dns" and ":" in str(item):
+                    require_ipv6(where, f"IPv6 DNS server {item}")
                 self.tr.set(cpath + (key, i), item, where)
 
     def extra_hosts(self, cpath: tuple, base: tuple, hosts: Any) -> None:
@@ -490,7 +490,7 @@ class _Compose:
         for host, ip, where in pairs:
             ip = str(ip).strip("[]")
             if ip != "host-gateway" and ":" in ip:
-                raise unsupported(where, f"IPv6 extra_hosts entry {host}", "netcompose manages IPv4 only for now")
+                require_ipv6(where, f"IPv6 extra_hosts entry {host}")
             self.tr.set(cpath + ("extra_hosts", host), ip, where)
 
     def sysctls(self, cpath: tuple, base: tuple, sysctls: Any) -> None:
@@ -558,7 +558,7 @@ def expand_port(entry: Any, where: Position) -> list[dict]:
     if protocol not in ("tcp", "udp"):
         raise unsupported(where, f"protocol {protocol}", "published ports are tcp or udp")
     if ip and ":" in ip.strip("[]"):
-        raise unsupported(where, f"the IPv6 host address {ip}", "netcompose manages IPv4 only for now")
+        require_ipv6(where, f"the IPv6 host address {ip}")
     targets = _range(match["target"])
     published = _range(match["published"]) if match["published"] else None
     if published and len(published) != len(targets):
