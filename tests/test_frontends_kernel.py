@@ -126,5 +126,8 @@ def test_containerlab_topology_up_ping_every_link_down(topo, project_name):
     with catcher, sender:
         sender.send(b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"netcompose-host-link".ljust(46))
         assert b"netcompose-host-link" in catcher.recv(128)
+    rows = {(row["container"], row["ifname"]): row for row in project.ps()}
+    assert rows[("srl2", "e1-3")]["link"] == f"host:{host_end}" and rows[("srl2", "e1-3")]["state"] == "up"
+    assert rows[("srl1", "e1-1")]["state"] == rows[("srl1", "e1-4")]["state"] == "up"
     project.down()
     assert leftovers(project_name) == [] and host_end not in link_facts()
