@@ -633,17 +633,24 @@ class Project:
             return report
 
     @staticmethod
-    def _host_link_row(link, resolved: Resolved, observed: dict[str, Resource]) -> dict[str, Any]:
-        """The host end comes first in the veth resource (it may join a bridge)."""
+    def _single_end_row(link, resolved: Resolved, observed: dict[str, Resource]) -> dict[str, Any]:
+        """A VXLAN device, or a host link (whose host end comes first in its veth: it may
+        join a bridge)."""
         (container, ifname), host_ifname = link.a, link.b[1]
         netns = resolved.containers[container].netns
-        wire = observed.get(link_key(HOST, host_ifname))
-        intact = (wire is not None and wire.kind == "veth" and wire.attrs.get("peer_ns") == netns
-                  and wire.attrs.get("peer_ifname") == ifname)
-        up = intact and wire.attrs.get("up") and wire.attrs.get("peer_up")
-        return {"container": container, "netns": netns, "network": None, "link": f"host:{host_ifname}",
-                "ifname": ifname, "ipv4": None, "mac": wire.attrs.get("peer_mac") if intact else None,
-                "host_ifname": host_ifname, "state": "up" if up else _absent_state(observed, netns)}
+        if link.vxlan is not None:
+            device = observed.get(link_key(netns, ifname))
+            intact = device is not None and device.kind == "vxlan"
+            up, mac, far = intact and device.attrs.get("up"), None, f"vxlan {link.vxlan['vni']} to {link.vxlan['remote']}"
+        else:
+            device = observed.get(link_key(HOST, host_ifname))
+            intact = (device is not None and device.kind == "veth" and device.attrs.get("peer_ns") == netns
+                      and device.attrs.get("peer_ifname") == ifname)
+            up = intact and device.attrs.get("up") and device.attrs.get("peer_up")
+            mac, far = device.attrs.get("peer_mac") if intact else None, f"host:{host_ifname}"
+        return {"container": container, "netns": netns, "network": None, "link": far, "ifname": ifname,
+                "ipv4": None, "mac": mac, "host_ifname": host_ifname,
+                "state": "up" if up else _absent_state(observed, netns)}
 
     def ps(self) -> list[dict[str, Any]]:
         """A row per endpoint and per end of a direct wire (`links:`), each looked up by key in
@@ -652,8 +659,8 @@ class Project:
             observed, resolved = self._links_and_resolution(host)
         wires: dict[str, list[dict[str, Any]]] = {}
         for link in resolved.links:
-            if link.b[0] is None:  # a host link: one row, for its end in the sandbox
-                wires.setdefault(link.a[0], []).append(self._host_link_row(link, resolved, observed))
+            if link.b[0] is None:  # a host or VXLAN link: one row, for its end in the sandbox
+                wires.setdefault(link.a[0], []).append(self._single_end_row(link, resolved, observed))
                 continue
             ends = (link.a, link.b)
             netns = [resolved.containers[container].netns for container, _ in ends]

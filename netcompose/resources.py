@@ -68,6 +68,7 @@ KINDS: dict[str, KindSpec] = {
     "address": KindSpec("netlink", ordered=True),
     "route": KindSpec("netlink", replace_on=("metric",), ordered=True),
     "claimed_link": KindSpec("netlink", replace_on=("source",), ordered=True),
+    "vxlan": KindSpec("netlink", replace_on=("vni", "remote", "port"), ordered=True),
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
     "nft_table": KindSpec("nftables", compare=("chains",), identity=("ns", "name")),
@@ -121,6 +122,16 @@ def veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str, *, mtu: int, alia
                      "up": True, "peer_ns": peer_ns, "peer_ifname": peer_ifname, "peer_mtu": mtu,
                      "peer_mac": peer_mac, "peer_alias": peer_alias, "peer_up": True, "tx_checksum": tx_checksum},
                     deps=deps, parents=_ns_parents(ns, peer_ns), owner=owner)
+
+
+def vxlan(ns: str, ifname: str, *, vni: int, remote: str, port: int, mtu: int, alias: str,
+          mac: str | None = None, owner: str | None = None) -> Resource:
+    """A VXLAN device in a sandbox.  It is created from the host, so its UDP socket (the
+    underlay, towards `remote`) stays in the host namespace, as containerlab's do."""
+    return Resource("vxlan", link_key(ns, ifname),
+                    {"ns": ns, "ifname": ifname, "vni": vni, "remote": remote, "port": port, "mtu": mtu,
+                     "mac": mac, "alias": alias, "up": True},
+                    deps=_ns_parents(ns), parents=_ns_parents(ns), owner=owner)
 
 
 def claimed_link(ns: str, ifname: str, source: str, *, mtu: int, alias: str, mac: str | None = None,

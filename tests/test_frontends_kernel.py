@@ -131,3 +131,42 @@ def test_containerlab_topology_up_ping_every_link_down(topo, project_name):
     assert rows[("srl1", "e1-1")]["state"] == rows[("srl1", "e1-4")]["state"] == "up"
     project.down()
     assert leftovers(project_name) == [] and host_end not in link_facts()
+
+
+VXLAN_LAB = """
+name: vx
+mgmt: {network: mgmt, ipv4-subnet: 10.221.0.0/24}
+topology:
+  nodes:
+    r1: {kind: linux}
+    r2: {kind: linux}
+  links:
+    - type: vxlan
+      endpoint: {node: r1, interface: vx1, mac: "02:00:0a:dd:00:01"}
+      remote: 198.51.100.2
+      vni: 4242
+      udp-port: PORT
+    - type: veth
+      endpoints:
+        - {node: r1, interface: eth1, mac: "02:00:0a:dd:01:01", ipv4: 10.222.0.1/30}
+        - {node: r2, interface: eth1, ipv4: 10.222.0.2/30}
+"""
+
+
+def test_containerlab_vxlan_to_an_outside_vtep(topo, project_name, upstream):  # noqa: F811
+    port = 40000 + int(project_name[1:], 16) % 20000   # its own UDP port: other tests may run VXLANs
+    project = topo(textwrap.dedent(VXLAN_LAB).replace("PORT", str(port)), name="lab.clab.yml")
+    project.up()
+    r1 = f"{project_name}-r1"
+    facts = link_facts(r1)
+    assert facts["vx1"].mac == "02:00:0a:dd:00:01" and facts["eth1"].mac == "02:00:0a:dd:01:01"
+    assert ping(r1, "10.222.0.2")
+    assert not project.plan().plan        # the devices read back as they were asked for
+    # The far VTEP: the outside namespace, reached through the host (the VXLAN's underlay stays there).
+    ip("link", "add", "vx0", "type", "vxlan", "id", "4242", "remote", HOST_SIDE, "dstport", str(port), ns=upstream)
+    ip("addr", "add", "10.223.0.2/30", "dev", "vx0", ns=upstream)
+    ip("link", "set", "vx0", "up", ns=upstream)
+    ip("addr", "add", "10.223.0.1/30", "dev", "vx1", ns=r1)
+    assert ping(r1, "10.223.0.2", timeout=3)
+    project.down()
+    assert leftovers(project_name) == []

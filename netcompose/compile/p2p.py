@@ -1,4 +1,5 @@
-"""Direct veth wires (`links:`): container to container (or to itself), or to the host."""
+"""Direct wires (`links:`): veths container to container (or to itself) or to the host, and VXLAN
+ends towards remote VTEPs."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -12,13 +13,19 @@ from ..spec.resolve import Resolved
 def links(res: Resolved) -> Iterable[Resource]:
     for link in res.links:
         a_ns = res.containers[link.a[0]].netns
+        if link.vxlan is not None:
+            yield r.vxlan(a_ns, link.a[1], mtu=link.mtu, alias=names.alias(res.project, "vxlan", ":".join(link.a)),
+                          mac=link.macs[0], **link.vxlan)
+            continue
         ident = f"{link.a[0]}:{link.a[1]}={link.b[0] or 'host'}:{link.b[1]}"
         aliases = {"alias": names.alias(res.project, "link", ident),
                    "peer_alias": names.alias(res.project, "link-peer", ident)}
         if link.b[0] is None:  # a host link: its host end first, which may join a bridge
-            wire = r.veth(HOST, link.b[1], a_ns, link.a[1], mtu=link.mtu, master=link.master, **aliases)
+            wire = r.veth(HOST, link.b[1], a_ns, link.a[1], mtu=link.mtu, master=link.master,
+                          peer_mac=link.macs[0], **aliases)
         else:
-            wire = r.veth(a_ns, link.a[1], res.containers[link.b[0]].netns, link.b[1], mtu=link.mtu, **aliases)
+            wire = r.veth(a_ns, link.a[1], res.containers[link.b[0]].netns, link.b[1], mtu=link.mtu,
+                          mac=link.macs[0], peer_mac=link.macs[1], **aliases)
         yield wire
         for (container, ifname), cidr in zip((link.a, link.b), link.addresses or ()):
             ip, _, plen = cidr.partition("/")

@@ -133,6 +133,8 @@ def proven_mark(project: str, ns: str, link: rtnl.Link) -> tuple[str, str, str] 
         return mark if named and fits and link.name == names.host_ifname(project, named, ident) else None
     if role in SANDBOX_VETH_ROLES:
         return mark if link.kind == "veth" else None
+    if role == "vxlan":
+        return mark if link.kind == "vxlan" else None
     return mark if role == "ep-int" and claimed else None
 
 
@@ -275,6 +277,12 @@ class NetlinkDriver:
             if link.kind == "veth":
                 ends[(m[1], m[2])] = {"ns": ns, "link": link, "master": None}
                 ours[link.index] = link.name
+            elif link.kind == "vxlan" and link.vxlan is not None:
+                vni, remote, port = link.vxlan
+                found.append(r.vxlan(ns, link.name, vni=vni, remote=remote, port=port, mtu=link.mtu,
+                                     alias=link.alias or "", mac=link.mac, owner=project))
+                found[-1].attrs["up"] = link.up
+                ours[link.index] = link.name
             elif m[1] in CLAIMED_ROLES:
                 found.append(self._claimed(ns, link, project, m))
                 ours[link.index] = link.name
@@ -414,7 +422,7 @@ class NetlinkDriver:
                                    if a.kind == "netns" and a.op == "create"}
         for action in actions:
             a = action.resource.attrs
-            if action.op == "create" and (action.kind == "claimed_link" or
+            if action.op == "create" and (action.kind in ("claimed_link", "vxlan") or
                                           (action.kind == "veth" and a["ns"] != HOST)):
                 for ns in (a["ns"], a.get("peer_ns")):
                     if ns in fresh:
@@ -451,6 +459,8 @@ class NetlinkDriver:
             yield from self._link_steps(action)
         elif res.kind == "claimed_link":
             yield from self._claimed_steps(action)
+        elif res.kind == "vxlan":
+            yield from self._vxlan_steps(action)
         elif res.kind == "address":
             make = rtnl.new_addr if op == "create" else rtnl.del_addr
             yield Step(a["ns"], lambda _: make(self.ifindex(a["ns"], a["ifname"]), a["address"], a["prefixlen"]))
@@ -461,6 +471,25 @@ class NetlinkDriver:
                     return rtnl.del_route(a["dst"], oif, a["via"], a["metric"])
                 return rtnl.replace_route(a["dst"], oif, a["via"], a["metric"])
             yield Step(a["ns"], route)
+
+    def _vxlan_steps(self, action: Action):
+        a = action.resource.attrs
+        ns, name = a["ns"], a["ifname"]
+        if action.op == "delete":
+            yield Step(ns, lambda _: rtnl.del_link(name), by_name=True)
+            return
+        if action.op == "create":
+            def create(_: set[str]) -> rtnl.Request:
+                self.index.get(ns, {}).pop(name, None)
+                # Sent through the host socket, so the device's UDP socket stays in the host.
+                own = rtnl.link_attrs(name=name, mtu=a["mtu"], mac=a.get("mac"),
+                                      netns_fd=self.nss.fd(ns) if ns != HOST else None)
+                return rtnl.new_vxlan(own, a["vni"], a["remote"], a["port"])
+            yield Step(HOST, create)
+            yield Step(ns, lambda _: rtnl.no_ipv6_autoconf(name), by_name=True)
+        settings = {k: a[k] for k in ("mtu", "mac", "alias") if action.op == "create" and k != "mac"
+                    or k in action.changes}
+        yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(**settings), up=a["up"]), by_name=True)
 
     def _claimed_steps(self, action: Action):
         a = action.resource.attrs

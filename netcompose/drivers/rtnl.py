@@ -25,6 +25,7 @@ IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16, 18, 20, 28, 29
 RTEXT_FILTER_SKIP_STATS = 1 << 3   # the planner needs no counters; skipping them halves a link dump
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
+IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_PORT = 1, 2, 15
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 NDA_DST = 1
@@ -144,6 +145,12 @@ def new_veth(attrs: bytes, peer_attrs: bytes, up: bool = True) -> Request:
     return new_link("veth", attrs, up, peer)
 
 
+def new_vxlan(attrs: bytes, vni: int, remote: str, port: int) -> Request:
+    data = (attr_u32(IFLA_VXLAN_ID, vni) + attr(IFLA_VXLAN_GROUP, socket.inet_aton(remote))
+            + attr(IFLA_VXLAN_PORT, struct.pack("!H", port)))
+    return new_link("vxlan", attrs, up=False, info_data=data)
+
+
 def set_link(name: str, attrs: bytes = b"", up: bool | None = None) -> Request:
     change = 0 if up is None else IFF_UP
     flags = IFF_UP if up else 0
@@ -220,6 +227,7 @@ class Link:
     master: int | None
     alias: str | None
     peer_index: int | None
+    vxlan: tuple[int, str, int] | None = None   # (vni, remote, port) of a VXLAN device
 
 
 @dataclass
@@ -251,16 +259,23 @@ _LINK_ATTRS = frozenset((IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_MTU, IFL
 def _decode_link(msg: memoryview) -> Link:
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(msg, 0)
     attrs = parse_attrs(msg, _IFINFOMSG.size, len(msg), _LINK_ATTRS)
-    kind = None
+    kind = vxlan = None
     info = attrs.get(IFLA_LINKINFO)
     if info is not None:
-        kind = _cstr(parse_attrs(info, 0, len(info)).get(IFLA_INFO_KIND))
+        parts = parse_attrs(info, 0, len(info))
+        kind = _cstr(parts.get(IFLA_INFO_KIND))
+        if kind == "vxlan" and IFLA_INFO_DATA in parts:
+            data = parts[IFLA_INFO_DATA]
+            found = parse_attrs(data, 0, len(data))
+            group, port = found.get(IFLA_VXLAN_GROUP), found.get(IFLA_VXLAN_PORT)
+            vxlan = (_u32(found.get(IFLA_VXLAN_ID)), socket.inet_ntoa(bytes(group)) if group else "",
+                     struct.unpack("!H", port)[0] if port else 0)
     alias = attrs.get(IFLA_IFALIAS)
     return Link(index=index, name=_cstr(attrs.get(IFLA_IFNAME)) or "", kind=kind,
                 mtu=_u32(attrs.get(IFLA_MTU)) or 0, mac=mac_str(attrs.get(IFLA_ADDRESS)),
                 up=bool(flags & IFF_UP), master=_u32(attrs.get(IFLA_MASTER)),
                 alias=bytes(alias).rstrip(b"\0").decode() if alias is not None else None,
-                peer_index=_u32(attrs.get(IFLA_LINK)))
+                peer_index=_u32(attrs.get(IFLA_LINK)), vxlan=vxlan)
 
 
 def _decode_addr(msg: memoryview) -> Addr | None:

@@ -40,6 +40,13 @@ class Translation:
         self.doc.values[path] = at
         self.doc.keys[path] = key_at or at
 
+    def section(self, name: str, empty: Any, at: Position) -> Any:
+        """A top-level section of the netcompose data, with a position (errors about its
+        entries find their place through it)."""
+        if name not in self.doc.data:
+            self.set((name,), empty, at)
+        return self.doc.data[name]
+
     def ignore(self, key: str, at: Position) -> None:
         self.ignored.setdefault(key, at)
 

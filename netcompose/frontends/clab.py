@@ -126,8 +126,8 @@ class _Clab:
             if key not in ("nodes", "links", "kinds", "defaults", "groups"):
                 self.tr.ignore(f"topology.{key}", self.key_at("topology", key))
         self.inherit()
-        self.tr.doc.data.setdefault("networks", {})
-        self.tr.doc.data.setdefault("containers", {})
+        self.tr.section("networks", {}, self.key_at("topology"))
+        self.tr.section("containers", {}, self.key_at("topology", "nodes"))
         self.management()
         for name, node in self.nodes.items():
             self.node(name, node)
@@ -168,6 +168,9 @@ class _Clab:
             if key not in _NODE_KEYS:
                 self.tr.ignore(key, self.node_at(name, key))
         npath = ("topology", "nodes", name)
+        if "|" in name:
+            raise unsupported(self.key_at(*npath), f"node '{name}' (a bridge inside another node's namespace)",
+                              "netcompose builds bridges in the host")
         if kind in _BRIDGES:
             self.bridge_network(name, kind)
             return
@@ -263,11 +266,36 @@ class _Clab:
             end = self.extended_end(link.get("endpoint"), path + ("endpoint",))
             other = (kind, str(link.get("host-interface") or ""), self.at(*path, "host-interface"), None)
             self.wire(path, [end, other], link)
+        elif kind in ("vxlan", "vxlan-stitch"):
+            self.vxlan(path, link)
         elif kind == "dummy":
             raise unsupported(self.at(*path, "type"), "type: dummy", "this kernel has no dummy module")
         else:
             raise unsupported(self.at(*path, "type"), f"link type {kind}",
-                              "netcompose builds veth, host and mgmt-net links")
+                              "netcompose builds veth, host, mgmt-net and vxlan links")
+
+    def vxlan(self, path: tuple, link: dict) -> None:
+        """The node's interface is the VXLAN device itself (containerlab's vxlan-stitch joins
+        a veth to a host VXLAN device with tc: the node sees the same link)."""
+        node, iface, where, end = self.extended_end(link.get("endpoint"), path + ("endpoint",))
+        if node not in self.nodes or self.kinds[node] in _BRIDGES or self.kinds[node] == "host":
+            raise SpecError(where, f"a vxlan endpoint must be a node with a sandbox, not '{node}'", "fix the node")
+        node = self.owner(node, where)
+        for key in ("remote", "vni"):
+            if link.get(key) is None:
+                raise SpecError(self.at(*path), f"a vxlan link needs {key}", f"add {key}:")
+        port_key = "udp-port" if "udp-port" in link else "dst-port"
+        vxlan = {"remote": link["remote"], "vni": link["vni"], "port": link.get(port_key, 4789)}
+        if ":" in str(link["remote"]):
+            raise unsupported(self.at(*path, "remote"), "an IPv6 vxlan remote", "the underlay is IPv4")
+        lpath = ("links", len(self.tr.section("links", [], self.key_at("topology", "links"))))
+        self.tr.set(lpath, {}, self.at(*path))
+        self.tr.set(lpath + ("endpoints",), [f"{node}:{self.ifname(node, iface, where)}"], where)
+        self.tr.set(lpath + ("vxlan",), vxlan, self.at(*path, "remote"))
+        if end and end.get("mac"):
+            self.tr.set(lpath + ("mac_addresses",), [end["mac"]], where)
+        if link.get("mtu"):
+            self.tr.set(lpath + ("mtu",), link["mtu"], self.at(*path, "mtu"))
 
     def parse_end(self, end: Any, where: Position) -> tuple[str, str, Position, dict | None]:
         node, sep, iface = str(end).partition(":")
@@ -280,8 +308,6 @@ class _Clab:
             if isinstance(end, str):
                 return self.parse_end(end, self.at(*path))
             raise SpecError(self.at(*path), "an endpoint needs node and interface", "write {node: a, interface: eth1}")
-        if end.get("mac"):
-            raise unsupported(self.at(*path, "mac"), "a link endpoint's mac", "link ends get kernel-chosen MACs")
         return str(end["node"]), str(end.get("interface") or ""), self.at(*path), end
 
     def owner(self, node: str, where: Position) -> str:
@@ -323,12 +349,14 @@ class _Clab:
             self.tr.set(epath, {}, where)
             self.tr.set(epath + ("ifname",), self.ifname(node, iface, where), where)
             self.ipv4(epath + ("ipv4_address",), end, where, plain=True)
+            if end and end.get("mac"):
+                self.tr.set(epath + ("mac_address",), end["mac"], where)
             self.tr.ignore("bridge port names (host side)", ends[j][2])
             return
-        lpath = ("links", len(self.tr.doc.data.setdefault("links", [])))
+        lpath = ("links", len(self.tr.section("links", [], self.key_at("topology", "links"))))
         self.tr.set(lpath, {}, self.at(*path))
-        names_ = []
-        for (node, iface, where, _), kind in zip(ends, kinds):
+        names_, macs = [], []
+        for (node, iface, where, end), kind in zip(ends, kinds):
             if kind in ("mgmt-net", "bridge"):
                 self.tr.set(lpath + ("network",), self.mgmt if kind == "mgmt-net" else node, where)
             if kind == "bridge":  # a port of the bridge: its host end is named like every host-side device
@@ -342,11 +370,14 @@ class _Clab:
                 self.tr.set(lpath + ("host_interface",), iface, where)
             else:
                 names_.append((f"{node}:{self.ifname(node, iface, where)}", where))
+                macs.append(end.get("mac") if end else None)
         self.tr.set(lpath + ("endpoints",), [], self.at(*path))
         for j, (text, where) in enumerate(names_):
             self.tr.set(lpath + ("endpoints", j), text, where)
         if mtu:
             self.tr.set(lpath + ("mtu",), mtu, self.at(*path, "mtu"))
+        if any(macs):
+            self.tr.set(lpath + ("mac_addresses",), macs, self.at(*path))
         addresses = [end.get("ipv4") if end else None for *_, end in ends]
         if any(addresses):
             if not all(addresses) or hosts:

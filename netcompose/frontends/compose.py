@@ -218,8 +218,8 @@ class _Compose:
                     raise SpecError(self.at("services", name, "links", i), f"link to unknown service '{target}'",
                                     f"use one of: {', '.join(enabled)}")
                 self.link_aliases.setdefault(target, []).append((alias or target, self.at("services", name, "links", i)))
-        self.tr.doc.data.setdefault("networks", {})
-        self.tr.doc.data.setdefault("containers", {})
+        self.tr.section("networks", {}, self.key_at("networks") if "networks" in data else self.key_at("services"))
+        self.tr.section("containers", {}, self.key_at("services"))
         for name, svc in enabled.items():
             self.service(name, svc, enabled)
         declared = data.get("networks") or {}

@@ -264,6 +264,12 @@ class Container(Strict):
         return self
 
 
+class Vxlan(Strict):
+    remote: IPv4Addr = Field(description="the far VTEP, reached from the host namespace")
+    vni: Annotated[int, Field(ge=1, le=16777215)]
+    port: PortNumber = Field(4789, description="UDP port, local and remote")
+
+
 class Link(Strict):
     endpoints: Annotated[list[str], Field(min_length=1, max_length=2)] = Field(
         description='two "container:ifname" ends of a direct veth wire (one with host_interface); '
@@ -272,14 +278,23 @@ class Link(Strict):
         None, description="the other end is this interface of the host namespace (created and owned)")
     network: Name | None = Field(None, description="with host_interface: the host end is a plain port of this "
                                                    "bridge network (no address on the container end)")
+    vxlan: Vxlan | None = Field(None, description="the one container end is a VXLAN device towards a remote VTEP")
+    mac_addresses: Annotated[list[Mac | None], Field(min_length=1, max_length=2)] | None = Field(
+        None, description="MAC address of each container end, in the order of endpoints (null: the kernel's)")
     mtu: Mtu = 1500
     addresses: Annotated[list[IPv4Iface], Field(min_length=2, max_length=2)] | None = Field(
         None, description='addresses of the two ends, e.g. ["10.99.0.1/30", "10.99.0.2/30"]')
 
     @model_validator(mode="after")
     def _two_ends(self) -> "Link":
-        if len(self.endpoints) != (1 if self.host_interface else 2):
-            raise ValueError("a link has two container ends, or one with host_interface")
+        if self.host_interface and self.vxlan:
+            raise ValueError("use either host_interface or vxlan")
+        if len(self.endpoints) != (1 if self.host_interface or self.vxlan else 2):
+            raise ValueError("a link has two container ends, or one with host_interface or vxlan")
+        if self.vxlan and self.addresses:
+            raise ValueError("addresses are for links between containers")
+        if self.mac_addresses is not None and len(self.mac_addresses) != len(self.endpoints):
+            raise ValueError("mac_addresses needs one entry (or null) per container end")
         if self.host_interface and self.addresses:
             raise ValueError("addresses are for links between containers")
         if self.network and not self.host_interface:

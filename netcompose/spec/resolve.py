@@ -96,6 +96,8 @@ class RLink:
     mtu: int
     addresses: tuple[str, str] | None   # "ip/prefixlen" for each end
     master: str | None = None           # the bridge a host end joins
+    vxlan: dict[str, Any] | None = None  # {vni, remote, port}: the one end is a VXLAN device (b is unused)
+    macs: tuple[str | None, str | None] = (None, None)   # of the container ends a and b
 
 
 @dataclass
@@ -458,7 +460,10 @@ class _Resolver:
                     self.fail(("links", i, "network"), f"'{link.network}' is not a bridge network of the topology",
                               f"use one of: {', '.join(n for n, x in networks.items() if x.driver == 'bridge') or 'none'}")
                 master = net.bridge
-            out.append(RLink(a, b, link.mtu, addresses, master))
+            vxlan = {"vni": link.vxlan.vni, "remote": str(link.vxlan.remote), "port": link.vxlan.port} \
+                if link.vxlan else None
+            macs = tuple(m.lower() if m else None for m in (link.mac_addresses or [])) + (None, None)
+            out.append(RLink(a, b, link.mtu, addresses, master, vxlan, macs[:2]))
         return out
 
     # -- cross checks --------------------------------------------------------------------
