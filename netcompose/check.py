@@ -26,7 +26,7 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address, ip_network
+from ipaddress import ip_address, ip_network
 
 from . import probe
 from .compile.firewall import peer_addresses
@@ -56,6 +56,7 @@ class Probe:
     source_address: str = ""
     network: str = ""          # the network both ends share, if any
     inconclusive: str = ""     # why the probe says nothing (the host's neighbour table overflowed)
+    family: int = 4            # 4 | 6: the address family probed
 
     @property
     def ok(self) -> bool:
@@ -73,7 +74,7 @@ def _firewall_allows(res: Resolved, c: RContainer, direction: str, peer_ip: str,
         return True
     for rule in rules:
         peer = peer_addresses(res, rule.from_ if direction == "ingress" else rule.to)
-        if peer is not None and not any(IPv4Address(peer_ip) in ip_network(p, strict=False) for p in peer):
+        if peer is not None and not any(ip_address(peer_ip) in ip_network(p, strict=False) for p in peer):
             continue
         if rule.proto not in ("any", proto):
             continue
@@ -83,35 +84,49 @@ def _firewall_allows(res: Resolved, c: RContainer, direction: str, peer_ip: str,
     return False
 
 
-def _route(res: Resolved, a: RContainer, b: RContainer, proto: str, port: int | None) -> tuple[str, str, bool, str]:
-    """(source address, target address, expected, reason) for a probe from a to b."""
-    shared = [ep for ep in b.endpoints if any(mine.network == ep.network for mine in a.endpoints)]
+def _address(c: RContainer, version: int, network: str | None = None) -> str | None:
+    """c's address of one family: on `network`, else on its first network that has one."""
+    return next((str(ep.address_of(version)) for ep in c.endpoints if ep.address_of(version) is not None
+                 and network in (None, ep.network)), None)
+
+
+def _route(res: Resolved, a: RContainer, b: RContainer, proto: str, port: int | None,
+           version: int) -> tuple[str, str, bool, str]:
+    """(source address, target address, expected, reason) for a probe of one family from a
+    to b; no target address when b has none of that family."""
+    shared = [ep for ep in b.endpoints if ep.address_of(version) is not None
+              and any(mine.network == ep.network for mine in a.endpoints)]
     if shared:
         ep = shared[0]
         net = res.networks[ep.network]
-        src = next(str(mine.address) for mine in a.endpoints if mine.network == ep.network)
+        src = _address(a, version, ep.network)
         if not net.icc:
-            return src, str(ep.address), False, f"network {net.name} has icc: false"
-        return src, str(ep.address), True, f"same network {net.name}"
-    link = next((l for l in res.links if {l.a[0], l.b[0]} == {a.name, b.name} and l.addresses), None)
+            return src, str(ep.address_of(version)), False, f"network {net.name} has icc: false"
+        return src, str(ep.address_of(version)), True, f"same network {net.name}"
+    link = next((l for l in res.links if {l.a[0], l.b[0]} == {a.name, b.name}
+                 for pair in (l.addresses, l.addresses6) if pair and (":" in pair[0]) == (version == 6)), None)
     if link is not None:
-        mine, theirs = (link.addresses[0], link.addresses[1]) if link.a[0] == a.name else \
-            (link.addresses[1], link.addresses[0])
+        pair = next(p for p in (link.addresses, link.addresses6) if p and (":" in p[0]) == (version == 6))
+        mine, theirs = (pair[0], pair[1]) if link.a[0] == a.name else (pair[1], pair[0])
         return mine.split("/")[0], theirs.split("/")[0], True, "direct link"
-    if not b.endpoints or not a.endpoints:
-        return "", "", False, "no network"
-    target = b.endpoints[0]
-    if a.default_gateway is None:
-        return str(a.endpoints[0].address), str(target.address), False, f"{a.name} has no route out"
-    src_net = next(ep for ep in a.endpoints if ep.ifname == a.default_ifname)
-    src = str(src_net.address)
-    if b.default_gateway is None:
-        return src, str(target.address), False, f"{b.name} has no route back"
+    target = next((ep for ep in b.endpoints if ep.address_of(version) is not None), None)
+    src = _address(a, version)
+    if target is None or src is None:
+        return "", "", False, f"no IPv{version}"
+    dst = str(target.address_of(version))
+    gateway, ifname = (a.default_gateway, a.default_ifname) if version == 4 else \
+        (a.default_gateway6, a.default_ifname6)
+    if gateway is None:
+        return src, dst, False, f"{a.name} has no IPv{version} route out"
+    src_net = next(ep for ep in a.endpoints if ep.ifname == ifname)
+    src = str(src_net.address_of(version))
+    if (b.default_gateway if version == 4 else b.default_gateway6) is None:
+        return src, dst, False, f"{b.name} has no IPv{version} route back"
     for policy in res.topology.policies:
         if policy.from_ == src_net.network and policy.to == target.network and \
                 policy.proto in ("any", proto) and (not policy.ports or port in policy.ports):
-            return src, str(target.address), True, f"policy {policy.from_} → {policy.to}"
-    return src, str(target.address), False, f"networks {src_net.network} and {target.network} are isolated"
+            return src, dst, True, f"policy {policy.from_} → {policy.to}"
+    return src, dst, False, f"networks {src_net.network} and {target.network} are isolated"
 
 
 def classes(res: Resolved) -> dict[str, list[RContainer]]:
@@ -127,9 +142,10 @@ def classes(res: Resolved) -> dict[str, list[RContainer]]:
     grouped: dict[tuple, list[RContainer]] = {}
     for c in res.containers.values():
         spec = res.topology.containers[c.name]
-        addresses = [ep.address for ep in c.endpoints]
+        addresses = [ip for ep in c.endpoints for ip, _ in ep.addresses()]
         key = (tuple((ep.network, ep.type, tuple(ep.trunks or ())) for ep in c.endpoints),
-               c.default_ifname, c.default_gateway is not None, repr(c.routes), repr(sorted(c.sysctls.items())),
+               c.default_ifname, c.default_gateway is not None, c.default_ifname6, c.default_gateway6 is not None,
+               repr(c.routes), repr(sorted(c.sysctls.items())),
                repr(spec.firewall), tuple(sorted(wires.get(c.name, ()))),
                tuple(peer for peer in selectors if any(a in net for a in addresses for net in selected[peer])))
         grouped.setdefault(key, []).append(c)
@@ -183,20 +199,21 @@ def expected_probes(res: Resolved, everything: bool | None = None, rng: random.R
     class_of = {c.name: name for name, members in groups.items() for c in members}
 
     def add(a: RContainer, b: RContainer, proto: str, port: int | None, declared: bool | None) -> None:
-        src, dst, expected, reason = _route(res, a, b, proto, port)
-        if expected and not _firewall_allows(res, a, "egress", dst, proto, port):
-            expected, reason = False, f"{a.name} firewall egress"
-        if expected and not _firewall_allows(res, b, "ingress", src, proto, port):
-            expected, reason = False, f"{b.name} firewall ingress"
-        if declared is not None:
-            expected, reason = declared, "expect:"
-        if dst:
+        for version in (4, 6):   # each family both ends have: the same promise, probed twice
+            src, dst, expected, reason = _route(res, a, b, proto, port, version)
+            if not dst:
+                continue
+            if expected and not _firewall_allows(res, a, "egress", dst, proto, port):
+                expected, reason = False, f"{a.name} firewall egress"
+            if expected and not _firewall_allows(res, b, "ingress", src, proto, port):
+                expected, reason = False, f"{b.name} firewall ingress"
+            if declared is not None:
+                expected, reason = declared, "expect:"
             shared = next((ep.network for ep in a.endpoints if any(ep.network == theirs.network
                                                                    for theirs in b.endpoints)), "")
-            probes[(a.name, b.name, proto, port)] = Probe(a.name, b.name, proto, port, dst, expected, reason,
-                                                          source_class=class_of[a.name],
-                                                          target_class=class_of[b.name], source_address=src,
-                                                          network=shared)
+            probes[(a.name, b.name, proto, port, version)] = Probe(
+                a.name, b.name, proto, port, dst, expected, reason, source_class=class_of[a.name],
+                target_class=class_of[b.name], source_address=src, network=shared, family=version)
 
     if everything is None:
         everything = len(containers) <= FULL_MATRIX_UP_TO
@@ -232,9 +249,10 @@ class NeighbourTable:
         from .drivers.netlink import Namespaces
         self.nss = Namespaces()
         self.limit = self._read_int(NEIGH_LIMIT, 1024)
-        self.addresses = {str(ep.address) for c in res.containers.values() for ep in c.endpoints}
-        self.addresses |= {cidr.split("/")[0] for link in res.links for cidr in link.addresses or ()}
-        self.addresses |= {str(net.gateway) for net in res.networks.values()}
+        self.addresses = {str(ip) for c in res.containers.values() for ep in c.endpoints for ip, _ in ep.addresses()}
+        self.addresses |= {cidr.split("/")[0] for link in res.links for pair in (link.addresses, link.addresses6)
+                           for cidr in pair or ()}
+        self.addresses |= {str(gw) for net in res.networks.values() for gw, _ in net.gateways()}
         # Where the host keeps its entries for the containers: the devices carrying the gateways.
         self.host_devices = [net.bridge if net.driver == "bridge" else gateway_port(res, net)
                              for net in res.networks.values()]
@@ -292,7 +310,9 @@ def _neighbours(res: Resolved, p: Probe) -> set[tuple[str, str]]:
     """The neighbour entries a probe may create: each end's next hop, and the host's for
     each end when it routes between networks."""
     source, target = res.containers[p.source], res.containers[p.target]
-    on_link = any(IPv4Address(p.address) in res.networks[ep.network].subnet for ep in source.endpoints) or \
+    address = ip_address(p.address)
+    on_link = any(address in subnet for ep in source.endpoints
+                  if (subnet := res.networks[ep.network].subnet_of(p.family)) is not None) or \
         any({l.a[0], l.b[0]} == {p.source, p.target} for l in res.links)
     if on_link:
         return {(source.netns, p.address), (target.netns, p.source_address)}

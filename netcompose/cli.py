@@ -263,9 +263,11 @@ def cmd_ps(args) -> int:
     if args.json:
         _print_json(rows)
         return errors.EXIT_OK
-    columns = ("container", "netns", "network", "ifname", "ipv4", "mac", "host_ifname", "state", "pid", "process")
-    print(_table(["CONTAINER", "NETNS", "NETWORK", "IFNAME", "IPV4", "MAC", "HOST IFNAME", "STATE", "PID", "PROCESS",
-                  "UPTIME", "RESTARTS"],
+    columns = ["container", "netns", "network", "ifname", "ipv4", "ipv6", "mac", "host_ifname", "state", "pid",
+               "process"]
+    if not any(row["ipv6"] for row in rows):
+        columns.remove("ipv6")   # an IPv4-only project keeps its narrow table
+    print(_table([c.upper().replace("_", " ") for c in columns] + ["UPTIME", "RESTARTS"],
                  [[str((f"link to {row['link']}" if k == "network" and row["link"] else row[k]) or "-")
                    for k in columns] + [uptime_text(row["uptime"]), "-" if row["restarts"] is None
                                         else str(row["restarts"])] for row in rows]))
@@ -381,7 +383,7 @@ def cmd_check(args) -> int:
             port = f":{p.port}" if p.port else ""
             got = f"inconclusive: {p.inconclusive}" if p.inconclusive else \
                 f"got {'reachable' if p.actual else 'blocked'}"
-            print(f"{mark} {p.source} → {p.target} {p.proto}{port} ({p.address}): expected "
+            print(f"{mark} {p.source} → {p.target} {p.proto}{port} IPv{p.family} ({p.address}): expected "
                   f"{'reachable' if p.expected else 'blocked'} ({p.reason}), {got}")
     print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
     return errors.EXIT_FAILURE if bad else errors.EXIT_OK
@@ -398,11 +400,17 @@ def _cell(probes: list) -> str:
 
 
 def _print_container_matrix(names: list[str], icmp: list) -> None:
-    by_pair = {(p.source, p.target): p for p in icmp}
-    print("ICMP: ✓ reachable, · blocked, ! differs from expected")
-    rows = [[source, *(_cell([p]) if (p := by_pair.get((source, target))) else "" for target in names)]
-            for source in names]
-    print(_table(["FROM \\ TO", *names], rows))
+    """With both families, a cell is "IPv4/IPv6": the same promise probed in each."""
+    families = sorted({p.family for p in icmp}) or [4]
+    by_pair = {(p.source, p.target, p.family): p for p in icmp}
+    print(f"ICMP{' (IPv4/IPv6)' if len(families) > 1 else ''}: ✓ reachable, · blocked, ! differs from expected"
+          + (", - no address of that family" if len(families) > 1 else ""))
+
+    def cell(source: str, target: str) -> str:
+        found = [by_pair.get((source, target, family)) for family in families]
+        return "/".join(_cell([p]) if p else "-" for p in found) if any(found) else ""
+    print(_table(["FROM \\ TO", *names], [[source, *(cell(source, target) for target in names)]
+                                           for source in names]))
 
 
 def _print_class_summary(classes: dict[str, dict], icmp: list) -> None:

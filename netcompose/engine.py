@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from ipaddress import IPv4Address, IPv4Network, ip_interface
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface, ip_network
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,10 +28,11 @@ from .drivers.nftables import NftablesDriver
 from .drivers.netlink import Namespaces, NetlinkDriver, proven_mark, read_namespace_owner
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .drivers.processes import STOP_TIMEOUT, ProcessDriver
+from .drivers.proxies import ProxiesDriver
 from .errors import ApplyError, ConflictError, LockTimeout, SpecError, StalePlan
 from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
-from .resources import HOST, Resource, link_key
+from .resources import HOST, Resource, link_key, sysctl_device
 from .spec import Source, Spec, load, runnable
 from .spec.resolve import HostFacts, Resolved, resolve
 
@@ -44,32 +45,37 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def _ipv4(text: str) -> IPv4Address:
+def _ip(text: str) -> IPv4Address | IPv6Address:
     """From packed bytes: ipaddress parses strings in pure Python, 1000 at a time here."""
+    if ":" in text:
+        return IPv6Address(socket.inet_pton(socket.AF_INET6, text))
     return IPv4Address(socket.inet_aton(text))
 
 
-def facts_from(observed: dict[str, Resource], project: str, routes: list[IPv4Network]) -> HostFacts:
+def facts_from(observed: dict[str, Resource], project: str,
+               routes: list[IPv4Network | IPv6Network]) -> HostFacts:
     """Subnets and addresses we assigned before, so defaults stay put across runs."""
-    subnets: dict[str, IPv4Network] = {}
-    addresses: dict[tuple[str, str], IPv4Address] = {}
-    by_link: dict[tuple[str, str], Resource] = {}
+    subnets: dict[int, dict[str, Any]] = {4: {}, 6: {}}
+    addresses: dict[int, dict[tuple[str, str], Any]] = {4: {}, 6: {}}
+    by_link: dict[tuple[str, str, int], Resource] = {}   # (ns, ifname, family) → our address there
     for res in observed.values():
-        if res.kind == "address" and res.owner == project:
-            by_link[(res.attrs["ns"], res.attrs["ifname"])] = res
+        if res.kind == "address" and res.owner == project and not res.attrs["address"].startswith("fe80:"):
+            by_link[(res.attrs["ns"], res.attrs["ifname"], 6 if ":" in res.attrs["address"] else 4)] = res
     for res in observed.values():
         mark = names.parse_alias(res.attrs.get("alias")) if res.owner == project else None
         if not mark:
             continue
-        if res.kind == "bridge" and (addr := by_link.get((HOST, res.attrs["ifname"]))):
-            subnets[mark[2]] = ip_interface(f"{addr.attrs['address']}/{addr.attrs['prefixlen']}").network
-        elif res.kind == "veth" and mark[1] == "ep":
-            addr = by_link.get((res.attrs["peer_ns"], res.attrs["peer_ifname"]))
-            if addr:
-                container, _, network = mark[2].partition("/")
-                addresses[(container, network)] = _ipv4(addr.attrs["address"])
-    own_nets = {s for s in subnets.values()}
-    return HostFacts(tuple(r for r in routes if r not in own_nets), subnets, addresses)
+        for version in (4, 6):
+            if res.kind == "bridge" and (addr := by_link.get((HOST, res.attrs["ifname"], version))):
+                subnets[version][mark[2]] = ip_interface(f"{addr.attrs['address']}/{addr.attrs['prefixlen']}").network
+            elif res.kind == "veth" and mark[1] == "ep":
+                addr = by_link.get((res.attrs["peer_ns"], res.attrs["peer_ifname"], version))
+                if addr:
+                    container, _, network = mark[2].partition("/")
+                    addresses[version][(container, network)] = _ip(addr.attrs["address"])
+    own_nets = set(subnets[4].values()) | set(subnets[6].values())
+    return HostFacts(tuple(r for r in routes if r not in own_nets), subnets[4], addresses[4], subnets[6],
+                     addresses[6])
 
 
 class Host:
@@ -81,7 +87,8 @@ class Host:
         self.ovsdb = OvsdbDriver(remote_from(ovsdb))
         self.processes = ProcessDriver(stop_timeout)
         self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss), "ovsdb": self.ovsdb,
-                                        "nftables": NftablesDriver(self.nss), "processes": self.processes}
+                                        "nftables": NftablesDriver(self.nss), "processes": self.processes,
+                                        "proxies": ProxiesDriver()}
 
     def observe(self, scope: Scope) -> dict[str, Resource]:
         found: dict[str, Resource] = {}
@@ -152,9 +159,12 @@ class AppliedState:
     def write(self, desired: Desired, digests: dict[str, str], source: str) -> None:
         """Record `desired`; a unit it did not compile is unchanged, so its record stays."""
         resolved = desired.resolved
-        facts = {"subnets": {n: str(net.subnet) for n, net in resolved.networks.items()},
+        facts = {"subnets": {n: str(net.subnet) for n, net in resolved.networks.items() if net.subnet},
                  "addresses": [[c.name, ep.network, str(ep.address)] for c in resolved.containers.values()
-                               for ep in c.endpoints]}
+                               for ep in c.endpoints if ep.address],
+                 "subnets6": {n: str(net.subnet6) for n, net in resolved.networks.items() if net.subnet6},
+                 "addresses6": [[c.name, ep.network, str(ep.address6)] for c in resolved.containers.values()
+                                for ep in c.endpoints if ep.address6]}
         recorded, recorded_units = self.entries(), self.read().get("units", {})
 
         def entry(key: str) -> list:
@@ -174,12 +184,14 @@ class AppliedState:
         os.replace(self.path + ".tmp", self.path)
 
     @staticmethod
-    def facts(data: dict[str, Any], host_routes: list[IPv4Network]) -> HostFacts:
+    def facts(data: dict[str, Any], host_routes: list[IPv4Network | IPv6Network]) -> HostFacts:
         recorded = data.get("facts", {})
-        subnets = {n: IPv4Network(s) for n, s in recorded.get("subnets", {}).items()}
-        own = set(subnets.values())
+        subnets, subnets6 = ({n: ip_network(s) for n, s in recorded.get(key, {}).items()}
+                             for key in ("subnets", "subnets6"))
+        own = set(subnets.values()) | set(subnets6.values())
         return HostFacts(tuple(r for r in host_routes if r not in own), subnets,
-                         {(c, n): _ipv4(ip) for c, n, ip in recorded.get("addresses", [])})
+                         {(c, n): _ip(ip) for c, n, ip in recorded.get("addresses", [])}, subnets6,
+                         {(c, n): _ip(ip) for c, n, ip in recorded.get("addresses6", [])})
 
 
 class Lock:
@@ -463,10 +475,11 @@ class Project:
                 raise StalePlan("stale plan: the host or the topology changed since the plan was made; "
                                 "run plan again")
             report = Report(state.plan)
+            # Settings of devices this run creates (accept_ra of a new bridge) changed nothing anyone had.
             report.notes = [f"host sysctl {a.resource.attrs['name']} set to {a.resource.attrs['value']} "
                             f"(was {a.observed.attrs['value'] if a.observed else 'unset'})"
                             for a in state.plan.changes if a.kind == "sysctl" and a.resource.attrs["ns"] == HOST
-                            and a.op != "delete"]
+                            and a.op != "delete" and not (a.observed is None and sysctl_device(a.resource))]
             if not state.plan:
                 if not empty and not self.applied.read():  # e.g. after an upgrade: next edits stay focused
                     self.applied.write(state.desired, state.digests, self._source)
@@ -593,7 +606,8 @@ class Project:
         why not} for those that did not within `timeout` seconds."""
         from . import workload
         resolved = self.resolved()
-        addresses = {c.name: [str(ep.address) for ep in c.endpoints] for c in resolved.containers.values()}
+        addresses = {c.name: [str(ip) for ep in c.endpoints for ip, _ in ep.addresses()]
+                     for c in resolved.containers.values()}
         return workload.wait_ready(self.name, self.sandboxes(), addresses, timeout)
 
     def stop(self, containers: list[str] | None = None) -> list[str]:
@@ -669,12 +683,14 @@ class Project:
                       and wire.attrs.get("peer_ifname") == link.b[1])
             for i, ((container, ifname), (peer, peer_ifname)) in enumerate(zip(ends, reversed(ends))):
                 side = "" if i == 0 else "peer_"
-                address = link.addresses[i] if link.addresses else None
-                up = intact and wire.attrs.get(f"{side}up") and (
-                    address is None or f"addr:{netns[i]}/{ifname}/{address}" in observed)
+                addresses = [pair[i] for pair in (link.addresses, link.addresses6) if pair]
+                up = intact and wire.attrs.get(f"{side}up") and all(
+                    f"addr:{netns[i]}/{ifname}/{address}" in observed for address in addresses)
                 wires.setdefault(container, []).append(
                     {"container": container, "netns": netns[i], "network": None, "link": f"{peer}:{peer_ifname}",
-                     "ifname": ifname, "ipv4": address, "mac": wire.attrs.get(f"{side}mac") if intact else None,
+                     "ifname": ifname, "ipv4": next((a for a in addresses if ":" not in a), None),
+                     "ipv6": next((a for a in addresses if ":" in a), None),
+                     "mac": wire.attrs.get(f"{side}mac") if intact else None,
                      "host_ifname": None, "state": "up" if up else _absent_state(observed, netns[i])})
         rows = []
         for c in resolved.containers.values():
@@ -689,15 +705,16 @@ class Project:
                                and device.attrs.get("peer_ifname") == ep.ifname)
                     mac = device.attrs.get("peer_mac") if present else None
                     up = present and device.attrs.get("up") and device.attrs.get("peer_up")
-                up = up and f"addr:{c.netns}/{ep.ifname}/{ep.address}/{ep.prefixlen}" in observed
+                up = up and all(f"addr:{c.netns}/{ep.ifname}/{ip}/{plen}" in observed for ip, plen in ep.addresses())
                 rows.append({"container": c.name, "netns": c.netns, "network": ep.network, "link": None,
-                             "ifname": ep.ifname, "ipv4": f"{ep.address}/{ep.prefixlen}", "mac": mac,
+                             "ifname": ep.ifname, "ipv4": f"{ep.address}/{ep.prefixlen}" if ep.address else None,
+                             "ipv6": f"{ep.address6}/{ep.prefixlen6}" if ep.address6 else None, "mac": mac,
                              "host_ifname": ep.host_ifname,
                              "state": "up" if up else _absent_state(observed, c.netns)})
             rows.extend(wires.get(c.name, ()))
             if not c.endpoints and c.name not in wires:
                 rows.append({"container": c.name, "netns": c.netns, "network": None, "link": None, "ifname": None,
-                             "ipv4": None, "mac": None, "host_ifname": None,
+                             "ipv4": None, "ipv6": None, "mac": None, "host_ifname": None,
                              "state": "up" if f"netns:{c.netns}" in observed else "missing"})
         return self._with_processes(rows)
 

@@ -72,6 +72,7 @@ KINDS: dict[str, KindSpec] = {
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
     "nft_table": KindSpec("nftables", compare=("chains",), identity=("ns", "name")),
+    "port_proxy": KindSpec("proxies", replace_on=("target", "target_port")),
     "file": KindSpec("files", ordered=True),     # applied one by one, in the order given
     "sysctl": KindSpec("files", ordered=True),
     "process": KindSpec("processes", compare=("argv", "env", "cwd", "user"), outlives_parents=True),
@@ -184,14 +185,30 @@ def file(path: str, content: str | None = None, owner: str | None = None, link_t
                     deps=deps, owner=owner)
 
 
-def sysctl(ns: str, name: str, value: str, owner: str | None = None) -> Resource:
-    """A per-device sysctl (net.ipv4.conf.DEV.*) needs the device, when netcompose makes it."""
+def sysctl(ns: str, name: str, value: str, owner: str | None = None, device: str | None = None) -> Resource:
+    """A per-device sysctl (net.ipv4.conf.DEV.*) needs the device, when netcompose makes it:
+    `device` names its resource when that is not keyed by the device's own name (the
+    sandbox end of a veth is part of the pair keyed by its host end)."""
     value = " ".join(str(value).split())  # the kernel prints multi-value sysctls with tabs
     parts = name.split(".")
-    device = ((link_key(ns, parts[3]),) if len(parts) > 4 and parts[1] in ("ipv4", "ipv6") and parts[2] == "conf"
-              and parts[3] not in ("all", "default", "lo") else ())
+    if device is None and len(parts) > 4 and parts[1] in ("ipv4", "ipv6") and parts[2] == "conf" \
+            and parts[3] not in ("all", "default", "lo"):
+        device = link_key(ns, parts[3])
     return Resource("sysctl", f"sysctl:{ns}/{name}", {"ns": ns, "name": name, "value": value},
-                    deps=_ns_parents(ns) + device, owner=owner)
+                    deps=_ns_parents(ns) + ((device,) if device else ()), owner=owner)
+
+
+def sysctl_device(res: Resource) -> str | None:
+    """The device resource a sysctl waits for, if any."""
+    return next((dep for dep in res.deps if dep.startswith("link:")), None)
+
+
+def port_proxy(listen: str, port: int, protocol: str, target: str, target_port: int,
+               owner: str | None = None) -> Resource:
+    """A userland relay of a host port to a container (ports published on [::1])."""
+    return Resource("port_proxy", f"proxy:{protocol}/[{listen}]:{port}",
+                    {"listen": listen, "port": port, "protocol": protocol, "target": target,
+                     "target_port": target_port}, owner=owner)
 
 
 def nft_table(ns: str, family: str, name: str, chains: dict[str, Any], rules: dict[str, list] | None = None,

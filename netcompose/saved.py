@@ -31,21 +31,30 @@ def read_plan(path: str, project) -> str:
     return saved["fingerprint"]
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def resolved_document(res: Resolved) -> dict[str, Any]:
     return {
         "name": res.project,
-        "networks": {n.name: {"driver": n.driver, "subnet": str(n.subnet), "gateway": str(n.gateway), "mtu": n.mtu,
-                              "bridge": n.bridge, "nat": n.nat, "internal": n.internal, "icc": n.icc,
+        "networks": {n.name: {"driver": n.driver, "subnet": _text(n.subnet), "gateway": _text(n.gateway),
+                              "subnet6": _text(n.subnet6), "gateway6": _text(n.gateway6), "mtu": n.mtu,
+                              "bridge": n.bridge, "nat": n.nat, "nat6": n.nat6, "internal": n.internal, "icc": n.icc,
                               **({"vlan": n.vlan} if n.vlan else {}), **({"ovs": n.ovs} if n.ovs else {})}
                      for n in res.networks.values()},
         "containers": {c.name: {"netns": c.netns, "adopted": c.adopted,
                                 "networks": {ep.network: {"ifname": ep.ifname,
-                                                          "ipv4_address": f"{ep.address}/{ep.prefixlen}",
+                                                          "ipv4_address": f"{ep.address}/{ep.prefixlen}"
+                                                          if ep.address else None,
+                                                          "ipv6_address": f"{ep.address6}/{ep.prefixlen6}"
+                                                          if ep.address6 else None,
                                                           "mac_address": ep.mac, "type": ep.type,
                                                           "host_ifname": ep.host_ifname,
                                                           **({"trunks": ep.trunks} if ep.trunks else {})}
                                              for ep in c.endpoints},
-                                "default_gateway": str(c.default_gateway) if c.default_gateway else None,
+                                "default_gateway": _text(c.default_gateway),
+                                "default_gateway6": _text(c.default_gateway6),
                                 "routes": c.routes, "dns": c.dns, "dns_search": c.dns_search,
                                 "hosts": [f"{ip} {name}" for ip, name in res.host_groups.get(c.hosts_group, [])], "sysctls": c.sysctls,
                                 **({"command": c.process.argv, "environment": c.process.env,
@@ -57,5 +66,6 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
                    **({"bridge": l.master} if l.master else {}),
                    **({"mac_addresses": list(l.macs[:1 if l.b[0] is None else 2])} if any(l.macs) else {}),
                    "mtu": l.mtu,
-                   "addresses": list(l.addresses) if l.addresses else None} for l in res.links],
+                   "addresses": list(l.addresses) if l.addresses else None,
+                   "addresses6": list(l.addresses6) if l.addresses6 else None} for l in res.links],
     }

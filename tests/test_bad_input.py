@@ -140,6 +140,39 @@ CORPUS += [
     (WEB + "    firewall:\n      egress:\n        - {from: front}\n", "9:12", "write to: instead"),
 ]
 
+NET6 = OK_NET + "    subnet6: fd00:10::/64\n"
+CORPUS += [  # IPv6 (issue 14)
+    (NET6 + "containers:\n  web:\n    networks:\n      front: {ipv6_address: 'fd00:11::5'}\n", "8:29",
+     "outside subnet fd00:10::/64"),
+    (NET6 + "containers:\n  web:\n    networks:\n      front: {ipv6_address: 'fd00:10::1'}\n", "8:29",
+     "is the gateway of network 'front'"),
+    (NET6 + "containers:\n  web:\n    networks:\n      front: {ipv6_address: 'fd00:10::'}\n", "8:29",
+     "subnet-router anycast"),
+    (NET6 + "  back: {subnet6: 'fd00:10::8000/113'}\n", "5:19", "overlaps fd00:10::/64"),
+    ("networks:\n  front: {subnet6: 'fd00:10::1/128'}\n", "2:20", "/127 or shorter"),
+    ("networks:\n  front: {subnet: 10.10.0.0/24, nat6: false}\n", "2:39", "nat6 needs IPv6"),
+    (OK_NET + "containers:\n  web:\n    networks: [front]\n    ports: ['[fd00::1]:8080:80']\n", "7:13",
+     "host address fd00::1 is IPv6 but container 'web' has no IPv6 address"),
+    ("networks:\n  v6: {subnet6: 'fd00:10::/64'}\ncontainers:\n  web:\n    networks: [v6]\n"
+     "    ports: ['127.0.0.1:8080:80']\n", "6:13", "has no IPv4 address"),
+    (NET6 + "containers:\n  web:\n    networks: [front]\n    ports: ['::1:8080:80']\n", "8:12",
+     "IPv6 HOST_IP in brackets"),
+    (NET6 + "containers:\n  web:\n    networks: [front]\n    ports: ['8080:80', '[::]:8080:80']\n", "8:24",
+     "already published by containers.web.ports.0"),
+    ("networks:\n  front: {subnet: 'fd00:10::/64'}\n", "2:19", "write it under 'subnet6'"),
+    ("networks:\n  front: {subnet6: 'fd00:10::1/64'}\n", "2:20", "did you mean fd00:10::/64?"),
+    (NET6 + "    mtu: 1200\n", "5:10", "below IPv6's minimum of 1280"),
+    (OK_NET + "containers:\n  web:\n    networks:\n      front: {ipv6_address: 'fd00:10::5'}\n", "7:29",
+     "network 'front' has no IPv6"),
+    (NET6 + "containers:\n  web:\n    networks: [front]\n    routes: [{to: 'fd00:30::/64', via: 10.10.0.1}]\n",
+     "8:40", "is IPv4 but the route to fd00:30::/64 is IPv6"),
+    ("networks:\n  front: {subnet6: 'fd00:10::/64', gateway: 10.0.0.1}\n", "2:45", "gateway needs IPv4"),
+    (NET6 + "    gateway6: 'fd00:20::1'\n", "5:15", "outside subnet fd00:10::/64"),
+    ("containers:\n  a: {}\n  b: {}\nlinks:\n  - endpoints: [a:p0, b:p0]\n"
+     "    addresses: ['fd99::1/64', 'fd99::2/64']\n    mtu: 1000\n", "7:10", "below IPv6's minimum"),
+    ("address_pools:\n  - {base: 10.0.0.0/8, size: 64}\n", "2:5", "no usable address in an IPv4 subnet"),
+]
+
 
 @pytest.mark.parametrize("text,where,words", CORPUS, ids=[f"bad{i:02d}" for i in range(len(CORPUS))])
 def test_bad_file(tmp_path, text, where, words):

@@ -23,18 +23,25 @@ pytestmark = [needs_root, pytest.mark.kernel]
 HOST_SIDE, UPSTREAM = "198.51.100.1", "198.51.100.2"
 
 
-@pytest.fixture
-def upstream(project_name):
+def make_upstream(project_name: str, host_side: str, upstream: str, prefixlen: int) -> str:
+    """The namespace `<project>-up`, wired to the host by a veth: the host's end has
+    `host_side`, the namespace's `upstream` and a default route through the host."""
     ns, host_end = f"{project_name}-up", f"{project_name}-upl"
+    nodad = ["nodad"] if ":" in upstream else []   # usable at once, not `tentative`
     namespaces.create(ns)
     ip("link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
-    ip("addr", "add", f"{HOST_SIDE}/24", "dev", host_end)
+    ip("addr", "add", f"{host_side}/{prefixlen}", "dev", host_end, *nodad)
     ip("link", "set", host_end, "up")
-    ip("addr", "add", f"{UPSTREAM}/24", "dev", "eth0", ns=ns)
+    ip("addr", "add", f"{upstream}/{prefixlen}", "dev", "eth0", *nodad, ns=ns)
     ip("link", "set", "eth0", "up", ns=ns)
     ip("link", "set", "lo", "up", ns=ns)
-    ip("route", "add", "default", "via", HOST_SIDE, ns=ns)
+    ip("route", "add", "default", "via", host_side, ns=ns)
     return ns
+
+
+@pytest.fixture
+def upstream(project_name):
+    return make_upstream(project_name, HOST_SIDE, UPSTREAM, 24)
 
 
 POLICY_TOPO = """

@@ -20,6 +20,7 @@ from .. import resources as r
 from ..resources import Resource
 from ..spec.resolve import RContainer, Resolved, RNetwork
 from . import bridge, firewall, ovs, p2p
+from .bridge import no_router_advertisements
 
 NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs}
 
@@ -30,22 +31,33 @@ def netns_dir(ns: str) -> str:
     return f"/etc/netns/{ns}"
 
 
+# The metric the kernel gives an IPv6 route added without one (IP6_RT_PRIO_USER).
+IPV6_DEFAULT_METRIC = 1024
+DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+
+
 def _container(project: str, c: RContainer, networks: dict[str, RNetwork]) -> Iterable[Resource]:
     yield r.netns(c.netns, external=c.adopted, marker=None if c.adopted else names.alias(project, "ns", c.name))
-    addr_keys: dict[str, tuple[str, str]] = {}  # ifname → (link key, address key)
+    addr_keys: dict[tuple[str, int], tuple[str, str]] = {}  # (ifname, family) → (link key, address key)
+    devices: dict[str, str] = {}   # ifname → the resource that makes it
     for ep in c.endpoints:
         net = networks[ep.network]
         link_key, parts = NETWORK_DRIVERS[net.driver].endpoint(project, c, ep, net)
+        devices[ep.ifname] = link_key
         yield from parts
-        addr = r.address(c.netns, ep.ifname, str(ep.address), ep.prefixlen, link_key)
-        addr_keys[ep.ifname] = (link_key, addr.key)
-        yield addr
+        for ip, prefixlen in ep.addresses():
+            addr = r.address(c.netns, ep.ifname, str(ip), prefixlen, link_key)
+            addr_keys[(ep.ifname, ip.version)] = (link_key, addr.key)
+            yield addr
+        if ep.address6 is not None:
+            yield from no_router_advertisements(c, ep.ifname, link_key)
     routes = list(_routes(c, addr_keys))
     yield from routes
     etc = _etc_link(project, c) if not c.adopted else None
     if etc is not None:
         yield etc
-    sysctls = [r.sysctl(c.netns, name, value) for name, value in c.sysctls.items()]
+    sysctls = [r.sysctl(c.netns, name, value, device=devices.get(name.split(".")[3]) if name.count(".") > 3 else None)
+               for name, value in c.sysctls.items()]
     yield from sysctls
     if c.process is not None:
         # Started once its sandbox is complete: a server binds its address, a router
@@ -57,11 +69,16 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork]) -> It
                         deps=tuple(before))
 
 
-def _routes(c: RContainer, addr_keys: dict[str, tuple[str, str]]) -> Iterable[Resource]:
-    wanted = [("0.0.0.0/0", str(c.default_gateway), c.default_ifname, None)] if c.default_gateway else []
+def _routes(c: RContainer, addr_keys: dict[tuple[str, int], tuple[str, str]]) -> Iterable[Resource]:
+    wanted = [(DEFAULT_ROUTE[version], str(gateway), dev, None)
+              for version, gateway, dev in ((4, c.default_gateway, c.default_ifname),
+                                            (6, c.default_gateway6, c.default_ifname6)) if gateway is not None]
     wanted += [(rt["to"], rt["via"], rt["dev"], rt["metric"]) for rt in c.routes]
     for dst, via, dev, metric in wanted:
-        link, addr = addr_keys.get(dev, (None, None))
+        version = 6 if ":" in dst else 4
+        if version == 6 and metric is None:
+            metric = IPV6_DEFAULT_METRIC  # what the kernel reports back, so observing it matches
+        link, addr = addr_keys.get((dev, version), (None, None))
         yield r.route(c.netns, dst, via, dev, metric, link=link, gateway_address=addr)
 
 

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from ipaddress import IPv4Network, ip_network
+from ipaddress import ip_network
 from typing import Any, Iterable
 
 from .. import resources as r
 from ..resources import HOST, Resource
-from ..spec.resolve import RContainer, Resolved, RNetwork
+from ..spec.resolve import RContainer, Resolved, RNetwork, published_families, published_target
 from . import ovs as ovs_compile
 
 FAMILY_HOST, FAMILY_BRIDGE = "inet", "bridge"
-LOOPBACK = "127.0.0.0/8"
+LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
+# nftables' names of each family: its header payload, its NAT family, its ICMP.
+PAYLOAD = {4: "ip", 6: "ip6"}
+NFPROTO = {4: "ipv4", 6: "ipv6"}
+ICMP = {4: "icmp", 6: "ipv6-icmp"}
+# Address resolution on a link (RFC 4861 sends these with hop limit 255, so only on-link ones match).
+NEIGHBOUR_DISCOVERY = ["nd-neighbor-solicit", "nd-neighbor-advert"]
 
 
 def table_name(project: str) -> str:
@@ -39,8 +45,8 @@ def _meta(key: str) -> dict:
     return {"meta": {"key": key}}
 
 
-def _ip(field: str) -> dict:
-    return {"payload": {"protocol": "ip", "field": field}}
+def _ip(field: str, version: int = 4) -> dict:
+    return {"payload": {"protocol": PAYLOAD[version], "field": field}}
 
 
 def _names(names: list[str]) -> Any:
@@ -49,7 +55,7 @@ def _names(names: list[str]) -> Any:
 
 def _addr(value: str) -> Any:
     net = ip_network(value, strict=False)
-    if net.prefixlen == 32:
+    if net.prefixlen == net.max_prefixlen:
         return str(net.network_address)
     return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
 
@@ -59,9 +65,19 @@ def _addrs(values: list[str]) -> Any:
     return items[0] if len(items) == 1 else {"set": items}
 
 
-def _proto(proto: str, ports: list[int] | None) -> list[dict]:
+def _by_family(values: list[str]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for value in values:
+        found.setdefault(ip_network(value, strict=False).version, []).append(value)
+    return found
+
+
+def _proto(proto: str, ports: list[int] | None, versions: Iterable[int] = (4,)) -> list[dict]:
+    """Protocol and ports; `icmp` is the ICMP of each of `versions`."""
     if proto == "any":
         return []
+    if proto == "icmp":
+        return [_match(_meta("l4proto"), _names([ICMP[v] for v in sorted(set(versions))]))]
     exprs = [_match(_meta("l4proto"), proto)]
     if ports:
         exprs.append(_match({"payload": {"protocol": "th", "field": "dport"}},
@@ -100,14 +116,6 @@ def l3_interface(res: Resolved, net: RNetwork) -> str:
     return net.bridge if net.driver == "bridge" else ovs_compile.gateway_port(res, net)
 
 
-def _published_target(c: RContainer, res: Resolved) -> tuple[str, RNetwork] | None:
-    for ep in c.endpoints:
-        net = res.networks[ep.network]
-        if not net.internal:
-            return str(ep.address), net
-    return None
-
-
 def host_table(res: Resolved) -> Table | None:
     if not res.networks:
         return None
@@ -118,9 +126,14 @@ def host_table(res: Resolved) -> Table | None:
     t.rule("forward", "replies of allowed flows (conntrack)", ESTABLISHED, ACCEPT)
     for i, policy in enumerate(res.topology.policies):
         src, dst = res.networks[policy.from_], res.networks[policy.to]
-        t.rule("forward", f"policies[{i}]", _match(_meta("iifname"), ifaces[src.name]),
-               _match(_meta("oifname"), ifaces[dst.name]), _match(_ip("saddr"), _addr(str(src.subnet))),
-               _match(_ip("daddr"), _addr(str(dst.subnet))), *_proto(policy.proto, policy.ports), ACCEPT)
+        for version in (4, 6):  # one rule per family both networks have
+            if src.subnet_of(version) is None or dst.subnet_of(version) is None:
+                continue
+            t.rule("forward", f"policies[{i}]", _match(_meta("iifname"), ifaces[src.name]),
+                   _match(_meta("oifname"), ifaces[dst.name]),
+                   _match(_ip("saddr", version), _addr(str(src.subnet_of(version)))),
+                   _match(_ip("daddr", version), _addr(str(dst.subnet_of(version)))),
+                   *_proto(policy.proto, policy.ports, (version,)), ACCEPT)
     for name, net in res.networks.items():
         t.rule("forward", f"networks.{name}", _match(_meta("iifname"), ifaces[name]),
                _match(_meta("oifname"), ifaces[name]), ACCEPT)
@@ -136,9 +149,11 @@ def host_table(res: Resolved) -> Table | None:
 
     t.chain("postrouting", "nat", "postrouting", 100)
     for name, net in res.networks.items():
-        if net.nat and not net.internal:
-            t.rule("postrouting", f"networks.{name}.nat", _match(_ip("saddr"), _addr(str(net.subnet))),
-                   _match(_meta("oifname"), _names(everyone), "!="), {"masquerade": None})
+        for version, nat, suffix in ((4, net.nat, "nat"), (6, net.nat6, "nat6")):
+            if nat and not net.internal and net.subnet_of(version) is not None:
+                t.rule("postrouting", f"networks.{name}.{suffix}",
+                       _match(_ip("saddr", version), _addr(str(net.subnet_of(version)))),
+                       _match(_meta("oifname"), _names(everyone), "!="), {"masquerade": None})
 
     published = [(c, i, port) for c in res.containers.values()
                  for i, port in enumerate(res.topology.containers[c.name].ports)]
@@ -147,30 +162,42 @@ def host_table(res: Resolved) -> Table | None:
         t.chain("output", "nat", "output", -100)
     local_only = False
     for c, i, port in published:
-        target = _published_target(c, res)
-        if target is None:
-            continue
-        address, _net = target
-        origin = f"containers.{c.name}.ports[{i}]"
-        host_ip = str(port.host_ip)
-        dnat = {"dnat": {"family": "ip", "addr": address, "port": port.target}}
-        match = [_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"),
-                 *_proto(port.protocol, [port.published or port.target])]
-        if ip_network(host_ip).subnet_of(IPv4Network(LOOPBACK)):
-            local_only = True
-            t.rule("output", origin, _match(_ip("daddr"), host_ip), *match, dnat)
-            continue
-        only = [_match(_ip("daddr"), host_ip)] if host_ip != "0.0.0.0" else []
-        t.rule("prerouting", origin, *only, *match, dnat)
-        t.rule("output", origin, *(only or [_match(_ip("daddr"), _addr(LOOPBACK), "!=")]), *match, dnat)
+        for version in sorted(published_families(port)):
+            target = published_target(c, res.networks, version)
+            if target is not None:
+                local_only |= _publish(t, f"containers.{c.name}.ports[{i}]", port, version, target[0])
     if local_only:
         # A loopback-published port is DNATed with route_localnet on; guard it from the LAN (moby#45610).
         t.chain("localhost_guard", "filter", "prerouting", -300)
         t.rule("localhost_guard", "loopback-published ports stay local", _match(_meta("iifname"), "lo", "!="),
-               _match(_ip("daddr"), _addr(LOOPBACK)), DROP)
-        t.rule("postrouting", "loopback-published ports", _match(_ip("saddr"), _addr(LOOPBACK)),
+               _match(_ip("daddr"), _addr(LOOPBACK[4])), DROP)
+        t.rule("postrouting", "loopback-published ports", _match(_ip("saddr"), _addr(LOOPBACK[4])),
                _match(_meta("oifname"), _names(everyone)), {"masquerade": None})
     return t
+
+
+def _publish(t: Table, origin: str, port, version: int, address: str) -> bool:
+    """DNAT rules of one published port for one family; True when it is published on 127.0.0.1."""
+    dnat = {"dnat": {"family": PAYLOAD[version], "addr": address, "port": port.target}}
+    match = [_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"),
+             *_proto(port.protocol, [port.published or port.target])]
+    host_ip = port.host_ip if port.host_ip is not None and port.host_ip.version == version else None
+    if host_ip is not None and host_ip.is_loopback:
+        if version == 6:
+            return False   # relayed by a process instead (see loopback_relays)
+        t.rule("output", origin, _match(_ip("daddr", version), str(host_ip)), *match, dnat)
+        return True
+    if host_ip is not None and not host_ip.is_unspecified:
+        only = [_match(_ip("daddr", version), str(host_ip))]
+        t.rule("prerouting", origin, *only, *match, dnat)
+        t.rule("output", origin, *only, *match, dnat)
+        return False
+    # Every address of the family.  An IPv4 rule with no address match stays as it always
+    # was: a NAT statement of the other family does nothing to a packet.
+    family = [_match(_meta("nfproto"), NFPROTO[version])] if version == 6 else []
+    t.rule("prerouting", origin, *family, *match, dnat)
+    t.rule("output", origin, _match(_ip("daddr", version), _addr(LOOPBACK[version]), "!="), *match, dnat)
+    return False
 
 
 def bridge_table(res: Resolved) -> Table | None:
@@ -191,14 +218,24 @@ def bridge_table(res: Resolved) -> Table | None:
 # ---- per-container firewalls -----------------------------------------------------------
 
 def peer_addresses(res: Resolved, peer: str | None) -> list[str] | None:
-    """Addresses a firewall peer stands for; None = any."""
+    """Addresses a firewall peer stands for, of both families; None = any."""
     if peer in (None, "any"):
         return None
     if peer in res.networks:
-        return [str(res.networks[peer].subnet)]
+        net = res.networks[peer]
+        return [str(subnet) for subnet in (net.subnet, net.subnet6) if subnet is not None]
     if peer in res.containers:
-        return [str(ep.address) for ep in res.containers[peer].endpoints] or ["0.0.0.0/32"]
+        return [str(ip) for ep in res.containers[peer].endpoints for ip, _ in ep.addresses()] or ["0.0.0.0/32"]
     return [str(ip_network(peer, strict=False))]
+
+
+def container_families(res: Resolved, c: RContainer) -> set[int]:
+    """The address families a container has, on its networks and its wires."""
+    found = {ip.version for ep in c.endpoints for ip, _ in ep.addresses()}
+    for link in res.links:
+        if c.name in (link.a[0], link.b[0]):
+            found |= {ip_network(pair[0], strict=False).version for pair in (link.addresses, link.addresses6) if pair}
+    return found or {4}
 
 
 def container_table(res: Resolved, c: RContainer) -> Table | None:
@@ -206,6 +243,7 @@ def container_table(res: Resolved, c: RContainer) -> Table | None:
     if spec is None or (spec.ingress is None and spec.egress is None):
         return None
     t = Table(FAMILY_HOST, table_name(res.project))
+    families = container_families(res, c)
     for direction, hook, iface, field, rules in (("ingress", "input", "iifname", "saddr", spec.ingress),
                                                  ("egress", "output", "oifname", "daddr", spec.egress)):
         if rules is None:
@@ -213,10 +251,19 @@ def container_table(res: Resolved, c: RContainer) -> Table | None:
         t.chain(hook, "filter", hook, 0, policy="drop")
         t.rule(hook, f"containers.{c.name}.firewall.{direction} (replies)", ESTABLISHED, ACCEPT)
         t.rule(hook, f"containers.{c.name}.firewall.{direction} (loopback)", _match(_meta(iface), "lo"), ACCEPT)
+        if 6 in families:
+            t.rule(hook, f"containers.{c.name}.firewall.{direction} (IPv6 neighbour discovery)",
+                   _match({"payload": {"protocol": "icmpv6", "field": "type"}}, {"set": NEIGHBOUR_DISCOVERY}),
+                   _match(_ip("hoplimit", 6), 255), ACCEPT)
         for i, rule in enumerate(rules):
+            origin = f"containers.{c.name}.firewall.{direction}[{i}]"
             peer = peer_addresses(res, rule.from_ if direction == "ingress" else rule.to)
-            exprs = ([_match(_ip(field), _addrs(peer))] if peer else []) + _proto(rule.proto, rule.ports)
-            t.rule(hook, f"containers.{c.name}.firewall.{direction}[{i}]", *exprs, ACCEPT)
+            if peer is None:  # any peer: both families from one rule
+                t.rule(hook, origin, *_proto(rule.proto, rule.ports, families), ACCEPT)
+                continue
+            for version, addresses in sorted(_by_family(peer).items()):  # a v4 peer matches v4 only
+                t.rule(hook, origin, _match(_ip(field, version), _addrs(addresses)),
+                       *_proto(rule.proto, rule.ports, (version,)), ACCEPT)
     return t
 
 
@@ -225,8 +272,10 @@ def tables(res: Resolved) -> Iterable[Resource]:
     host = host_table(res)
     if host is not None:
         yield host.resource(HOST, deps)
-        if needs_forwarding(res):
+        if needs_forwarding(res, 4):
             yield r.sysctl(HOST, "net.ipv4.ip_forward", "1")
+        if needs_forwarding(res, 6):
+            yield r.sysctl(HOST, "net.ipv6.conf.all.forwarding", "1")
         for net in localhost_networks(res):
             iface = l3_interface(res, net)
             yield r.sysctl(HOST, f"net.ipv4.conf.{iface}.route_localnet", "1")
@@ -237,18 +286,37 @@ def tables(res: Resolved) -> Iterable[Resource]:
         table = container_table(res, c)
         if table is not None:
             yield table.resource(c.netns, (r.netns_key(c.netns),))
+    yield from loopback_relays(res)
 
 
-def needs_forwarding(res: Resolved) -> bool:
-    routed = any(n.nat and not n.internal for n in res.networks.values())
-    return routed or bool(res.topology.policies) or any(c.ports for c in res.topology.containers.values())
+def loopback_relays(res: Resolved) -> Iterable[Resource]:
+    """Ports published on [::1] go through a userland relay: NAT cannot reach them, as the
+    kernel drops the reply to ::1 un-NATed off `lo` (IPv6 has no route_localnet)."""
+    for c in res.containers.values():
+        for port in res.topology.containers[c.name].ports:
+            target = published_target(c, res.networks, 6)
+            if port.host_ip is not None and port.host_ip.version == 6 and port.host_ip.is_loopback and target:
+                yield r.port_proxy(str(port.host_ip), port.published or port.target, port.protocol, target[0],
+                                   port.target)
+
+
+def needs_forwarding(res: Resolved, version: int) -> bool:
+    """IPv4 forwards for NAT, policies and published ports; IPv6 also routes subnets out
+    unmasqueraded (nat6: false on a global subnet)."""
+    nets = [n for n in res.networks.values() if n.subnet_of(version) is not None]
+    routed = any((n.nat if version == 4 else True) and not n.internal for n in nets)
+    policies = any(res.networks[p.from_].subnet_of(version) and res.networks[p.to].subnet_of(version)
+                   for p in res.topology.policies)
+    ports = any(published_target(c, res.networks, version) and version in published_families(port)
+                for c in res.containers.values() for port in res.topology.containers[c.name].ports)
+    return routed or policies or ports
 
 
 def localhost_networks(res: Resolved) -> list[RNetwork]:
     found: dict[str, RNetwork] = {}
     for c in res.containers.values():
         for port in res.topology.containers[c.name].ports:
-            target = _published_target(c, res)
-            if target and ip_network(str(port.host_ip)).subnet_of(IPv4Network(LOOPBACK)):
+            target = published_target(c, res.networks, 4)
+            if target and port.host_ip is not None and port.host_ip.version == 4 and port.host_ip.is_loopback:
                 found[target[1].name] = target[1]
     return list(found.values())

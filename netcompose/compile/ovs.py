@@ -9,7 +9,7 @@ from .. import names
 from .. import resources as r
 from ..resources import HOST, Resource
 from ..spec.resolve import RContainer, REndpoint, Resolved, RNetwork
-from .bridge import endpoint_veth
+from .bridge import endpoint_veth, gateway_addresses
 
 
 def _ids(project: str, net: RNetwork, endpoint: str | None = None) -> dict[str, str]:
@@ -33,7 +33,7 @@ def network(res: Resolved, net: RNetwork) -> Iterable[Resource]:
     link = r.claimed_link(HOST, gw, gw, mtu=net.mtu, alias=names.alias(res.project, "gw", net.name),
                           creator=port.key)
     yield link
-    yield r.address(HOST, gw, str(net.gateway), net.subnet.prefixlen, link.key)
+    yield from gateway_addresses(net, link.key, gw)
 
 
 def endpoint(project: str, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple[str, list[Resource]]:

@@ -8,6 +8,7 @@ from .. import names
 from .. import resources as r
 from ..resources import HOST, Resource
 from ..spec.resolve import Resolved
+from .bridge import no_router_advertisements
 
 
 def links(res: Resolved) -> Iterable[Resource]:
@@ -27,6 +28,9 @@ def links(res: Resolved) -> Iterable[Resource]:
             wire = r.veth(a_ns, link.a[1], res.containers[link.b[0]].netns, link.b[1], mtu=link.mtu,
                           mac=link.macs[0], peer_mac=link.macs[1], **aliases)
         yield wire
-        for (container, ifname), cidr in zip((link.a, link.b), link.addresses or ()):
-            ip, _, plen = cidr.partition("/")
-            yield r.address(res.containers[container].netns, ifname, ip, int(plen), wire.key)
+        for pair in (link.addresses, link.addresses6):
+            for (container, ifname), cidr in zip((link.a, link.b), pair or ()):
+                ip, _, plen = cidr.partition("/")
+                yield r.address(res.containers[container].netns, ifname, ip, int(plen), wire.key)
+                if ":" in ip:
+                    yield from no_router_advertisements(res.containers[container], ifname, wire.key)

@@ -179,7 +179,8 @@ class FilesDriver:
             if res.kind == "sysctl":
                 value = self._read_sysctl(res.attrs["ns"], res.attrs["name"])
                 if value is not None:
-                    out.append(r.sysctl(res.attrs["ns"], res.attrs["name"], value, owner=project))
+                    out.append(r.sysctl(res.attrs["ns"], res.attrs["name"], value, owner=project,
+                                        device=r.sysctl_device(res)))
         return out
 
     def _in_ns(self, ns: str, fn):

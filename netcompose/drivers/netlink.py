@@ -11,7 +11,7 @@ import socket
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Callable
 
 from .. import names
@@ -22,7 +22,14 @@ from . import Outcome, Scope, ethtool, namespaces, rtnl
 
 
 def _ip_int(address: str) -> int:
-    return int.from_bytes(socket.inet_aton(address), "big")
+    return int.from_bytes(rtnl.pack_ip(address), "big")
+
+
+def _prefix(address: str, prefixlen: int) -> tuple[int, int, int]:
+    """(family bits, network, mask) of address/prefixlen, to test which address reaches a gateway."""
+    bits = 128 if ":" in address else 32
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - prefixlen)) - 1)
+    return bits, _ip_int(address) & mask, mask
 
 
 class Namespaces:
@@ -157,15 +164,15 @@ class NetlinkDriver:
         self.nss = nss
         self.index: dict[str, dict[str, int]] = {}
         self.fresh: set[str] = set()   # namespaces this run created
-        self.host_routes: list[IPv4Network] = []
+        self.host_routes: list[IPv4Network | IPv6Network] = []
 
     def close(self) -> None:
         pass
 
     # ---- observe -------------------------------------------------------------------
-    def read_host_routes(self) -> list[IPv4Network]:
-        """The host's routes that are not ours (new subnets must avoid them)."""
-        self.host_routes = [IPv4Network(rt.dst) for rt in self.nss.sock(HOST).routes()
+    def read_host_routes(self) -> list[IPv4Network | IPv6Network]:
+        """The host's routes (both families) that are not ours (new subnets must avoid them)."""
+        self.host_routes = [ip_network(rt.dst, strict=False) for rt in self.nss.sock(HOST).routes()
                             if rt.protocol != rtnl.RTPROT_NETCOMPOSE]
         return self.host_routes
 
@@ -238,20 +245,21 @@ class NetlinkDriver:
         for v in veths:
             link_of[(v.attrs["ns"], v.attrs["ifname"])] = v.key
             link_of[(v.attrs["peer_ns"], v.attrs["peer_ifname"])] = v.key
-        on_device: dict[tuple[str, str], list[tuple[int, int, str]]] = defaultdict(list)  # (net, mask, key)
+        # (family bits, net, mask, key)
+        on_device: dict[tuple[str, str], list[tuple[int, int, int, str]]] = defaultdict(list)
         for ns, ifname, item in on_links:
             if isinstance(item, rtnl.Addr):
                 link = link_of.get((ns, ifname), r.link_key(ns, ifname))
                 addr = r.address(ns, ifname, item.address, item.prefixlen, link, owner=project)
-                mask = (0xFFFFFFFF << (32 - item.prefixlen)) & 0xFFFFFFFF
-                on_device[(ns, ifname)].append((_ip_int(item.address) & mask, mask, addr.key))
+                on_device[(ns, ifname)].append((*_prefix(item.address, item.prefixlen), addr.key))
                 out.append(addr)
         for ns, ifname, item in on_links:
             if isinstance(item, rtnl.Route):
                 link = link_of.get((ns, ifname), r.link_key(ns, ifname)) if ifname else None
                 via = _ip_int(item.gateway) if item.gateway else None
-                reach = next((key for net, mask, key in on_device.get((ns, ifname), ())
-                              if via is not None and via & mask == net), None)
+                bits = 128 if item.gateway and ":" in item.gateway else 32
+                reach = next((key for family, net, mask, key in on_device.get((ns, ifname), ())
+                              if via is not None and family == bits and via & mask == net), None)
                 out.append(r.route(ns, item.dst, item.gateway, ifname, item.metric, link=link,
                                    gateway_address=reach, owner=project))
         return out
@@ -507,6 +515,8 @@ class NetlinkDriver:
                 return rtnl.Request(rtnl.RTM_NEWLINK, 0, rtnl.ifinfo(index) + rtnl.link_attrs(
                     name=name, netns_fd=self.nss.fd(ns) if ns != HOST else None))
             yield Step(HOST, move)
+        if action.op == "create":  # as for our veths: no IPv6 autoconfiguration before it comes up
+            yield Step(ns, lambda _: rtnl.no_ipv6_autoconf(name), by_name=True)
         yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(**settings), up=a["up"]), by_name=True)
 
     def _link_steps(self, action: Action):
@@ -533,16 +543,19 @@ class NetlinkDriver:
                 forget_indexes()
                 own = rtnl.link_attrs(name=name, mtu=a["mtu"], mac=a.get("mac"), master=master())
                 if action.resource.kind == "bridge":
-                    return rtnl.new_link("bridge", own, up=a["up"])
+                    return rtnl.new_link("bridge", own, up=False)
                 peer = rtnl.link_attrs(name=a["peer_ifname"], mtu=a["peer_mtu"], mac=a.get("peer_mac"),
                                        netns_fd=self.nss.fd(a["peer_ns"]) if a["peer_ns"] != ns else None)
                 self._predict_index(a["peer_ns"], a["peer_ifname"])
                 return rtnl.new_veth(own, peer, up=False)
             yield Step(ns, create)
+            # Every link of ours comes up only after IPv6 autoconfiguration is off (see
+            # no_ipv6_autoconf): no link-local address left `tentative` by DAD when `up` returns.
             if action.resource.kind == "bridge":
-                yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(alias=a["alias"])), by_name=True)
+                yield Step(ns, lambda _: rtnl.no_ipv6_autoconf(name), by_name=True)
+                yield Step(ns, lambda _: rtnl.set_link(name, rtnl.link_attrs(alias=a["alias"]), up=a["up"]),
+                           by_name=True)
                 return
-            # Both ends come up only after IPv6 autoconfiguration is off (see no_ipv6_autoconf).
             for end, prefix in ((ns, ""), (a["peer_ns"], "peer_")):
                 ifname, alias, up = a[f"{prefix}ifname"], a[f"{prefix}alias"], a[f"{prefix}up"]
                 yield Step(end, lambda _, i=ifname: rtnl.no_ipv6_autoconf(i), by_name=True)

@@ -26,14 +26,27 @@ IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16,
 RTEXT_FILTER_SKIP_STATS = 1 << 3   # the planner needs no counters; skipping them halves a link dump
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_PORT = 1, 2, 15
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 NDA_DST = 1
 NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 IFF_UP = 1
-AF_INET = socket.AF_INET
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
+
+
+def family_of(address: str) -> int:
+    return AF_INET6 if ":" in address else AF_INET
+
+
+def pack_ip(address: str) -> bytes:
+    return socket.inet_pton(family_of(address), address)
+
+
+def unpack_ip(family: int, raw: bytes | memoryview) -> str:
+    return socket.inet_ntop(family, bytes(raw))
 RT_TABLE_MAIN = 254
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_HOST = 0, 253, 254
 RTN_UNICAST = 1
 # Routes netcompose adds carry this protocol number: it marks them as ours.
 RTPROT_NETCOMPOSE = 157
@@ -157,7 +170,7 @@ def set_link(name: str, attrs: bytes = b"", up: bool | None = None) -> Request:
     return Request(RTM_NEWLINK, 0, ifinfo(0, flags, change) + attr_str(IFLA_IFNAME, name) + attrs)
 
 
-IFLA_AF_SPEC, AF_INET6, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 10, 8, 1
+IFLA_AF_SPEC, IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 26, 8, 1
 
 
 def no_ipv6_autoconf(name: str) -> Request:
@@ -173,9 +186,14 @@ def del_link(name: str) -> Request:
 
 
 def _addr_body(index: int, address: str, prefixlen: int) -> bytes:
-    packed = socket.inet_aton(address)
-    return (_IFADDRMSG.pack(AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
-            + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed))
+    family, packed = family_of(address), pack_ip(address)
+    if family == AF_INET:
+        return (_IFADDRMSG.pack(AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+                + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed))
+    # IPv6: no Duplicate Address Detection, so the address is usable (not `tentative`) at once;
+    # netcompose's own allocation keeps addresses unique on its networks.
+    return (_IFADDRMSG.pack(AF_INET6, prefixlen, IFA_F_NODAD, RT_SCOPE_UNIVERSE, index)
+            + attr(IFA_ADDRESS, packed) + attr_u32(IFA_FLAGS, IFA_F_NODAD))
 
 
 def new_addr(index: int, address: str, prefixlen: int) -> Request:
@@ -189,12 +207,14 @@ def del_addr(index: int, address: str, prefixlen: int) -> Request:
 def _route_body(dst: str, oif: int | None, via: str | None, metric: int | None) -> bytes:
     net, _, plen = dst.partition("/")
     dst_len = int(plen)
-    scope = RT_SCOPE_UNIVERSE if via else RT_SCOPE_LINK
-    body = _RTMSG.pack(AF_INET, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_NETCOMPOSE, scope, RTN_UNICAST, 0)
+    family = family_of(net)
+    # IPv6 routes have no scope; an IPv4 route without a gateway is on-link.
+    scope = RT_SCOPE_UNIVERSE if via or family == AF_INET6 else RT_SCOPE_LINK
+    body = _RTMSG.pack(family, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_NETCOMPOSE, scope, RTN_UNICAST, 0)
     if dst_len:
-        body += attr(RTA_DST, socket.inet_aton(net))
+        body += attr(RTA_DST, pack_ip(net))
     if via:
-        body += attr(RTA_GATEWAY, socket.inet_aton(via))
+        body += attr(RTA_GATEWAY, pack_ip(via))
     if oif is not None:
         body += attr_u32(RTA_OIF, oif)
     if metric is not None:
@@ -279,25 +299,30 @@ def _decode_link(msg: memoryview) -> Link:
 
 
 def _decode_addr(msg: memoryview) -> Addr | None:
-    family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(msg, 0)
-    if family != AF_INET:
+    family, prefixlen, _flags, scope, index = _IFADDRMSG.unpack_from(msg, 0)
+    if family == AF_INET6 and scope == RT_SCOPE_HOST:
+        return None   # ::1
+    if family not in (AF_INET, AF_INET6):
         return None
     attrs = parse_attrs(msg, _IFADDRMSG.size, len(msg))
-    raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-    return Addr(index=index, address=socket.inet_ntoa(bytes(raw)), prefixlen=prefixlen)
+    raw = (attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)) if family == AF_INET else attrs.get(IFA_ADDRESS)
+    return Addr(index=index, address=unpack_ip(family, raw), prefixlen=prefixlen)
+
+
+_ANY = {AF_INET: "0.0.0.0", AF_INET6: "::"}
 
 
 def _decode_route(msg: memoryview) -> Route | None:
     family, dst_len, _src, _tos, table, protocol, _scope, rtype, _flags = _RTMSG.unpack_from(msg, 0)
-    if family != AF_INET or rtype != RTN_UNICAST:
+    if family not in (AF_INET, AF_INET6) or rtype != RTN_UNICAST:
         return None
     attrs = parse_attrs(msg, _RTMSG.size, len(msg))
     if _u32(attrs.get(RTA_TABLE)) not in (None, RT_TABLE_MAIN) or table not in (RT_TABLE_MAIN, 252):
         return None
     dst = attrs.get(RTA_DST)
     gateway = attrs.get(RTA_GATEWAY)
-    return Route(dst=f"{socket.inet_ntoa(bytes(dst)) if dst is not None else '0.0.0.0'}/{dst_len}",
-                 gateway=socket.inet_ntoa(bytes(gateway)) if gateway is not None else None,
+    return Route(dst=f"{unpack_ip(family, dst) if dst is not None else _ANY[family]}/{dst_len}",
+                 gateway=unpack_ip(family, gateway) if gateway is not None else None,
                  oif=_u32(attrs.get(RTA_OIF)), protocol=protocol,
                  metric=_u32(attrs.get(RTA_PRIORITY)))
 
@@ -426,7 +451,8 @@ class RtnlSocket:
                 return found
 
     def addrs(self) -> list[Addr]:
-        rows = (_decode_addr(m) for m in self.dump(RTM_GETADDR, _IFADDRMSG.pack(AF_INET, 0, 0, 0, 0)))
+        """IPv4 and global IPv6 addresses."""
+        rows = (_decode_addr(m) for m in self.dump(RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)))
         return [a for a in rows if a is not None]
 
     def neighbours(self) -> list[Neighbour]:
@@ -440,8 +466,8 @@ class RtnlSocket:
         return found
 
     def routes(self, protocol: int = 0) -> list[Route]:
-        """IPv4 unicast routes of the main table; with `protocol`, only those (the kernel
-        filters the dump, so the local table and the kernel's own routes are never sent)."""
+        """IPv4 and IPv6 unicast routes of the main table; with `protocol`, only those (the
+        kernel filters the dump, so the local table and the kernel's own routes are never sent)."""
         if protocol and not self.strict:
             try:
                 self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
@@ -449,7 +475,7 @@ class RtnlSocket:
                 pass  # before Linux 4.20 the kernel sends everything; the check below filters
             self.strict = True
         table = RT_TABLE_MAIN if protocol else 0
-        request = _RTMSG.pack(AF_INET, 0, 0, 0, table, protocol, 0, 0, 0)
+        request = _RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, table, protocol, 0, 0, 0)
         rows = (_decode_route(m) for m in self.dump(RTM_GETROUTE, request))
         return [r for r in rows if r is not None and (not protocol or r.protocol == protocol)]
 

@@ -127,7 +127,7 @@ def _validation_error(doc: Document, err) -> SpecError:
     if kind == "string_pattern_mismatch":
         message = _PATTERN_MESSAGES.get(first.get("ctx", {}).get("pattern"), "invalid value").format(
             excerpt(first.get("input")))
-    if kind == "ip_v4_network" and isinstance(first.get("input"), str):
+    if kind in ("ip_v4_network", "ip_v6_network") and isinstance(first.get("input"), str):
         try:
             fixed = ipaddress.ip_network(first["input"], strict=False)
             message = f"{excerpt(first['input'])} has host bits set; did you mean {fixed}?"

@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,7 +30,8 @@ class Record(SimpleNamespace):
     """One validated model: its fields as attributes."""
 
 
-_ADDRESS_TYPES = {"a": IPv4Address, "n": IPv4Network, "i": IPv4Interface}
+_ADDRESS_TYPES = {"a": IPv4Address, "n": IPv4Network, "i": IPv4Interface,
+                  "a6": IPv6Address, "n6": IPv6Network, "i6": IPv6Interface}
 _ADDRESS_TAGS = {cls: tag for tag, cls in _ADDRESS_TYPES.items()}
 
 

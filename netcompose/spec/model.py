@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import (IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network,
+                       ip_address, ip_interface, ip_network)
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator,
                       model_validator)
 
 from ..errors import excerpt
-from .patterns import HOSTNAME_PATTERN, IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES
+from .patterns import (DEFAULT_IPV4_POOL, DEFAULT_POOL_SIZE, HOSTNAME_PATTERN, IFNAME_PATTERN, MAC_PATTERN,
+                       NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES)
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
 ProjectName = Annotated[str, Field(pattern=PROJECT_PATTERN, min_length=1, max_length=32)]
@@ -37,13 +39,52 @@ HostName = Annotated[str, Field(pattern=HOSTNAME_PATTERN, max_length=253)]
 def _written_as_text(value: Any) -> Any:
     # pydantic would read `subnet: 5` (or `false`) as an integer address.
     if isinstance(value, (bool, int, float)):
-        raise ValueError("expected an IPv4 address or subnet written like 10.0.0.1 or 10.0.0.0/24, not a number or boolean")
+        raise ValueError("expected an IP address or subnet written like 10.0.0.1, 10.0.0.0/24 or fd00:1::/64, "
+                         "not a number or boolean")
     return value
 
 
-IPv4Net = Annotated[IPv4Network, BeforeValidator(_written_as_text)]
+def _one_family(version: int, parse: Any, other_key: str) -> Any:
+    """A v4-only (or v6-only) field that names the other family's field when given the other family."""
+    def check(value: Any) -> Any:
+        value = _written_as_text(value)
+        if isinstance(value, str):
+            try:
+                parsed = parse(value.strip())
+            except ValueError:
+                return value  # pydantic explains what is wrong with it
+            if parsed.version != version:
+                raise ValueError(f"{value} is an IPv{parsed.version} value; write it under '{other_key}'")
+        return value
+    return BeforeValidator(check)
+
+
+def _either_family(parse: Any) -> Any:
+    """A field that takes either family: parsed here, so an error is one message rather than one per family."""
+    def check(value: Any) -> Any:
+        value = _written_as_text(value)
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                return parse(text.strip("[]") if parse is ip_address else text)
+            except ValueError as exc:
+                if parse is ip_network and "has host bits set" in str(exc):
+                    raise ValueError(f"{text} has host bits set; did you mean {ip_network(text, strict=False)}?")
+                raise ValueError(f"'{text}' is not an IPv4 or IPv6 "
+                                 f"{'address' if parse is ip_address else 'subnet' if parse is ip_network else 'address/prefix'}")
+        return value
+    return BeforeValidator(check)
+
+
+IPv4Net = Annotated[IPv4Network, _one_family(4, lambda v: ip_network(v, strict=False), "subnet6")]
 IPv4Addr = Annotated[IPv4Address, BeforeValidator(_written_as_text)]
 IPv4Iface = Annotated[IPv4Interface, BeforeValidator(_written_as_text)]
+IPv6Net = Annotated[IPv6Network, _one_family(6, lambda v: ip_network(v, strict=False), "subnet")]
+IPv6Addr = Annotated[IPv6Address, BeforeValidator(_written_as_text)]
+IPv6Iface = Annotated[IPv6Interface, _one_family(6, ip_interface, "addresses")]
+IPNet = Annotated[IPv4Network | IPv6Network, _either_family(ip_network)]
+IPAddr = Annotated[IPv4Address | IPv6Address, _either_family(ip_address)]
+IPIface = Annotated[IPv4Interface | IPv6Interface, _either_family(ip_interface)]
 
 
 class Strict(BaseModel):
@@ -63,8 +104,14 @@ class Network(Strict):
     ip_range: IPv4Net | None = Field(None, description="where automatic addresses come from (inside subnet)")
     aux_addresses: dict[str, IPv4Addr] = Field(default_factory=dict,
                                                description="addresses reserved for other hosts, never assigned")
+    enable_ipv4: bool | None = Field(None, description="default true, false when only subnet6 is set")
+    subnet6: IPv6Net | None = Field(None, description="IPv6 subnet (also turns IPv6 on)")
+    gateway6: IPv6Addr | None = Field(None, description="host-side IPv6 address; default: first address")
+    enable_ipv6: bool | None = Field(None, description="IPv6 from address_pools when subnet6 is not set")
     mtu: Mtu = 1500
     nat: bool = Field(True, description="masquerade traffic leaving through non-project interfaces")
+    nat6: bool | None = Field(None, description="masquerade IPv6 out; default: true for ULA (fc00::/7) subnets, "
+                                                "false for global ones")
     internal: bool = Field(False, description="no traffic in or out except between members")
     icc: bool = Field(True, description="members may talk to each other directly")
     vlan: VlanId | None = Field(None, description="OVS access tag for every endpoint of this network")
@@ -84,7 +131,8 @@ def check_ifname(value: str) -> str:
 
 
 class Endpoint(Strict):
-    ipv4_address: IPv4Addr | None = None
+    ipv4_address: Annotated[IPv4Address, _one_family(4, ip_address, "ipv6_address")] | None = None
+    ipv6_address: Annotated[IPv6Address, _one_family(6, ip_address, "ipv4_address")] | None = None
     ifname: IfName | None = Field(None, description="default eth0, eth1, ... in declaration order")
     mac_address: Mac | None = None
     type: Literal["veth", "ovs-internal"] = "veth"
@@ -107,8 +155,8 @@ class Endpoint(Strict):
 
 
 class Route(Strict):
-    to: IPv4Net
-    via: IPv4Addr | None = None
+    to: IPNet
+    via: IPAddr | None = None
     metric: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = Field(None, description="0 to 4294967295 (u32)")
 
 
@@ -116,16 +164,19 @@ class PortMapping(Strict):
     target: PortNumber
     published: PortNumber | None = None
     protocol: Literal["tcp", "udp"] = "tcp"
-    host_ip: IPv4Addr = IPv4Address("0.0.0.0")
+    host_ip: IPAddr | None = Field(None, description="default: every address of both families; 0.0.0.0: IPv4 "
+                                                    "only; '::': both families; ::1 or 127.0.0.1: the host only")
 
 
-_SHORT_PORT = re.compile(r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?:(?P<published>\d+):)?(?P<target>\d+)(?:/(?P<proto>tcp|udp))?")
+_SHORT_PORT = re.compile(r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+|\[[0-9A-Fa-f:.]+\]):)?(?:(?P<published>\d+):)?"
+                         r"(?P<target>\d+)(?:/(?P<proto>tcp|udp))?")
 
 
 def parse_short_port(text: str) -> dict[str, Any]:
     match = _SHORT_PORT.fullmatch(text.strip(" "))
     if not match:
-        raise ValueError(f"{excerpt(text)} is not [HOST_IP:][PUBLISHED:]TARGET[/tcp|udp]")
+        raise ValueError(f"{excerpt(text)} is not [HOST_IP:][PUBLISHED:]TARGET[/tcp|udp] (an IPv6 HOST_IP in "
+                         "brackets: [::1]:8080:80)")
     parts = {"target": int(match["target"]), "protocol": match["proto"] or "tcp"}
     if match["published"]:
         parts["published"] = int(match["published"])
@@ -209,9 +260,9 @@ class Container(Strict):
     networks: dict[Name, Endpoint] = Field(default_factory=dict)
     default_route: Name | None = Field(None, description="network whose gateway is the default route")
     routes: list[Route] = Field(default_factory=list)
-    dns: list[IPv4Addr] = Field(default_factory=list)
+    dns: list[IPAddr] = Field(default_factory=list)
     dns_search: list[str] = Field(default_factory=list)
-    extra_hosts: dict[str, IPv4Addr | Literal["host-gateway"]] = Field(
+    extra_hosts: dict[str, IPAddr | Literal["host-gateway"]] = Field(
         default_factory=dict, description="name → address; host-gateway: the gateway of the default route's network")
     aliases: list[HostName] = Field(default_factory=list,
                                     description="more names of the container on all its networks (hosts files)")
@@ -282,8 +333,11 @@ class Link(Strict):
     mac_addresses: Annotated[list[Mac | None], Field(min_length=1, max_length=2)] | None = Field(
         None, description="MAC address of each container end, in the order of endpoints (null: the kernel's)")
     mtu: Mtu = 1500
-    addresses: Annotated[list[IPv4Iface], Field(min_length=2, max_length=2)] | None = Field(
+    addresses: Annotated[list[IPIface], Field(min_length=2, max_length=2)] | None = Field(
         None, description='addresses of the two ends, e.g. ["10.99.0.1/30", "10.99.0.2/30"]')
+    addresses6: Annotated[list[IPv6Iface], Field(min_length=2, max_length=2)] | None = Field(
+        None, description='IPv6 addresses of the two ends beside IPv4 `addresses` (a dual-stack wire), e.g. '
+                          '["fd99::1/64", "fd99::2/64"]')
 
     @model_validator(mode="after")
     def _two_ends(self) -> "Link":
@@ -318,11 +372,20 @@ class Expectation(Strict):
 
 
 class AddressPool(Strict):
-    base: IPv4Net
-    size: Annotated[int, Field(ge=8, le=30)] = 24
+    base: IPNet
+    size: Annotated[int, Field(ge=8, le=127)] | None = Field(None, description="prefix length of each subnet; "
+                                                                       "default 24 for IPv4, 64 for IPv6")
+
+    @model_validator(mode="after")
+    def _size_fits_family(self) -> "AddressPool":
+        longest = 30 if self.base.version == 4 else 127
+        if self.size is not None and self.size > longest:
+            raise ValueError(f"size /{self.size} leaves no usable address in an IPv{self.base.version} subnet; "
+                             f"use /{longest} or shorter")
+        return self
 
 
-DEFAULT_POOLS = [AddressPool(base=IPv4Network("10.128.0.0/9"), size=24)]
+DEFAULT_POOLS = [AddressPool(base=IPv4Network(DEFAULT_IPV4_POOL), size=DEFAULT_POOL_SIZE[4])]
 
 
 class Topology(Strict):
@@ -330,7 +393,10 @@ class Topology(Strict):
     include: list[str] = Field(default_factory=list, description="fragments merged into this file")
     template: bool = Field(False, description="render this file with Jinja2 first")
     vars: dict[str, Any] = Field(default_factory=dict, description="template variables")
-    address_pools: list[AddressPool] = Field(default_factory=lambda: list(DEFAULT_POOLS))
+    address_pools: list[AddressPool] = Field(
+        default_factory=lambda: list(DEFAULT_POOLS),
+        description="where subnets come from when a network sets none; a family without an entry uses its default: "
+                    "10.128.0.0/9 in /24s, and a ULA /48 derived from the project name in /64s")
     networks: dict[Name, Network] = Field(default_factory=dict)
     containers: dict[Name, Container] = Field(default_factory=dict)
     links: list[Link] = Field(default_factory=list)

@@ -2,6 +2,9 @@
 
 Pure: host facts that influence defaults (routes already on the host, subnets and
 addresses netcompose assigned before) come in as arguments.  The result is plain data.
+
+Both address families go through the same code: a network has an IPv4 subnet, an IPv6
+subnet or both, and every check and allocation takes the family as a parameter.
 """
 from __future__ import annotations
 
@@ -10,32 +13,60 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_network
-from typing import Any, Iterator
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_network
+from typing import Any, Iterator, Union
 
 from ..errors import SpecError, excerpt
 from .. import names
 from . import sysctls
 from .loader import Document
 from .memo import Record
-from .patterns import IFNAME_PATTERN, RESERVED_IFNAMES
+from .patterns import DEFAULT_IPV4_POOL, DEFAULT_POOL_SIZE, IFNAME_PATTERN, RESERVED_IFNAMES
+
+IPNetwork = Union[IPv4Network, IPv6Network]
+IPAddress = Union[IPv4Address, IPv6Address]
+IPInterface = Union[IPv4Interface, IPv6Interface]
+ULA = IPv6Network("fc00::/7")
+IPV6_MIN_MTU = 1280
+DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+# The field names of each family in the file, for messages.
+SUBNET_KEY = {4: "subnet", 6: "subnet6"}
+GATEWAY_KEY = {4: "gateway", 6: "gateway6"}
+ADDRESS_KEY = {4: "ipv4_address", 6: "ipv6_address"}
+ENABLE_HINT = {4: "give the network a subnet (or enable_ipv4: true)",
+               6: "give the network a subnet6 (or enable_ipv6: true)"}
+
+
+def default_ula_pool(project: str) -> IPv6Network:
+    """A ULA /48 whose 40-bit global ID comes from the project name (RFC 4193 asks for a
+    random one; a hash is as unlikely to collide and the same on every run)."""
+    global_id = hashlib.sha256(f"netcompose-ula:{project}".encode()).digest()[:5]
+    return IPv6Network((b"\xfd" + global_id + bytes(10), 48))
 
 
 @dataclass(frozen=True)
 class HostFacts:
     """What the host already has, so defaults avoid collisions and stay sticky."""
 
-    routes: tuple[IPv4Network, ...] = ()
+    routes: tuple[IPNetwork, ...] = ()   # both families
     subnets: dict[str, IPv4Network] = field(default_factory=dict)       # network → subnet we assigned
     addresses: dict[tuple[str, str], IPv4Address] = field(default_factory=dict)  # (container, network) → ip
+    subnets6: dict[str, IPv6Network] = field(default_factory=dict)      # the same, for IPv6
+    addresses6: dict[tuple[str, str], IPv6Address] = field(default_factory=dict)
+
+    def sticky_subnets(self, version: int) -> dict[str, IPNetwork]:
+        return self.subnets if version == 4 else self.subnets6
+
+    def sticky_addresses(self, version: int) -> dict[tuple[str, str], IPAddress]:
+        return self.addresses if version == 4 else self.addresses6
 
 
 @dataclass
 class RNetwork:
     name: str
     driver: str
-    subnet: IPv4Network
-    gateway: IPv4Address
+    subnet: IPv4Network | None       # None: an IPv6-only network
+    gateway: IPv4Address | None
     mtu: int
     bridge: str            # kernel (or OVS) bridge name
     nat: bool
@@ -44,19 +75,43 @@ class RNetwork:
     vlan: int | None
     ovs: dict[str, Any] | None
     ip_range: IPv4Network | None = None     # where automatic addresses come from
+    subnet6: IPv6Network | None = None   # None: an IPv4-only network
+    gateway6: IPv6Address | None = None
+    nat6: bool = False
+
+    def subnet_of(self, version: int) -> IPNetwork | None:
+        return self.subnet if version == 4 else self.subnet6
+
+    def gateway_of(self, version: int) -> IPAddress | None:
+        return self.gateway if version == 4 else self.gateway6
+
+    def gateways(self) -> list[tuple[IPAddress, int]]:
+        """(address, prefix length) of each family's gateway."""
+        return [(gw, subnet.prefixlen) for gw, subnet in ((self.gateway, self.subnet), (self.gateway6, self.subnet6))
+                if gw is not None]
 
 
 @dataclass
 class REndpoint:
     network: str
     ifname: str
-    address: IPv4Address
-    prefixlen: int
+    address: IPv4Address | None      # None on an IPv6-only network
+    prefixlen: int | None
     mac: str | None
     type: str
     trunks: list[int] | None
     host_ifname: str
     aliases: list[str] = field(default_factory=list)    # its other names on this network
+    address6: IPv6Address | None = None
+    prefixlen6: int | None = None
+
+    def address_of(self, version: int) -> IPAddress | None:
+        return self.address if version == 4 else self.address6
+
+    def addresses(self) -> list[tuple[IPAddress, int]]:
+        """(address, prefix length) of each family the endpoint has."""
+        return [(a, plen) for a, plen in ((self.address, self.prefixlen), (self.address6, self.prefixlen6))
+                if a is not None]
 
 
 @dataclass
@@ -87,6 +142,8 @@ class RContainer:
     hosts_group: str = ""            # its /etc files: Resolved.host_groups[hosts_group] and its DNS
     process: RProcess | None = None
     aliases: list[str] = field(default_factory=list)    # its other names on all its networks
+    default_gateway6: IPv6Address | None = None
+    default_ifname6: str | None = None
 
 
 @dataclass
@@ -98,6 +155,7 @@ class RLink:
     master: str | None = None           # the bridge a host end joins
     vxlan: dict[str, Any] | None = None  # {vni, remote, port}: the one end is a VXLAN device (b is unused)
     macs: tuple[str | None, str | None] = (None, None)   # of the container ends a and b
+    addresses6: tuple[str, str] | None = None   # a second, IPv6 pair beside IPv4 `addresses`
 
 
 @dataclass
@@ -119,30 +177,53 @@ _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
 class _Resolver:
     def __init__(self, topo: Record, doc: Document, project: str, facts: HostFacts):
         self.topo, self.doc, self.project, self.facts = topo, doc, project, facts
-        self.cursors: dict[str, Iterator[IPv4Address]] = {}
+        self.cursors: dict[tuple[str, int], Iterator[IPAddress]] = {}
 
     def fail(self, path: tuple, problem: str, fix: str = "", key: bool = False) -> None:
         raise SpecError(self.doc.where(path, key=key), problem, fix)
 
     # -- networks --------------------------------------------------------------------
+    def families(self, name: str) -> tuple[bool, bool]:
+        """Whether network `name` has IPv4 and IPv6, with the keys that contradict either checked."""
+        net = self.topo.networks[name]
+        base = ("networks", name)
+        v4 = net.enable_ipv4 if net.enable_ipv4 is not None else not (net.subnet6 and not net.subnet)
+        v6 = net.enable_ipv6 if net.enable_ipv6 is not None else net.subnet6 is not None
+        for on, version, keys in ((v4, 4, ("subnet", "gateway")), (v6, 6, ("subnet6", "gateway6", "nat6"))):
+            for key in keys:
+                if not on and getattr(net, key) is not None:
+                    flag = "enable_ipv4" if version == 4 else "enable_ipv6"
+                    self.fail(base + (key,), f"{key} needs IPv{version} on network '{name}'",
+                              f"remove {key}, or set {SUBNET_KEY[version]} or {flag}: true" if version == 6
+                              or net.enable_ipv4 is None else f"remove {key} or {flag}: false")
+        if not (v4 or v6):
+            self.fail(base, f"network '{name}' has neither IPv4 nor IPv6", "enable at least one family")
+        return v4, v6
+
     def networks(self) -> dict[str, RNetwork]:
-        explicit = {n: net.subnet for n, net in self.topo.networks.items() if net.subnet}
-        names_ = list(explicit)
-        for i, a in enumerate(names_):
-            for b in names_[:i]:
-                if explicit[a].overlaps(explicit[b]):
-                    self.fail(("networks", a, "subnet"), f"subnet {explicit[a]} of network '{a}' overlaps "
-                              f"{explicit[b]} of network '{b}'", "give each network its own subnet")
-        taken = list(explicit.values())
+        explicit = [(n, version, subnet) for n, net in self.topo.networks.items()
+                    for version, subnet in ((4, net.subnet), (6, net.subnet6)) if subnet]
+        for i, (a, version, subnet) in enumerate(explicit):
+            for b, other_version, other in explicit[:i]:
+                if version == other_version and subnet.overlaps(other):
+                    self.fail(("networks", a, SUBNET_KEY[version]), f"subnet {subnet} of network '{a}' overlaps "
+                              f"{other} of network '{b}'", "give each network its own subnet")
+        taken = [subnet for _, _, subnet in explicit]
         out: dict[str, RNetwork] = {}
         for name, net in self.topo.networks.items():
-            subnet = net.subnet or self.allocate_subnet(name, taken)
-            taken.append(subnet)
-            if subnet.prefixlen > 30:
-                self.fail(("networks", name, "subnet"), f"subnet {subnet} has no usable address",
-                          "use a prefix of /30 or shorter")
-            gateway = net.gateway or next(iter(subnet.hosts()))
-            self.check_host_address(("networks", name, "gateway"), gateway, subnet, "gateway")
+            v4, v6 = self.families(name)
+            subnet = gateway = subnet6 = gateway6 = None
+            if v4:
+                subnet, gateway = self.subnet_and_gateway(name, net.subnet, net.gateway, 4, taken)
+            if v6:
+                subnet6, gateway6 = self.subnet_and_gateway(name, net.subnet6, net.gateway6, 6, taken)
+                if net.mtu < IPV6_MIN_MTU:
+                    self.fail(("networks", name, "mtu"), f"mtu {net.mtu} is below IPv6's minimum of {IPV6_MIN_MTU}",
+                              f"use mtu: {IPV6_MIN_MTU} or more on a network with IPv6")
+            if subnet is None and (net.ip_range is not None or net.aux_addresses):
+                self.fail(("networks", name, "ip_range" if net.ip_range is not None else "aux_addresses"),
+                          f"ip_range and aux_addresses need IPv4 on network '{name}'",
+                          "remove them, or give the network a subnet")
             if net.ip_range is not None and not net.ip_range.subnet_of(subnet):
                 self.fail(("networks", name, "ip_range"), f"ip_range {net.ip_range} is not inside subnet {subnet}",
                           f"pick a range inside {subnet}")
@@ -150,51 +231,83 @@ class _Resolver:
                 self.check_host_address(("networks", name, "aux_addresses", host), address, subnet, "aux address")
             bridge = (net.ovs.bridge if net.ovs and net.ovs.bridge
                       else names.host_ifname(self.project, "net", name))
+            nat6 = bool(net.nat6 if net.nat6 is not None else subnet6 and subnet6.subnet_of(ULA))
             out[name] = RNetwork(name, net.driver, subnet, gateway, net.mtu, bridge, net.nat, net.internal,
-                                 net.icc, net.vlan, dict(vars(net.ovs)) if net.ovs else None, net.ip_range)
+                                 net.icc, net.vlan, dict(vars(net.ovs)) if net.ovs else None, ip_range=net.ip_range,
+                                 subnet6=subnet6, gateway6=gateway6, nat6=nat6)
         return out
 
-    def allocate_subnet(self, network: str, taken: list[IPv4Network]) -> IPv4Network:
-        sticky = self.facts.subnets.get(network)
-        if sticky and not any(sticky.overlaps(t) for t in taken):
+    def subnet_and_gateway(self, name: str, subnet: IPNetwork | None, gateway: IPAddress | None, version: int,
+                           taken: list[IPNetwork]) -> tuple[IPNetwork, IPAddress]:
+        subnet = subnet or self.allocate_subnet(name, taken, version)
+        taken.append(subnet)
+        longest = 30 if version == 4 else 127
+        if subnet.prefixlen > longest:
+            self.fail(("networks", name, SUBNET_KEY[version]), f"subnet {subnet} has no usable address",
+                      f"use a prefix of /{longest} or shorter")
+        gateway = gateway or next(iter(subnet.hosts()))
+        self.check_host_address(("networks", name, GATEWAY_KEY[version]), gateway, subnet, GATEWAY_KEY[version])
+        return subnet, gateway
+
+    def pools(self, version: int) -> list[tuple[IPNetwork, int]]:
+        """(base, prefix length of each subnet) of address_pools of one family; a family
+        without an entry gets its default."""
+        mine = [(pool.base, pool.size or DEFAULT_POOL_SIZE[version])
+                for pool in self.topo.address_pools if pool.base.version == version]
+        return mine or [(ip_network(DEFAULT_IPV4_POOL) if version == 4 else default_ula_pool(self.project),
+                         DEFAULT_POOL_SIZE[version])]
+
+    def allocate_subnet(self, network: str, taken: list[IPNetwork], version: int) -> IPNetwork:
+        sticky = self.facts.sticky_subnets(version).get(network)
+        if sticky and not any(sticky.overlaps(t) for t in taken if t.version == version):
             return sticky
-        busy = taken + [r for r in self.facts.routes if r.prefixlen > 0]
-        for pool in self.topo.address_pools:
-            if pool.size < pool.base.prefixlen:
+        busy = [b for b in taken + list(self.facts.routes) if b.version == version and b.prefixlen > 0]
+        pools = self.pools(version)
+        for base, size in pools:
+            if size < base.prefixlen:
                 continue
-            for candidate in pool.base.subnets(new_prefix=pool.size):
+            for candidate in base.subnets(new_prefix=size):
                 if not any(candidate.overlaps(b) for b in busy):
                     return candidate
-        self.fail(("networks", network), f"no free /{self.topo.address_pools[0].size} left in address_pools "
-                  f"for network '{network}'", "set subnet: explicitly or add an address_pools entry")
+        self.fail(("networks", network), f"no free IPv{version} /{pools[0][1]} left in address_pools "
+                  f"for network '{network}'", f"set {SUBNET_KEY[version]}: explicitly or add an address_pools entry")
         raise AssertionError
 
-    def check_host_address(self, path: tuple, address: IPv4Address, subnet: IPv4Network, what: str) -> None:
-        if address not in subnet:
+    def check_host_address(self, path: tuple, address: IPAddress, subnet: IPNetwork, what: str) -> None:
+        if address.version != subnet.version or address not in subnet:
             self.fail(path, f"{what} {address} is outside subnet {subnet}", f"pick an address inside {subnet}")
-        if subnet.prefixlen < 31 and address in (subnet.network_address, subnet.broadcast_address):
+        if subnet.version == 4 and subnet.prefixlen < 31 and address in (subnet.network_address,
+                                                                         subnet.broadcast_address):
             kind = "network" if address == subnet.network_address else "broadcast"
             self.fail(path, f"{what} {address} is the {kind} address of {subnet}", "pick a host address")
+        if subnet.version == 6 and subnet.prefixlen < 127 and address == subnet.network_address:
+            self.fail(path, f"{what} {address} is the subnet-router anycast address of {subnet}",
+                      "pick another address (the first host is ::1 of the subnet)")
 
     # -- containers ------------------------------------------------------------------
     def containers(self, networks: dict[str, RNetwork]) -> dict[str, RContainer]:
-        used: dict[IPv4Address, tuple] = {net.gateway: ("networks", n, "gateway") for n, net in networks.items()}
-        explicit: dict[str, set[IPv4Address]] = {n: {net.gateway} for n, net in networks.items()}
+        used: dict[IPAddress, tuple] = {gw: ("networks", n, GATEWAY_KEY[gw.version])
+                                        for n, net in networks.items() for gw, _ in net.gateways()}
+        explicit: dict[str, set[IPAddress]] = {n: {gw for gw, _ in net.gateways()} for n, net in networks.items()}
         for i, link in enumerate(self.topo.links):
-            for j, address in enumerate(link.addresses or ()):
-                apath = ("links", i, "addresses", j)
-                if address.ip in used:
-                    self.fail(apath, f"address {address.ip} is already used by {'.'.join(map(str, used[address.ip]))}",
-                              "give each link end its own address")
-                used[address.ip] = apath
-                for nname, net in networks.items():
-                    if address.ip in net.subnet:
-                        explicit[nname].add(address.ip)
-                    end = link.endpoints[j].partition(":")[0]
-                    member = end in self.topo.containers and nname in self.topo.containers[end].networks
-                    if member and address.network.overlaps(net.subnet):
-                        self.fail(apath, f"link address {address} overlaps subnet {net.subnet} of network '{nname}' "
-                                  f"that container '{end}' is on", "give the link its own subnet")
+            for key in ("addresses", "addresses6"):
+                for j, address in enumerate(getattr(link, key) or ()):
+                    apath = ("links", i, key, j)
+                    if address.ip in used:
+                        self.fail(apath, f"address {address.ip} is already used by "
+                                  f"{'.'.join(map(str, used[address.ip]))}", "give each link end its own address")
+                    used[address.ip] = apath
+                    for nname, net in networks.items():
+                        subnet = net.subnet_of(address.version)
+                        if subnet is None:
+                            continue
+                        if address.ip in subnet:
+                            explicit[nname].add(address.ip)
+                        end = link.endpoints[j].partition(":")[0]
+                        member = end in self.topo.containers and nname in self.topo.containers[end].networks
+                        if member and address.network.overlaps(subnet):
+                            self.fail(apath, f"link address {address} overlaps subnet {subnet} of network "
+                                      f"'{nname}' that container '{end}' is on", "give the link its own subnet")
         for n, spec in self.topo.networks.items():
             explicit[n].update(spec.aux_addresses.values())
         for cname, c in self.topo.containers.items():
@@ -208,20 +321,24 @@ class _Resolver:
                         path = path[:-1] + (listed.index(nname),)
                     self.fail(path, f"container '{cname}' uses undefined network '{nname}' (defined: {known})",
                               "declare it under networks: or fix the name", key=not short)
-                if ep.ipv4_address is None:
-                    continue
                 net = networks[nname]
-                apath = path + ("ipv4_address",)
-                if ep.ipv4_address == net.gateway:
-                    self.fail(apath, f"{ep.ipv4_address} is the gateway of network '{nname}'",
-                              "pick another address")
-                self.check_host_address(apath, ep.ipv4_address, net.subnet, "ipv4_address")
-                if ep.ipv4_address in used:
-                    other = ".".join(str(p) for p in used[ep.ipv4_address])
-                    self.fail(apath, f"address {ep.ipv4_address} is already used by {other}",
-                              "give each endpoint its own address")
-                used[ep.ipv4_address] = apath
-                explicit[nname].add(ep.ipv4_address)
+                for version, address in ((4, ep.ipv4_address), (6, ep.ipv6_address)):
+                    if address is None:
+                        continue
+                    apath = path + (ADDRESS_KEY[version],)
+                    subnet = net.subnet_of(version)
+                    if subnet is None:
+                        self.fail(apath, f"network '{nname}' has no IPv{version}",
+                                  f"remove {ADDRESS_KEY[version]}, or {ENABLE_HINT[version]}")
+                    if address == net.gateway_of(version):
+                        self.fail(apath, f"{address} is the gateway of network '{nname}'", "pick another address")
+                    self.check_host_address(apath, address, subnet, ADDRESS_KEY[version])
+                    if address in used:
+                        other = ".".join(str(p) for p in used[address])
+                        self.fail(apath, f"address {address} is already used by {other}",
+                                  "give each endpoint its own address")
+                    used[address] = apath
+                    explicit[nname].add(address)
 
         link_ifnames = self.link_ifnames()
         macs: dict[tuple[str, str], tuple] = {}   # (network, mac) → path
@@ -243,16 +360,21 @@ class _Resolver:
                     if other is not mac_path:
                         self.fail(mac_path, f"MAC address {ep.mac_address} is also used by "
                                   f"{'.'.join(map(str, other))} on network '{nname}'", "give each endpoint its own MAC")
-                address = ep.ipv4_address or self.allocate_address(cname, net, explicit[nname], path)
+                address = address6 = None
+                if net.subnet is not None:
+                    address = ep.ipv4_address or self.allocate_address(cname, net, explicit[nname], path, 4)
+                if net.subnet6 is not None:
+                    address6 = ep.ipv6_address or self.allocate_address(cname, net, explicit[nname], path, 6)
                 if ep.type == "ovs-internal" and net.driver != "ovs":
                     self.fail(path + ("type",), "type: ovs-internal needs a network with driver: ovs",
                               "use type: veth or driver: ovs")
                 if ep.trunks is not None and net.driver != "ovs":
                     self.fail(path + ("trunks",), "trunks need a network with driver: ovs", "remove trunks")
-                endpoints.append(REndpoint(nname, ifname, address, net.subnet.prefixlen,
+                endpoints.append(REndpoint(nname, ifname, address, net.subnet.prefixlen if net.subnet else None,
                                            ep.mac_address.lower() if ep.mac_address else None, ep.type,
                                            ep.trunks, names.host_ifname(self.project, "ep", f"{cname}/{nname}"),
-                                           list(ep.aliases)))
+                                           aliases=list(ep.aliases), address6=address6,
+                                           prefixlen6=net.subnet6.prefixlen if net.subnet6 else None))
             for ifname, path in link_ifnames.get(cname, []):
                 if ifname in seen:
                     self.fail(path, f"interface name '{ifname}' is used twice in container '{cname}'",
@@ -261,35 +383,50 @@ class _Resolver:
             out[cname] = self.container(cname, c, endpoints, networks, link_ifnames.get(cname, []))
         return out
 
-    def allocate_address(self, cname: str, net: RNetwork, taken: set[IPv4Address], path: tuple) -> IPv4Address:
-        sticky = self.facts.addresses.get((cname, net.name))
-        if sticky and sticky in net.subnet and sticky not in taken and sticky != net.gateway:
+    def allocate_address(self, cname: str, net: RNetwork, taken: set[IPAddress], path: tuple,
+                         version: int) -> IPAddress:
+        subnet = net.subnet_of(version)
+        sticky = self.facts.sticky_addresses(version).get((cname, net.name))
+        if sticky and sticky.version == version and sticky in subnet and sticky not in taken \
+                and sticky != subnet.network_address and (version == 6 or sticky != subnet.broadcast_address):
             taken.add(sticky)
             return sticky
-        # One cursor per network: addresses behind it are all taken, so allocation stays O(N).
-        cursor = self.cursors.setdefault(net.name, iter((net.ip_range or net.subnet).hosts()))
+        # One cursor per network and family: addresses behind it are all taken, so allocation stays O(N).
+        pool = net.ip_range if version == 4 and net.ip_range is not None else subnet
+        cursor = self.cursors.setdefault((net.name, version), iter(pool.hosts()))
         for host in cursor:
             if host not in taken:
                 taken.add(host)
                 return host
-        self.fail(path, f"subnet {net.subnet} of network '{net.name}' has no free address", "use a larger subnet")
+        self.fail(path, f"subnet {subnet} of network '{net.name}' has no free address", "use a larger subnet")
         raise AssertionError
+
+    def default_route(self, c, by_network: dict[str, REndpoint], networks: dict[str, RNetwork],
+                      version: int) -> tuple[IPAddress | None, str | None]:
+        """Per family: the gateway of `default_route` when that network has the family, else of
+        the first of the container's networks that has it; none when that network is internal."""
+        carriers = [n for n in by_network if networks[n].subnet_of(version) is not None]
+        if not carriers:
+            return None, None
+        chosen = c.default_route if c.default_route in carriers else carriers[0]
+        if networks[chosen].internal:
+            return None, None
+        return networks[chosen].gateway_of(version), by_network[chosen].ifname
 
     def container(self, cname: str, c, endpoints: list[REndpoint], networks: dict[str, RNetwork],
                   link_ends: list[tuple[str, tuple]]) -> RContainer:
         base = ("containers", cname)
         by_network = {ep.network: ep for ep in endpoints}
-        default_net = c.default_route or next(iter(c.networks), None)
         if c.default_route and c.default_route not in by_network:
             self.fail(base + ("default_route",), f"default_route '{c.default_route}' is not one of the networks "
                       f"of container '{cname}'", f"use one of: {', '.join(by_network) or 'none'}")
-        gateway = ifname = None
-        if default_net and not networks[default_net].internal:
-            gateway, ifname = networks[default_net].gateway, by_network[default_net].ifname
+        gateway, ifname = self.default_route(c, by_network, networks, 4)
+        gateway6, ifname6 = self.default_route(c, by_network, networks, 6)
         # Connected subnets: (ifname, own address, subnet) of every endpoint and addressed link end.
-        connected = [(ep.ifname, ep.address, networks[ep.network].subnet) for ep in endpoints]
+        connected = [(ep.ifname, ip, networks[ep.network].subnet_of(ip.version)) for ep in endpoints
+                     for ip, _ in ep.addresses()]
         connected += [(ifname, address.ip, address.network) for ifname, address in self.link_addresses(cname)]
-        routes = self.routes(cname, c, connected, gateway)
+        routes = self.routes(cname, c, connected, [gw for gw in (gateway, gateway6) if gw is not None])
         ifnames = {ep.ifname for ep in endpoints} | {ifname for ifname, _ in link_ends} | {"lo", "all", "default"}
         for key, value in c.sysctls.items():
             path = base + ("sysctls", key)
@@ -312,7 +449,8 @@ class _Resolver:
                 self.fail(base + ("dns_search", i), f"{excerpt(domain)} is not a valid domain", "fix the domain")
         adopted = c.netns is not None or c.pid is not None
         netns = c.netns or (f"/proc/{c.pid}/ns/net" if c.pid else names.netns_name(self.project, cname))
-        host_gateway = gateway or (networks[endpoints[0].network].gateway if endpoints else None)
+        host_gateway = gateway or gateway6 or next((gw for ep in endpoints for gw, _ in networks[ep.network].gateways()),
+                                                   None)
         extra_hosts = []
         for host, ip in c.extra_hosts.items():
             if ip == "host-gateway" and host_gateway is None:
@@ -321,6 +459,7 @@ class _Resolver:
             extra_hosts.append((str(host_gateway if ip == "host-gateway" else ip), host))
         return RContainer(cname, netns, adopted, endpoints, gateway, ifname, routes,
                           [str(d) for d in c.dns], list(c.dns_search), extra_hosts, dict(c.sysctls),
+                          default_gateway6=gateway6, default_ifname6=ifname6,
                           process=self.process(cname, c), aliases=list(c.aliases))
 
     def process(self, cname: str, c) -> RProcess | None:
@@ -341,13 +480,13 @@ class _Resolver:
         ready = {k: v for k, v in vars(c.ready).items() if v is not None} if c.ready else None
         return RProcess(argv, dict(c.environment), cwd, c.user or "", c.restart, ready)
 
-    def routes(self, cname: str, c, connected: list[tuple[str, IPv4Address, IPv4Network]],
-               gateway: IPv4Address | None) -> list[dict[str, Any]]:
-        """Each route needs a gateway on a connected subnet, or a destination inside one."""
+    def routes(self, cname: str, c, connected: list[tuple[str, IPAddress, IPNetwork]],
+               gateways: list[IPAddress]) -> list[dict[str, Any]]:
+        """Each route needs a gateway on a connected subnet of its family, or a destination
+        inside one."""
         base = ("containers", cname)
-        by_destination: dict[IPv4Network, tuple] = {}
-        if gateway is not None:
-            by_destination[IPv4Network("0.0.0.0/0")] = base + ("default_route",)
+        by_destination: dict[IPNetwork, tuple] = {
+            ip_network(DEFAULT_ROUTE[gw.version]): base + ("default_route",) for gw in gateways}
         routes = []
         for i, route in enumerate(c.routes):
             path = base + ("routes", i)
@@ -356,22 +495,27 @@ class _Resolver:
                 what = ("the default route (default_route, or the first network)" if other[-1] == "default_route"
                         else ".".join(map(str, other)))
                 self.fail(path + ("to",), f"a route to {route.to} is already set by {what}",
-                          "keep one route per destination" + (" (or set default_route)" if gateway else ""))
+                          "keep one route per destination" + (" (or set default_route)" if gateways else ""))
             by_destination[route.to] = path
+            family = [(ifname, own, subnet) for ifname, own, subnet in connected if subnet.version == route.to.version]
             if route.via is not None:
-                dev = next((ifname for ifname, _, subnet in connected if route.via in subnet), None)
+                if route.via.version != route.to.version:
+                    self.fail(path + ("via",), f"gateway {route.via} is IPv{route.via.version} but the route to "
+                              f"{route.to} is IPv{route.to.version}", "use a gateway of the same family")
+                dev = next((ifname for ifname, _, subnet in family if route.via in subnet), None)
                 if dev is None:
                     self.fail(path + ("via",), f"gateway {route.via} is not on any network of container '{cname}'",
                               "use an address inside one of its subnets")
-                subnet = next(s for _, _, s in connected if route.via in s)
-                if route.via in {own for _, own, _ in connected}:
+                subnet = next(s for _, _, s in family if route.via in s)
+                if route.via in {own for _, own, _ in family}:
                     self.fail(path + ("via",), f"gateway {route.via} is an address of container '{cname}' itself",
                               "use the address of a router on that network")
-                if subnet.prefixlen < 31 and route.via in (subnet.network_address, subnet.broadcast_address):
+                if subnet.version == 4 and subnet.prefixlen < 31 and route.via in (subnet.network_address,
+                                                                                   subnet.broadcast_address):
                     self.fail(path + ("via",), f"gateway {route.via} is the network or broadcast address of {subnet}",
                               "use the address of a router on that network")
             else:
-                inside = [(ifname, subnet) for ifname, _, subnet in connected if route.to.subnet_of(subnet)]
+                inside = [(ifname, subnet) for ifname, _, subnet in family if route.to.subnet_of(subnet)]
                 if not inside:
                     self.fail(path + ("to",), f"route to {route.to} has no via and {route.to} is not on a network "
                               f"of container '{cname}'", "add via: GATEWAY (an address on one of its networks)")
@@ -383,12 +527,12 @@ class _Resolver:
                            "metric": route.metric})
         return routes
 
-    def link_addresses(self, cname: str) -> list[tuple[str, IPv4Interface]]:
-        """(ifname, address) of the container's addressed link ends."""
+    def link_addresses(self, cname: str) -> list[tuple[str, IPInterface]]:
+        """(ifname, address) of the container's addressed link ends, of both families."""
         found = []
         for link in self.topo.links:
-            if link.addresses:
-                for end, address in zip(link.endpoints, link.addresses):
+            for pair in (link.addresses, link.addresses6):
+                for end, address in zip(link.endpoints, pair or ()):
                     container, _, ifname = end.partition(":")
                     if container == cname:
                         found.append((ifname, address))
@@ -400,7 +544,8 @@ class _Resolver:
         for c in containers.values():
             for ep in c.endpoints:
                 known = members.setdefault(ep.network, [])
-                known += [(str(ep.address), name) for name in dict.fromkeys([c.name, *c.aliases, *ep.aliases])]
+                known += [(str(ip), name) for ip, _ in ep.addresses()
+                          for name in dict.fromkeys([c.name, *c.aliases, *ep.aliases])]
         groups: dict[str, list[tuple[str, str]]] = {}
         for c in containers.values():
             nets = sorted({ep.network for ep in c.endpoints})
@@ -435,10 +580,18 @@ class _Resolver:
                     self.fail(path, f"{excerpt(ifname)} is not a valid interface name",
                               "use at most 15 letters, digits, '_', '-' or '.' (not lo, all or default)")
                 found.setdefault(container, []).append((ifname, path))
-            if link.addresses and (link.addresses[0].network != link.addresses[1].network
-                                   or link.addresses[0].ip == link.addresses[1].ip):
-                self.fail(("links", i, "addresses"), "link addresses must be two different addresses in one subnet",
-                          'write e.g. ["10.99.0.1/30", "10.99.0.2/30"]')
+            for key, pair in (("addresses", link.addresses), ("addresses6", link.addresses6)):
+                if pair and (pair[0].network != pair[1].network or pair[0].ip == pair[1].ip):
+                    self.fail(("links", i, key), "link addresses must be two different addresses in one subnet",
+                              'write e.g. ["10.99.0.1/30", "10.99.0.2/30"]' if key == "addresses"
+                              else 'write e.g. ["fd99::1/64", "fd99::2/64"]')
+            if link.addresses6 and link.addresses and link.addresses[0].version == 6:
+                self.fail(("links", i, "addresses6"), "addresses6 is the IPv6 pair beside IPv4 addresses, but "
+                          "addresses are IPv6 already", "put IPv4 addresses in addresses, or drop addresses6")
+            has_v6 = link.addresses6 or (link.addresses and link.addresses[0].version == 6)
+            if has_v6 and link.mtu < IPV6_MIN_MTU:
+                self.fail(("links", i, "mtu"), f"mtu {link.mtu} is below IPv6's minimum of {IPV6_MIN_MTU}",
+                          f"use mtu: {IPV6_MIN_MTU} or more on a link with IPv6 addresses")
             if len(link.endpoints) == 2 and link.endpoints[0] == link.endpoints[1]:
                 self.fail(("links", i), "a link must join two different interfaces", "fix one end")
             if link.host_interface and link.host_interface in hosts:
@@ -463,7 +616,8 @@ class _Resolver:
             vxlan = {"vni": link.vxlan.vni, "remote": str(link.vxlan.remote), "port": link.vxlan.port} \
                 if link.vxlan else None
             macs = tuple(m.lower() if m else None for m in (link.mac_addresses or [])) + (None, None)
-            out.append(RLink(a, b, link.mtu, addresses, master, vxlan, macs[:2]))
+            addresses6 = tuple(str(x) for x in link.addresses6) if link.addresses6 else None
+            out.append(RLink(a, b, link.mtu, addresses, master, vxlan, macs[:2], addresses6))
         return out
 
     # -- cross checks --------------------------------------------------------------------
@@ -482,18 +636,30 @@ class _Resolver:
             port = exp.to.partition(":")[2]
             if port and not (port.isdigit() and 1 <= int(port) <= 65535):
                 self.fail(("expect", i, "to"), f"'{port}' is not a port number", "use 1-65535")
-        published: dict[tuple[int, str], dict[IPv4Address, tuple]] = {}   # (port, proto) → host_ip → path
+        # (family, port, proto) → host address (None: every address of the family) → path
+        published: dict[tuple[int, int, str], dict[IPAddress | None, tuple]] = {}
         for cname, c in self.topo.containers.items():
             for i, port in enumerate(c.ports):
                 path = ("containers", cname, "ports", i)
-                on = published.setdefault((port.published or port.target, port.protocol), {})
-                # 0.0.0.0 takes the port on every address, so it overlaps any specific one.
-                clash = on.get(port.host_ip) or (next(iter(on.values())) if on and (
-                    port.host_ip == IPv4Address(0) or IPv4Address(0) in on) else None)
-                if clash:
-                    self.fail(path, f"host port {port.host_ip}:{port.published or port.target}/{port.protocol} is "
-                              f"already published by {'.'.join(map(str, clash))}", "publish each host port once")
-                on[port.host_ip] = path
+                number, families = port.published or port.target, published_families(port)
+                has = {version for version in (4, 6) if published_target(containers[cname], self.networks_, version)}
+                if port.host_ip is not None and not families <= has:
+                    version = port.host_ip.version
+                    self.fail(path, f"host address {port.host_ip} is IPv{version} but container '{cname}' has no "
+                              f"IPv{version} address on a network that is not internal",
+                              "publish on an address of a family the container has")
+                host_ip = None if port.host_ip is None or port.host_ip.is_unspecified else port.host_ip
+                for version in sorted(families):
+                    on = published.setdefault((version, number, port.protocol), {})
+                    # A wildcard takes the port on every address of its family, so it overlaps any specific one.
+                    clash = on.get(host_ip) or (next(iter(on.values())) if on and (host_ip is None or None in on)
+                                                else None)
+                    if clash:
+                        shown = (f"[{host_ip}]" if version == 6 else str(host_ip)) if host_ip else \
+                            ("[::]" if version == 6 else "0.0.0.0")
+                        self.fail(path, f"host port {shown}:{number}/{port.protocol} is already published by "
+                                  f"{'.'.join(map(str, clash))}", "publish each host port once")
+                    on[host_ip] = path
             if c.firewall:
                 for direction, peer_key, wrong_key in (("ingress", "from", "to"), ("egress", "to", "from")):
                     for j, rule in enumerate(getattr(c.firewall, direction) or []):
@@ -542,7 +708,7 @@ class _Resolver:
                           "isolated", "give each network its own vlan:")
 
     def run(self) -> Resolved:
-        networks = self.networks()
+        networks = self.networks_ = self.networks()
         self.ovs_bridges(networks)
         containers = self.containers(networks)
         self.policies_and_expectations(containers)
@@ -564,6 +730,25 @@ def declared_processes(topo: Record, doc: Document, project: str) -> dict[str, R
     """Each container's process, without resolving (or observing) the networks."""
     resolver = _Resolver(topo, doc, project, HostFacts())
     return {name: p for name, c in topo.containers.items() if (p := resolver.process(name, c)) is not None}
+
+
+def published_families(port) -> set[int]:
+    """The families a published port opens: no host address, or '::', both; 0.0.0.0 or any
+    other IPv4 address, IPv4 only; an IPv6 address, IPv6 only."""
+    if port.host_ip is None or str(port.host_ip) == "::":
+        return {4, 6}
+    return {port.host_ip.version}
+
+
+def published_target(c: RContainer, networks: dict[str, RNetwork], version: int) -> tuple[str, RNetwork] | None:
+    """Where a published port of `c` leads for one family: its first address of that family
+    on a network that is not internal."""
+    for ep in c.endpoints:
+        net = networks[ep.network]
+        address = ep.address_of(version)
+        if address is not None and not net.internal:
+            return str(address), net
+    return None
 
 
 def resolve(topo: Record, doc: Document, project: str, facts: HostFacts = HostFacts()) -> Resolved:

@@ -1,0 +1,130 @@
+"""Proxies driver: the userland relays of ports published on `[::1]` (see portproxy.py).
+
+Each relay is a process of its own (a new session, so it outlives the `up` that started
+it), recorded in `/run/netcompose/<project>/proxies/`: its pid, its start time (so a
+recycled pid is never taken for it, read as for declared processes) and what it relays.  A relay whose process is gone is
+not observed, so the next `up` starts it again; `down` stops it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from .. import resources as r
+from ..apply import STATE_DIR
+from ..plan import Action
+from ..resources import Resource
+from . import Outcome, Scope
+from .processes import alive, stat
+
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "portproxy.py")
+READY_TIMEOUT = 10.0
+
+
+def _start_time(pid: int) -> int | None:
+    facts = stat(pid)
+    return facts[2] if facts is not None else None
+
+
+def _reap(pid: int) -> None:
+    try:   # our own child (started by this run) stays a zombie until waited for
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+class ProxiesDriver:
+    name = "proxies"
+
+    def __init__(self) -> None:
+        self.project: str | None = None   # set by observe, which every run does before it applies
+
+    def close(self) -> None:
+        pass
+
+    def _folder(self) -> str:
+        assert self.project is not None
+        return os.path.join(STATE_DIR, self.project, "proxies")
+
+    @staticmethod
+    def _file_name(attrs: dict) -> str:
+        return f"{attrs['protocol']}-{attrs['listen'].replace(':', '_')}-{attrs['port']}.json"
+
+    def _records(self) -> list[tuple[str, dict]]:
+        try:
+            names = sorted(os.listdir(self._folder()))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            path = os.path.join(self._folder(), name)
+            try:
+                with open(path) as f:
+                    found.append((path, json.load(f)))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def observe(self, scope: Scope) -> list[Resource]:
+        self.project = scope.project
+        if not scope.sees("host"):
+            return []
+        out = []
+        for _, record in self._records():
+            if record.get("start") is not None and alive(record.get("pid", 0), record["start"]):
+                out.append(r.port_proxy(**record["attrs"], owner=scope.project))
+        return out
+
+    def apply(self, actions: list[Action]) -> Outcome:
+        outcome = Outcome()
+        for action in actions:
+            try:
+                if action.op in ("delete", "update"):
+                    self._stop(action.observed.attrs if action.observed else action.resource.attrs)
+                if action.op in ("create", "update"):
+                    self._start(action.resource.attrs)
+            except OSError as exc:
+                outcome.errors[action.key] = str(exc)
+        return outcome
+
+    def _start(self, attrs: dict) -> None:
+        os.makedirs(self._folder(), exist_ok=True)
+        path = os.path.join(self._folder(), self._file_name(attrs))
+        self._stop(attrs)   # a relay that outlived its record, or a stale record
+        child = subprocess.Popen([sys.executable, SCRIPT, attrs["listen"], str(attrs["port"]), attrs["protocol"],
+                                  attrs["target"], str(attrs["target_port"])],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 start_new_session=True, cwd="/")
+        with open(path + ".tmp", "w") as f:   # recorded before it is awaited: a crash here leaves no orphan
+            json.dump({"pid": child.pid, "start": _start_time(child.pid), "attrs": attrs}, f)
+        os.replace(path + ".tmp", path)
+        ready, _, _ = select.select([child.stdout], [], [], READY_TIMEOUT)
+        line = child.stdout.readline().decode().strip() if ready else "no answer"
+        child.stdout.close()
+        if line != "ready":
+            self._stop(attrs)
+            raise OSError(f"relay for [{attrs['listen']}]:{attrs['port']}/{attrs['protocol']}: {line}")
+
+    def _stop(self, attrs: dict) -> None:
+        path = os.path.join(self._folder(), self._file_name(attrs))
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return
+        pid, start = record.get("pid", 0), record.get("start")
+        if start is not None and alive(pid, start):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while alive(pid, start) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.01)
+            if alive(pid, start):
+                os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        os.unlink(path)
