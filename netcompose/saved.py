@@ -38,23 +38,25 @@ def _text(value: Any) -> str | None:
 def resolved_document(res: Resolved) -> dict[str, Any]:
     return {
         "name": res.project,
+        # IPv6 keys where there is IPv6: an IPv4-only document stays as it was.
         "networks": {n.name: {"driver": n.driver, "subnet": _text(n.subnet), "gateway": _text(n.gateway),
-                              "subnet6": _text(n.subnet6), "gateway6": _text(n.gateway6), "mtu": n.mtu,
-                              "bridge": n.bridge, "nat": n.nat, "nat6": n.nat6, "internal": n.internal, "icc": n.icc,
+                              **({"subnet6": str(n.subnet6), "gateway6": str(n.gateway6)} if n.subnet6 else {}),
+                              "mtu": n.mtu, "bridge": n.bridge, "nat": n.nat,
+                              **({"nat6": n.nat6} if n.subnet6 else {}), "internal": n.internal, "icc": n.icc,
                               **({"vlan": n.vlan} if n.vlan else {}), **({"ovs": n.ovs} if n.ovs else {})}
                      for n in res.networks.values()},
         "containers": {c.name: {"netns": c.netns, "adopted": c.adopted,
                                 "networks": {ep.network: {"ifname": ep.ifname,
                                                           "ipv4_address": f"{ep.address}/{ep.prefixlen}"
                                                           if ep.address else None,
-                                                          "ipv6_address": f"{ep.address6}/{ep.prefixlen6}"
-                                                          if ep.address6 else None,
+                                                          **({"ipv6_address": f"{ep.address6}/{ep.prefixlen6}"}
+                                                             if ep.address6 else {}),
                                                           "mac_address": ep.mac, "type": ep.type,
                                                           "host_ifname": ep.host_ifname,
                                                           **({"trunks": ep.trunks} if ep.trunks else {})}
                                              for ep in c.endpoints},
                                 "default_gateway": _text(c.default_gateway),
-                                "default_gateway6": _text(c.default_gateway6),
+                                **({"default_gateway6": str(c.default_gateway6)} if c.default_gateway6 else {}),
                                 "routes": c.routes, "dns": c.dns, "dns_search": c.dns_search,
                                 "hosts": [f"{ip} {name}" for ip, name in res.host_groups.get(c.hosts_group, [])], "sysctls": c.sysctls,
                                 **({"command": c.process.argv, "environment": c.process.env,
@@ -67,5 +69,5 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
                    **({"mac_addresses": list(l.macs[:1 if l.b[0] is None else 2])} if any(l.macs) else {}),
                    "mtu": l.mtu,
                    "addresses": list(l.addresses) if l.addresses else None,
-                   "addresses6": list(l.addresses6) if l.addresses6 else None} for l in res.links],
+                   **({"addresses6": list(l.addresses6)} if l.addresses6 else {})} for l in res.links],
     }
