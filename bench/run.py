@@ -44,7 +44,7 @@ def free_base(bridges: int) -> int:
     from netcompose.drivers import rtnl
     sock = rtnl.RtnlSocket()
     try:
-        routes = [IPv4Network(r.dst) for r in sock.routes() if not r.dst.endswith("/0")]
+        routes = [IPv4Network(r.dst) for r in sock.routes() if ":" not in r.dst and not r.dst.endswith("/0")]
     finally:
         sock.close()
     for base in range(100, 256 - bridges):
