@@ -23,7 +23,9 @@ from typing import Any
 from .loader import Document
 
 CACHE_DIR = "/var/cache/netcompose/validated"
-KEEP = 64   # entries: one per recently used document (each edit makes a new one)
+# The least recently used entries go first, past this many or this many bytes (each edit
+# makes a new entry; one for a thousand containers is about 0.5 MB).
+KEEP, KEEP_BYTES = 256, 64 << 20
 
 
 class Record(SimpleNamespace):
@@ -72,9 +74,8 @@ def _decode(value: Any) -> Any:
 
 def records(model: Any) -> Any:
     """A validated pydantic model (and everything in it) as Records, lists and dicts."""
-    fields = getattr(type(model), "model_fields", None)
-    if fields is not None:
-        return Record(**{name: records(getattr(model, name)) for name in fields})
+    if hasattr(type(model), "model_fields"):   # a model keeps exactly its fields in __dict__
+        return Record(**{name: records(value) for name, value in model.__dict__.items()})
     if isinstance(model, list):
         return [records(v) for v in model]
     if isinstance(model, dict):
@@ -124,7 +125,9 @@ def _read(path: str) -> Any:
         return None
     try:
         with os.fdopen(fd, "rb") as f:
-            return _decode(json.loads(f.read()))
+            found = _decode(json.loads(f.read()))
+            os.utime(f.fileno())   # recently used: pruned last
+            return found
     except (ValueError, TypeError, KeyError, OSError):
         return None
 
@@ -152,14 +155,18 @@ def _prune() -> None:
     entries = []
     for entry in os.scandir(CACHE_DIR):
         try:
-            entries.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.path))
+            st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-    for _, path in sorted(entries)[:-KEEP]:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        entries.append((st.st_mtime_ns, st.st_size, entry.path))
+    kept = 0
+    for i, (_, size, path) in enumerate(sorted(entries, reverse=True)):
+        kept += size
+        if i >= KEEP or kept > KEEP_BYTES:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
 
 def remembered(doc: Document) -> Record | None:
