@@ -35,7 +35,7 @@ def _print_json(data: Any) -> None:
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell, two spaces apart (cells may carry ANSI colour)."""
     def width(cell: str) -> int:
-        return len(_ANSI.sub("", cell))
+        return len(_ANSI.sub("", cell)) if "\x1b" in cell else len(cell)
     widths = [max([len(h)] + [width(row[i]) for row in rows]) for i, h in enumerate(headers)]
     lines = ["  ".join(_styled(h.ljust(w), "bold") for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(cell + " " * (w - width(cell)) for cell, w in zip(row, widths)).rstrip() for row in rows]
