@@ -34,7 +34,7 @@ from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
 from .resources import HOST, Resource, link_key, sysctl_device
 from .spec import Source, Spec, load, runnable
-from .spec.resolve import HostFacts, Resolved, resolve
+from .spec.resolve import HostFacts, Resolved, kernel_names, resolve
 
 
 @dataclass
@@ -332,13 +332,12 @@ class Project:
     def scope(self) -> Scope:
         topo = self.spec.topology
         namespaces = {self.netns_of(c) for c in topo.containers}
-        host = {names.host_ifname(self.name, "net", n) for n in topo.networks}
-        host |= {names.host_ifname(self.name, "ep", f"{c}/{n}") for c, spec in topo.containers.items()
-                 for n in spec.networks}
-        host |= {link.host_interface for link in topo.links if link.host_interface}
+        host = kernel_names(self.name, topo)
         needs_ovs = any(n.driver == "ovs" for n in topo.networks.values())
-        return Scope(self.name, frozenset(namespaces), frozenset(host),
-                     needs_ovs=needs_ovs, firewall_namespaces=self._firewall_namespaces(namespaces))
+        wired = {link.host_interface for link in topo.links if link.host_interface}
+        return Scope(self.name, frozenset(namespaces), frozenset(host.values()) | wired,
+                     needs_ovs=needs_ovs, firewall_namespaces=self._firewall_namespaces(namespaces),
+                     renamed={pair: name for pair, name in host.items() if name != names.host_ifname(self.name, *pair)})
 
     def _firewall_namespaces(self, namespaces: set[str]) -> frozenset[str]:
         """Where a table of ours may be: sandboxes with a firewall in the file or in the last

@@ -2,7 +2,7 @@
 
 Interface names are at most 15 bytes and share one namespace per host, so host-side
 names are `<project prefix>-<hash>`: deterministic, within IFNAMSIZ, and as collision-free
-as 40 bits of SHA-256 allow (a compile-time check catches the rest within a project).
+as 40 bits of SHA-256 allow (`host_ifnames` resolves the rest within a project).
 The human name lives in the interface alias, which also marks ownership.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import lru_cache
+from typing import Iterable
 
 ALIAS_PREFIX = "netcompose"
 
@@ -40,6 +41,42 @@ def short_ifname(owner: str, name: str) -> str:
     """A valid interface name for `name` (too long, or with characters Linux refuses):
     its first letters and digits plus a hash of owner and name, within 15 bytes."""
     return f"{re.sub(r'[^A-Za-z0-9]', '', name)[:6] or 'if'}-{digest(owner, name)}"
+
+
+_MAX_SALT = 8   # salts `derived` recognises
+
+
+def host_ifnames(project: str, wanted: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Host-side names of (role, ident) pairs, distinct within the project.
+
+    40 bits of hash make two names of one file alike about once in 10^5 labs of 5000
+    interfaces.  Then the pair that sorts first keeps its name and each other one takes
+    the first salted digest not in use: the same file always gets the same names."""
+    found = {pair: host_ifname(project, *pair) for pair in wanted}
+    if len(set(found.values())) == len(found):
+        return found
+    holders: dict[str, list[tuple[str, str]]] = {}
+    for pair, name in found.items():
+        holders.setdefault(name, []).append(pair)
+    taken = set(holders)
+    for name in sorted(holders):
+        for role, ident in sorted(holders[name])[1:]:
+            salt = 1
+            while (candidate := f"{project_prefix(project)}-{digest(project, role, ident, str(salt))}") in taken:
+                salt += 1   # past _MAX_SALT only if 40-bit hashes collide _MAX_SALT times over
+            taken.add(candidate)
+            found[(role, ident)] = candidate
+    return found
+
+
+def derived(project: str, role: str, ident: str, name: str) -> bool:
+    """Whether `name` is one `host_ifnames` can give (role, ident): its plain digest, or a
+    salted one (a collision moved it there)."""
+    if name == host_ifname(project, role, ident):
+        return True
+    prefix = f"{project_prefix(project)}-"
+    return name.startswith(prefix) and any(name == prefix + digest(project, role, ident, str(salt))
+                                           for salt in range(1, _MAX_SALT + 1))
 
 
 def netns_name(project: str, container: str) -> str:

@@ -20,7 +20,7 @@ def _ids(project: str, net: RNetwork, endpoint: str | None = None) -> dict[str, 
 
 
 def gateway_port(res: Resolved, net: RNetwork) -> str:
-    return names.host_ifname(res.project, "gw", net.name)
+    return res.host_names[("gw", net.name)]
 
 
 def network(res: Resolved, net: RNetwork) -> Iterable[Resource]:

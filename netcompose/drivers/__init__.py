@@ -20,6 +20,9 @@ class Scope:
     # None: everything of the project.  Else only these zones (see Resource.zones), for
     # an apply whose work is O(change).
     focus: frozenset[str] | None = None
+    # (role, ident) → host name, for the rare names a hash collision moved off their
+    # plain digest (see names.host_ifnames); drivers that derive a name use it.
+    renamed: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def sees(self, zone: str) -> bool:
         return self.focus is None or zone in self.focus

@@ -137,7 +137,7 @@ def proven_mark(project: str, ns: str, link: rtnl.Link) -> tuple[str, str, str] 
     if ns == HOST:
         named = {"net": "net", "ep": "ep", **CLAIMED_ROLES}.get(role)
         fits = {"net": link.kind == "bridge", "ep": link.kind == "veth"}.get(role, claimed)
-        return mark if named and fits and link.name == names.host_ifname(project, named, ident) else None
+        return mark if named and fits and names.derived(project, named, ident, link.name) else None
     if role in SANDBOX_VETH_ROLES:
         return mark if link.kind == "veth" else None
     if role == "vxlan":
@@ -220,7 +220,7 @@ class NetlinkDriver:
             if link.kind == "veth" and ours:
                 ends[(mark[1], mark[2])] = {"ns": HOST, "link": link, "master": by_index.get(link.master)}
             elif ours and mark[1] in CLAIMED_ROLES:
-                claimed = self._claimed(HOST, link, project, mark)
+                claimed = self._claimed(HOST, link, scope, mark)
                 carriers[link.index] = claimed
                 out.append(claimed)
             elif link.kind == "bridge":
@@ -292,7 +292,7 @@ class NetlinkDriver:
                 found[-1].attrs["up"] = link.up
                 ours[link.index] = link.name
             elif m[1] in CLAIMED_ROLES:
-                found.append(self._claimed(ns, link, project, m))
+                found.append(self._claimed(ns, link, scope, m))
                 ours[link.index] = link.name
         on_links.extend((ns, ours[a.index], a) for a in sock.addrs() if a.index in ours)
         names_by_index = {link.index: link.name for link in links}
@@ -300,8 +300,9 @@ class NetlinkDriver:
         return found
 
     @staticmethod
-    def _claimed(ns: str, link: rtnl.Link, project: str, mark: tuple[str, str, str]) -> Resource:
-        source = names.host_ifname(project, CLAIMED_ROLES[mark[1]], mark[2])
+    def _claimed(ns: str, link: rtnl.Link, scope: Scope, mark: tuple[str, str, str]) -> Resource:
+        project, pair = scope.project, (CLAIMED_ROLES[mark[1]], mark[2])
+        source = scope.renamed.get(pair) or names.host_ifname(project, *pair)
         res = r.claimed_link(ns, link.name, source, mtu=link.mtu, mac=link.mac, alias=link.alias or "",
                              creator=f"ovsport:{source}", owner=project)
         res.attrs["up"] = link.up

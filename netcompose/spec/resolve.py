@@ -168,15 +168,26 @@ class Resolved:
     # One hosts file per set of networks (and per container with extra_hosts): members
     # share it, so adding a container rewrites one file, not one per peer.
     host_groups: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    host_names: dict[tuple[str, str], str] = field(default_factory=dict)   # see kernel_names
 
 
 # Matched with fullmatch: `$` would accept a trailing newline.
 _HOSTNAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
+def kernel_names(project: str, topo: Record) -> dict[tuple[str, str], str]:
+    """The hashed host-side names the file needs, by (role, ident): bridges ("net"), OVS
+    gateway ports ("gw") and endpoints ("ep"), distinct even when two hashes collide."""
+    wanted = [("net", name) for name, net in topo.networks.items() if not (net.ovs and net.ovs.bridge)]
+    wanted += [("gw", name) for name, net in topo.networks.items() if net.driver == "ovs"]
+    wanted += [("ep", f"{c}/{n}") for c, spec in topo.containers.items() for n in spec.networks]
+    return names.host_ifnames(project, wanted)
+
+
 class _Resolver:
     def __init__(self, topo: Record, doc: Document, project: str, facts: HostFacts):
         self.topo, self.doc, self.project, self.facts = topo, doc, project, facts
+        self.host_names = kernel_names(project, topo)
         self.cursors: dict[tuple[str, int], Iterator[IPAddress]] = {}
 
     def fail(self, path: tuple, problem: str, fix: str = "", key: bool = False) -> None:
@@ -230,7 +241,7 @@ class _Resolver:
             for host, address in net.aux_addresses.items():
                 self.check_host_address(("networks", name, "aux_addresses", host), address, subnet, "aux address")
             bridge = (net.ovs.bridge if net.ovs and net.ovs.bridge
-                      else names.host_ifname(self.project, "net", name))
+                      else self.host_names[("net", name)])
             nat6 = bool(net.nat6 if net.nat6 is not None else subnet6 and subnet6.subnet_of(ULA))
             out[name] = RNetwork(name, net.driver, subnet, gateway, net.mtu, bridge, net.nat, net.internal,
                                  net.icc, net.vlan, dict(vars(net.ovs)) if net.ovs else None, ip_range=net.ip_range,
@@ -372,7 +383,7 @@ class _Resolver:
                     self.fail(path + ("trunks",), "trunks need a network with driver: ovs", "remove trunks")
                 endpoints.append(REndpoint(nname, ifname, address, net.subnet.prefixlen if net.subnet else None,
                                            ep.mac_address.lower() if ep.mac_address else None, ep.type,
-                                           ep.trunks, names.host_ifname(self.project, "ep", f"{cname}/{nname}"),
+                                           ep.trunks, self.host_names[("ep", f"{cname}/{nname}")],
                                            aliases=list(ep.aliases), address6=address6,
                                            prefixlen6=net.subnet6.prefixlen if net.subnet6 else None))
             for ifname, path in link_ifnames.get(cname, []):
@@ -717,7 +728,8 @@ class _Resolver:
             if not c.adopted and c.netns in adopted:
                 self.fail(("containers", adopted[c.netns], "netns"), f"namespace '{c.netns}' is also the "
                           f"namespace netcompose creates for container '{name}'", "adopt another namespace")
-        return Resolved(self.project, self.topo, networks, containers, self.links(networks), self.fill_hosts(containers))
+        return Resolved(self.project, self.topo, networks, containers, self.links(networks), self.fill_hosts(containers),
+                        self.host_names)
 
 
 def command_argv(command: str | list[str]) -> list[str]:
