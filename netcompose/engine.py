@@ -23,6 +23,7 @@ from . import names
 from .apply import FaultHook, Journal, STATE_DIR, execute, failure_message, raise_failure, rollback_outcome
 from .compile import Desired
 from .drivers import Scope, rtnl
+from .drivers.execs import ExecDriver
 from .drivers.files import FilesDriver
 from .drivers.nftables import NftablesDriver
 from .drivers.netlink import Namespaces, NetlinkDriver, proven_mark, read_namespace_owner
@@ -86,9 +87,10 @@ class Host:
         self.netlink = NetlinkDriver(self.nss)
         self.ovsdb = OvsdbDriver(remote_from(ovsdb))
         self.processes = ProcessDriver(stop_timeout)
+        self.execs = ExecDriver()
         self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss), "ovsdb": self.ovsdb,
                                         "nftables": NftablesDriver(self.nss), "processes": self.processes,
-                                        "proxies": ProxiesDriver()}
+                                        "proxies": ProxiesDriver(), "execs": self.execs}
 
     def observe(self, scope: Scope) -> dict[str, Resource]:
         found: dict[str, Resource] = {}
@@ -496,7 +498,7 @@ class Project:
                 problem = self._rollback(host, state)
                 raise ApplyError(f"interrupted; {rollback_outcome(problem)}") from None
             report.applied = len(progress.done)
-            report.notes += host.processes.stopped
+            report.notes += host.processes.stopped + host.execs.notes
             if progress.failed is not None:
                 raise_failure(progress, self._rollback(host, state) if rollback else False)
             if any(a.kind == "netns" and a.op == "delete" for a in state.plan.actions):

@@ -76,6 +76,7 @@ KINDS: dict[str, KindSpec] = {
     "file": KindSpec("files", ordered=True),     # applied one by one, in the order given
     "sysctl": KindSpec("files", ordered=True),
     "process": KindSpec("processes", compare=("argv", "env", "cwd", "user"), outlives_parents=True),
+    "exec": KindSpec("execs"),
 }
 
 
@@ -233,6 +234,14 @@ def process(ns: str, container: str, argv: list[str], env: dict[str, str], cwd: 
     return Resource("process", process_key(ns),
                     {"ns": ns, "container": container, "argv": argv, "env": env, "cwd": cwd, "user": user,
                      "restart": restart, "ready": ready},
+                    deps=_ns_parents(ns) + deps, parents=_ns_parents(ns), owner=owner)
+
+
+def exec_commands(ns: str, container: str, commands: list[list[str]], deps: tuple[str, ...] = (),
+                  owner: str | None = None) -> Resource:
+    """Commands run once inside a sandbox after its interfaces are up (containerlab's
+    `exec:`), again when the list changes or the sandbox is new."""
+    return Resource("exec", f"exec:{ns}", {"ns": ns, "container": container, "commands": commands},
                     deps=_ns_parents(ns) + deps, parents=_ns_parents(ns), owner=owner)
 
 

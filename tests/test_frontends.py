@@ -335,8 +335,8 @@ def test_clab_translation(tmp_path):
     assert data["containers"] == {
         "srl1": {"networks": {"mgmt": {"ifname": "eth0", "ipv4_address": "172.31.100.11"}}},
         "srl2": {"networks": {"mgmt": {"ifname": "eth0"}}},
-        "h1": {"networks": {"mgmt": {"ifname": "eth0"}}, "dns": ["10.0.0.53"],   # kinds.linux.dns, inherited
-               "ports": [{"target": 80, "published": 8080}]},
+        "h1": {"networks": {"mgmt": {"ifname": "eth0"}}, "exec": ["ip addr add 10.0.0.1/24 dev eth1"],
+               "dns": ["10.0.0.53"], "ports": [{"target": 80, "published": 8080}]},   # dns: kinds.linux
         "h2": {"dns": ["10.0.0.53"]},
     }
     assert data["links"] == [
@@ -350,8 +350,7 @@ def test_clab_translation(tmp_path):
     ]
     assert spec.notes == ["bridge node br1: a bridge of netcompose's own (named in its alias); its ports have "
                           "netcompose's host-side names",
-                          "ignored (no network meaning): env, exec (commands are not run), image, startup-config, "
-                          "type"]
+                          "ignored (no network meaning): env, image, startup-config, type"]
     doc = config(spec)
     assert doc["containers"]["srl1"]["netns"] == "clab-lab1-srl1"
     assert doc["links"][2] == {"endpoints": ["srl1:e1-3", "srl1:e1-4"], "mtu": 1500, "addresses": None}

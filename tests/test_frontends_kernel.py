@@ -86,7 +86,10 @@ topology:
   nodes:
     srl1: {kind: nokia_srlinux, mgmt-ipv4: 10.215.0.11}
     srl2: {kind: nokia_srlinux, mgmt-ipv4: 10.215.0.12}
-    h1: {kind: linux, image: alpine}
+    h1:
+      kind: linux
+      image: alpine
+      exec: ["ip addr add 10.218.0.2/24 dev eth1", "false"]
     br1: {kind: bridge}
   links:
     - endpoints: ["srl1:ethernet-1/1", "srl2:ethernet-1/1"]
@@ -105,17 +108,20 @@ def test_containerlab_topology_up_ping_every_link_down(topo, project_name):
     host_end = f"{project_name}h"
     project = topo(textwrap.dedent(LAB).replace("HOSTEND", host_end), name="lab.clab.yml")
     assert project.spec.format == "clab"
-    project.up()
+    report = project.up()
+    assert "exec in h1: false: exit 1" in report.notes
     srl1, srl2, h1 = (f"{project_name}-{n}" for n in ("srl1", "srl2", "h1"))
     assert {"eth0", "e1-1", "e1-2", "e1-3", "e1-4", "e1-5"} <= set(link_facts(srl1))
     # management network: eth0 in every node, static and automatic addresses
     assert ping(srl1, "10.215.0.12") and ping(h1, "10.215.0.11")
     # extended link with addresses
     assert ping(srl1, "10.216.0.2")
-    # brief link and the bridge: addresses set by hand, as a lab's own configuration would
+    # brief link and the bridge: addresses set by hand (or by exec:, h1's), as a lab's own
+    # configuration would; they are not netcompose's, so a second up leaves them and runs no exec again
     for ns, dev, address in ((srl1, "e1-1", "10.217.0.1/24"), (srl2, "e1-1", "10.217.0.2/24"),
-                             (srl1, "e1-3", "10.218.0.1/24"), (h1, "eth1", "10.218.0.2/24")):
+                             (srl1, "e1-3", "10.218.0.1/24")):
         ip("addr", "add", address, "dev", dev, ns=ns)
+    assert not project.up().plan
     assert ping(srl1, "10.217.0.2") and ping(h1, "10.218.0.1")
     # the host link: a frame sent from the node arrives on the host end (no host address needed)
     catcher = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B5))
@@ -126,6 +132,10 @@ def test_containerlab_topology_up_ping_every_link_down(topo, project_name):
     with catcher, sender:
         sender.send(b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"netcompose-host-link".ljust(46))
         assert b"netcompose-host-link" in catcher.recv(128)
+    # a changed exec: list runs again
+    again = topo(textwrap.dedent(LAB).replace("HOSTEND", host_end).replace('"false"', '"ip addr add 10.218.0.3/24 dev eth1"'),
+                 name="lab.clab.yml")
+    assert [a.op for a in again.up().plan.actions] == ["update"] and ping(srl1, "10.218.0.3")
     rows = {(row["container"], row["ifname"]): row for row in project.ps()}
     assert rows[("srl2", "e1-3")]["link"] == f"host:{host_end}" and rows[("srl2", "e1-3")]["state"] == "up"
     assert rows[("srl1", "e1-1")]["state"] == rows[("srl1", "e1-4")]["state"] == "up"

@@ -19,7 +19,7 @@ from .. import names
 from .. import resources as r
 from ..resources import Resource
 from ..spec.resolve import RContainer, Resolved, RNetwork
-from . import bridge, firewall, ovs, p2p
+from . import bridge, execs, firewall, ovs, p2p
 from .bridge import no_router_advertisements
 
 NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs}
@@ -155,6 +155,7 @@ def shared_resources(res: Resolved) -> Iterable[Resource]:
         yield from NETWORK_DRIVERS[net.driver].network(res, net)
     yield from _etc_groups(res)
     yield from p2p.links(res)
+    yield from execs.commands(res)
     yield from firewall.tables(res)
 
 

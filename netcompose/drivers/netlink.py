@@ -233,7 +233,7 @@ class NetlinkDriver:
                 out.append(Resource("link", r.link_key(HOST, link.name), {"ifname": link.name}, owner=owner))
         self.read_host_routes()
         for addr in host.addrs():
-            if addr.index in carriers:
+            if addr.index in carriers and addr.proto == rtnl.RTPROT_NETCOMPOSE:
                 link = carriers[addr.index]
                 out.append(r.address(HOST, link.attrs["ifname"], addr.address, addr.prefixlen, link.key,
                                      owner=project))
@@ -294,7 +294,8 @@ class NetlinkDriver:
             elif m[1] in CLAIMED_ROLES:
                 found.append(self._claimed(ns, link, scope, m))
                 ours[link.index] = link.name
-        on_links.extend((ns, ours[a.index], a) for a in sock.addrs() if a.index in ours)
+        on_links.extend((ns, ours[a.index], a) for a in sock.addrs()
+                        if a.index in ours and a.proto == rtnl.RTPROT_NETCOMPOSE)
         names_by_index = {link.index: link.name for link in links}
         on_links.extend((ns, names_by_index.get(rt.oif), rt) for rt in sock.routes(rtnl.RTPROT_NETCOMPOSE))
         return found

@@ -26,7 +26,7 @@ IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16,
 RTEXT_FILTER_SKIP_STATS = 1 << 3   # the planner needs no counters; skipping them halves a link dump
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_PORT = 1, 2, 15
-IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS, IFA_PROTO = 1, 2, 8, 11   # IFA_PROTO: Linux 5.18+
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 NDA_DST = 1
@@ -197,7 +197,10 @@ def _addr_body(index: int, address: str, prefixlen: int) -> bytes:
 
 
 def new_addr(index: int, address: str, prefixlen: int) -> Request:
-    return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, _addr_body(index, address, prefixlen))
+    # Marked as ours like our routes: an address someone adds beside it (a lab's own
+    # `ip addr add`, an `exec:` command) is not ours to remove.
+    return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, _addr_body(index, address, prefixlen)
+                   + attr(IFA_PROTO, struct.pack("=B", RTPROT_NETCOMPOSE)))
 
 
 def del_addr(index: int, address: str, prefixlen: int) -> Request:
@@ -255,6 +258,7 @@ class Addr:
     index: int
     address: str
     prefixlen: int
+    proto: int = 0      # who added it (IFA_PROTO); ours: RTPROT_NETCOMPOSE
 
 
 @dataclass
@@ -306,7 +310,9 @@ def _decode_addr(msg: memoryview) -> Addr | None:
         return None
     attrs = parse_attrs(msg, _IFADDRMSG.size, len(msg))
     raw = (attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)) if family == AF_INET else attrs.get(IFA_ADDRESS)
-    return Addr(index=index, address=unpack_ip(family, raw), prefixlen=prefixlen)
+    proto = attrs.get(IFA_PROTO)
+    return Addr(index=index, address=unpack_ip(family, raw), prefixlen=prefixlen,
+                proto=proto[0] if proto is not None else 0)
 
 
 _ANY = {AF_INET: "0.0.0.0", AF_INET6: "::"}

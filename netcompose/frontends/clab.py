@@ -195,8 +195,10 @@ class _Clab:
             self.tr.set(cpath + ("netns",), target or name, self.node_at(name, "network-mode") if target
                         else self.key_at(*npath))
             return
-        if node.get("exec"):
-            self.tr.ignore("exec (commands are not run)", self.node_at(name, "exec"))
+        if node.get("exec") and kind == "linux":
+            self.tr.set(cpath + ("exec",), [str(c) for c in node["exec"]], self.node_at(name, "exec"))
+        elif node.get("exec"):
+            self.tr.ignore(f"exec of {kind} nodes (a network OS has its own CLI)", self.node_at(name, "exec"))
         if mode is None:
             self.tr.set(cpath + ("networks",), {}, self.key_at(*npath))
             self.tr.set(cpath + ("networks", self.mgmt), {}, self.key_at(*npath))

@@ -275,6 +275,9 @@ class Container(Strict):
     command: str | list[str] | None = Field(
         None, description="the container's process: a list exec'd as is, or a string split like a shell "
                           "(never run by one)")
+    exec: list[str | list[str]] = Field(
+        default_factory=list, description="commands run once inside the sandbox after its interfaces are up, "
+                                          "again when the list changes (each split like command:)")
     environment: Annotated[dict[EnvName, str], BeforeValidator(_environment_map)] = Field(
         default_factory=dict, description="environment of the process (mapping or NAME=VALUE list)")
     working_dir: str | None = Field(None, description="default: the topology's folder; relative to it")

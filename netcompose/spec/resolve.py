@@ -144,6 +144,7 @@ class RContainer:
     aliases: list[str] = field(default_factory=list)    # its other names on all its networks
     default_gateway6: IPv6Address | None = None
     default_ifname6: str | None = None
+    execs: list[list[str]] = field(default_factory=list)   # exec: argvs, run once after it is up
 
 
 @dataclass
@@ -471,7 +472,21 @@ class _Resolver:
         return RContainer(cname, netns, adopted, endpoints, gateway, ifname, routes,
                           [str(d) for d in c.dns], list(c.dns_search), extra_hosts, dict(c.sysctls),
                           default_gateway6=gateway6, default_ifname6=ifname6,
-                          process=self.process(cname, c), aliases=list(c.aliases))
+                          process=self.process(cname, c), aliases=list(c.aliases),
+                          execs=self.execs(cname, c))
+
+    def execs(self, cname: str, c) -> list[list[str]]:
+        out = []
+        for i, command in enumerate(c.exec):
+            try:
+                argv = command_argv(command)
+            except ValueError as exc:
+                self.fail(("containers", cname, "exec", i), f"exec: {exc}", "close the quote or escape it")
+            if not argv or not argv[0]:
+                self.fail(("containers", cname, "exec", i), "an empty exec command", "write the program and "
+                          "its arguments, or remove the entry")
+            out.append(argv)
+        return out
 
     def process(self, cname: str, c) -> RProcess | None:
         base = ("containers", cname)
