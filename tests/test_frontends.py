@@ -278,14 +278,36 @@ def test_compose_errors_are_one_line_at_the_original_place(tmp_path, body, messa
     assert error(tmp_path, {"compose.yaml": body}).startswith(message)
 
 
-def test_compose_ipv6_refused_or_mapped(tmp_path):
-    from netcompose.spec.model import Network
-    body = "services: {a: {networks: [n]}}\nnetworks:\n  n:\n    ipam: {config: [{subnet: 'fd00::/64'}]}\n"
-    if "subnet6" in Network.model_fields:
-        assert config(loaded(tmp_path, {"compose.yaml": body}))["networks"]["n"]
-    else:
-        assert error(tmp_path, {"compose.yaml": body}).startswith(
-            "compose.yaml:4:30: an IPv6 subnet is not supported: netcompose manages IPv4 only for now")
+def test_compose_and_clab_ipv6_map_onto_dual_stack(tmp_path):
+    spec = loaded(tmp_path, {"compose.yaml": """
+        services:
+          a:
+            networks:
+              n: {ipv4_address: 10.61.0.5, ipv6_address: "fd00:61::5"}
+            ports: ["[::1]:8080:80"]
+        networks:
+          n:
+            enable_ipv6: true
+            ipam:
+              config:
+                - {subnet: 10.61.0.0/24}
+                - {subnet: "fd00:61::/64", gateway: "fd00:61::1"}
+    """})
+    data = spec.doc.data
+    assert data["networks"]["n"] == {"enable_ipv6": True, "subnet": "10.61.0.0/24", "subnet6": "fd00:61::/64",
+                                     "gateway6": "fd00:61::1"}
+    assert data["containers"]["a"]["networks"]["n"] == {"ipv4_address": "10.61.0.5", "ipv6_address": "fd00:61::5"}
+    assert data["containers"]["a"]["ports"] == [{"target": 80, "published": 8080, "host_ip": "::1"}]
+    config(spec)
+    lab = loaded(tmp_path, {"a.clab.yml": "name: x\ntopology:\n  nodes: {n1: {kind: linux, mgmt-ipv6: '3fff:172:20:20::9'}}\n"},
+                 main="a.clab.yml")
+    assert lab.doc.data["networks"]["clab"]["subnet6"] == "3fff:172:20:20::/64"    # containerlab's default
+    assert config(lab)["containers"]["n1"]["networks"]["clab"]["ipv6_address"].startswith("3fff:172:20:20::9/")
+
+
+def test_unquoted_port_mappings_are_text_as_in_yaml_1_2(tmp_path):
+    spec = loaded(tmp_path, {"compose.yaml": "services: {a: {ports: [10022:22]}}\n"})
+    assert spec.doc.data["containers"]["a"]["ports"] == [{"target": 22, "published": 10022}]
 
 
 # ---- containerlab ------------------------------------------------------------------------
@@ -475,11 +497,6 @@ EXPECTED_FAILURES = {
         "containerlab__tests__01-smoke__30-bridge-reconcile.clab.yml": "Go templates are not rendered",
         "containerlab__tests__13-srsim__12-srsim-veth-stitch.clab.yml": "link type veth-stitch is not supported",
         "vscode-containerlab__dev__topologies-original__network.clab.yml": "a macvlan endpoint is not supported",
-        # mgmt-ipv6 on the default mgmt network, which has no IPv6 subnet here (clab's default is
-        # 3fff:172:20:20::/64).
-        "containerlab__tests__01-smoke__24-basic-groups.clab.yaml": "network 'clab' has no IPv6",
-        # YAML 1.1 reads the unquoted port 10022:22 as a base-60 number (601342).
-        "containerlab__tests__13-srsim__07-srsim-mix.clab.yml": "ports.0.target: Input should be less than or equal",
     },
 }
 
@@ -508,14 +525,10 @@ def test_corpus_loads_or_names_what_is_not_supported(kind):
         assert resolved_document(resolve(again.topology, again.doc, again.project)) == original, path.name
     expected = EXPECTED_FAILURES[kind]
     unexpected = {n: m for n, m in failures.items() if n not in expected or expected[n] not in m}
-    fixed = [n for n in expected if n not in failures and not v6_pending(expected[n])]
+    fixed = [n for n in expected if n not in failures]
     assert not unexpected and not fixed, (unexpected, fixed)
     loaded_share = 1 - len(failures) / len(files)
     assert loaded_share >= 0.9, (loaded_share, failures)
-
-
-def v6_pending(reason: str) -> bool:
-    return "ipv6" in reason.lower()
 
 
 def parse_converted(text: str, where: Path):

@@ -71,14 +71,6 @@ def detect(text: str) -> str:
     return "netcompose"
 
 
-def require_ipv6(at: Position, what: str) -> None:
-    """Refuse an IPv6 feature until the core model has dual stack (`subnet6`); asked only
-    when a file uses IPv6, so pydantic loads only then."""
-    from ..spec.model import Network
-    if "subnet6" not in Network.model_fields:
-        raise unsupported(at, what, "netcompose manages IPv4 only for now")
-
-
 def unsupported(at: Position, what: str, why: str) -> SpecError:
     """The one-line error for a network feature netcompose cannot reproduce (exit 3)."""
     return SpecError(at, f"{what} is not supported: {why}", "remove it or build that part by other means")

@@ -17,7 +17,7 @@ from ..errors import Position, SpecError
 from ..inputs import read_text
 from ..spec.loader import Document, parse_yaml
 from ..spec.patterns import IFNAME_PATTERN
-from . import Translation, require_ipv6, unsupported
+from . import Translation, unsupported
 from .compose import expand_port
 
 # Node keys with a network meaning; the rest (image, startup-config, license, binds, ...)
@@ -26,6 +26,7 @@ _NODE_KEYS = {"kind", "group", "mgmt-ipv4", "mgmt_ipv4", "mgmt-ipv6", "mgmt_ipv6
               "dns", "exec"}
 _BRIDGES = {"bridge": "bridge", "ovs-bridge": "ovs"}
 DEFAULT_MGMT = {"network": "clab", "ipv4-subnet": "172.20.20.0/24"}
+DEFAULT_MGMT_IPV6 = "3fff:172:20:20::/64"
 
 
 def _srlinux(name: str) -> str:
@@ -136,6 +137,9 @@ class _Clab:
 
     def management(self) -> None:
         mgmt = {**DEFAULT_MGMT, **(self.doc.data.get("mgmt") or {})}
+        v6_nodes = [n for n, node in self.nodes.items() if node.get("mgmt-ipv6") or node.get("mgmt_ipv6")]
+        if v6_nodes and not any(k.replace("_", "-") == "ipv6-subnet" for k in mgmt):
+            mgmt["ipv6-subnet"] = DEFAULT_MGMT_IPV6   # containerlab's management network is dual stack
         self.mgmt = str(mgmt["network"])
         path = ("networks", self.mgmt)
         self.tr.set(path, {}, self.at("mgmt") if "mgmt" in self.doc.data else self.key_at("topology"))
@@ -153,7 +157,6 @@ class _Clab:
             elif spelled == "external-access":
                 self.tr.set(path + ("nat",), bool(value), here)
             elif spelled in ("ipv6-subnet", "ipv6-gw"):
-                require_ipv6(here, f"mgmt {key}")
                 self.tr.set(path + ("subnet6" if spelled == "ipv6-subnet" else "gateway6",), value, here)
             elif spelled == "ipv6-range":
                 raise unsupported(here, f"mgmt {key}", "IPv6 addresses come from the whole subnet")
@@ -208,7 +211,6 @@ class _Clab:
                     self.tr.set(cpath + ("networks", self.mgmt, "ipv4_address"), node[key], self.node_at(name, key))
             for key in ("mgmt-ipv6", "mgmt_ipv6"):
                 if node.get(key):
-                    require_ipv6(self.node_at(name, key), key)
                     self.tr.set(cpath + ("networks", self.mgmt, "ipv6_address"), node[key], self.node_at(name, key))
         dns = node.get("dns") or {}
         for key, target in (("servers", "dns"), ("search", "dns_search")):
@@ -387,7 +389,6 @@ class _Clab:
             self.tr.set(lpath + ("addresses",), addresses, self.at(*path))
         addresses6 = [end.get("ipv6") if end else None for *_, end in ends]
         if any(addresses6):
-            require_ipv6(self.at(*path), "ipv6 link addresses")
             if not all(addresses6) or hosts:
                 raise unsupported(self.at(*path), "an IPv6 address on one end only", "give both ends an ipv6 address")
             self.tr.set(lpath + ("addresses6" if any(addresses) else "addresses",), addresses6, self.at(*path))

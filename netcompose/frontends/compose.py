@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import Position, SpecError
 from ..inputs import read_text
 from ..spec.loader import Document, parse_yaml
-from . import Translation, require_ipv6, unsupported
+from . import Translation, unsupported
 
 # Service keys that only matter to the container runtime (image, processes, storage, ...).
 _NETWORK_KEYS = {"networks", "network_mode", "ports", "expose", "extra_hosts", "dns", "dns_search", "dns_opt",
@@ -256,7 +256,6 @@ class _Compose:
                 self.tr.set(("networks", name, "internal"), bool(value), self.at(*here))
             elif key == "enable_ipv6":
                 if value:
-                    require_ipv6(self.at(*here), "enable_ipv6")
                     self.tr.set(("networks", name, "enable_ipv6"), True, self.at(*here))
             elif key == "external":
                 if value:
@@ -294,7 +293,6 @@ class _Compose:
             except ValueError:
                 raise SpecError(self.at(*here, "subnet"), f"'{subnet}' is not a subnet", "write it like 10.1.0.0/24") from None
             if version == 6:
-                require_ipv6(self.at(*here, "subnet"), "an IPv6 subnet")
                 mapping = {"subnet": "subnet6", "gateway": "gateway6"}
             else:
                 if seen_v4:
@@ -432,7 +430,6 @@ class _Compose:
                                     "replicas", "remove ipv4_address or scale")
                 self.tr.set(epath + ("ipv4_address",), value, self.at(*here))
             elif key == "ipv6_address" and value:
-                require_ipv6(self.at(*here), "ipv6_address")
                 self.tr.set(epath + ("ipv6_address",), value, self.at(*here))
             elif key == "aliases":
                 for i, alias in enumerate(value or []):
@@ -465,8 +462,6 @@ class _Compose:
             self.tr.set(cpath + (key,), [], self.at(*base, key))
             for i, item in enumerate(values):
                 where = self.at(*base, key, i) if not isinstance(value, str) else self.at(*base, key)
-                if key == "dns" and ":" in str(item):
-                    require_ipv6(where, f"IPv6 DNS server {item}")
                 self.tr.set(cpath + (key, i), item, where)
 
     def extra_hosts(self, cpath: tuple, base: tuple, hosts: Any) -> None:
@@ -489,8 +484,6 @@ class _Compose:
         self.tr.set(cpath + ("extra_hosts",), {}, self.at(*path))
         for host, ip, where in pairs:
             ip = str(ip).strip("[]")
-            if ip != "host-gateway" and ":" in ip:
-                require_ipv6(where, f"IPv6 extra_hosts entry {host}")
             self.tr.set(cpath + ("extra_hosts", host), ip, where)
 
     def sysctls(self, cpath: tuple, base: tuple, sysctls: Any) -> None:
@@ -557,8 +550,6 @@ def expand_port(entry: Any, where: Position) -> list[dict]:
     ip, protocol = match["ip"], (match["proto"] or "tcp").lower()
     if protocol not in ("tcp", "udp"):
         raise unsupported(where, f"protocol {protocol}", "published ports are tcp or udp")
-    if ip and ":" in ip.strip("[]"):
-        require_ipv6(where, f"the IPv6 host address {ip}")
     targets = _range(match["target"])
     published = _range(match["published"]) if match["published"] else None
     if published and len(published) != len(targets):

@@ -156,12 +156,18 @@ _BOOL_OR_NULL = frozenset("yes Yes YES no No NO true True TRUE false False FALSE
                           "null Null NULL".split())
 
 
+# YAML 1.1 reads `8080:80` as a base-60 number; YAML 1.2 (Compose, containerlab, and
+# netcompose) reads it as the text it is, a port mapping.
+_SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
+
+
 class FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """libyaml's parser, which keeps the marks we report, at a tenth of the pure-Python
     parser's cost; names and keys skip the resolver's regular expressions."""
 
     def resolve(self, kind, value, implicit):
-        if kind is ScalarNode and implicit[0] and value[:1].isalpha() and value not in _BOOL_OR_NULL:
+        if kind is ScalarNode and implicit[0] and (value[:1].isalpha() and value not in _BOOL_OR_NULL
+                                                   or ":" in value and _SEXAGESIMAL.fullmatch(value)):
             return _STR_TAG
         return super().resolve(kind, value, implicit)
 
