@@ -527,24 +527,29 @@ class Project:
     def _settle(self, host: Host) -> list[str]:
         """Deleted namespaces free their devices asynchronously; wait for our host ends to go.
 
-        A namespace that something still holds (a process netcompose could not stop, an open
-        descriptor, a bind mount elsewhere) never frees them: when the leftovers stop
-        shrinking for a second, they are deleted explicitly.  Returns a note on those."""
+        A namespace that something still holds (an open descriptor, a bind mount elsewhere, a
+        process netcompose could not stop) outlives its mount and would keep them forever:
+        the kernel still finds it by id, where a dying one it does not.  Such leftovers are
+        deleted explicitly at once.  Returns a note on those."""
         deadline = time.monotonic() + 10
         notes: list[str] = []
-        last_count, last_progress = None, time.monotonic()
+        judged: set[int] = set()   # namespace ids already found alive or dying
+        sock = host.nss.sock(HOST)
         while time.monotonic() < deadline:
-            leftovers = [l for l in host.nss.sock(HOST).links()
+            leftovers = [l for l in sock.links()
                          if (m := proven_mark(self.name, HOST, l)) and l.kind == "veth"
                          and not os.path.exists(host.nss.path(self.netns_of(m[2].partition("/")[0])))]
             if not leftovers:
                 return notes
-            if last_count is None or len(leftovers) < last_count:
-                last_count, last_progress = len(leftovers), time.monotonic()
-            elif time.monotonic() - last_progress >= 1.0 and not notes:
-                host.nss.sock(HOST).execute([rtnl.del_link(l.name) for l in leftovers])
-                notes.append(f"{len(leftovers)} interface(s) of removed sandboxes that something still holds "
-                             f"deleted explicitly: {', '.join(l.name for l in leftovers[:5])}")
+            unjudged = sorted({l.link_netnsid for l in leftovers} - judged - {None, -1})
+            held = {nsid for nsid, code in zip(unjudged, sock.execute([rtnl.get_nsid(i) for i in unjudged]) if
+                    unjudged else []) if code == 0}
+            judged.update(unjudged)
+            stuck = [l for l in leftovers if l.link_netnsid in held]
+            if stuck:
+                sock.execute([rtnl.del_link(l.name) for l in stuck])
+                notes.append(f"{len(stuck)} interface(s) of removed sandboxes that something still holds deleted "
+                             f"explicitly: {', '.join(l.name for l in stuck[:5])}")
             time.sleep(0.02)
         return notes
 

@@ -23,6 +23,8 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_DELNEIGH, RTM_GETNEIGH = 29, 30
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD, IFLA_EXT_MASK = 16, 18, 20, 28, 29
+IFLA_LINK_NETNSID = 37
+RTM_GETNSID, NETNSA_NSID = 90, 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3   # the planner needs no counters; skipping them halves a link dump
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_PORT = 1, 2, 15
@@ -118,6 +120,12 @@ class Request:
     type: int
     flags: int
     body: bytes
+
+
+def get_nsid(nsid: int) -> Request:
+    """Look a namespace up by its id: fails (ENOENT) once nothing holds it any more, even
+    while the kernel has not yet freed it."""
+    return Request(RTM_GETNSID, 0, struct.pack("=B3x", socket.AF_UNSPEC) + attr(NETNSA_NSID, struct.pack("=i", nsid)))
 
 
 def ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
@@ -251,6 +259,7 @@ class Link:
     alias: str | None
     peer_index: int | None
     vxlan: tuple[int, str, int] | None = None   # (vni, remote, port) of a VXLAN device
+    link_netnsid: int | None = None   # the peer's namespace, by its id in this one (veths)
 
 
 @dataclass
@@ -277,7 +286,8 @@ class Route:
     metric: int | None
 
 
-_LINK_ATTRS = frozenset((IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_MTU, IFLA_ADDRESS, IFLA_MASTER, IFLA_LINK))
+_LINK_ATTRS = frozenset((IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_MTU, IFLA_ADDRESS, IFLA_MASTER, IFLA_LINK,
+                         IFLA_LINK_NETNSID))
 
 
 def _decode_link(msg: memoryview) -> Link:
@@ -299,7 +309,9 @@ def _decode_link(msg: memoryview) -> Link:
                 mtu=_u32(attrs.get(IFLA_MTU)) or 0, mac=mac_str(attrs.get(IFLA_ADDRESS)),
                 up=bool(flags & IFF_UP), master=_u32(attrs.get(IFLA_MASTER)),
                 alias=bytes(alias).rstrip(b"\0").decode() if alias is not None else None,
-                peer_index=_u32(attrs.get(IFLA_LINK)), vxlan=vxlan)
+                peer_index=_u32(attrs.get(IFLA_LINK)), vxlan=vxlan,
+                link_netnsid=struct.unpack_from("=i", attrs[IFLA_LINK_NETNSID])[0]
+                if IFLA_LINK_NETNSID in attrs else None)
 
 
 def _decode_addr(msg: memoryview) -> Addr | None:
