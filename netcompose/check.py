@@ -37,8 +37,9 @@ from .spec.resolve import RContainer, Resolved
 
 TIMEOUT = 0.5
 FULL_MATRIX_UP_TO = 20          # containers: up to this many, every pair is probed
-NEIGH_STATS = "/proc/net/stat/arp_cache"
-NEIGH_LIMIT = "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
+# Per family: the neighbour table's statistics and its limit (ARP; IPv6 neighbour discovery).
+NEIGH_STATS = {4: "/proc/net/stat/arp_cache", 6: "/proc/net/stat/ndisc_cache"}
+NEIGH_LIMIT = {4: "/proc/sys/net/ipv4/neigh/default/gc_thresh3", 6: "/proc/sys/net/ipv6/neigh/default/gc_thresh3"}
 
 
 @dataclass
@@ -242,13 +243,14 @@ def _listen(stack: ExitStack, ns: str, proto: str, port: int) -> None:
 
 
 class NeighbourTable:
-    """The host's neighbour (ARP) table, shared by every namespace: its limit, how full it
-    is, how often it overflowed, and a way to give back the entries probes made."""
+    """The host's neighbour tables (ARP, and IPv6 neighbour discovery), each shared by every
+    namespace: their limits, how full they are, how often they overflowed, and a way to give
+    back the entries probes made."""
 
     def __init__(self, res: Resolved) -> None:
         from .drivers.netlink import Namespaces
         self.nss = Namespaces()
-        self.limit = self._read_int(NEIGH_LIMIT, 1024)
+        self.limits = {version: self._read_int(path, 1024) for version, path in NEIGH_LIMIT.items()}
         self.addresses = {str(ip) for c in res.containers.values() for ep in c.endpoints for ip, _ in ep.addresses()}
         self.addresses |= {cidr.split("/")[0] for link in res.links for pair in (link.addresses, link.addresses6)
                            for cidr in pair or ()}
@@ -266,11 +268,11 @@ class NeighbourTable:
             return default
 
     @staticmethod
-    def _stats() -> tuple[int, int]:
-        """(entries, overflows so far): entries is the whole table's, the same on every
-        CPU's line; table_fulls counts per CPU."""
+    def _stats(version: int) -> tuple[int, int]:
+        """(entries, overflows so far) of one family's table: entries is the whole table's,
+        the same on every CPU's line; table_fulls counts per CPU."""
         try:
-            with open(NEIGH_STATS) as f:
+            with open(NEIGH_STATS[version]) as f:
                 header, *rows = [line.split() for line in f]
             entries = int(rows[0][header.index("entries")], 16)
             return entries, sum(int(row[header.index("table_fulls")], 16) for row in rows)
@@ -278,12 +280,12 @@ class NeighbourTable:
             return 0, 0
 
     def room(self) -> int:
-        """New entries one wave of probes may make: half of what is free (others use the
-        table too), at least 64."""
-        return max(64, (self.limit - self._stats()[0]) // 2)
+        """New entries one wave of probes may make: half of what is free in the fuller table
+        (others use them too), at least 64."""
+        return min(max(64, (limit - self._stats(version)[0]) // 2) for version, limit in self.limits.items())
 
     def overflows(self) -> int:
-        return self._stats()[1]
+        return sum(self._stats(version)[1] for version in self.limits)
 
     def forget(self, namespaces: set[str]) -> None:
         """Delete the entries for the project's addresses in these sandboxes ("" = the host,
@@ -366,6 +368,7 @@ def run(res: Resolved, everything: bool | None = None, workers: int = 256,
             if failed and probe_all(failed):
                 for p in failed:
                     if p.actual != p.expected:
-                        p.inconclusive = (f"the host's neighbour table overflowed (net.ipv4.neigh.default."
-                                          f"gc_thresh3 = {table.limit}, shared by every namespace)")
+                        p.inconclusive = (f"the host's neighbour table overflowed (net.ipv{p.family}.neigh."
+                                          f"default.gc_thresh3 = {table.limits[p.family]}, shared by every "
+                                          "namespace)")
     return probes

@@ -145,3 +145,18 @@ def test_one_rule_both_families(tmp_path):
     v4 = compile_resources(resolved("networks: {n: {subnet: 10.9.0.0/24}}\ncontainers:\n  c:\n    networks: [n]\n"
                                     "    ports: ['80:80']\n    firewall: {ingress: [{proto: icmp}]}\n", tmp_path))
     assert not any("ip6" in str(v.attrs) or "ipv6" in str(v.attrs) for v in v4.values() if v.kind != "file")
+
+
+def test_rtnetlink_requests_of_both_families():
+    import socket
+    import struct
+    from netcompose.drivers import rtnl
+    v6 = rtnl.new_addr(7, "fd00::10", 64).body
+    family, prefixlen, flags, _scope, index = struct.unpack_from("=BBBBI", v6)
+    assert (family, prefixlen, flags & rtnl.IFA_F_NODAD, index) == (socket.AF_INET6, 64, rtnl.IFA_F_NODAD, 7)
+    assert socket.inet_pton(socket.AF_INET6, "fd00::10") in v6
+    assert struct.unpack_from("=B", rtnl.new_addr(7, "10.0.0.1", 24).body)[0] == socket.AF_INET
+    route = rtnl.replace_route("::/0", 3, "fd00::1", 1024).body
+    assert struct.unpack_from("=BB", route) == (socket.AF_INET6, 0)
+    neighbour = rtnl.del_neighbour(3, "fd00::2").body
+    assert neighbour[0] == socket.AF_INET6 and socket.inet_pton(socket.AF_INET6, "fd00::2") in neighbour

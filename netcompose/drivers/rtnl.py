@@ -234,7 +234,7 @@ def _route_body(dst: str, oif: int | None, via: str | None, metric: int | None) 
 
 
 def del_neighbour(index: int, address: str) -> Request:
-    return Request(RTM_DELNEIGH, 0, _NDMSG.pack(AF_INET, index, 0, 0, 0) + attr(NDA_DST, socket.inet_aton(address)))
+    return Request(RTM_DELNEIGH, 0, _NDMSG.pack(family_of(address), index, 0, 0, 0) + attr(NDA_DST, pack_ip(address)))
 
 
 def replace_route(dst: str, oif: int | None, via: str | None, metric: int | None = None) -> Request:
@@ -474,13 +474,13 @@ class RtnlSocket:
         return [a for a in rows if a is not None]
 
     def neighbours(self) -> list[Neighbour]:
-        """IPv4 neighbour (ARP) entries."""
+        """IPv4 (ARP) and IPv6 (neighbour discovery) entries."""
         found = []
-        for msg in self.dump(RTM_GETNEIGH, _NDMSG.pack(AF_INET, 0, 0, 0, 0)):
+        for msg in self.dump(RTM_GETNEIGH, _NDMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
             family, index, state, _flags, _type = _NDMSG.unpack_from(msg, 0)
             dst = parse_attrs(msg, _NDMSG.size, len(msg), frozenset((NDA_DST,))).get(NDA_DST)
-            if family == AF_INET and dst is not None and len(dst) == 4:
-                found.append(Neighbour(index, socket.inet_ntoa(bytes(dst)), state))
+            if dst is not None and len(dst) == {AF_INET: 4, AF_INET6: 16}.get(family):
+                found.append(Neighbour(index, unpack_ip(family, dst), state))
         return found
 
     def routes(self, protocol: int = 0) -> list[Route]:
