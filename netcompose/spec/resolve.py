@@ -202,12 +202,14 @@ class _Resolver:
         v4 = net.enable_ipv4 if net.enable_ipv4 is not None else not (net.subnet6 and not net.subnet)
         v6 = net.enable_ipv6 if net.enable_ipv6 is not None else net.subnet6 is not None
         for on, version, keys in ((v4, 4, ("subnet", "gateway")), (v6, 6, ("subnet6", "gateway6", "nat6"))):
+            flag = "enable_ipv4" if version == 4 else "enable_ipv6"
             for key in keys:
                 if not on and getattr(net, key) is not None:
-                    flag = "enable_ipv4" if version == 4 else "enable_ipv6"
+                    if getattr(net, flag) is False:
+                        self.fail(base + (key,), f"{key} contradicts {flag}: false on network '{name}'",
+                                  f"remove {key} or {flag}: false")
                     self.fail(base + (key,), f"{key} needs IPv{version} on network '{name}'",
-                              f"remove {key}, or set {SUBNET_KEY[version]} or {flag}: true" if version == 6
-                              or net.enable_ipv4 is None else f"remove {key} or {flag}: false")
+                              f"set {SUBNET_KEY[version]}, or {flag}: true")
         if not (v4 or v6):
             self.fail(base, f"network '{name}' has neither IPv4 nor IPv6", "enable at least one family")
         return v4, v6
