@@ -197,6 +197,7 @@ def test_published_ports_per_family(topo, project_name, upstream6):
         # A relay that died is drift: planned, and started again.
         [record] = glob.glob(f"/run/netcompose/{project_name}/proxies/*.json")
         relay = json.loads(Path(record).read_text())
+        assert processes.read_environ(relay["pid"])["NETCOMPOSE_RELAY"].startswith(f"{project_name}/")  # its mark
         os.kill(relay["pid"], signal.SIGTERM)
         while processes.alive(relay["pid"], relay["start"]):
             time.sleep(0.01)

@@ -2,7 +2,9 @@
 
 Each relay is a process of its own (a new session, so it outlives the `up` that started
 it), recorded in `/run/netcompose/<project>/proxies/`: its pid, its start time (so a
-recycled pid is never taken for it, read as for declared processes) and what it relays.  A relay whose process is gone is
+recycled pid is never taken for it, read as for declared processes) and what it relays.
+The process carries its own mark too, in its environment (`NETCOMPOSE_RELAY=<project>/<name>`):
+a record alone never makes netcompose signal a process.  A relay whose process is gone is
 not observed, so the next `up` starts it again; `down` stops it.
 """
 from __future__ import annotations
@@ -20,8 +22,9 @@ from ..apply import STATE_DIR
 from ..plan import Action
 from ..resources import Resource
 from . import Outcome, Scope
-from .processes import alive, stat
+from .processes import alive, read_environ, stat
 
+MARK = "NETCOMPOSE_RELAY"
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "portproxy.py")
 READY_TIMEOUT = 10.0
 
@@ -29,6 +32,15 @@ READY_TIMEOUT = 10.0
 def _start_time(pid: int) -> int | None:
     facts = stat(pid)
     return facts[2] if facts is not None else None
+
+
+def _ours(record: dict, mark: str) -> bool:
+    """The recorded relay still runs (same pid and start time) and carries our mark."""
+    pid, start = record.get("pid", 0), record.get("start")
+    try:
+        return start is not None and alive(pid, start) and read_environ(pid).get(MARK) == mark
+    except OSError:
+        return False
 
 
 def _reap(pid: int) -> None:
@@ -50,6 +62,9 @@ class ProxiesDriver:
     def _folder(self) -> str:
         assert self.project is not None
         return os.path.join(STATE_DIR, self.project, "proxies")
+
+    def _mark(self, file_name: str) -> str:
+        return f"{self.project}/{file_name.removesuffix('.json')}"
 
     @staticmethod
     def _file_name(attrs: dict) -> str:
@@ -75,8 +90,8 @@ class ProxiesDriver:
         if not scope.sees("host"):
             return []
         out = []
-        for _, record in self._records():
-            if record.get("start") is not None and alive(record.get("pid", 0), record["start"]):
+        for path, record in self._records():
+            if _ours(record, self._mark(os.path.basename(path))):
                 out.append(r.port_proxy(**record["attrs"], owner=scope.project))
         return out
 
@@ -94,12 +109,13 @@ class ProxiesDriver:
 
     def _start(self, attrs: dict) -> None:
         os.makedirs(self._folder(), exist_ok=True)
-        path = os.path.join(self._folder(), self._file_name(attrs))
+        name = self._file_name(attrs)
+        path = os.path.join(self._folder(), name)
         self._stop(attrs)   # a relay that outlived its record, or a stale record
         child = subprocess.Popen([sys.executable, SCRIPT, attrs["listen"], str(attrs["port"]), attrs["protocol"],
                                   attrs["target"], str(attrs["target_port"])],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                 start_new_session=True, cwd="/")
+                                 start_new_session=True, cwd="/", env={**os.environ, MARK: self._mark(name)})
         with open(path + ".tmp", "w") as f:   # recorded before it is awaited: a crash here leaves no orphan
             json.dump({"pid": child.pid, "start": _start_time(child.pid), "attrs": attrs}, f)
         os.replace(path + ".tmp", path)
@@ -111,14 +127,15 @@ class ProxiesDriver:
             raise OSError(f"relay for [{attrs['listen']}]:{attrs['port']}/{attrs['protocol']}: {line}")
 
     def _stop(self, attrs: dict) -> None:
-        path = os.path.join(self._folder(), self._file_name(attrs))
+        name = self._file_name(attrs)
+        path = os.path.join(self._folder(), name)
         try:
             with open(path) as f:
                 record = json.load(f)
         except (OSError, ValueError):
             return
         pid, start = record.get("pid", 0), record.get("start")
-        if start is not None and alive(pid, start):
+        if _ours(record, self._mark(name)):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 5
             while alive(pid, start) and time.monotonic() < deadline:
