@@ -44,6 +44,8 @@ def _ours(record: dict, mark: str) -> bool:
 
 
 def _reap(pid: int) -> None:
+    if pid <= 0:   # waitpid would take any child
+        return
     try:   # our own child (started by this run) stays a zombie until waited for
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
@@ -93,6 +95,8 @@ class ProxiesDriver:
         for path, record in self._records():
             if _ours(record, self._mark(os.path.basename(path))):
                 out.append(r.port_proxy(**record["attrs"], owner=scope.project))
+            else:   # a relay this process started (`watch`) that died: not left a zombie
+                _reap(record.get("pid", 0))
         return out
 
     def apply(self, actions: list[Action]) -> Outcome:
