@@ -128,6 +128,7 @@ class ProxiesDriver:
         child.stdout.close()
         if line != "ready":
             self._stop(attrs)
+            _reap(child.pid)
             raise OSError(f"relay for [{attrs['listen']}]:{attrs['port']}/{attrs['protocol']}: {line}")
 
     def _stop(self, attrs: dict) -> None:
