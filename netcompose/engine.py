@@ -337,6 +337,7 @@ class Project:
         host = kernel_names(self.name, topo)
         needs_ovs = any(n.driver == "ovs" for n in topo.networks.values())
         wired = {link.host_interface for link in topo.links if link.host_interface}
+        wired |= {link.macvlan.parent for link in topo.links if link.macvlan}
         return Scope(self.name, frozenset(namespaces), frozenset(host.values()) | wired,
                      needs_ovs=needs_ovs, firewall_namespaces=self._firewall_namespaces(namespaces),
                      renamed={pair: name for pair, name in host.items() if name != names.host_ifname(self.name, *pair)})
@@ -654,14 +655,16 @@ class Project:
 
     @staticmethod
     def _single_end_row(link, resolved: Resolved, observed: dict[str, Resource]) -> dict[str, Any]:
-        """A VXLAN device, or a host link (whose host end comes first in its veth: it may
-        join a bridge)."""
+        """A VXLAN or macvlan device, or a host link (whose host end comes first in its
+        veth: it may join a bridge)."""
         (container, ifname), host_ifname = link.a, link.b[1]
         netns = resolved.containers[container].netns
-        if link.vxlan is not None:
+        if link.vxlan is not None or link.macvlan is not None:
             device = observed.get(link_key(netns, ifname))
-            intact = device is not None and device.kind == "vxlan"
-            up, mac, far = intact and device.attrs.get("up"), None, f"vxlan {link.vxlan['vni']} to {link.vxlan['remote']}"
+            intact = device is not None and device.kind == ("vxlan" if link.vxlan else "macvlan")
+            up, mac = intact and device.attrs.get("up"), device.attrs.get("mac") if intact else None
+            far = (f"vxlan {link.vxlan['vni']} to {link.vxlan['remote']}" if link.vxlan
+                   else f"macvlan on {link.macvlan['parent']}")
         else:
             device = observed.get(link_key(HOST, host_ifname))
             intact = (device is not None and device.kind == "veth" and device.attrs.get("peer_ns") == netns

@@ -69,6 +69,7 @@ KINDS: dict[str, KindSpec] = {
     "route": KindSpec("netlink", replace_on=("metric",), ordered=True),
     "claimed_link": KindSpec("netlink", replace_on=("source",), ordered=True),
     "vxlan": KindSpec("netlink", replace_on=("vni", "remote", "port"), ordered=True),
+    "macvlan": KindSpec("netlink", replace_on=("parent", "mode"), ordered=True),
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
     "nft_table": KindSpec("nftables", compare=("chains",), identity=("ns", "name")),
@@ -134,6 +135,20 @@ def vxlan(ns: str, ifname: str, *, vni: int, remote: str, port: int, mtu: int, a
                     {"ns": ns, "ifname": ifname, "vni": vni, "remote": remote, "port": port, "mtu": mtu,
                      "mac": mac, "alias": alias, "up": True},
                     deps=_ns_parents(ns), parents=_ns_parents(ns), owner=owner)
+
+
+def macvlan(ns: str, ifname: str, *, parent: str, mode: str, mtu: int, alias: str, mac: str | None = None,
+            owner: str | None = None) -> Resource:
+    """A macvlan device in a sandbox on a host interface netcompose neither creates nor changes."""
+    return Resource("macvlan", link_key(ns, ifname),
+                    {"ns": ns, "ifname": ifname, "parent": parent, "mode": mode, "mtu": mtu, "mac": mac,
+                     "alias": alias, "up": True},
+                    deps=_ns_parents(ns) + (link_key(HOST, parent),), parents=_ns_parents(ns), owner=owner)
+
+
+def host_device(ifname: str) -> Resource:
+    """A host interface that must exist (a macvlan's parent): never created, changed or deleted."""
+    return Resource("link", link_key(HOST, ifname), {"name": ifname, "ifname": ifname}, external=True)
 
 
 def claimed_link(ns: str, ifname: str, source: str, *, mtu: int, alias: str, mac: str | None = None,
@@ -280,6 +295,8 @@ def zones_of(res: Resource) -> frozenset[str]:
     found = {_place(a.get("ns", HOST), a.get("ifname"))}
     if a.get("peer_ns") is not None:
         found.add(_place(a["peer_ns"], a["peer_ifname"]))
+    if kind == "macvlan":  # its parent's index is read from the host
+        found.add(f"dev:{a['parent']}")
     if kind == "claimed_link":  # an OVS internal port, moved in from the host
         found |= {"ovs", f"dev:{a['source']}"}
     return frozenset(found)

@@ -64,7 +64,8 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
                                     "restart": c.process.restart, "ready": c.process.ready} if c.process else {})}
                        for c in res.containers.values()},
         "links": [{"endpoints": [f"{l.a[0]}:{l.a[1]}"] + ([f"{l.b[0]}:{l.b[1]}"] if l.b[0] else []),
-                   **({"vxlan": l.vxlan} if l.vxlan else {} if l.b[0] else {"host_interface": l.b[1]}),
+                   **({"vxlan": l.vxlan} if l.vxlan else {"macvlan": l.macvlan} if l.macvlan else {} if l.b[0]
+                      else {"host_interface": l.b[1]}),
                    **({"bridge": l.master} if l.master else {}),
                    **({"mac_addresses": list(l.macs[:1 if l.b[0] is None else 2])} if any(l.macs) else {}),
                    "mtu": l.mtu,

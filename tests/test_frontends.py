@@ -424,8 +424,8 @@ def test_clab_prefix_names_the_sandboxes(tmp_path, prefix, project):
      "a.clab.yml:5:13: link type veth-stitch is not supported"),
     ("name: x\ntopology:\n  nodes: {a: {kind: linux}}\n  links:\n    - type: vxlan\n      endpoint: {node: a, interface: e1}\n",
      "a.clab.yml:5:7: a vxlan link needs remote"),
-    ("name: x\ntopology:\n  nodes: {a: {kind: linux}}\n  links:\n    - endpoints: ['a:e1', 'macvlan:eth0']\n",
-     "a.clab.yml:5:27: a macvlan endpoint is not supported"),
+    ("name: x\ntopology:\n  nodes: {a: {kind: bridge}}\n  links:\n    - endpoints: ['a:e1', 'macvlan:eth0']\n",
+     "a.clab.yml:5:19: a macvlan on 'a' is not supported"),
     ("name: x\ntopology:\n  nodes:\n    a: {kind: linux, image: '{{ .img }}'}\n",
      "a.clab.yml:4:30: Go templates are not rendered; render the topology first"),
     ("name: x\ntopology:\n  nodes: {a: {kind: linux}}\n  links:\n    - endpoints: ['a:e1', 'b:e1']\n",
@@ -491,12 +491,12 @@ EXPECTED_FAILURES = {
     },
     "clab": {
         "clab-io-draw__lab-examples__hori.clab.yml": "ipv4_address 172.50.60.33 is outside subnet",
-        "clab-io-draw__lab-examples__special_endpoints.clab.yml": "a macvlan endpoint is not supported",
+        "clab-io-draw__lab-examples__special_endpoints.clab.yml": "type: dummy is not supported",
         "containerlab__tests__01-smoke__24-bridge-in-ns.clab.yaml": "(a bridge inside another node's namespace) "
                                                                     "is not supported",
         "containerlab__tests__01-smoke__30-bridge-reconcile.clab.yml": "Go templates are not rendered",
         "containerlab__tests__13-srsim__12-srsim-veth-stitch.clab.yml": "link type veth-stitch is not supported",
-        "vscode-containerlab__dev__topologies-original__network.clab.yml": "a macvlan endpoint is not supported",
+        "vscode-containerlab__dev__topologies-original__network.clab.yml": "type: dummy is not supported",
     },
 }
 

@@ -180,3 +180,36 @@ def test_containerlab_vxlan_to_an_outside_vtep(topo, project_name, upstream):  #
     assert ping(r1, "10.223.0.2", timeout=3)
     project.down()
     assert leftovers(project_name) == []
+
+
+MACVLAN_LAB = """
+name: mv
+mgmt: {network: mgmt, ipv4-subnet: 10.224.0.0/24}
+topology:
+  nodes:
+    a: {kind: linux, exec: ["ip addr add 10.225.0.1/24 dev mv1"]}
+    b: {kind: linux, exec: ["ip addr add 10.225.0.2/24 dev mv1"]}
+  links:
+    - endpoints: ["a:mv1", "macvlan:PARENT"]
+    - type: macvlan
+      endpoint: {node: b, interface: mv1}
+      host-interface: PARENT
+      mode: bridge
+"""
+
+
+def test_containerlab_macvlan_on_an_existing_host_interface(topo, project_name):
+    parent = f"{project_name}mv"
+    text = textwrap.dedent(MACVLAN_LAB).replace("PARENT", parent)
+    with pytest.raises(Exception, match=f"'{parent}' does not exist"):
+        topo(text, name="lab.clab.yml").up()
+    ip("link", "add", parent, "type", "veth", "peer", "name", f"{project_name}mp")
+    ip("link", "set", parent, "up")
+    ip("link", "set", f"{project_name}mp", "up")
+    project = topo(text, name="lab.clab.yml")
+    project.up()
+    assert ping(f"{project_name}-a", "10.225.0.2")
+    assert not project.plan().plan
+    project.down()
+    assert parent in link_facts()                 # the parent is not ours: it stays
+    assert [n for n in leftovers(project_name) if n not in (parent, f"{project_name}mp")] == []

@@ -12,7 +12,8 @@ def commands(res: Resolved) -> Iterable[Resource]:
     wires: dict[str, list[str]] = {}   # container → keys of its direct wires (see p2p)
     for link in res.links:
         a_ns = res.containers[link.a[0]].netns
-        key = r.link_key(HOST, link.b[1]) if link.b[0] is None and link.vxlan is None else r.link_key(a_ns, link.a[1])
+        host_end = link.b[0] is None and link.vxlan is None and link.macvlan is None
+        key = r.link_key(HOST, link.b[1]) if host_end else r.link_key(a_ns, link.a[1])
         for container in {link.a[0], link.b[0]} - {None}:
             wires.setdefault(container, []).append(key)
     for c in res.containers.values():

@@ -18,6 +18,11 @@ def links(res: Resolved) -> Iterable[Resource]:
             yield r.vxlan(a_ns, link.a[1], mtu=link.mtu, alias=names.alias(res.project, "vxlan", ":".join(link.a)),
                           mac=link.macs[0], **link.vxlan)
             continue
+        if link.macvlan is not None:
+            yield r.host_device(link.macvlan["parent"])
+            yield r.macvlan(a_ns, link.a[1], mtu=link.mtu, alias=names.alias(res.project, "macvlan", ":".join(link.a)),
+                            mac=link.macs[0], **link.macvlan)
+            continue
         ident = f"{link.a[0]}:{link.a[1]}={link.b[0] or 'host'}:{link.b[1]}"
         aliases = {"alias": names.alias(res.project, "link", ident),
                    "peer_alias": names.alias(res.project, "link-peer", ident)}

@@ -140,8 +140,8 @@ def proven_mark(project: str, ns: str, link: rtnl.Link) -> tuple[str, str, str] 
         return mark if named and fits and names.derived(project, named, ident, link.name) else None
     if role in SANDBOX_VETH_ROLES:
         return mark if link.kind == "veth" else None
-    if role == "vxlan":
-        return mark if link.kind == "vxlan" else None
+    if role in ("vxlan", "macvlan"):
+        return mark if link.kind == role else None
     return mark if role == "ep-int" and claimed else None
 
 
@@ -291,6 +291,12 @@ class NetlinkDriver:
                                      alias=link.alias or "", mac=link.mac, owner=project))
                 found[-1].attrs["up"] = link.up
                 ours[link.index] = link.name
+            elif link.kind == "macvlan" and link.macvlan_mode is not None:
+                parent = next((n for n, i in self.index.get(HOST, {}).items() if i == link.peer_index), None)
+                found.append(r.macvlan(ns, link.name, parent=parent, mode=link.macvlan_mode, mtu=link.mtu,
+                                       alias=link.alias or "", mac=link.mac, owner=project))
+                found[-1].attrs["up"] = link.up
+                ours[link.index] = link.name
             elif m[1] in CLAIMED_ROLES:
                 found.append(self._claimed(ns, link, scope, m))
                 ours[link.index] = link.name
@@ -432,7 +438,7 @@ class NetlinkDriver:
                                    if a.kind == "netns" and a.op == "create"}
         for action in actions:
             a = action.resource.attrs
-            if action.op == "create" and (action.kind in ("claimed_link", "vxlan") or
+            if action.op == "create" and (action.kind in ("claimed_link", "vxlan", "macvlan") or
                                           (action.kind == "veth" and a["ns"] != HOST)):
                 for ns in (a["ns"], a.get("peer_ns")):
                     if ns in fresh:
@@ -469,8 +475,11 @@ class NetlinkDriver:
             yield from self._link_steps(action)
         elif res.kind == "claimed_link":
             yield from self._claimed_steps(action)
-        elif res.kind == "vxlan":
-            yield from self._vxlan_steps(action)
+        elif res.kind == "vxlan":  # sent through the host socket: its UDP socket stays in the host
+            yield from self._made_from_host(action, lambda own: rtnl.new_vxlan(own, a["vni"], a["remote"], a["port"]))
+        elif res.kind == "macvlan":
+            yield from self._made_from_host(action, lambda own: rtnl.new_macvlan(
+                own, self.ifindex(HOST, a["parent"]), a["mode"]))
         elif res.kind == "address":
             make = rtnl.new_addr if op == "create" else rtnl.del_addr
             yield Step(a["ns"], lambda _: make(self.ifindex(a["ns"], a["ifname"]), a["address"], a["prefixlen"]))
@@ -482,7 +491,9 @@ class NetlinkDriver:
                 return rtnl.replace_route(a["dst"], oif, a["via"], a["metric"])
             yield Step(a["ns"], route)
 
-    def _vxlan_steps(self, action: Action):
+    def _made_from_host(self, action: Action, make: Callable[[bytes], rtnl.Request]):
+        """A device created by a request to the host socket straight into its sandbox (it
+        keeps its tie to the host: a VXLAN's underlay socket, a macvlan's parent)."""
         a = action.resource.attrs
         ns, name = a["ns"], a["ifname"]
         if action.op == "delete":
@@ -491,10 +502,8 @@ class NetlinkDriver:
         if action.op == "create":
             def create(_: set[str]) -> rtnl.Request:
                 self.index.get(ns, {}).pop(name, None)
-                # Sent through the host socket, so the device's UDP socket stays in the host.
-                own = rtnl.link_attrs(name=name, mtu=a["mtu"], mac=a.get("mac"),
-                                      netns_fd=self.nss.fd(ns) if ns != HOST else None)
-                return rtnl.new_vxlan(own, a["vni"], a["remote"], a["port"])
+                return make(rtnl.link_attrs(name=name, mtu=a["mtu"], mac=a.get("mac"),
+                                            netns_fd=self.nss.fd(ns) if ns != HOST else None))
             yield Step(HOST, create)
             yield Step(ns, lambda _: rtnl.no_ipv6_autoconf(name), by_name=True)
         settings = {k: a[k] for k in ("mtu", "mac", "alias") if action.op == "create" and k != "mac"

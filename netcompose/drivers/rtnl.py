@@ -28,6 +28,8 @@ RTM_GETNSID, NETNSA_NSID = 90, 1
 RTEXT_FILTER_SKIP_STATS = 1 << 3   # the planner needs no counters; skipping them halves a link dump
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_PORT = 1, 2, 15
+IFLA_MACVLAN_MODE = 1
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS, IFA_PROTO = 1, 2, 8, 11   # IFA_PROTO: Linux 5.18+
 IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
@@ -172,6 +174,11 @@ def new_vxlan(attrs: bytes, vni: int, remote: str, port: int) -> Request:
     return new_link("vxlan", attrs, up=False, info_data=data)
 
 
+def new_macvlan(attrs: bytes, parent_index: int, mode: str) -> Request:
+    return new_link("macvlan", attrs + attr_u32(IFLA_LINK, parent_index), up=False,
+                    info_data=attr_u32(IFLA_MACVLAN_MODE, MACVLAN_MODES[mode]))
+
+
 def set_link(name: str, attrs: bytes = b"", up: bool | None = None) -> Request:
     change = 0 if up is None else IFF_UP
     flags = IFF_UP if up else 0
@@ -260,6 +267,7 @@ class Link:
     peer_index: int | None
     vxlan: tuple[int, str, int] | None = None   # (vni, remote, port) of a VXLAN device
     link_netnsid: int | None = None   # the peer's namespace, by its id in this one (veths)
+    macvlan_mode: str | None = None             # of a macvlan device (its parent: peer_index)
 
 
 @dataclass
@@ -293,11 +301,15 @@ _LINK_ATTRS = frozenset((IFLA_IFNAME, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_MTU, IFL
 def _decode_link(msg: memoryview) -> Link:
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(msg, 0)
     attrs = parse_attrs(msg, _IFINFOMSG.size, len(msg), _LINK_ATTRS)
-    kind = vxlan = None
+    kind = vxlan = macvlan_mode = None
     info = attrs.get(IFLA_LINKINFO)
     if info is not None:
         parts = parse_attrs(info, 0, len(info))
         kind = _cstr(parts.get(IFLA_INFO_KIND))
+        if kind == "macvlan" and IFLA_INFO_DATA in parts:
+            data = parts[IFLA_INFO_DATA]
+            mode = _u32(parse_attrs(data, 0, len(data)).get(IFLA_MACVLAN_MODE))
+            macvlan_mode = next((name for name, value in MACVLAN_MODES.items() if value == mode), None)
         if kind == "vxlan" and IFLA_INFO_DATA in parts:
             data = parts[IFLA_INFO_DATA]
             found = parse_attrs(data, 0, len(data))
@@ -309,7 +321,7 @@ def _decode_link(msg: memoryview) -> Link:
                 mtu=_u32(attrs.get(IFLA_MTU)) or 0, mac=mac_str(attrs.get(IFLA_ADDRESS)),
                 up=bool(flags & IFF_UP), master=_u32(attrs.get(IFLA_MASTER)),
                 alias=bytes(alias).rstrip(b"\0").decode() if alias is not None else None,
-                peer_index=_u32(attrs.get(IFLA_LINK)), vxlan=vxlan,
+                peer_index=_u32(attrs.get(IFLA_LINK)), vxlan=vxlan, macvlan_mode=macvlan_mode,
                 link_netnsid=struct.unpack_from("=i", attrs[IFLA_LINK_NETNSID])[0]
                 if IFLA_LINK_NETNSID in attrs else None)
 

@@ -266,7 +266,7 @@ class _Clab:
             if len(ends) != 2:
                 raise SpecError(self.at(*path), "a veth link needs two endpoints", "list both ends")
             self.wire(path, ends, link)
-        elif kind in ("host", "mgmt-net"):
+        elif kind in ("host", "mgmt-net", "macvlan"):
             end = self.extended_end(link.get("endpoint"), path + ("endpoint",))
             other = (kind, str(link.get("host-interface") or ""), self.at(*path, "host-interface"), None)
             self.wire(path, [end, other], link)
@@ -276,7 +276,7 @@ class _Clab:
             raise unsupported(self.at(*path, "type"), "type: dummy", "this kernel has no dummy module")
         else:
             raise unsupported(self.at(*path, "type"), f"link type {kind}",
-                              "netcompose builds veth, host, mgmt-net and vxlan links")
+                              "netcompose builds veth, host, mgmt-net, vxlan and macvlan links")
 
     def vxlan(self, path: tuple, link: dict) -> None:
         """The node's interface is the VXLAN device itself (containerlab's vxlan-stitch joins
@@ -298,6 +298,20 @@ class _Clab:
         self.tr.set(lpath + ("vxlan",), vxlan, self.at(*path, "remote"))
         if end and end.get("mac"):
             self.tr.set(lpath + ("mac_addresses",), [end["mac"]], where)
+        if link.get("mtu"):
+            self.tr.set(lpath + ("mtu",), link["mtu"], self.at(*path, "mtu"))
+
+    def macvlan(self, path: tuple, end: tuple, parent: tuple, link: dict) -> None:
+        """A macvlan device in the node on an existing host interface (the parent)."""
+        node, iface, where, spec = end
+        if self.kinds.get(node) in (*_BRIDGES, "host", None) or node in ("mgmt-net", "macvlan", "host"):
+            raise unsupported(where, f"a macvlan on '{node}'", "the other end must be a node with a sandbox")
+        lpath = ("links", len(self.tr.section("links", [], self.key_at("topology", "links"))))
+        self.tr.set(lpath, {}, self.at(*path))
+        self.tr.set(lpath + ("endpoints",), [f"{node}:{self.ifname(node, iface, where)}"], where)
+        self.tr.set(lpath + ("macvlan",), {"parent": parent[1], "mode": link.get("mode", "bridge")}, parent[2])
+        if spec and spec.get("mac"):
+            self.tr.set(lpath + ("mac_addresses",), [spec["mac"]], where)
         if link.get("mtu"):
             self.tr.set(lpath + ("mtu",), link["mtu"], self.at(*path, "mtu"))
 
@@ -334,8 +348,9 @@ class _Clab:
             if kind is None:
                 raise SpecError(where, f"link endpoint names unknown node '{node}'",
                                 f"use one of: {', '.join(self.nodes) or 'none'}")
-            if kind == "macvlan":
-                raise unsupported(where, "a macvlan endpoint", "netcompose builds veth, host and mgmt-net links")
+        if "macvlan" in kinds:
+            self.macvlan(path, ends[1 - kinds.index("macvlan")], ends[kinds.index("macvlan")], link)
+            return
         attached = [j for j, kind in enumerate(kinds) if kind == "ovs-bridge"]
         hosts = [j for j, kind in enumerate(kinds) if kind in ("host", "mgmt-net", "bridge")]
         if len(attached) + len(hosts) == 2:

@@ -324,6 +324,11 @@ class Vxlan(Strict):
     port: PortNumber = Field(4789, description="UDP port, local and remote")
 
 
+class Macvlan(Strict):
+    parent: IfName = Field(description="an existing host interface (never created or changed)")
+    mode: Literal["bridge", "vepa", "private", "passthru"] = "bridge"
+
+
 class Link(Strict):
     endpoints: Annotated[list[str], Field(min_length=1, max_length=2)] = Field(
         description='two "container:ifname" ends of a direct veth wire (one with host_interface); '
@@ -333,6 +338,8 @@ class Link(Strict):
     network: Name | None = Field(None, description="with host_interface: the host end is a plain port of this "
                                                    "bridge network (no address on the container end)")
     vxlan: Vxlan | None = Field(None, description="the one container end is a VXLAN device towards a remote VTEP")
+    macvlan: Macvlan | None = Field(None, description="the one container end is a macvlan device on a host "
+                                                      "interface")
     mac_addresses: Annotated[list[Mac | None], Field(min_length=1, max_length=2)] | None = Field(
         None, description="MAC address of each container end, in the order of endpoints (null: the kernel's)")
     mtu: Mtu = 1500
@@ -344,16 +351,15 @@ class Link(Strict):
 
     @model_validator(mode="after")
     def _two_ends(self) -> "Link":
-        if self.host_interface and self.vxlan:
-            raise ValueError("use either host_interface or vxlan")
-        if len(self.endpoints) != (1 if self.host_interface or self.vxlan else 2):
-            raise ValueError("a link has two container ends, or one with host_interface or vxlan")
-        if self.vxlan and self.addresses:
+        far = [k for k in ("host_interface", "vxlan", "macvlan") if getattr(self, k)]
+        if len(far) > 1:
+            raise ValueError(f"use one of {', '.join(far)}")
+        if len(self.endpoints) != (1 if far else 2):
+            raise ValueError("a link has two container ends, or one with host_interface, vxlan or macvlan")
+        if far and self.addresses:
             raise ValueError("addresses are for links between containers")
         if self.mac_addresses is not None and len(self.mac_addresses) != len(self.endpoints):
             raise ValueError("mac_addresses needs one entry (or null) per container end")
-        if self.host_interface and self.addresses:
-            raise ValueError("addresses are for links between containers")
         if self.network and not self.host_interface:
             raise ValueError("network: needs host_interface (the end that joins the network's bridge)")
         return self

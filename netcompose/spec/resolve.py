@@ -155,6 +155,7 @@ class RLink:
     addresses: tuple[str, str] | None   # "ip/prefixlen" for each end
     master: str | None = None           # the bridge a host end joins
     vxlan: dict[str, Any] | None = None  # {vni, remote, port}: the one end is a VXLAN device (b is unused)
+    macvlan: dict[str, Any] | None = None   # {parent, mode}: the one end is a macvlan device (b is unused)
     macs: tuple[str | None, str | None] = (None, None)   # of the container ends a and b
     addresses6: tuple[str, str] | None = None   # a second, IPv6 pair beside IPv4 `addresses`
 
@@ -645,7 +646,8 @@ class _Resolver:
                 if link.vxlan else None
             macs = tuple(m.lower() if m else None for m in (link.mac_addresses or [])) + (None, None)
             addresses6 = tuple(str(x) for x in link.addresses6) if link.addresses6 else None
-            out.append(RLink(a, b, link.mtu, addresses, master, vxlan, macs[:2], addresses6))
+            macvlan = {"parent": link.macvlan.parent, "mode": link.macvlan.mode} if link.macvlan else None
+            out.append(RLink(a, b, link.mtu, addresses, master, vxlan, macvlan, macs[:2], addresses6))
         return out
 
     # -- cross checks --------------------------------------------------------------------
