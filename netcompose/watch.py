@@ -120,6 +120,7 @@ class Watcher:
         """Supervision: record exit codes of processes that exited; True when one is due
         for a restart (restart policy, exponential back-off)."""
         from .drivers import processes
+        processes.claim_supervision(project)
         processes.record_exits(project)
         return processes.restart_due(project)
 
@@ -151,3 +152,6 @@ class Watcher:
         finally:
             observer.stop()
             observer.join()
+            if self.project is not None:
+                from .drivers import processes
+                processes.release_supervision(self.project.name)

@@ -35,6 +35,7 @@ def status(project: str, sandboxes: list[Sandbox]) -> dict[str, dict[str, Any]]:
     """Per container with a command: pid, state, uptime (seconds) and restarts."""
     declared, _ = running(project, sandboxes)
     records = processes.read_records(project)
+    watched = processes.supervised(project)   # only a running `watch` restarts anything
     now = time.time()
     out = {}
     for s in sandboxes:
@@ -49,7 +50,7 @@ def status(project: str, sandboxes: list[Sandbox]) -> dict[str, dict[str, Any]]:
             row["state"] = "stopped"
         elif record.get("state") == "running":
             code = record.get("exit_code")
-            if processes.wants_restart(record):
+            if processes.wants_restart(record) and watched:
                 row["state"] = "restarting" + (" (crash loop)" if row["restarts"] >= 3 else "")
             else:
                 row["state"] = "exited" + (f" ({code})" if code is not None else "")

@@ -243,6 +243,12 @@ def test_watch_restarts_per_policy_with_backoff(tmp_path, project_name):
     finally:
         terminate(watcher)
 
+    def crash_state() -> str:
+        rows = json_of(run_cli("ps", "--json", "-f", str(path), "-p", project_name))
+        state = next(row["process"] for row in rows if row["container"] == "crash")
+        return "" if state == "running" else state
+    assert wait_for(crash_state).startswith("exited")   # nothing restarts it once watch is gone
+
 
 def test_routing_daemon_lab_converges(tmp_path, project_name):
     """The OSPF lab: up --wait returns once BIRD's routes are in; check passes, and the routes

@@ -209,6 +209,44 @@ def restart_due(project: str) -> bool:
                for record in read_records(project).values())
 
 
+def supervisor_path(project: str) -> str:
+    return os.path.join(STATE_ROOT, project, "watch.pid")
+
+
+def claim_supervision(project: str) -> None:
+    """Say that this process (`watch`) restarts the project's processes: `ps` tells
+    `restarting` from `exited` by it."""
+    facts = stat(os.getpid())
+    text = f"{os.getpid()} {facts[2] if facts else 0}"
+    try:
+        with open(supervisor_path(project)) as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(supervisor_path(project)), exist_ok=True)
+    with open(supervisor_path(project) + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(supervisor_path(project) + ".tmp", supervisor_path(project))
+
+
+def release_supervision(project: str) -> None:
+    try:
+        os.unlink(supervisor_path(project))
+    except FileNotFoundError:
+        pass
+
+
+def supervised(project: str) -> bool:
+    """A `watch` of the project is running."""
+    try:
+        with open(supervisor_path(project)) as f:
+            pid, start_ticks = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return False
+    return alive(pid, start_ticks)
+
+
 def backoff(restarts: int) -> float:
     return min(BACKOFF_FIRST * 2 ** max(restarts - 1, 0), BACKOFF_MAX)
 
