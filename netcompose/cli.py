@@ -267,10 +267,15 @@ def cmd_ps(args) -> int:
                "process"]
     if not any(row["ipv6"] for row in rows):
         columns.remove("ipv6")   # an IPv4-only project keeps its narrow table
-    print(_table([c.upper().replace("_", " ") for c in columns] + ["UPTIME", "RESTARTS"],
+    first = {}   # a container's published ports on its first row only
+    for row in rows:
+        first.setdefault(row["container"], id(row))
+    print(_table([c.upper().replace("_", " ") for c in columns] + ["UPTIME", "RESTARTS", "PORTS"],
                  [[str((f"link to {row['link']}" if k == "network" and row["link"] else row[k]) or "-")
                    for k in columns] + [uptime_text(row["uptime"]), "-" if row["restarts"] is None
-                                        else str(row["restarts"])] for row in rows]))
+                                        else str(row["restarts"]),
+                                        ", ".join(row["ports"]) if first[row["container"]] == id(row) and row["ports"]
+                                        else "-"] for row in rows]))
     return errors.EXIT_OK
 
 

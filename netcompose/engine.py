@@ -35,7 +35,7 @@ from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
 from .resources import HOST, Resource, link_key, sysctl_device
 from .spec import Source, Spec, load, runnable
-from .spec.resolve import HostFacts, Resolved, kernel_names, resolve
+from .spec.resolve import HostFacts, Resolved, kernel_names, port_key, resolve, shown_port
 
 
 @dataclass
@@ -166,7 +166,9 @@ class AppliedState:
                                for ep in c.endpoints if ep.address],
                  "subnets6": {n: str(net.subnet6) for n, net in resolved.networks.items() if net.subnet6},
                  "addresses6": [[c.name, ep.network, str(ep.address6)] for c in resolved.containers.values()
-                                for ep in c.endpoints if ep.address6]}
+                                for ep in c.endpoints if ep.address6],
+                 "ports": [[c.name, port_key(port), host_port] for c in resolved.containers.values()
+                           for port, host_port in zip(resolved.topology.containers[c.name].ports, c.host_ports)]}
         recorded, recorded_units = self.entries(), self.read().get("units", {})
 
         def entry(key: str) -> list:
@@ -288,6 +290,7 @@ class Project:
         self.journal = Journal(self.name)
         self.applied = AppliedState(self.name)
         self._compiled: tuple[HostFacts, Desired] | None = None
+        self._busy_ports: tuple[frozenset, frozenset] | None = None   # see _with_ports
 
     @classmethod
     def by_name(cls, project: str, **options: Any) -> "Project":
@@ -363,9 +366,22 @@ class Project:
     def _compile(self, facts: HostFacts) -> Desired:
         """Resolve, once per set of facts (a no-op `up` tries the focused path first); units
         compile as they are asked for."""
+        facts = self._with_ports(facts)
         if self._compiled is None or self._compiled[0] != facts:
             self._compiled = (facts, Desired(resolve(self.spec.topology, self.spec.doc, self.name, facts)))
         return self._compiled[1]
+
+    def _with_ports(self, facts: HostFacts) -> HostFacts:
+        """For target-only published ports: the host ports they had in the last apply, and
+        the ports in use on the host (read once per run, and only when the file has some)."""
+        if not any(p.published is None for c in self.spec.topology.containers.values() for p in c.ports):
+            return facts
+        if self._busy_ports is None:
+            from .ports import listening, published_elsewhere
+            self._busy_ports = (published_elsewhere(STATE_DIR, self.name), frozenset(listening()))
+        recorded = self.applied.read().get("facts", {}).get("ports", [])
+        return replace(facts, ports={(c, key): port for c, key, port in recorded},
+                       other_ports=self._busy_ports[0], listening_ports=self._busy_ports[1])
 
     def _observe(self, host: Host, scope: Scope, named: list[Resource] = ()) -> dict[str, Resource]:
         observed = host.observe(scope)
@@ -581,7 +597,7 @@ class Project:
         addresses stay where they were): what `ps` and `check` need, without a plan."""
         observed = self._claim({res.key: res for res in host.netlink.observe(self.scope())})
         return observed, resolve(self.spec.topology, self.spec.doc, self.name,
-                                 facts_from(observed, self.name, host.netlink.host_routes))
+                                 self._with_ports(facts_from(observed, self.name, host.netlink.host_routes)))
 
     # ---- processes -----------------------------------------------------------------------
     def sandboxes(self, containers: list[str] | None = None) -> list:
@@ -725,6 +741,11 @@ class Project:
                 rows.append({"container": c.name, "netns": c.netns, "network": None, "link": None, "ifname": None,
                              "ipv4": None, "ipv6": None, "mac": None, "host_ifname": None,
                              "state": "up" if f"netns:{c.netns}" in observed else "missing"})
+        published = {c.name: [shown_port(port, host_port) for port, host_port in
+                              zip(resolved.topology.containers[c.name].ports, c.host_ports)]
+                     for c in resolved.containers.values()}
+        for row in rows:  # like `docker ps`, ephemeral host ports included
+            row["ports"] = published[row["container"]]
         return self._with_processes(rows)
 
     def _with_processes(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

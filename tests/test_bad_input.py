@@ -136,6 +136,7 @@ CORPUS += [
     (WEB + "    ports: ['8080:80', '127.0.0.1:8080:81']\n", "7:24", "already published by containers.web.ports.0"),
     (WEB + "  api:\n    networks: [front]\n    ports: ['9000:90/udp']\n  db:\n    networks: [front]\n"
      "    ports: ['0.0.0.0:9000:91/udp']\n", "12:13", "already published by containers.api.ports.0"),
+    (WEB + "    ports: ['80', '9000:90', '80']\n", "7:30", "listed twice without a host port"),
     (WEB + "    firewall:\n      ingress:\n        - {to: front, proto: tcp}\n", "9:12", "write from: instead"),
     (WEB + "    firewall:\n      egress:\n        - {from: front}\n", "9:12", "write to: instead"),
 ]
@@ -230,3 +231,25 @@ def test_cli_bad_file_no_traceback_no_host_change(tmp_path, project_name, index)
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}:"), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert footprint(project_name) == before
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--var", "=1"], "is not NAME=VALUE"),
+    (["--var", "a b=1"], "is not NAME=VALUE"),
+    (["--var", "x=[1"], "is not a valid YAML value"),
+    (["--vars-file", "VARS"], "vars file must be a mapping"),
+    (["--vars-file", "/dev/zero"], "not a regular file"),
+    (["--plan", "PLAN"], "is not a saved plan"),
+    (["--plan", "/dev/zero"], "not a regular file"),
+], ids=["var-empty-name", "var-bad-name", "var-bad-yaml", "vars-file-list", "vars-file-device", "plan-json",
+        "plan-device"])
+def test_malformed_command_line_inputs(tmp_path, args, words):
+    path = tmp_path / "ok.yaml"
+    path.write_text(OK_NET)
+    (tmp_path / "vars.yaml").write_text("- a\n- b\n")
+    (tmp_path / "plan.json").write_text("[1, 2]\n")
+    args = [{"VARS": str(tmp_path / "vars.yaml"), "PLAN": str(tmp_path / "plan.json")}.get(a, a) for a in args]
+    result = run_cli("up", "-f", str(path), "-p", "tbadcli", *args)
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr

@@ -2,12 +2,14 @@
 target-only ports get a stable ephemeral host port."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from netcompose import Project, names
 from netcompose.compile import compile_resources
 from netcompose.spec import load
-from netcompose.spec.resolve import resolve
+from netcompose.spec.resolve import EPHEMERAL_PORTS, HostFacts, resolve
 
 from .conftest import needs_root
 
@@ -67,3 +69,66 @@ def test_colliding_hashes_come_up_and_stay_converged(topo, project_name, collidi
     ps = {(row["container"], row["network"]): row for row in topo(LAB).ps()}
     assert len({row["host_ifname"] for row in ps.values()}) == 3 and all(row["state"] == "up" for row in ps.values())
     topo(LAB).down()
+
+
+PORTS = ("networks:\n  front: {subnet: 10.79.0.0/24}\ncontainers:\n"
+         "  web: {networks: [front], ports: ['80', '8080:81', {target: 53, protocol: udp}]}\n"
+         "  api: {networks: [front], ports: ['80']}\n")
+
+
+def host_ports(path, facts=HostFacts()) -> dict[str, list[int]]:
+    spec = load(path, "p", environ={})
+    res = resolve(spec.topology, spec.doc, "p", facts)
+    compile_resources(res)
+    return {c.name: c.host_ports for c in res.containers.values()}
+
+
+def test_target_only_ports_get_stable_distinct_ephemeral_host_ports(tmp_path):
+    path = tmp_path / "ports.yaml"
+    path.write_text(PORTS)
+    first = host_ports(path)
+    (web80, web8080, web53), (api80,) = first["web"], first["api"]
+    assert web8080 == 8080 and web80 != api80
+    assert all(EPHEMERAL_PORTS[0] <= port <= EPHEMERAL_PORTS[1] for port in (web80, web53, api80))
+    assert host_ports(path) == first                                     # the same file, the same ports
+    # A port another project publishes is never taken; one a host socket listens on is not
+    # chosen anew, but a port kept from the last apply stays.
+    taken = frozenset({(web80, "tcp")})
+    moved = host_ports(path, HostFacts(other_ports=taken))
+    assert moved["web"][0] != web80 and moved["web"][1:] == first["web"][1:] and moved["api"] == [api80]
+    assert host_ports(path, HostFacts(listening_ports=taken))["web"][0] != web80
+    sticky = HostFacts(ports={("web", "80/tcp"): web80}, listening_ports=taken)
+    assert host_ports(path, sticky) == first
+    assert host_ports(path, replace(sticky, other_ports=taken))["web"][0] != web80
+    # An explicit port of the file wins over a remembered ephemeral one.
+    path.write_text(PORTS.replace("'8080:81'", f"'{web80}:81'"))
+    assert host_ports(path, sticky)["web"][0] != web80
+
+
+@needs_root
+def test_target_only_port_is_published_stable_and_shown_by_ps(tmp_path, project_name):
+    import json
+    import socket
+
+    from netcompose.probe import listener
+
+    from .conftest import run_cli
+    path = tmp_path / "ports.yaml"
+    path.write_text("networks:\n  front: {subnet: 10.79.0.0/24}\ncontainers:\n  web: {networks: [front], ports: ['80']}\n")
+    assert run_cli("up", "-f", str(path), "-p", project_name).returncode == 0
+    rows = json.loads(run_cli("ps", "--json", "-f", str(path), "-p", project_name).stdout)
+    shown = rows[0]["ports"]
+    port = int(shown[0].split(":")[1].split("-")[0])
+    assert shown == [f"0.0.0.0:{port}->80/tcp, :::{port}->80/tcp"]
+    assert EPHEMERAL_PORTS[0] <= port <= EPHEMERAL_PORTS[1]
+    with listener(f"{project_name}-web", 80):   # from the host, to its address on the network
+        with socket.create_connection(("10.79.0.1", port), timeout=2) as conn:
+            assert conn.recv(64)
+    with socket.socket() as squatter:   # a host socket on the port now: the port still stays
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        again = run_cli("up", "-f", str(path), "-p", project_name)
+        assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+        assert f"{port}->80/tcp" in run_cli("ps", "-f", str(path), "-p", project_name).stdout
+        assert json.loads(run_cli("ps", "--json", "-f", str(path), "-p", project_name).stdout)[0]["ports"] == shown
+    assert run_cli("down", "-f", str(path), "-p", project_name).returncode == 0

@@ -165,7 +165,8 @@ def host_table(res: Resolved) -> Table | None:
         for version in sorted(published_families(port)):
             target = published_target(c, res.networks, version)
             if target is not None:
-                local_only |= _publish(t, f"containers.{c.name}.ports[{i}]", port, version, target[0])
+                local_only |= _publish(t, f"containers.{c.name}.ports[{i}]", port, c.host_ports[i], version,
+                                       target[0])
     if local_only:
         # A loopback-published port is DNATed with route_localnet on; guard it from the LAN (moby#45610).
         t.chain("localhost_guard", "filter", "prerouting", -300)
@@ -176,11 +177,11 @@ def host_table(res: Resolved) -> Table | None:
     return t
 
 
-def _publish(t: Table, origin: str, port, version: int, address: str) -> bool:
+def _publish(t: Table, origin: str, port, host_port: int, version: int, address: str) -> bool:
     """DNAT rules of one published port for one family; True when it is published on 127.0.0.1."""
     dnat = {"dnat": {"family": PAYLOAD[version], "addr": address, "port": port.target}}
     match = [_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"),
-             *_proto(port.protocol, [port.published or port.target])]
+             *_proto(port.protocol, [host_port])]
     host_ip = port.host_ip if port.host_ip is not None and port.host_ip.version == version else None
     if host_ip is not None and host_ip.is_loopback:
         if version == 6:
@@ -293,10 +294,10 @@ def loopback_relays(res: Resolved) -> Iterable[Resource]:
     """Ports published on [::1] go through a userland relay: NAT cannot reach them, as the
     kernel drops the reply to ::1 un-NATed off `lo` (IPv6 has no route_localnet)."""
     for c in res.containers.values():
-        for port in res.topology.containers[c.name].ports:
+        for port, host_port in zip(res.topology.containers[c.name].ports, c.host_ports):
             target = published_target(c, res.networks, 6)
             if port.host_ip is not None and port.host_ip.version == 6 and port.host_ip.is_loopback and target:
-                yield r.port_proxy(str(port.host_ip), port.published or port.target, port.protocol, target[0],
+                yield r.port_proxy(str(port.host_ip), host_port, port.protocol, target[0],
                                    port.target)
 
 

@@ -53,6 +53,11 @@ class HostFacts:
     addresses: dict[tuple[str, str], IPv4Address] = field(default_factory=dict)  # (container, network) → ip
     subnets6: dict[str, IPv6Network] = field(default_factory=dict)      # the same, for IPv6
     addresses6: dict[tuple[str, str], IPv6Address] = field(default_factory=dict)
+    ports: dict[tuple[str, str], int] = field(default_factory=dict)   # (container, port_key) → host port
+    # (port, proto) published by other projects (never taken), and listening on the host
+    # (not chosen anew; a port kept from the last apply stays, as Compose's would stay bound).
+    other_ports: frozenset[tuple[int, str]] = frozenset()
+    listening_ports: frozenset[tuple[int, str]] = frozenset()
 
     def sticky_subnets(self, version: int) -> dict[str, IPNetwork]:
         return self.subnets if version == 4 else self.subnets6
@@ -145,6 +150,26 @@ class RContainer:
     default_gateway6: IPv6Address | None = None
     default_ifname6: str | None = None
     execs: list[list[str]] = field(default_factory=list)   # exec: argvs, run once after it is up
+    host_ports: list[int] = field(default_factory=list)   # of each `ports:` entry: published, or ephemeral
+
+
+# Host ports for target-only `ports:` entries: above Linux's default ip_local_port_range
+# (32768-60999), where listening services and the host's own outgoing connections rarely are.
+EPHEMERAL_PORTS = (61000, 65535)
+
+
+def port_key(port) -> str:
+    """A `ports:` entry by what it publishes (not its place in the list): '[HOST_IP:]TARGET/PROTO'."""
+    return f"{port.host_ip}:{port.target}/{port.protocol}" if port.host_ip is not None else \
+        f"{port.target}/{port.protocol}"
+
+
+def shown_port(port, host_port: int) -> str:
+    """As `docker ps` shows it: 0.0.0.0:61234->80/tcp (':::' too when both families)."""
+    if port.host_ip is None:
+        return f"0.0.0.0:{host_port}->{port.target}/{port.protocol}, :::{host_port}->{port.target}/{port.protocol}"
+    address = f"[{port.host_ip}]" if port.host_ip.version == 6 else str(port.host_ip)
+    return f"{address}:{host_port}->{port.target}/{port.protocol}"
 
 
 @dataclass
@@ -671,7 +696,7 @@ class _Resolver:
         for cname, c in self.topo.containers.items():
             for i, port in enumerate(c.ports):
                 path = ("containers", cname, "ports", i)
-                number, families = port.published or port.target, published_families(port)
+                number, families = port.published, published_families(port)
                 has = {version for version in (4, 6) if published_target(containers[cname], self.networks_, version)}
                 if port.host_ip is not None and not families <= has:
                     version = port.host_ip.version
@@ -679,7 +704,7 @@ class _Resolver:
                               f"IPv{version} address on a network that is not internal",
                               "publish on an address of a family the container has")
                 host_ip = None if port.host_ip is None or port.host_ip.is_unspecified else port.host_ip
-                for version in sorted(families):
+                for version in sorted(families) if number is not None else ():  # target-only: see host_ports
                     on = published.setdefault((version, number, port.protocol), {})
                     # A wildcard takes the port on every address of its family, so it overlaps any specific one.
                     clash = on.get(host_ip) or (next(iter(on.values())) if on and (host_ip is None or None in on)
@@ -706,6 +731,36 @@ class _Resolver:
         for i, policy in enumerate(self.topo.policies):
             if policy.ports and policy.proto not in ("tcp", "udp"):
                 self.fail(("policies", i, "ports"), "ports need proto: tcp or udp", "set proto")
+
+    def host_ports(self, containers: dict[str, RContainer]) -> None:
+        """The host port of every `ports:` entry.  A target-only one ("80") gets an ephemeral
+        port, as in Compose: the one it had in the last apply, else the first free one from a
+        hash of project, container and entry, so it stays the same across runs."""
+        taken = {(port.published, port.protocol) for c in self.topo.containers.values() for port in c.ports
+                 if port.published is not None} | set(self.facts.other_ports)
+        span = EPHEMERAL_PORTS[1] - EPHEMERAL_PORTS[0] + 1
+        for cname, c in self.topo.containers.items():
+            chosen: dict[str, int] = {}
+            for i, port in enumerate(c.ports):
+                if port.published is not None:
+                    containers[cname].host_ports.append(port.published)
+                    continue
+                key = port_key(port)
+                if key in chosen:
+                    self.fail(("containers", cname, "ports", i), f"target port {port.target}/{port.protocol} is "
+                              "listed twice without a host port", "list it once, or give each a host port")
+                number = self.facts.ports.get((cname, key))
+                if number is None or (number, port.protocol) in taken:
+                    avoid = taken | self.facts.listening_ports
+                    start = int(hashlib.sha256(repr((self.project, cname, key)).encode()).hexdigest()[:8], 16)
+                    number = next((EPHEMERAL_PORTS[0] + (start + k) % span for k in range(span)
+                                   if (EPHEMERAL_PORTS[0] + (start + k) % span, port.protocol) not in avoid), None)
+                    if number is None:
+                        self.fail(("containers", cname, "ports", i), "no free ephemeral host port left",
+                                  "give the port a host port: PUBLISHED:TARGET")
+                taken.add((number, port.protocol))
+                chosen[key] = number
+                containers[cname].host_ports.append(number)
 
     def check_peer(self, path: tuple, peer: str | None) -> None:
         if peer in (None, "any") or peer in self.topo.networks or peer in self.topo.containers:
@@ -742,6 +797,7 @@ class _Resolver:
         self.ovs_bridges(networks)
         containers = self.containers(networks)
         self.policies_and_expectations(containers)
+        self.host_ports(containers)
         adopted = {c.netns: name for name, c in containers.items() if c.adopted}
         for name, c in containers.items():
             if not c.adopted and c.netns in adopted:
