@@ -59,8 +59,9 @@ def resolved_document(res: Resolved) -> dict[str, Any]:
                                 **({"default_gateway6": str(c.default_gateway6)} if c.default_gateway6 else {}),
                                 "routes": c.routes, "dns": c.dns, "dns_search": c.dns_search,
                                 "hosts": [f"{ip} {name}" for ip, name in res.host_groups.get(c.hosts_group, [])], "sysctls": c.sysctls,
-                                "ports": [shown_port(port, host_port) for port, host_port in
-                                          zip(res.topology.containers[c.name].ports, c.host_ports)],
+                                **({"ports": [shown_port(port, host_port) for port, host_port in
+                                              zip(res.topology.containers[c.name].ports, c.host_ports)]}
+                                   if c.host_ports else {}),
                                 **({"command": c.process.argv, "environment": c.process.env,
                                     "working_dir": c.process.cwd, "user": c.process.user or None,
                                     "restart": c.process.restart, "ready": c.process.ready} if c.process else {})}
