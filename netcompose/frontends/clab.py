@@ -240,7 +240,7 @@ class _Clab:
         """The Linux name of a node's interface: containerlab's per-kind mapping; names that
         are still no valid Linux name get the project's collision-free short form."""
         mapped = _KIND_NAMES.get(self.kinds.get(node, ""), lambda n: n)(str(name))
-        if not re.match(IFNAME_PATTERN, mapped) or len(mapped.encode()) > 15:
+        if not re.fullmatch(IFNAME_PATTERN, mapped) or len(mapped.encode()) > 15:
             mapped = names.short_ifname(node, str(name))
         known = self.ifnames.setdefault((node, mapped), str(name))
         if known != str(name):
@@ -382,7 +382,7 @@ class _Clab:
                 self.tr.set(lpath + ("host_interface",),
                             names.host_ifname(self.tr.doc.data["name"], "port", f"{node}:{iface}"), where)
             elif kind in ("host", "mgmt-net"):
-                if not re.match(IFNAME_PATTERN, iface) or len(iface.encode()) > 15:
+                if not re.fullmatch(IFNAME_PATTERN, iface) or len(iface.encode()) > 15:
                     short = names.short_ifname("host", iface)
                     self.tr.notes.append(f"host interface {iface} is named {short} (Linux names have at most 15 bytes)")
                     iface = short
