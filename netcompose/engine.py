@@ -341,6 +341,7 @@ class Project:
         needs_ovs = any(n.driver == "ovs" for n in topo.networks.values())
         wired = {link.host_interface for link in topo.links if link.host_interface}
         wired |= {link.macvlan.parent for link in topo.links if link.macvlan}
+        wired |= {link.host_bridge for link in topo.links if link.host_bridge}
         return Scope(self.name, frozenset(namespaces), frozenset(host.values()) | wired,
                      needs_ovs=needs_ovs, firewall_namespaces=self._firewall_namespaces(namespaces),
                      renamed={pair: name for pair, name in host.items() if name != names.host_ifname(self.name, *pair)})

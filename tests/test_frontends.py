@@ -370,8 +370,8 @@ def test_clab_translation(tmp_path):
         {"endpoints": ["h1:eth2", "h2:eth1"], "mtu": 9000, "addresses": ["192.168.0.1/30", "192.168.0.2/30"]},
         {"network": "mgmt", "host_interface": "h1-mgmt", "endpoints": ["h1:eth3"]},
     ]
-    assert spec.notes == ["bridge node br1: a bridge of netcompose's own (named in its alias); its ports have "
-                          "netcompose's host-side names",
+    assert spec.notes == ["bridge node br1: no bridge br1 exists, so netcompose makes one of its own (named in its "
+                          "alias); its ports have netcompose's host-side names",
                           "ignored (no network meaning): env, image, startup-config, type"]
     doc = config(spec)
     assert doc["containers"]["srl1"]["netns"] == "clab-lab1-srl1"

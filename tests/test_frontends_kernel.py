@@ -213,3 +213,30 @@ def test_containerlab_macvlan_on_an_existing_host_interface(topo, project_name):
     project.down()
     assert parent in link_facts()                 # the parent is not ours: it stays
     assert [n for n in leftovers(project_name) if n not in (parent, f"{project_name}mp")] == []
+
+
+def test_containerlab_bridge_node_uses_an_existing_bridge(topo, project_name):
+    bridge = f"{project_name}br"
+    ip("link", "add", bridge, "type", "bridge")
+    ip("link", "set", bridge, "up")
+    project = topo(textwrap.dedent(f"""
+        name: br
+        mgmt: {{network: mgmt, ipv4-subnet: 10.227.0.0/24}}
+        topology:
+          nodes:
+            a: {{kind: linux, exec: ["ip addr add 10.228.0.1/24 dev eth1"]}}
+            b: {{kind: linux, exec: ["ip addr add 10.228.0.2/24 dev eth1"]}}
+            {bridge}: {{kind: bridge}}
+          links:
+            - endpoints: ["a:eth1", "{bridge}:p1"]
+            - endpoints: ["b:eth1", "{bridge}:p2"]
+    """), name="lab.clab.yml")
+    assert f"bridge node {bridge}: the existing bridge {bridge} is used (never changed or deleted)" in project.spec.notes
+    project.up()
+    ports = [n for n, link in link_facts().items() if link.master == link_facts()[bridge].index]
+    assert len(ports) == 2
+    assert ping(f"{project_name}-a", "10.228.0.2")
+    assert not project.plan().plan
+    project.down()
+    facts = link_facts()
+    assert bridge in facts and not [n for n, link in facts.items() if link.master == facts[bridge].index]

@@ -26,6 +26,8 @@ def links(res: Resolved) -> Iterable[Resource]:
         ident = f"{link.a[0]}:{link.a[1]}={link.b[0] or 'host'}:{link.b[1]}"
         aliases = {"alias": names.alias(res.project, "link", ident),
                    "peer_alias": names.alias(res.project, "link-peer", ident)}
+        if link.master_external:
+            yield r.host_device(link.master)
         if link.b[0] is None:  # a host link: its host end first, which may join a bridge
             wire = r.veth(HOST, link.b[1], a_ns, link.a[1], mtu=link.mtu, master=link.master,
                           peer_mac=link.macs[0], **aliases)

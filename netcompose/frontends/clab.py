@@ -8,6 +8,7 @@ containerlab gives them (SR Linux `ethernet-1/1` → `e1-1`).
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ _KIND_NAMES = {"nokia_srlinux": _srlinux, "srl": _srlinux, "nokia_sros": _sros, 
                "vr-nokia_sros": _sros, "nokia_srsim": _srsim}
 
 
+def existing_bridge(name: str) -> bool:
+    """Whether the host has a Linux bridge of this name (read from sysfs, no netlink)."""
+    return re.fullmatch(IFNAME_PATTERN, name) is not None and len(name) <= 15 and \
+        os.path.isdir(f"/sys/class/net/{name}/bridge")
+
+
 def project_name(lab: str, prefix: Any) -> str:
     """containerlab's sandbox names are <prefix>-<lab>-<node> (default prefix `clab`); the
     project is that name without the node, so sandboxes are named as containerlab names them.
@@ -78,6 +85,7 @@ class _Clab:
         self.ifnames: dict[tuple[str, str], str] = {}   # (node, clab name) → Linux name
         self.mgmt = "clab"
         self.shares: dict[str, str] = {}   # node → the node whose sandbox it uses (network-mode)
+        self.existing: set[str] = set()    # bridge nodes whose bridge exists on the host already
 
     def at(self, *path: Any) -> Position:
         return self.doc.where(path)
@@ -224,6 +232,12 @@ class _Clab:
 
     def bridge_network(self, name: str, kind: str) -> None:
         npath = ("topology", "nodes", name)
+        if kind == "bridge" and existing_bridge(name):
+            # containerlab's way: the lab's links become ports of the bridge made beforehand,
+            # which netcompose uses but never changes or deletes.
+            self.existing.add(name)
+            self.tr.notes.append(f"bridge node {name}: the existing bridge {name} is used (never changed or deleted)")
+            return
         path = ("networks", name)
         self.tr.set(path, {}, self.at(*npath), self.key_at(*npath))
         # A containerlab bridge is plain L2: nothing routed or masqueraded through the host.
@@ -232,8 +246,8 @@ class _Clab:
             self.tr.set(path + ("driver",), "ovs", self.at(*npath, "kind"))
             self.tr.set(path + ("ovs",), {"bridge": name, "datapath_type": "netdev"}, self.key_at(*npath))
         else:
-            self.tr.notes.append(f"bridge node {name}: a bridge of netcompose's own (named in its alias); "
-                                 "its ports have netcompose's host-side names")
+            self.tr.notes.append(f"bridge node {name}: no bridge {name} exists, so netcompose makes one of its own "
+                                 "(named in its alias); its ports have netcompose's host-side names")
 
     # -- links ----------------------------------------------------------------------------
     def ifname(self, node: str, name: str, where: Position) -> str:
@@ -376,7 +390,9 @@ class _Clab:
         self.tr.set(lpath, {}, self.at(*path))
         names_, macs = [], []
         for (node, iface, where, end), kind in zip(ends, kinds):
-            if kind in ("mgmt-net", "bridge"):
+            if kind == "bridge" and node in self.existing:
+                self.tr.set(lpath + ("host_bridge",), node, where)
+            elif kind in ("mgmt-net", "bridge"):
                 self.tr.set(lpath + ("network",), self.mgmt if kind == "mgmt-net" else node, where)
             if kind == "bridge":  # a port of the bridge: its host end is named like every host-side device
                 self.tr.set(lpath + ("host_interface",),

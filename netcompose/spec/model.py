@@ -337,6 +337,8 @@ class Link(Strict):
         None, description="the other end is this interface of the host namespace (created and owned)")
     network: Name | None = Field(None, description="with host_interface: the host end is a plain port of this "
                                                    "bridge network (no address on the container end)")
+    host_bridge: IfName | None = Field(None, description="with host_interface: the host end is a port of this "
+                                                         "existing host bridge (never created, changed or deleted)")
     vxlan: Vxlan | None = Field(None, description="the one container end is a VXLAN device towards a remote VTEP")
     macvlan: Macvlan | None = Field(None, description="the one container end is a macvlan device on a host "
                                                       "interface")
@@ -360,8 +362,10 @@ class Link(Strict):
             raise ValueError("addresses are for links between containers")
         if self.mac_addresses is not None and len(self.mac_addresses) != len(self.endpoints):
             raise ValueError("mac_addresses needs one entry (or null) per container end")
-        if self.network and not self.host_interface:
-            raise ValueError("network: needs host_interface (the end that joins the network's bridge)")
+        if (self.network or self.host_bridge) and not self.host_interface:
+            raise ValueError("network: and host_bridge: need host_interface (the end that joins the bridge)")
+        if self.network and self.host_bridge:
+            raise ValueError("use either network or host_bridge")
         return self
 
 

@@ -179,6 +179,7 @@ class RLink:
     mtu: int
     addresses: tuple[str, str] | None   # "ip/prefixlen" for each end
     master: str | None = None           # the bridge a host end joins
+    master_external: bool = False       # ... a host bridge netcompose does not own (host_bridge)
     vxlan: dict[str, Any] | None = None  # {vni, remote, port}: the one end is a VXLAN device (b is unused)
     macvlan: dict[str, Any] | None = None   # {parent, mode}: the one end is a macvlan device (b is unused)
     macs: tuple[str | None, str | None] = (None, None)   # of the container ends a and b
@@ -672,7 +673,8 @@ class _Resolver:
             macs = tuple(m.lower() if m else None for m in (link.mac_addresses or [])) + (None, None)
             addresses6 = tuple(str(x) for x in link.addresses6) if link.addresses6 else None
             macvlan = {"parent": link.macvlan.parent, "mode": link.macvlan.mode} if link.macvlan else None
-            out.append(RLink(a, b, link.mtu, addresses, master, vxlan, macvlan, macs[:2], addresses6))
+            out.append(RLink(a, b, link.mtu, addresses, master or link.host_bridge, link.host_bridge is not None,
+                             vxlan, macvlan, macs[:2], addresses6))
         return out
 
     # -- cross checks --------------------------------------------------------------------
