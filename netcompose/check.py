@@ -103,12 +103,18 @@ def _route(res: Resolved, a: RContainer, b: RContainer, proto: str, port: int | 
         src = _address(a, version, ep.network)
         if not net.icc:
             return src, str(ep.address_of(version)), False, f"network {net.name} has icc: false"
+        down = next((f"{c.name}'s endpoint on {net.name} is down" for c, e in
+                     ((a, next(m for m in a.endpoints if m.network == ep.network)), (b, ep)) if e.down), None)
+        if down:
+            return src, str(ep.address_of(version)), False, down
         return src, str(ep.address_of(version)), True, f"same network {net.name}"
     link = next((l for l in res.links if {l.a[0], l.b[0]} == {a.name, b.name}
                  for pair in (l.addresses, l.addresses6) if pair and (":" in pair[0]) == (version == 6)), None)
     if link is not None:
         pair = next(p for p in (link.addresses, link.addresses6) if p and (":" in p[0]) == (version == 6))
         mine, theirs = (pair[0], pair[1]) if link.a[0] == a.name else (pair[1], pair[0])
+        if link.down:
+            return mine.split("/")[0], theirs.split("/")[0], False, "their direct link is down"
         return mine.split("/")[0], theirs.split("/")[0], True, "direct link"
     target = next((ep for ep in b.endpoints if ep.address_of(version) is not None), None)
     src = _address(a, version)
@@ -123,6 +129,9 @@ def _route(res: Resolved, a: RContainer, b: RContainer, proto: str, port: int | 
     src = str(src_net.address_of(version))
     if (b.default_gateway if version == 4 else b.default_gateway6) is None:
         return src, dst, False, f"{b.name} has no IPv{version} route back"
+    for c, ep in ((a, src_net), (b, target)):
+        if ep.down:
+            return src, dst, False, f"{c.name}'s endpoint on {ep.network} is down"
     for policy in res.topology.policies:
         if policy.from_ == src_net.network and policy.to == target.network and \
                 policy.proto in ("any", proto) and (not policy.ports or port in policy.ports):
@@ -138,13 +147,13 @@ def classes(res: Resolved) -> dict[str, list[RContainer]]:
     selected = {peer: [ip_network(p, strict=False) for p in peer_addresses(res, peer)] for peer in selectors}
     wires: dict[str, list[tuple]] = {}
     for link in res.links:
-        wires.setdefault(link.a[0], []).append((link.a[1], link.b))
-        wires.setdefault(link.b[0], []).append((link.b[1], link.a))
+        wires.setdefault(link.a[0], []).append((link.a[1], link.b, link.down))
+        wires.setdefault(link.b[0], []).append((link.b[1], link.a, link.down))
     grouped: dict[tuple, list[RContainer]] = {}
     for c in res.containers.values():
         spec = res.topology.containers[c.name]
         addresses = [ip for ep in c.endpoints for ip, _ in ep.addresses()]
-        key = (tuple((ep.network, ep.type, tuple(ep.trunks or ())) for ep in c.endpoints),
+        key = (tuple((ep.network, ep.type, tuple(ep.trunks or ()), ep.down) for ep in c.endpoints),
                c.default_ifname, c.default_gateway is not None, c.default_ifname6, c.default_gateway6 is not None,
                repr(c.routes), repr(sorted(c.sysctls.items())),
                repr(spec.firewall), tuple(sorted(wires.get(c.name, ()))),

@@ -267,6 +267,8 @@ def cmd_ps(args) -> int:
                "process"]
     if not any(row["ipv6"] for row in rows):
         columns.remove("ipv6")   # an IPv4-only project keeps its narrow table
+    if any(row.get("conditions") for row in rows):
+        columns.insert(columns.index("state") + 1, "conditions")
     first = {}   # a container's published ports on its first row only
     for row in rows:
         first.setdefault(row["container"], id(row))

@@ -19,7 +19,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_int
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import names
+from . import conditions, names
 from .apply import FaultHook, Journal, STATE_DIR, execute, failure_message, raise_failure, rollback_outcome
 from .compile import Desired
 from .drivers import Scope, rtnl
@@ -30,6 +30,7 @@ from .drivers.netlink import Namespaces, NetlinkDriver, proven_mark, read_namesp
 from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .drivers.processes import STOP_TIMEOUT, ProcessDriver
 from .drivers.proxies import ProxiesDriver
+from .drivers.tc import TcDriver
 from .errors import ApplyError, ConflictError, LockTimeout, SpecError, StalePlan
 from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
@@ -90,7 +91,7 @@ class Host:
         self.execs = ExecDriver()
         self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss), "ovsdb": self.ovsdb,
                                         "nftables": NftablesDriver(self.nss), "processes": self.processes,
-                                        "proxies": ProxiesDriver(), "execs": self.execs}
+                                        "proxies": ProxiesDriver(), "execs": self.execs, "tc": TcDriver(self.nss)}
 
     def observe(self, scope: Scope) -> dict[str, Resource]:
         found: dict[str, Resource] = {}
@@ -342,20 +343,27 @@ class Project:
         wired = {link.host_interface for link in topo.links if link.host_interface}
         wired |= {link.macvlan.parent for link in topo.links if link.macvlan}
         wired |= {link.host_bridge for link in topo.links if link.host_bridge}
+        shaped, lossy, ingress = conditions.conditioned_containers(topo)
+        firewalled = {c for c, spec in topo.containers.items() if spec.firewall} | lossy
+        tables = self._may_hold(namespaces, {self.netns_of(c) for c in firewalled},
+                                lambda key: key.startswith("nft:") and key[4:].rpartition("/")[0].rpartition("/")[0])
+        qdiscs = self._may_hold(namespaces | {HOST}, {self.netns_of(c) for c in shaped} | ({HOST} if ingress else set()),
+                                lambda key: key.startswith("qdisc:") and key[6:].rpartition("/")[0])
         return Scope(self.name, frozenset(namespaces), frozenset(host.values()) | wired,
-                     needs_ovs=needs_ovs, firewall_namespaces=self._firewall_namespaces(namespaces),
+                     needs_ovs=needs_ovs, firewall_namespaces=tables, conditioned_namespaces=qdiscs,
                      renamed={pair: name for pair, name in host.items() if name != names.host_ifname(self.name, *pair)})
 
-    def _firewall_namespaces(self, namespaces: set[str]) -> frozenset[str]:
-        """Where a table of ours may be: sandboxes with a firewall in the file or in the last
-        apply; when the last apply is unknown or did not finish, also every sandbox that
-        exists already (one this run creates holds no old table: a cold `up` of 1000
-        sandboxes would otherwise open 1000 netfilter sockets to verify)."""
-        wanted = {self.netns_of(c) for c, spec in self.spec.topology.containers.items() if spec.firewall}
+    def _may_hold(self, namespaces: set[str], wanted: set[str], recorded_in) -> frozenset[str]:
+        """Where a table (or qdisc) of ours may be: sandboxes that have one in the file or in
+        the last apply (`recorded_in` names the namespace of a recorded key, else False);
+        when the last apply is unknown or did not finish, also every sandbox that exists
+        already (one this run creates holds nothing old: a cold `up` of 1000 sandboxes would
+        otherwise open 1000 sockets to verify)."""
         recorded = self.applied.entries()
         if not recorded or self.journal.claims():
-            return frozenset(ns for ns in namespaces if ns in wanted or os.path.exists(Namespaces.path(ns)))
-        had = {key[4:].rpartition("/")[0].rpartition("/")[0] for key in recorded if key.startswith("nft:")}
+            return frozenset(ns for ns in namespaces if ns in wanted or ns == HOST
+                             or os.path.exists(Namespaces.path(ns)))
+        had = {ns for key in recorded if (ns := recorded_in(key)) is not False}
         return frozenset(namespaces & (wanted | had))
 
     @cached_property
@@ -368,6 +376,8 @@ class Project:
         """Resolve, once per set of facts (a no-op `up` tries the focused path first); units
         compile as they are asked for."""
         facts = self._with_ports(facts)
+        if any(conditions.conditioned_containers(self.spec.topology)[:2]):
+            facts = replace(facts, netem=self._netem())
         if self._compiled is None or self._compiled[0] != facts:
             self._compiled = (facts, Desired(resolve(self.spec.topology, self.spec.doc, self.name, facts)))
         return self._compiled[1]
@@ -383,6 +393,11 @@ class Project:
         recorded = self.applied.read().get("facts", {}).get("ports", [])
         return replace(facts, ports={(c, key): port for c, key, port in recorded},
                        other_ports=self._busy_ports[0], listening_ports=self._busy_ports[1])
+
+    @staticmethod
+    def _netem() -> bool:
+        from .drivers.tc import netem_available
+        return netem_available()
 
     def _observe(self, host: Host, scope: Scope, named: list[Resource] = ()) -> dict[str, Resource]:
         observed = host.observe(scope)
@@ -690,7 +705,8 @@ class Project:
             mac, far = device.attrs.get("peer_mac") if intact else None, f"host:{host_ifname}"
         return {"container": container, "netns": netns, "network": None, "link": far, "ifname": ifname,
                 "ipv4": None, "mac": mac, "host_ifname": host_ifname,
-                "state": "up" if up else _absent_state(observed, netns)}
+                "state": "up" if up else _absent_state(observed, netns),
+                "conditions": conditions.describe_both(link.conditions, link.conditions)}
 
     def ps(self) -> list[dict[str, Any]]:
         """A row per endpoint and per end of a direct wire (`links:`), each looked up by key in
@@ -717,7 +733,8 @@ class Project:
                      "ifname": ifname, "ipv4": next((a for a in addresses if ":" not in a), None),
                      "ipv6": next((a for a in addresses if ":" in a), None),
                      "mac": wire.attrs.get(f"{side}mac") if intact else None,
-                     "host_ifname": None, "state": "up" if up else _absent_state(observed, netns[i])})
+                     "host_ifname": None, "state": "up" if up else _absent_state(observed, netns[i]),
+                     "conditions": conditions.describe_both(link.conditions, link.conditions)})
         rows = []
         for c in resolved.containers.values():
             for ep in c.endpoints:
@@ -736,11 +753,12 @@ class Project:
                              "ifname": ep.ifname, "ipv4": f"{ep.address}/{ep.prefixlen}" if ep.address else None,
                              "ipv6": f"{ep.address6}/{ep.prefixlen6}" if ep.address6 else None, "mac": mac,
                              "host_ifname": ep.host_ifname,
-                             "state": "up" if up else _absent_state(observed, c.netns)})
+                             "state": "up" if up else _absent_state(observed, c.netns),
+                             "conditions": conditions.describe_both(ep.egress, ep.ingress)})
             rows.extend(wires.get(c.name, ()))
             if not c.endpoints and c.name not in wires:
                 rows.append({"container": c.name, "netns": c.netns, "network": None, "link": None, "ifname": None,
-                             "ipv4": None, "ipv6": None, "mac": None, "host_ifname": None,
+                             "ipv4": None, "ipv6": None, "mac": None, "host_ifname": None, "conditions": "",
                              "state": "up" if f"netns:{c.netns}" in observed else "missing"})
         published = {c.name: [shown_port(port, host_port) for port, host_port in
                               zip(resolved.topology.containers[c.name].ports, c.host_ports)]

@@ -74,6 +74,7 @@ KINDS: dict[str, KindSpec] = {
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
     "nft_table": KindSpec("nftables", compare=("chains",), identity=("ns", "name")),
     "port_proxy": KindSpec("proxies", replace_on=("target", "target_port")),
+    "qdisc": KindSpec("tc"),
     "file": KindSpec("files", ordered=True),     # applied one by one, in the order given
     "sysctl": KindSpec("files", ordered=True),
     "process": KindSpec("processes", compare=("argv", "env", "cwd", "user"), outlives_parents=True),
@@ -265,6 +266,16 @@ def tenant(ns: str, pid: int, argv: list[str]) -> Resource:
     manage, but stopped when its sandbox is removed."""
     return Resource("process", f"{process_key(ns)}/pid/{pid}", {"ns": ns, "pid": pid, "argv": argv},
                     deps=_ns_parents(ns), parents=_ns_parents(ns))
+
+
+def qdisc(ns: str, ifname: str, link: str, *, rate: int | None = None, burst: int | None = None,
+          limit: int | None = None, netem: dict[str, Any] | None = None, owner: str | None = None) -> Resource:
+    """The root qdisc netcompose puts on a device it owns (link conditions): tbf for a rate,
+    netem under it (or alone) for delay and the percentages.  Changing a value changes it in
+    place; the device, and whatever uses it, stay."""
+    return Resource("qdisc", f"qdisc:{ns}/{ifname}",
+                    {"ns": ns, "ifname": ifname, "rate": rate, "burst": burst, "limit": limit, "netem": netem},
+                    deps=(link,) + _ns_parents(ns), parents=(link,) + _ns_parents(ns), owner=owner)
 
 
 # ---- zones: where an observer looks to see a resource -------------------------------------

@@ -19,7 +19,7 @@ from .. import names
 from .. import resources as r
 from ..resources import Resource
 from ..spec.resolve import RContainer, Resolved, RNetwork
-from . import bridge, execs, firewall, ovs, p2p
+from . import bridge, conditions, execs, firewall, ovs, p2p
 from .bridge import no_router_advertisements
 
 NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs}
@@ -36,7 +36,8 @@ IPV6_DEFAULT_METRIC = 1024
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 
 
-def _container(project: str, c: RContainer, networks: dict[str, RNetwork]) -> Iterable[Resource]:
+def _container(project: str, c: RContainer, networks: dict[str, RNetwork], netem: bool,
+               down_ends: frozenset[str]) -> Iterable[Resource]:
     yield r.netns(c.netns, external=c.adopted, marker=None if c.adopted else names.alias(project, "ns", c.name))
     addr_keys: dict[tuple[str, int], tuple[str, str]] = {}  # (ifname, family) → (link key, address key)
     devices: dict[str, str] = {}   # ifname → the resource that makes it
@@ -44,6 +45,7 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork]) -> It
         net = networks[ep.network]
         link_key, parts = NETWORK_DRIVERS[net.driver].endpoint(project, c, ep, net)
         devices[ep.ifname] = link_key
+        yield from conditions.endpoint(c, ep, net.mtu, link_key, parts, netem)
         yield from parts
         for ip, prefixlen in ep.addresses():
             addr = r.address(c.netns, ep.ifname, str(ip), prefixlen, link_key)
@@ -51,7 +53,7 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork]) -> It
             yield addr
         if ep.address6 is not None:
             yield from no_router_advertisements(c, ep.ifname, link_key)
-    routes = list(_routes(c, addr_keys))
+    routes = [route for route in _routes(c, addr_keys) if route.attrs["dev"] not in down_ends]
     yield from routes
     etc = _etc_link(project, c) if not c.adopted else None
     if etc is not None:
@@ -129,23 +131,27 @@ class Unit:
     container: RContainer
     networks: dict[str, RNetwork]
     networks_shown: str          # their repr, made once per network rather than per member
+    netem: bool = False          # link conditions use netem
+    down_ends: frozenset[str] = frozenset()   # its ends of downed links: no routes over them
 
     @cached_property
     def digest(self) -> str:
         """Only an edit's focused path and the record of an apply need it: made on demand."""
-        inputs = repr((self.project, self.container)) + self.networks_shown
+        inputs = repr((self.project, self.container, self.netem, sorted(self.down_ends))) + self.networks_shown
         return hashlib.blake2b(_compiler_fingerprint() + inputs.encode(), digest_size=8).hexdigest()
 
     def compile(self) -> list[Resource]:
-        return list(_container(self.project, self.container, self.networks))
+        return list(_container(self.project, self.container, self.networks, self.netem, self.down_ends))
 
 
 def units(res: Resolved) -> dict[str, Unit]:
     shown = {name: repr(net) for name, net in res.networks.items()}
+    down = conditions.down_ends(res)
     out = {}
     for c in res.containers.values():
         networks = {ep.network: res.networks[ep.network] for ep in c.endpoints}
-        out[c.name] = Unit(res.project, c, networks, "".join(shown[name] for name in networks))
+        out[c.name] = Unit(res.project, c, networks, "".join(shown[name] for name in networks), res.netem,
+                           frozenset(ifname for name, ifname in down if name == c.name))
     return out
 
 

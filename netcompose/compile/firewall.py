@@ -1,8 +1,8 @@
 """Isolation, NAT, published ports and per-container firewalls, as nftables tables.
 
 The host gets one table per project (`inet netcompose-<project>`, plus a `bridge` table
-when a network has icc: false); each container with a `firewall:` gets a table of its own
-inside its namespace.  Every rule's comment names the file element that caused it, and a
+when a network has icc: false); each container with a `firewall:` (or link loss, on a kernel
+without netem) gets a table of its own inside its namespace.  Every rule's comment names the file element that caused it, and a
 hash of the rule, so a hand-edited or missing rule shows up as drift.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from .. import resources as r
 from ..resources import HOST, Resource
 from ..spec.resolve import RContainer, Resolved, RNetwork, published_families, published_target
+from . import conditions
 from . import ovs as ovs_compile
 
 FAMILY_HOST, FAMILY_BRIDGE = "inet", "bridge"
@@ -239,14 +240,25 @@ def container_families(res: Resolved, c: RContainer) -> set[int]:
     return found or {4}
 
 
+LOSS_SCALE = 10000   # numgen draws 0..9999: loss in steps of 0.01%
+
+
 def container_table(res: Resolved, c: RContainer) -> Table | None:
     spec = res.topology.containers[c.name].firewall
-    if spec is None or (spec.ingress is None and spec.egress is None):
+    losses = conditions.loss_rules(res, c)
+    if (spec is None or (spec.ingress is None and spec.egress is None)) and not losses:
         return None
     t = Table(FAMILY_HOST, table_name(res.project))
+    for direction, ifname, loss, origin in losses:
+        # Before routing on the way in, after it on the way out: forwarded traffic too.
+        hook, iface = ("prerouting", "iifname") if direction == "ingress" else ("postrouting", "oifname")
+        if hook not in t.chains:
+            t.chain(hook, "filter", hook, -150)
+        drawn = {"numgen": {"mode": "random", "mod": LOSS_SCALE, "offset": 0}}
+        t.rule(hook, origin, _match(_meta(iface), ifname), _match(drawn, round(loss * LOSS_SCALE / 100), "<"), DROP)
     families = container_families(res, c)
-    for direction, hook, iface, field, rules in (("ingress", "input", "iifname", "saddr", spec.ingress),
-                                                 ("egress", "output", "oifname", "daddr", spec.egress)):
+    for direction, hook, iface, field, rules in (("ingress", "input", "iifname", "saddr", spec and spec.ingress),
+                                                 ("egress", "output", "oifname", "daddr", spec and spec.egress)):
         if rules is None:
             continue
         t.chain(hook, "filter", hook, 0, policy="drop")

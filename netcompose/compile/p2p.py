@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from .. import names
+from . import conditions
 from .. import resources as r
 from ..resources import HOST, Resource
 from ..spec.resolve import Resolved
@@ -34,8 +35,11 @@ def links(res: Resolved) -> Iterable[Resource]:
         else:
             wire = r.veth(a_ns, link.a[1], res.containers[link.b[0]].netns, link.b[1], mtu=link.mtu,
                           mac=link.macs[0], peer_mac=link.macs[1], **aliases)
+        yield from conditions.link(wire, link, res.netem)
         yield wire
-        for pair in (link.addresses, link.addresses6):
+        # A device that goes down loses its IPv6 addresses (and every route): a downed
+        # wire keeps only its IPv4 ones until it comes back.
+        for pair in (link.addresses, None if link.down else link.addresses6):
             for (container, ifname), cidr in zip((link.a, link.b), pair or ()):
                 ip, _, plen = cidr.partition("/")
                 yield r.address(res.containers[container].netns, ifname, ip, int(plen), wire.key)

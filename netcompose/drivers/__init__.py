@@ -17,6 +17,7 @@ class Scope:
     host_ifnames: frozenset[str] = frozenset()  # host interface names the file wants
     needs_ovs: bool = False
     firewall_namespaces: frozenset[str] = frozenset()   # namespaces that may hold a table of ours
+    conditioned_namespaces: frozenset[str] = frozenset()   # namespaces (or the host, "") that may hold our qdiscs
     # None: everything of the project.  Else only these zones (see Resource.zones), for
     # an apply whose work is O(change).
     focus: frozenset[str] | None = None

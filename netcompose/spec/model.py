@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator,
                       model_validator)
 
+from .. import conditions
 from ..errors import excerpt
 from .patterns import (DEFAULT_IPV4_POOL, DEFAULT_POOL_SIZE, HOSTNAME_PATTERN, IFNAME_PATTERN, MAC_PATTERN,
                        NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES)
@@ -130,6 +131,32 @@ def check_ifname(value: str) -> str:
     return value
 
 
+def _unit_checked(parse):
+    """Keep the text as written (tc's units); only check that `parse` reads it."""
+    def check(value: Any) -> Any:
+        parse(value)
+        return value
+    return AfterValidator(check)
+
+
+class LinkConditions(Strict):
+    """What one direction of a link does to its traffic (units as tc writes them)."""
+    rate: Annotated[str, BeforeValidator(str), _unit_checked(conditions.rate_bits)] | None = Field(
+        None, description="bandwidth cap, e.g. 10mbit, 1gbit, 100gbit (tbf)")
+    burst: Annotated[str, BeforeValidator(str), _unit_checked(conditions.size_bytes)] | None = Field(
+        None, description="tbf bucket size, e.g. 32kb; default 4 ms at the rate")
+    loss: Annotated[str, _unit_checked(conditions.percent)] | None = Field(
+        None, description="random loss, e.g. 1% (netem, or an nftables rule where the kernel has no netem)")
+    delay: Annotated[str, _unit_checked(conditions.time_ns)] | None = Field(None, description="e.g. 40ms (netem)")
+    jitter: Annotated[str, _unit_checked(conditions.time_ns)] | None = Field(None, description="e.g. 5ms (netem)")
+    corrupt: Annotated[str, _unit_checked(conditions.percent)] | None = Field(None, description="netem")
+    duplicate: Annotated[str, _unit_checked(conditions.percent)] | None = Field(None, description="netem")
+    reorder: Annotated[str, _unit_checked(conditions.percent)] | None = Field(None, description="netem")
+
+
+LinkState = Literal["up", "down"]
+
+
 class Endpoint(Strict):
     ipv4_address: Annotated[IPv4Address, _one_family(4, ip_address, "ipv6_address")] | None = None
     ipv6_address: Annotated[IPv6Address, _one_family(6, ip_address, "ipv4_address")] | None = None
@@ -139,6 +166,9 @@ class Endpoint(Strict):
     trunks: list[VlanId] | None = Field(None, description="OVS trunk port carrying these tags")
     aliases: list[HostName] = Field(default_factory=list,
                                     description="more names of the container on this network (hosts files)")
+    egress: LinkConditions | None = Field(None, description="conditions of what the container sends")
+    ingress: LinkConditions | None = Field(None, description="conditions of what the container receives")
+    state: LinkState = Field("up", description="down: the network's side of the endpoint is shut (a failure drill)")
 
     @field_validator("ifname")
     @classmethod
@@ -350,6 +380,8 @@ class Link(Strict):
     addresses6: Annotated[list[IPv6Iface], Field(min_length=2, max_length=2)] | None = Field(
         None, description='IPv6 addresses of the two ends beside IPv4 `addresses` (a dual-stack wire), e.g. '
                           '["fd99::1/64", "fd99::2/64"]')
+    conditions: LinkConditions | None = Field(None, description="conditions of both directions")
+    state: LinkState = Field("up", description="down: both ends administratively down (a failure drill)")
 
     @model_validator(mode="after")
     def _two_ends(self) -> "Link":

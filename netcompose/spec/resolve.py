@@ -17,7 +17,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6
 from typing import Any, Iterator, Union
 
 from ..errors import SpecError, excerpt
-from .. import names
+from .. import conditions, names
 from . import sysctls
 from .loader import Document
 from .memo import Record
@@ -58,6 +58,7 @@ class HostFacts:
     # (not chosen anew; a port kept from the last apply stays, as Compose's would stay bound).
     other_ports: frozenset[tuple[int, str]] = frozenset()
     listening_ports: frozenset[tuple[int, str]] = frozenset()
+    netem: bool = False      # the kernel has sch_netem (probed once per run, only when a file asks for it)
 
     def sticky_subnets(self, version: int) -> dict[str, IPNetwork]:
         return self.subnets if version == 4 else self.subnets6
@@ -109,6 +110,9 @@ class REndpoint:
     aliases: list[str] = field(default_factory=list)    # its other names on this network
     address6: IPv6Address | None = None
     prefixlen6: int | None = None
+    egress: dict[str, Any] | None = None     # link conditions as numbers (see netcompose.conditions)
+    ingress: dict[str, Any] | None = None
+    down: bool = False                       # state: down
 
     def address_of(self, version: int) -> IPAddress | None:
         return self.address if version == 4 else self.address6
@@ -184,6 +188,8 @@ class RLink:
     macvlan: dict[str, Any] | None = None   # {parent, mode}: the one end is a macvlan device (b is unused)
     macs: tuple[str | None, str | None] = (None, None)   # of the container ends a and b
     addresses6: tuple[str, str] | None = None   # a second, IPv6 pair beside IPv4 `addresses`
+    conditions: dict[str, Any] | None = None   # both directions (see netcompose.conditions)
+    down: bool = False                         # state: down
 
 
 @dataclass
@@ -197,6 +203,7 @@ class Resolved:
     # share it, so adding a container rewrites one file, not one per peer.
     host_groups: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     host_names: dict[tuple[str, str], str] = field(default_factory=dict)   # see kernel_names
+    netem: bool = False      # link conditions use netem (the kernel has it)
 
 
 # Matched with fullmatch: `$` would accept a trailing newline.
@@ -415,7 +422,14 @@ class _Resolver:
                                            ep.mac_address.lower() if ep.mac_address else None, ep.type,
                                            ep.trunks, self.host_names[("ep", f"{cname}/{nname}")],
                                            aliases=list(ep.aliases), address6=address6,
-                                           prefixlen6=net.subnet6.prefixlen if net.subnet6 else None))
+                                           prefixlen6=net.subnet6.prefixlen if net.subnet6 else None,
+                                           egress=self.link_conditions(path + ("egress",), ep.egress, net.mtu),
+                                           ingress=self.link_conditions(path + ("ingress",), ep.ingress, net.mtu),
+                                           down=ep.state == "down"))
+                if (ep.ingress is not None or ep.state == "down") and ep.type == "ovs-internal":
+                    self.fail(path + ("ingress" if ep.ingress is not None else "state",),
+                              "ingress conditions and state: down need a veth endpoint (they act on the other "
+                              "end of its veth; an OVS internal port has none)", "use type: veth")
             for ifname, path in link_ifnames.get(cname, []):
                 if ifname in seen:
                     self.fail(path, f"interface name '{ifname}' is used twice in container '{cname}'",
@@ -423,6 +437,22 @@ class _Resolver:
                 seen[ifname] = path
             out[cname] = self.container(cname, c, endpoints, networks, link_ifnames.get(cname, []))
         return out
+
+    def link_conditions(self, path: tuple, spec, mtu: int) -> dict[str, Any] | None:
+        """One direction's link conditions as numbers, checked against what this kernel can do."""
+        if spec is None:
+            return None
+        given = {k: v for k, v in vars(spec).items() if v is not None}
+        try:
+            numbers = conditions.normalised(given, mtu)
+        except ValueError as exc:
+            key = str(exc).partition(":")[0]
+            self.fail(path + ((key,) if key in given else ()), str(exc), "see README, Link conditions")
+        missing = conditions.needs_netem(numbers, loss_by_netem=False)
+        if missing and not self.facts.netem:
+            self.fail(path + (missing[0],), f"{', '.join(missing)} need the kernel's netem qdisc (sch_netem), "
+                      "which this host lacks", "remove them; this host can do: rate, burst, loss")
+        return numbers or None
 
     def allocate_address(self, cname: str, net: RNetwork, taken: set[IPAddress], path: tuple,
                          version: int) -> IPAddress:
@@ -674,7 +704,9 @@ class _Resolver:
             addresses6 = tuple(str(x) for x in link.addresses6) if link.addresses6 else None
             macvlan = {"parent": link.macvlan.parent, "mode": link.macvlan.mode} if link.macvlan else None
             out.append(RLink(a, b, link.mtu, addresses, master or link.host_bridge, link.host_bridge is not None,
-                             vxlan, macvlan, macs[:2], addresses6))
+                             vxlan, macvlan, macs[:2], addresses6,
+                             conditions=self.link_conditions(("links", i, "conditions"), link.conditions, link.mtu),
+                             down=link.state == "down"))
         return out
 
     # -- cross checks --------------------------------------------------------------------
@@ -806,7 +838,7 @@ class _Resolver:
                 self.fail(("containers", adopted[c.netns], "netns"), f"namespace '{c.netns}' is also the "
                           f"namespace netcompose creates for container '{name}'", "adopt another namespace")
         return Resolved(self.project, self.topo, networks, containers, self.links(networks), self.fill_hosts(containers),
-                        self.host_names)
+                        self.host_names, self.facts.netem)
 
 
 def command_argv(command: str | list[str]) -> list[str]:
