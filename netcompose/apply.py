@@ -12,9 +12,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from .drivers import Outcome
 from .errors import ApplyError
@@ -33,6 +36,7 @@ class Progress:
     done: list[Action] = field(default_factory=list)
     failed: Action | None = None
     error: str = ""
+    interrupted: bool = False    # stopped between levels by Ctrl-C
 
 
 FaultHook = Callable[[Action], None]
@@ -49,10 +53,15 @@ def batches(plan: Plan):
         yield by_driver
 
 
-def execute(plan: Plan, drivers: dict, fault: FaultHook | None = None) -> Progress:
-    """Apply every action; stop at the first failed level and say which actions completed."""
+def execute(plan: Plan, drivers: dict, fault: FaultHook | None = None,
+            interrupted: Callable[[], bool] = lambda: False) -> Progress:
+    """Apply every action; stop at the first failed level (or, once `interrupted`, before
+    the next level) and say which actions completed."""
     progress = Progress()
     for by_driver in batches(plan):
+        if interrupted():
+            progress.interrupted = True
+            return progress
         work: dict[str, list[Action]] = {}
         for driver_name, actions in by_driver.items():
             progress.done.extend(a for a in actions if a.implicit)
@@ -82,11 +91,18 @@ def _inject(fault: FaultHook, work: dict[str, list[Action]], drivers: dict, prog
 
 
 def _apply_concurrently(batches: dict[str, tuple[object, list[Action]]]) -> dict[str, Outcome]:
-    if len(batches) == 1:
-        ((name, (driver, actions)),) = batches.items()
-        return {name: driver.apply(actions)}
+    """Each driver's batch, side by side.  A driver that raises (any exception, not only an
+    OSError: a value the kernel's wire format cannot carry, a bug) fails its batch; the
+    caller rolls back from what it observes."""
+    def guarded(driver, actions: list[Action]) -> Outcome:
+        try:
+            return driver.apply(actions)
+        except Exception as exc:
+            return Outcome({actions[0].key: f"{type(exc).__name__}: {exc}"})
+    if len(batches) <= 1:  # a level of only implicit actions has nothing to send
+        return {name: guarded(driver, actions) for name, (driver, actions) in batches.items()}
     with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-        futures = {name: pool.submit(driver.apply, actions) for name, (driver, actions) in batches.items()}
+        futures = {name: pool.submit(guarded, driver, actions) for name, (driver, actions) in batches.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -97,6 +113,22 @@ def _record(actions: list[Action], outcome: Outcome, progress: Progress) -> None
                 progress.failed, progress.error = action, outcome.errors[action.key]
         else:
             progress.done.append(action)
+
+
+@contextmanager
+def deferred_interrupts() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C (SIGINT) is noted instead of raised while the body runs: an apply stops at the
+    end of its current level and rolls back, so it never leaves a batch half sent, a thread
+    still writing behind a rollback, or a rollback cut short.  Yields "was it pressed?"."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False   # signals reach the main thread only
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: pressed.append(signum))
+    try:
+        yield lambda: bool(pressed)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Journal:

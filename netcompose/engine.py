@@ -12,15 +12,16 @@ import os
 import shutil
 import socket
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface, ip_network
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import conditions, names
-from .apply import FaultHook, Journal, STATE_DIR, execute, failure_message, raise_failure, rollback_outcome
+from .apply import (FaultHook, Journal, Progress, STATE_DIR, deferred_interrupts, execute, failure_message,
+                    raise_failure, rollback_outcome)
 from .compile import Desired
 from .drivers import Scope, rtnl
 from .drivers.execs import ExecDriver
@@ -31,10 +32,10 @@ from .drivers.ovsdb import OvsdbDriver, OvsdbUnavailable, remote_from
 from .drivers.processes import STOP_TIMEOUT, ProcessDriver
 from .drivers.proxies import ProxiesDriver
 from .drivers.tc import TcDriver
-from .errors import ApplyError, ConflictError, LockTimeout, SpecError, StalePlan
+from .errors import ApplyError, ConflictError, Interrupted, LockTimeout, NetcomposeError, SpecError, StalePlan
 from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
-from .resources import HOST, Resource, link_key, sysctl_device
+from .resources import HOST, KINDS, Resource, link_key, sysctl_device
 from .spec import Source, Spec, load, runnable
 from .spec.resolve import HostFacts, Resolved, kernel_names, port_key, resolve, shown_port
 
@@ -54,9 +55,9 @@ def _ip(text: str) -> IPv4Address | IPv6Address:
     return IPv4Address(socket.inet_aton(text))
 
 
-def facts_from(observed: dict[str, Resource], project: str,
-               routes: list[IPv4Network | IPv6Network]) -> HostFacts:
-    """Subnets and addresses we assigned before, so defaults stay put across runs."""
+def allocations_from_marks(observed: dict[str, Resource], project: str) -> tuple[dict, ...]:
+    """Subnets and addresses (IPv4, then IPv6) read back from our marked bridges and veths:
+    the fallback when the record of allocations is lost."""
     subnets: dict[int, dict[str, Any]] = {4: {}, 6: {}}
     addresses: dict[int, dict[tuple[str, str], Any]] = {4: {}, 6: {}}
     by_link: dict[tuple[str, str, int], Resource] = {}   # (ns, ifname, family) → our address there
@@ -75,9 +76,46 @@ def facts_from(observed: dict[str, Resource], project: str,
                 if addr:
                     container, _, network = mark[2].partition("/")
                     addresses[version][(container, network)] = _ip(addr.attrs["address"])
-    own_nets = set(subnets[4].values()) | set(subnets[6].values())
-    return HostFacts(tuple(r for r in routes if r not in own_nets), subnets[4], addresses[4], subnets[6],
-                     addresses[6])
+    return subnets[4], addresses[4], subnets[6], addresses[6]
+
+
+class Allocations:
+    """The subnets and addresses handed out to the project (`allocations.json`), both
+    families, written before an apply uses them.  Authoritative: an address stays with its
+    container and network while both are in the file, whatever is inserted, reordered or
+    drifted, and a hand-changed address or subnet is repaired back to it.  If the record is
+    lost, the allocations are read back from our marked objects."""
+
+    KEYS = ("subnets", "addresses", "subnets6", "addresses6")   # in HostFacts' order
+
+    def __init__(self, project: str) -> None:
+        self.path = os.path.join(STATE_DIR, project, "allocations.json")
+
+    def read(self) -> tuple[dict, ...] | None:
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+            return tuple({n: ip_network(s) for n, s in data[key].items()} if key.startswith("subnets")
+                         else {(c, n): _ip(ip) for c, n, ip in data[key]} for key in self.KEYS)
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, resolved: Resolved) -> None:
+        nets, containers = resolved.networks.values(), resolved.containers.values()
+        current = ({n.name: n.subnet for n in nets if n.subnet},
+                   {(c.name, ep.network): ep.address for c in containers for ep in c.endpoints if ep.address},
+                   {n.name: n.subnet6 for n in nets if n.subnet6},
+                   {(c.name, ep.network): ep.address6 for c in containers for ep in c.endpoints if ep.address6})
+        if self.read() == current:
+            return
+        data = {key: {n: str(s) for n, s in values.items()} if key.startswith("subnets")
+                else [[c, n, str(ip)] for (c, n), ip in values.items()] for key, values in zip(self.KEYS, current)}
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path + ".tmp", "w") as f:
+            f.write(json.dumps(data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(self.path + ".tmp", self.path)
 
 
 class Host:
@@ -119,14 +157,13 @@ class Host:
 
 class AppliedState:
     """What the last successful apply asked for: each key's digest and zones (the keys of a
-    unit, a container, filed under it with the unit's own digest), and the addresses it
-    allocated.  Tells drift from file changes, and lets the next apply of an edited file
+    unit, a container, filed under it with the unit's own digest).  Tells drift from file changes, and lets the next apply of an edited file
     compile and look only where the edit lands.
 
     Only an annotation: ownership never depends on it.  Losing it makes every pending
     action count as a file change and the next apply observe everything."""
 
-    FORMAT = 4
+    FORMAT = 5
 
     def __init__(self, project: str) -> None:
         self.path = os.path.join(STATE_DIR, project, "applied.json")
@@ -162,13 +199,8 @@ class AppliedState:
     def write(self, desired: Desired, digests: dict[str, str], source: str) -> None:
         """Record `desired`; a unit it did not compile is unchanged, so its record stays."""
         resolved = desired.resolved
-        facts = {"subnets": {n: str(net.subnet) for n, net in resolved.networks.items() if net.subnet},
-                 "addresses": [[c.name, ep.network, str(ep.address)] for c in resolved.containers.values()
-                               for ep in c.endpoints if ep.address],
-                 "subnets6": {n: str(net.subnet6) for n, net in resolved.networks.items() if net.subnet6},
-                 "addresses6": [[c.name, ep.network, str(ep.address6)] for c in resolved.containers.values()
-                                for ep in c.endpoints if ep.address6],
-                 "ports": [[c.name, port_key(port), host_port] for c in resolved.containers.values()
+        # The host ports target-only `ports:` entries got (subnets and addresses: see Allocations).
+        facts = {"ports": [[c.name, port_key(port), host_port] for c in resolved.containers.values()
                            for port, host_port in zip(resolved.topology.containers[c.name].ports, c.host_ports)]}
         recorded, recorded_units = self.entries(), self.read().get("units", {})
 
@@ -188,21 +220,17 @@ class AppliedState:
             f.write(json.dumps(data, check_circular=False))
         os.replace(self.path + ".tmp", self.path)
 
-    @staticmethod
-    def facts(data: dict[str, Any], host_routes: list[IPv4Network | IPv6Network]) -> HostFacts:
-        recorded = data.get("facts", {})
-        subnets, subnets6 = ({n: ip_network(s) for n, s in recorded.get(key, {}).items()}
-                             for key in ("subnets", "subnets6"))
-        own = set(subnets.values()) | set(subnets6.values())
-        return HostFacts(tuple(r for r in host_routes if r not in own), subnets,
-                         {(c, n): _ip(ip) for c, n, ip in recorded.get("addresses", [])}, subnets6,
-                         {(c, n): _ip(ip) for c, n, ip in recorded.get("addresses6", [])})
+
+# Held while an apply claims address space (a new subnet on the host), so concurrent
+# projects never pick the same subnet: the second one plans again once the first is done.
+ADDRESS_SPACE = ".address-space"
 
 
 class Lock:
     def __init__(self, project: str, timeout: float) -> None:
         self.path = os.path.join(STATE_DIR, project, "lock")
         self.timeout, self.project = timeout, project
+        self.what = ("the host's address space" if project == ADDRESS_SPACE else f"project '{project}'")
         self.fd: int | None = None
 
     def __enter__(self) -> "Lock":
@@ -217,7 +245,7 @@ class Lock:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         os.close(self.fd)
-                        raise LockTimeout(f"project '{self.project}' is locked by another netcompose run "
+                        raise LockTimeout(f"{self.what} is locked by another netcompose run "
                                           f"({self.path}); waited {self.timeout:g}s: retry later or raise "
                                           "--lock-timeout")
                     time.sleep(0.05)
@@ -290,6 +318,7 @@ class Project:
         self.lock_timeout = lock_timeout
         self.journal = Journal(self.name)
         self.applied = AppliedState(self.name)
+        self.allocations = Allocations(self.name)
         self._compiled: tuple[HostFacts, Desired] | None = None
         self._busy_ports: tuple[frozenset, frozenset] | None = None   # see _with_ports
 
@@ -335,7 +364,31 @@ class Project:
     def adopted(self) -> set[str]:
         return {self.netns_of(c) for c, spec in self.spec.topology.containers.items() if spec.netns or spec.pid}
 
+    def _refuse_host_namespace(self) -> None:
+        """Adopting the host's own namespace would hand the host's routes and uplink to
+        netcompose: `pid:`/`netns:` must name a container's namespace."""
+        host = set()
+        for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+            try:
+                stat = os.stat(path)
+            except OSError:  # pid 1 may be out of reach (a container without CAP_SYS_PTRACE)
+                continue
+            host.add((stat.st_dev, stat.st_ino))
+        for name, spec in self.spec.topology.containers.items():
+            if not (spec.netns or spec.pid):
+                continue
+            try:
+                stat = os.stat(Namespaces.path(self.netns_of(name)))
+            except OSError:
+                continue  # missing: the plan says so
+            if (stat.st_dev, stat.st_ino) in host:
+                key = "pid" if spec.pid else "netns"
+                raise SpecError(self.spec.doc.where(("containers", name, key)),
+                                f"{key}: {spec.pid or spec.netns} is the host's own network namespace",
+                                "adopt the namespace of a container, never the host's")
+
     def scope(self) -> Scope:
+        self._refuse_host_namespace()
         topo = self.spec.topology
         namespaces = {self.netns_of(c) for c in topo.containers}
         host = kernel_names(self.name, topo)
@@ -371,6 +424,21 @@ class Project:
         """The file as loaded (includes, variables and templates applied): unchanged means
         only drift can differ, which the full sweep finds."""
         return hashlib.blake2b(repr((self.name, self.spec.doc.data)).encode(), digest_size=16).hexdigest()
+
+    def _facts(self, host: Host, observed: dict[str, Resource] | None = None,
+               check_space: bool = True) -> HostFacts | None:
+        """The address space in use around us (unless `check_space` is off: `down` removes
+        whatever the host has come to overlap), and our allocations: from their record,
+        else (given what was observed) from our marked objects."""
+        allocations = self.allocations.read()
+        if allocations is None:
+            if observed is None:
+                return None
+            allocations = allocations_from_marks(observed, self.name)
+        if not check_space:
+            return HostFacts((), *allocations)
+        space = host.netlink.host_space if observed is not None else host.netlink.read_host_space(self.name)
+        return HostFacts(tuple(space), *allocations)
 
     def _compile(self, facts: HostFacts) -> Desired:
         """Resolve, once per set of facts (a no-op `up` tries the focused path first); units
@@ -419,7 +487,7 @@ class Project:
                 return focused
         scope = self.scope()
         observed = self._claim(host.observe(scope))
-        desired = self._compile(facts_from(observed, self.name, host.netlink.host_routes))
+        desired = self._compile(self._facts(host, observed, check_space=not empty))
         if not empty:
             runnable.check(desired.resolved, self.spec.doc)
         everything = desired.complete()
@@ -437,7 +505,10 @@ class Project:
         recorded, recorded_units = self.applied.entries(), applied.get("units", {})
         if not recorded or self.journal.claims() or applied.get("source") == self._source:
             return None
-        desired = self._compile(self.applied.facts(applied, host.netlink.read_host_routes()))
+        facts = self._facts(host)
+        if facts is None:
+            return None
+        desired = self._compile(facts)
         runnable.check(desired.resolved, self.spec.doc)
         for name, unit in desired.units.items():
             if recorded_units.get(name, [None])[0] != unit.digest:
@@ -502,9 +573,15 @@ class Project:
     def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None, fingerprint: str | None = None,
                   refresh: bool = True, supervise: bool = False) -> Report:
         started = time.monotonic()
-        with Lock(self.name, self.lock_timeout) as lock, _host(self.ovsdb, self.stop_timeout) as host:
+        with Lock(self.name, self.lock_timeout) as lock, _host(self.ovsdb, self.stop_timeout) as host, \
+                ExitStack() as held:
             host.processes.supervising = supervise
             state = self._state(host, empty=empty, refresh=refresh)
+            if any(a.kind == "address" and a.op == "create" and a.resource.attrs["ns"] == HOST
+                   for a in state.plan.actions):  # a new subnet: plan again with the host's space to ourselves
+                held.enter_context(Lock(ADDRESS_SPACE, self.lock_timeout))
+                self._compiled = None
+                state = self._state(host, empty=empty, refresh=refresh)
             if fingerprint is not None and state_fingerprint(state) != fingerprint:
                 raise StalePlan("stale plan: the host or the topology changed since the plan was made; "
                                 "run plan again")
@@ -514,6 +591,8 @@ class Project:
                             f"(was {a.observed.attrs['value'] if a.observed else 'unset'})"
                             for a in state.plan.changes if a.kind == "sysctl" and a.resource.attrs["ns"] == HOST
                             and a.op != "delete" and not (a.observed is None and sysctl_device(a.resource))]
+            if not empty:
+                self.allocations.write(state.resolved)
             if not state.plan:
                 if not empty and not self.applied.read():  # e.g. after an upgrade: next edits stay focused
                     self.applied.write(state.desired, state.digests, self._source)
@@ -524,38 +603,56 @@ class Project:
                     lock.remove_folder()
                 report.seconds = time.monotonic() - started
                 return report
+            for name, actions in _by_driver(state.plan).items():  # e.g. a missing tool: before any change
+                getattr(host.drivers[name], "preflight", lambda _: None)(actions)
             self.journal.write(state.plan)
+            with deferred_interrupts() as interrupted:
+                self._apply(host, state, report, rollback, fault, interrupted)
+                # Applied and verified: Ctrl-C from here on is too late to undo anything.
+                if empty:
+                    from .workload import forget
+                    forget(self.name)
+                    lock.remove_folder()   # records, journal and lock: nothing of the project stays
+                else:
+                    self.applied.write(state.desired, state.digests, self._source)
+                    from .workload import remember_file
+                    remember_file(self.name, str(self.spec.path))
+                    self.journal.clear()
+            report.seconds = time.monotonic() - started
+            return report
+
+    def _apply(self, host: Host, state: State, report: Report, rollback: bool, fault: FaultHook | None,
+               interrupted: Callable[[], bool]) -> None:
+        """Apply and verify the plan, or roll back and raise.  Ctrl-C at any moment of it
+        (also after the last action, before the result is recorded) rolls back."""
+        try:
             try:
-                progress = execute(state.plan, host.drivers, fault)
-            except KeyboardInterrupt:
-                problem = self._rollback(host, state)
-                raise ApplyError(f"interrupted; {rollback_outcome(problem)}") from None
+                progress = execute(state.plan, host.drivers, fault, interrupted)
+            except KeyboardInterrupt:  # a test's fault hook presses Ctrl-C in place of an action
+                progress = Progress(interrupted=True)
             report.applied = len(progress.done)
             report.notes += host.processes.stopped + host.execs.notes
             if progress.failed is not None:
                 raise_failure(progress, self._rollback(host, state) if rollback else False)
-            if any(a.kind == "netns" and a.op == "delete" for a in state.plan.actions):
-                report.notes += self._settle(host)
-            remaining = make_plan(state.target, self._observe(host, state.scope, list(state.target.values())),
-                                  self.name)
-            # A started process may exit at once, as a container may: `ps` and `up --wait` tell.
-            remaining.actions = [a for a in remaining.actions if a.kind != "process" or a.op == "delete"]
-            if remaining:
-                detail = "; ".join(describe(remaining.changes[:5]))
-                problem = self._rollback(host, state) if rollback else False
-                raise ApplyError(f"verify failed: the host still differs after apply ({detail}); "
-                                 + rollback_outcome(problem))
-            if empty:
-                from .workload import forget
-                forget(self.name)
-                lock.remove_folder()   # the record, the journal and the lock: nothing of the project stays
-            else:
-                self.applied.write(state.desired, state.digests, self._source)
-                from .workload import remember_file
-                remember_file(self.name, str(self.spec.path))
-            self.journal.clear()
-            report.seconds = time.monotonic() - started
-            return report
+            if not progress.interrupted:
+                if any(a.kind == "netns" and a.op == "delete" for a in state.plan.actions):
+                    report.notes += self._settle(host)
+                remaining = make_plan(state.target, self._observe(host, state.scope, list(state.target.values())),
+                                      self.name)
+                # A started process may exit at once, as a container may: `ps` and `up --wait` tell.
+                remaining.actions = [a for a in remaining.actions if a.kind != "process" or a.op == "delete"]
+                if remaining:
+                    detail = "; ".join(describe(remaining.changes[:5]))
+                    problem = self._rollback(host, state) if rollback else False
+                    raise ApplyError(f"verify failed: the host still differs after apply ({detail}); "
+                                     + rollback_outcome(problem))
+            if progress.interrupted or interrupted():
+                raise Interrupted(f"interrupted; {rollback_outcome(self._rollback(host, state))}")
+        except NetcomposeError:
+            raise
+        except Exception as exc:  # whatever broke, the host goes back (or says what still differs)
+            problem = self._rollback(host, state) if rollback else False
+            raise ApplyError(f"{type(exc).__name__}: {exc}; {rollback_outcome(problem)}") from exc
 
     def _settle(self, host: Host) -> list[str]:
         """Deleted namespaces free their devices asynchronously; wait for our host ends to go.
@@ -613,7 +710,7 @@ class Project:
         addresses stay where they were): what `ps` and `check` need, without a plan."""
         observed = self._claim({res.key: res for res in host.netlink.observe(self.scope())})
         return observed, resolve(self.spec.topology, self.spec.doc, self.name,
-                                 self._with_ports(facts_from(observed, self.name, host.netlink.host_routes)))
+                                 self._with_ports(self._facts(host, observed)))
 
     # ---- processes -----------------------------------------------------------------------
     def sandboxes(self, containers: list[str] | None = None) -> list:
@@ -781,6 +878,13 @@ class Project:
 def _absent_state(observed: dict[str, Resource], netns: str) -> str:
     """An interface that is not up: `down` in a sandbox that exists, else `missing`."""
     return "down" if f"netns:{netns}" in observed else "missing"
+
+
+def _by_driver(plan: Plan) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for action in plan.changes:
+        out.setdefault(KINDS[action.kind].driver, []).append(action)
+    return out
 
 
 @contextmanager

@@ -58,6 +58,12 @@ class ApplyError(NetcomposeError):
     pass
 
 
+class Interrupted(ApplyError):
+    """Ctrl-C during an apply: rolled back (exit 130, as a shell reports SIGINT)."""
+
+    exit_code = 130
+
+
 class LockTimeout(NetcomposeError):
     exit_code = EXIT_LOCKED
 

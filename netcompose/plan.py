@@ -149,7 +149,7 @@ def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], proje
             actions[key] = Action("create", key, want.kind, want, None)
         elif not want.external and want.attrs != have.attrs:
             changes = diff_attrs(want, have)
-            if any(k in KINDS[want.kind].replace_on for k in changes):
+            if have.kind != want.kind or any(k in KINDS[want.kind].replace_on for k in changes):
                 actions[key] = Action("create", key, want.kind, want, have, changes)
                 removed.add(key)
             elif changes:

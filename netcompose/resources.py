@@ -70,6 +70,7 @@ KINDS: dict[str, KindSpec] = {
     "claimed_link": KindSpec("netlink", replace_on=("source",), ordered=True),
     "vxlan": KindSpec("netlink", replace_on=("vni", "remote", "port"), ordered=True),
     "macvlan": KindSpec("netlink", replace_on=("parent", "mode"), ordered=True),
+    "link": KindSpec("netlink", ordered=True),   # observed only: a device of a kind we do not make
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
     "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
     "nft_table": KindSpec("nftables", compare=("chains",), identity=("ns", "name")),
@@ -202,17 +203,23 @@ def file(path: str, content: str | None = None, owner: str | None = None, link_t
                     deps=deps, owner=owner)
 
 
-def sysctl(ns: str, name: str, value: str, owner: str | None = None, device: str | None = None) -> Resource:
+def sysctl(ns: str, name: str, value: str, owner: str | None = None, device: str | None = None,
+           restore: bool = False) -> Resource:
     """A per-device sysctl (net.ipv4.conf.DEV.*) needs the device, when netcompose makes it:
     `device` names its resource when that is not keyed by the device's own name (the
-    sandbox end of a veth is part of the pair keyed by its host end)."""
+    sandbox end of a veth is part of the pair keyed by its host end).  `restore`: in a
+    namespace netcompose adopted, the value found first is recorded and written back when
+    the file no longer sets it (our own namespaces take theirs along)."""
     value = " ".join(str(value).split())  # the kernel prints multi-value sysctls with tabs
     parts = name.split(".")
     if device is None and len(parts) > 4 and parts[1] in ("ipv4", "ipv6") and parts[2] == "conf" \
             and parts[3] not in ("all", "default", "lo"):
         device = link_key(ns, parts[3])
-    return Resource("sysctl", f"sysctl:{ns}/{name}", {"ns": ns, "name": name, "value": value},
-                    deps=_ns_parents(ns) + ((device,) if device else ()), owner=owner)
+    attrs = {"ns": ns, "name": name, "value": value}
+    if restore:
+        attrs["restore"] = True
+    return Resource("sysctl", f"sysctl:{ns}/{name}", attrs, deps=_ns_parents(ns) + ((device,) if device else ()),
+                    owner=owner)
 
 
 def sysctl_device(res: Resource) -> str | None:

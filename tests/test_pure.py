@@ -57,7 +57,7 @@ def test_unit_digests_follow_what_a_container_compiles_from(tmp_path):
 
 def test_ipam_defaults_avoid_host_routes_and_stick(tmp_path):
     text = "networks: {a: {}, b: {}}\ncontainers: {x: {networks: [a, b]}, y: {networks: [a]}}\n"
-    facts = HostFacts(routes=(IPv4Network("10.128.0.0/24"),))
+    facts = HostFacts(space=((IPv4Network("10.128.0.0/24"), "a route of the host"),))
     res = resolved(text, tmp_path, facts)
     assert str(res.networks["a"].subnet) == "10.128.1.0/24"
     assert str(res.networks["b"].subnet) == "10.128.2.0/24"
@@ -209,3 +209,33 @@ def test_folders_that_compose_would_normalise_alike_make_distinct_projects(tmp_p
     assert load(path).project == projects["a.b"]            # stable
     path.write_text("name: shop\ncontainers: {c: {}}\n")
     assert load(path).project == "shop"                     # `name:` wins, then -p
+
+
+def test_subnets_avoid_reserved_ranges_the_host_and_other_projects(tmp_path):
+    from netcompose.errors import SpecError
+    for subnet, named in (("127.0.0.0/24", "loopback range 127.0.0.0/8"), ("0.0.0.0/0", "'this network'"),
+                          ("224.1.0.0/24", "multicast range"), ("169.254.9.0/24", "link-local range")):
+        with pytest.raises(SpecError, match=f"1:24: subnet {subnet} of network 'n' overlaps the {named}"):
+            resolved(f"networks: {{n: {{subnet: {subnet}}}}}\n", tmp_path)
+    space = ((IPv4Network("198.51.100.0/24"), "a route of the host (dev eth0)"),
+             (IPv4Network("10.128.0.0/24"), "an address of project 'other' (dev other-br)"))
+    with pytest.raises(SpecError, match=r"overlaps 198.51.100.0/24, a route of the host \(dev eth0\)"):
+        resolved("networks: {n: {subnet: 198.51.100.128/25}}\n", tmp_path, HostFacts(space=space))
+    with pytest.raises(SpecError, match="overlaps 10.128.0.0/24, an address of project 'other'"):
+        resolved("networks: {n: {subnet: 10.128.0.0/16}}\n", tmp_path, HostFacts(space=space))
+    res = resolved("address_pools: [{base: 0.0.0.0/0, size: 24}]\nnetworks: {n: {}}\n", tmp_path, HostFacts(space=space))
+    assert str(res.networks["n"].subnet) == "1.0.0.0/24"   # 0/8 skipped
+
+
+def test_addresses_and_subnets_stay_whatever_is_inserted(tmp_path):
+    before = resolved("networks: {b: {}}\ncontainers: {x: {networks: [b]}, y: {networks: [b]}}\n", tmp_path)
+    facts = HostFacts(subnets={n: net.subnet for n, net in before.networks.items()},
+                      addresses={(c.name, ep.network): ep.address for c in before.containers.values()
+                                 for ep in c.endpoints})
+    after = resolved("networks: {a: {}, b: {}}\n"
+                     "containers: {x: {networks: [b]}, z: {networks: [a, b]}, y: {networks: [b]}}\n", tmp_path, facts)
+    assert after.networks["b"].subnet == before.networks["b"].subnet != after.networks["a"].subnet
+    for c in ("x", "y"):
+        assert after.containers[c].endpoints[0].address == before.containers[c].endpoints[0].address
+    assert after.containers["z"].endpoints[1].address not in {before.containers[c].endpoints[0].address
+                                                              for c in ("x", "y")}

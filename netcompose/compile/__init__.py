@@ -58,7 +58,8 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork], netem
     etc = _etc_link(project, c) if not c.adopted else None
     if etc is not None:
         yield etc
-    sysctls = [r.sysctl(c.netns, name, value, device=devices.get(name.split(".")[3]) if name.count(".") > 3 else None)
+    sysctls = [r.sysctl(c.netns, name, value, device=devices.get(name.split(".")[3]) if name.count(".") > 3 else None,
+                         restore=c.adopted)
                for name, value in c.sysctls.items()]
     yield from sysctls
     if c.process is not None:

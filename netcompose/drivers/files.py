@@ -11,6 +11,7 @@ of following it.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import secrets
@@ -24,6 +25,7 @@ from ..names import NETNS_ETC, SHARED_ETC, shared_etc_dir
 from ..plan import Action
 from ..resources import HOST, Resource
 from . import Outcome, Scope, namespaces
+from ..apply import STATE_DIR
 
 _MARKER = re.compile(r"^# netcompose project=(\S+) ")
 _TMP = ".tmp-"   # temporary files, in the project's folder (no group or namespace starts with ".")
@@ -146,16 +148,58 @@ def _sysctl_path(name: str) -> str:
     return "/proc/sys/" + name.replace(".", "/")
 
 
+class SysctlRecord:
+    """The value each sysctl of an adopted namespace had before netcompose first set it
+    (`<state>/<project>/sysctls.json`), written before the sysctl is: `down` puts it back."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def read(self) -> dict[tuple[str, str], str]:
+        try:
+            with open(self.path) as f:
+                return {(ns, name): value for ns, name, value in json.load(f)}
+        except (FileNotFoundError, ValueError, TypeError):
+            return {}
+
+    def write(self, entries: dict[tuple[str, str], str]) -> None:
+        if not entries:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path + ".tmp", "w") as f:
+            json.dump(sorted([ns, name, value] for (ns, name), value in entries.items()), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(self.path + ".tmp", self.path)
+
+
 class FilesDriver:
     name = "files"
 
     def __init__(self, nss) -> None:
         self.nss = nss  # netlink.Namespaces: sysctls are read and written from inside the namespace
+        self.record: SysctlRecord | None = None   # of the project observed last
 
     def close(self) -> None:
         pass
 
+    def _record_of(self, project: str) -> SysctlRecord:
+        if self.record is None:
+            self.record = SysctlRecord(os.path.join(STATE_DIR, project, "sysctls.json"))
+        return self.record
+
     def observe(self, scope: Scope) -> list[Resource]:
+        out = self._observe_files(scope)
+        for (ns, name) in self._record_of(scope.project).read():
+            if ns != HOST and scope.sees(f"ns:{ns}") and (value := self._read_sysctl(ns, name)) is not None:
+                out.append(r.sysctl(ns, name, value, owner=scope.project, restore=True))
+        return out
+
+    def _observe_files(self, scope: Scope) -> list[Resource]:
         shared = shared_etc_dir(scope.project)
         paths = {z[5:] for z in scope.focus or () if z.startswith("file:")}
         with _folders() as folders:
@@ -180,7 +224,7 @@ class FilesDriver:
                 value = self._read_sysctl(res.attrs["ns"], res.attrs["name"])
                 if value is not None:
                     out.append(r.sysctl(res.attrs["ns"], res.attrs["name"], value, owner=project,
-                                        device=r.sysctl_device(res)))
+                                        device=r.sysctl_device(res), restore=res.attrs.get("restore", False)))
         return out
 
     def _in_ns(self, ns: str, fn):
@@ -209,11 +253,32 @@ class FilesDriver:
                 try:
                     if action.kind == "file":
                         self._apply_file(folders, action.op, a)
+                    elif a.get("restore"):
+                        self._apply_restorable(action)
                     elif action.op != "delete":  # a sysctl has no "absent"; its namespace takes it away
                         self._in_ns(a["ns"], lambda: _write_sysctl(a["name"], a["value"]))
                 except OSError as exc:
                     outcome.errors[action.key] = f"{exc.strerror or exc} ({a.get('path') or a.get('name')})"
         return outcome
+
+    def _apply_restorable(self, action: Action) -> None:
+        """A sysctl of an adopted namespace: record the value found before the first write;
+        deleting it writes that value back."""
+        a = action.resource.attrs
+        assert self.record is not None   # set by observe, which every plan starts with
+        entries, where = self.record.read(), (a["ns"], a["name"])
+        if action.op == "delete":
+            if where in entries:
+                self._in_ns(a["ns"], lambda: _write_sysctl(a["name"], entries[where]))
+                del entries[where]
+                self.record.write(entries)
+            return
+        if where not in entries:
+            previous = self._read_sysctl(a["ns"], a["name"])
+            if previous is not None:
+                entries[where] = previous
+                self.record.write(entries)
+        self._in_ns(a["ns"], lambda: _write_sysctl(a["name"], a["value"]))
 
     @staticmethod
     def _apply_file(folders: Folders, op: str, a: dict) -> None:

@@ -5,6 +5,7 @@ of actions goes out in rounds of pipelined requests per socket (see NetlinkDrive
 """
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import socket
@@ -116,6 +117,9 @@ class Namespaces:
         self.socks[HOST].close()
 
 
+# What a delete of a link, address or route answers when the object is already gone.
+GONE = frozenset((errno.ENODEV, errno.ESRCH, errno.EADDRNOTAVAIL))
+
 # Alias role of a claimed device → role whose host_ifname names the device before the move.
 CLAIMED_ROLES = {"gw": "gw", "ep-int": "ep"}
 # Roles of veth ends inside a sandbox (named by the file, so only the kind can be checked).
@@ -164,17 +168,39 @@ class NetlinkDriver:
         self.nss = nss
         self.index: dict[str, dict[str, int]] = {}
         self.fresh: set[str] = set()   # namespaces this run created
-        self.host_routes: list[IPv4Network | IPv6Network] = []
+        self.host_space: list[tuple[IPv4Network | IPv6Network, str]] = []
 
     def close(self) -> None:
         pass
 
     # ---- observe -------------------------------------------------------------------
-    def read_host_routes(self) -> list[IPv4Network | IPv6Network]:
-        """The host's routes (both families) that are not ours (new subnets must avoid them)."""
-        self.host_routes = [ip_network(rt.dst, strict=False) for rt in self.nss.sock(HOST).routes()
-                            if rt.protocol != rtnl.RTPROT_NETCOMPOSE]
-        return self.host_routes
+    def read_host_space(self, project: str, addrs: list[rtnl.Addr] | None = None) -> list[tuple[IPv4Network | IPv6Network, str]]:
+        """Address space the host uses that is not `project`'s, each with who holds it: the
+        host's routes (but its default routes) and addresses, of both families, and other projects' subnets
+        (the addresses on links another project marked).  Subnets must avoid all of it."""
+        host = self.nss.sock(HOST)
+        routes = [rt for rt in host.routes() if rt.protocol != rtnl.RTPROT_NETCOMPOSE and not rt.dst.endswith("/0")]
+        addrs = host.addrs() if addrs is None else addrs
+        indexes = sorted({rt.oif for rt in routes if rt.oif} | {a.index for a in addrs})
+        links = {link.index: link for link in host.get_links(indexes=indexes)}
+
+        def holder(index: int | None) -> str | None:
+            link = links.get(index) if index else None
+            if link is not None and proven_mark(project, HOST, link):
+                return None
+            mark = names.parse_alias(link.alias) if link else None
+            if mark is None or mark[0] == project:
+                return f"the host (dev {link.name})" if link else "the host"
+            return f"project '{mark[0]}' (dev {link.name})"
+        space = []
+        for rt in routes:
+            if (who := holder(rt.oif)) is not None:
+                space.append((ip_network(rt.dst, strict=False), f"a route of {who}"))
+        for a in addrs:
+            if (who := holder(a.index)) is not None:
+                space.append((ip_network(f"{a.address}/{a.prefixlen}", strict=False), f"an address of {who}"))
+        self.host_space = space
+        return space
 
     def candidate_namespaces(self, scope: Scope) -> list[str]:
         if scope.focus is not None:
@@ -230,16 +256,17 @@ class NetlinkDriver:
                     carriers[link.index] = res
                 out.append(res)
             else:  # someone else's interface with a name we want: the planner reports the conflict
-                out.append(Resource("link", r.link_key(HOST, link.name), {"ifname": link.name}, owner=owner))
-        self.read_host_routes()
-        for addr in host.addrs():
+                out.append(self._unmarked(HOST, link, owner))
+        addrs = host.addrs()
+        self.read_host_space(project, addrs)
+        for addr in addrs:
             if addr.index in carriers and addr.proto == rtnl.RTPROT_NETCOMPOSE:
                 link = carriers[addr.index]
                 out.append(r.address(HOST, link.attrs["ifname"], addr.address, addr.prefixlen, link.key,
                                      owner=project))
         for ns in self.candidate_namespaces(scope):
             out.extend(self._observe_namespace(ns, project, scope, ends, on_links))
-        veths = self._pair_veths(ends, project)
+        veths = self._pair_veths(ends, project, complete=scope.focus is None)
         out.extend(veths)
         link_of = {}
         for v in veths:
@@ -281,6 +308,9 @@ class NetlinkDriver:
         for link in links:
             m = proven_mark(project, ns, link)
             if m is None:
+                if link.name != "lo":  # a name we may want, held by someone else (or by a crashed run)
+                    other = names.parse_alias(link.alias)
+                    found.append(self._unmarked(ns, link, other[0] if other and other[0] != project else None))
                 continue
             if link.kind == "veth":
                 ends[(m[1], m[2])] = {"ns": ns, "link": link, "master": None}
@@ -303,8 +333,28 @@ class NetlinkDriver:
         on_links.extend((ns, ours[a.index], a) for a in sock.addrs()
                         if a.index in ours and a.proto == rtnl.RTPROT_NETCOMPOSE)
         names_by_index = {link.index: link.name for link in links}
-        on_links.extend((ns, names_by_index.get(rt.oif), rt) for rt in sock.routes(rtnl.RTPROT_NETCOMPOSE))
+        # In an adopted namespace, routes of others are read too: one with a destination the
+        # file wants is a conflict, never replaced.
+        for rt in sock.routes(0 if owner != project else rtnl.RTPROT_NETCOMPOSE):
+            if rt.protocol == rtnl.RTPROT_NETCOMPOSE:
+                on_links.append((ns, names_by_index.get(rt.oif), rt))
+            else:
+                found.append(r.route(ns, rt.dst, rt.gateway, names_by_index.get(rt.oif), rt.metric, link=None))
         return found
+
+    @staticmethod
+    def _unmarked(ns: str, link: rtnl.Link, owner: str | None) -> Resource:
+        """A link without our mark: a conflict when the file wants its name, unless the
+        journal says a crashed run made it (then it is replaced; a veth's far end is unknown)."""
+        if link.kind == "veth":
+            res = r.veth(ns, link.name, None, None, mtu=link.mtu, alias=link.alias, peer_alias=None, owner=owner)
+            res.meta["incomplete"] = True
+            return res
+        if link.kind == "bridge" and ns == HOST:
+            res = r.bridge(link.name, link.mtu, link.alias or "", owner=owner)
+            res.attrs["up"] = link.up
+            return res
+        return Resource("link", r.link_key(ns, link.name), {"ns": ns, "ifname": link.name}, owner=owner)
 
     @staticmethod
     def _claimed(ns: str, link: rtnl.Link, scope: Scope, mark: tuple[str, str, str]) -> Resource:
@@ -315,10 +365,17 @@ class NetlinkDriver:
         res.attrs["up"] = link.up
         return res
 
-    def _pair_veths(self, ends: dict, project: str) -> list[Resource]:
+    def _pair_veths(self, ends: dict, project: str, complete: bool) -> list[Resource]:
         out = []
         for (role, ident), a in ends.items():
             if role.endswith("-peer"):
+                # Its first end lost its mark (seen only by a full observation: a focused one
+                # may not have looked where the first end is).
+                if complete and (role.removesuffix("-peer"), ident) not in ends:
+                    orphan = r.veth(a["ns"], a["link"].name, None, None, mtu=a["link"].mtu, alias=a["link"].alias,
+                                    peer_alias=None, owner=project)
+                    orphan.meta["incomplete"] = True
+                    out.append(orphan)
                 continue
             b = ends.get((role + "-peer", ident))
             la, lb = a["link"], b["link"] if b else None
@@ -381,8 +438,9 @@ class NetlinkDriver:
         for key, step, rnd in trailing:  # nothing waits on these: ride along with the socket's last round
             rounds[max(rnd, last_round[step.ns])].append((key, step))
         order = {a.key: i for i, a in enumerate(actions)}
+        deleting = {a.key for a in actions if a.op == "delete"}
         for rnd in sorted(rounds):
-            self._run_round(sorted(rounds[rnd], key=lambda item: order[item[0]]), fresh, outcome)
+            self._run_round(sorted(rounds[rnd], key=lambda item: order[item[0]]), fresh, deleting, outcome)
         for action in actions:
             a = action.resource.attrs
             if action.op != "delete" and a.get("tx_checksum") is False and action.key not in outcome.errors:
@@ -393,7 +451,8 @@ class NetlinkDriver:
                     outcome.errors[action.key] = f"turning TX checksum offload off: {exc.strerror}"
         return outcome
 
-    def _run_round(self, items: list[tuple[str, "Step"]], fresh: set[str], outcome: Outcome) -> None:
+    def _run_round(self, items: list[tuple[str, "Step"]], fresh: set[str], deleting: set[str],
+                   outcome: Outcome) -> None:
         by_sock: dict[str, list[tuple[str, rtnl.Request]]] = defaultdict(list)
         for key, step in items:
             if key in outcome.errors:
@@ -403,6 +462,9 @@ class NetlinkDriver:
             except (OSError, LookupError) as exc:
                 outcome.errors[key] = str(exc)
                 continue
+            except Exception as exc:  # e.g. a value the wire format cannot carry: this action fails
+                outcome.errors[key] = f"{type(exc).__name__}: {exc}"
+                continue
             if request is not None:
                 by_sock[step.ns].append((key, request))
         for ns, batch in by_sock.items():
@@ -411,6 +473,8 @@ class NetlinkDriver:
             except OSError as exc:
                 codes = [exc.errno or 1] * len(batch)
             for (key, _), code in zip(batch, codes):
+                if code in GONE and key in deleting:
+                    continue  # already gone (with its namespace, or by hand): what a delete wants
                 if code and key not in outcome.errors:
                     outcome.errors[key] = rtnl.strerror(code)
 
@@ -471,7 +535,7 @@ class NetlinkDriver:
                     namespaces.delete(name)
                 yield Step(None, delete)
             return
-        if res.kind in ("bridge", "veth"):
+        if res.kind in ("bridge", "veth", "link"):
             yield from self._link_steps(action)
         elif res.kind == "claimed_link":
             yield from self._claimed_steps(action)
@@ -488,7 +552,9 @@ class NetlinkDriver:
                 oif = self.ifindex(a["ns"], a["dev"]) if a["dev"] else None
                 if op == "delete":
                     return rtnl.del_route(a["dst"], oif, a["via"], a["metric"])
-                return rtnl.replace_route(a["dst"], oif, a["via"], a["metric"])
+                # Only our own route is replaced in place: a create never takes over another's.
+                make = rtnl.new_route if op == "create" else rtnl.replace_route
+                return make(a["dst"], oif, a["via"], a["metric"])
             yield Step(a["ns"], route)
 
     def _made_from_host(self, action: Action, make: Callable[[bytes], rtnl.Request]):

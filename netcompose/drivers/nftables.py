@@ -38,10 +38,19 @@ class NftablesDriver:
     def close(self) -> None:
         pass
 
+    def preflight(self, actions: list[Action]) -> None:
+        """Checked before an apply changes anything."""
+        if actions and self.nft is None:
+            self._missing()
+
+    @staticmethod
+    def _missing() -> None:
+        raise UnsupportedError("nftables is not installed (`nft` is not on the PATH; Debian package `nftables`): "
+                               "it is needed for isolation, NAT, published ports and firewalls")
+
     def _run(self, ns: str, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
         if self.nft is None:
-            raise UnsupportedError("nftables is not installed (Debian package `nftables`): it is needed for "
-                                   "isolation, NAT, published ports and firewalls")
+            self._missing()
         fd = None if ns == HOST else self.nss.fd(ns)
         return subprocess.run([self.nft, *args], input=stdin, capture_output=True, text=True,
                               pass_fds=(fd,) if fd is not None else (),

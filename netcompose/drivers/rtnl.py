@@ -244,6 +244,10 @@ def del_neighbour(index: int, address: str) -> Request:
     return Request(RTM_DELNEIGH, 0, _NDMSG.pack(family_of(address), index, 0, 0, 0) + attr(NDA_DST, pack_ip(address)))
 
 
+def new_route(dst: str, oif: int | None, via: str | None, metric: int | None = None) -> Request:
+    return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, _route_body(dst, oif, via, metric))
+
+
 def replace_route(dst: str, oif: int | None, via: str | None, metric: int | None = None) -> Request:
     return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, _route_body(dst, oif, via, metric))
 

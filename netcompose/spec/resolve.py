@@ -46,9 +46,11 @@ def default_ula_pool(project: str) -> IPv6Network:
 
 @dataclass(frozen=True)
 class HostFacts:
-    """What the host already has, so defaults avoid collisions and stay sticky."""
+    """What the host already has, so subnets avoid collisions and addresses stay sticky."""
 
-    routes: tuple[IPNetwork, ...] = ()   # both families
+    # Address space in use that is not this project's (both families): the host's routes and
+    # addresses, and other projects' subnets, each with who holds it ("a route of the host (dev eth0)").
+    space: tuple[tuple[IPNetwork, str], ...] = ()
     subnets: dict[str, IPv4Network] = field(default_factory=dict)       # network → subnet we assigned
     addresses: dict[tuple[str, str], IPv4Address] = field(default_factory=dict)  # (container, network) → ip
     subnets6: dict[str, IPv6Network] = field(default_factory=dict)      # the same, for IPv6
@@ -65,6 +67,13 @@ class HostFacts:
 
     def sticky_addresses(self, version: int) -> dict[tuple[str, str], IPAddress]:
         return self.addresses if version == 4 else self.addresses6
+
+
+# Never a network's subnet: "this network", loopback, link-local, multicast, reserved.
+RESERVED = tuple((ip_network(net), what) for net, what in (
+    ("0.0.0.0/8", "'this network'"), ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved"), ("::/127", "unspecified and loopback"),
+    ("fe80::/10", "link-local"), ("ff00::/8", "multicast")))
 
 
 @dataclass
@@ -256,7 +265,20 @@ class _Resolver:
                 if version == other_version and subnet.overlaps(other):
                     self.fail(("networks", a, SUBNET_KEY[version]), f"subnet {subnet} of network '{a}' overlaps "
                               f"{other} of network '{b}'", "give each network its own subnet")
+        for name, version, subnet in explicit:
+            if (clash := self.clash(subnet)) is not None:
+                self.fail(("networks", name, SUBNET_KEY[version]), f"subnet {subnet} of network '{name}' overlaps "
+                          f"{clash}", "pick a private subnet that nothing on this host uses")
         taken = [subnet for _, _, subnet in explicit]
+        # Subnets given before stay, whatever was inserted or reordered since: claimed first.
+        self.claimed_subnets: dict[tuple[str, int], IPNetwork] = {}
+        for name, net in self.topo.networks.items():
+            for version, enabled, given in zip((4, 6), self.families(name), (net.subnet, net.subnet6)):
+                sticky = self.facts.sticky_subnets(version).get(name)
+                if enabled and given is None and sticky is not None and self.clash(sticky) is None \
+                        and not any(sticky.overlaps(t) for t in taken if t.version == version):
+                    self.claimed_subnets[(name, version)] = sticky
+                    taken.append(sticky)
         out: dict[str, RNetwork] = {}
         for name, net in self.topo.networks.items():
             v4, v6 = self.families(name)
@@ -305,17 +327,27 @@ class _Resolver:
         return mine or [(ip_network(DEFAULT_IPV4_POOL) if version == 4 else default_ula_pool(self.project),
                          DEFAULT_POOL_SIZE[version])]
 
+    def clash(self, subnet: IPNetwork) -> str | None:
+        """What `subnet` overlaps: a reserved range, the host's address space, another project."""
+        for net, what in RESERVED:
+            if net.version == subnet.version and subnet.overlaps(net):
+                return f"the {what} range {net}"
+        for net, what in self.facts.space:
+            if net.version == subnet.version and subnet.overlaps(net):
+                return f"{net}, {what}"
+        return None
+
     def allocate_subnet(self, network: str, taken: list[IPNetwork], version: int) -> IPNetwork:
-        sticky = self.facts.sticky_subnets(version).get(network)
-        if sticky and not any(sticky.overlaps(t) for t in taken if t.version == version):
-            return sticky
-        busy = [b for b in taken + list(self.facts.routes) if b.version == version and b.prefixlen > 0]
+        claimed = self.claimed_subnets.get((network, version))
+        if claimed is not None:
+            return claimed
+        busy = [b for b in taken if b.version == version]
         pools = self.pools(version)
         for base, size in pools:
             if size < base.prefixlen:
                 continue
             for candidate in base.subnets(new_prefix=size):
-                if not any(candidate.overlaps(b) for b in busy):
+                if not any(candidate.overlaps(b) for b in busy) and self.clash(candidate) is None:
                     return candidate
         self.fail(("networks", network), f"no free IPv{version} /{pools[0][1]} left in address_pools "
                   f"for network '{network}'", f"set {SUBNET_KEY[version]}: explicitly or add an address_pools entry")
@@ -388,6 +420,19 @@ class _Resolver:
                     used[address] = apath
                     explicit[nname].add(address)
 
+        # Addresses given before stay with their container and network, whatever was
+        # inserted or reordered since: claimed before any new one is handed out.
+        self.claimed_addresses: dict[tuple[str, str, int], IPAddress] = {}
+        for cname, c in self.topo.containers.items():
+            for nname, ep in c.networks.items():
+                for version, given in ((4, ep.ipv4_address), (6, ep.ipv6_address)):
+                    sticky = self.facts.sticky_addresses(version).get((cname, nname))
+                    subnet = networks[nname].subnet_of(version)
+                    if given is None and sticky is not None and subnet is not None and sticky in subnet \
+                            and sticky not in explicit[nname] and sticky != subnet.network_address \
+                            and (version == 6 or sticky != subnet.broadcast_address):
+                        explicit[nname].add(sticky)
+                        self.claimed_addresses[(cname, nname, version)] = sticky
         link_ifnames = self.link_ifnames()
         macs: dict[tuple[str, str], tuple] = {}   # (network, mac) → path
         out: dict[str, RContainer] = {}
@@ -457,11 +502,9 @@ class _Resolver:
     def allocate_address(self, cname: str, net: RNetwork, taken: set[IPAddress], path: tuple,
                          version: int) -> IPAddress:
         subnet = net.subnet_of(version)
-        sticky = self.facts.sticky_addresses(version).get((cname, net.name))
-        if sticky and sticky.version == version and sticky in subnet and sticky not in taken \
-                and sticky != subnet.network_address and (version == 6 or sticky != subnet.broadcast_address):
-            taken.add(sticky)
-            return sticky
+        claimed = self.claimed_addresses.get((cname, net.name, version))
+        if claimed is not None:
+            return claimed
         # One cursor per network and family: addresses behind it are all taken, so allocation stays O(N).
         pool = net.ip_range if version == 4 and net.ip_range is not None else subnet
         cursor = self.cursors.setdefault((net.name, version), iter(pool.hosts()))
