@@ -12,7 +12,7 @@ from netcompose.errors import ConflictError
 from netcompose import resources as r
 from netcompose.spec import load
 from netcompose.spec.resolve import HostFacts, resolve
-from ipaddress import IPv4Network, IPv4Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -225,6 +225,12 @@ def test_subnets_avoid_reserved_ranges_the_host_and_other_projects(tmp_path):
         resolved("networks: {n: {subnet: 10.128.0.0/16}}\n", tmp_path, HostFacts(space=space))
     res = resolved("address_pools: [{base: 0.0.0.0/0, size: 24}]\nnetworks: {n: {}}\n", tmp_path, HostFacts(space=space))
     assert str(res.networks["n"].subnet) == "1.0.0.0/24"   # 0/8 skipped
+    for subnet6, named in (("fe80::/64", "link-local range fe80::/10"), ("ff02::/64", "multicast range")):
+        with pytest.raises(SpecError, match=f"subnet {subnet6} of network 'n' overlaps the {named}"):
+            resolved(f"networks: {{n: {{subnet6: '{subnet6}'}}}}\n", tmp_path)
+    space6 = ((IPv6Network("2001:db8::/32"), "a route of the host (dev eth0)"),)
+    with pytest.raises(SpecError, match=r"overlaps 2001:db8::/32, a route of the host"):
+        resolved("networks: {n: {subnet6: '2001:db8:1::/64'}}\n", tmp_path, HostFacts(space=space6))
 
 
 def test_addresses_and_subnets_stay_whatever_is_inserted(tmp_path):
