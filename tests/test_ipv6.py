@@ -48,7 +48,7 @@ def test_families_defaults_and_the_ula_pool(tmp_path):
 def test_v6_allocation_is_sticky_and_avoids_host_routes(tmp_path):
     text = "networks: {a: {enable_ipv6: true}}\ncontainers: {x: {networks: [a]}, y: {networks: [a]}}\n"
     first = next(default_ula_pool("p").subnets(new_prefix=64))
-    res = resolved(text, tmp_path, HostFacts(routes=(first,)))
+    res = resolved(text, tmp_path, HostFacts(space=((first, "a route of the host"),)))
     assert res.networks["a"].subnet6 != first                     # a host route took the first /64
     sticky = HostFacts(subnets6={"a": IPv6Network("fd12:3456::/64")},
                        addresses6={("y", "a"): IPv6Address("fd12:3456::99")})
