@@ -152,7 +152,8 @@ class _Clab:
         path = ("networks", self.mgmt)
         self.tr.set(path, {}, self.at("mgmt") if "mgmt" in self.doc.data else self.key_at("topology"))
         for key, value in mgmt.items():
-            here = self.at("mgmt", key)
+            given = key in (self.doc.data.get("mgmt") or {})
+            here = self.at("mgmt", key) if given else self.key_at("topology")   # a default: where it applies
             spelled = key.replace("_", "-")
             if spelled == "ipv4-subnet":
                 self.tr.set(path + ("subnet",), value, here)
@@ -221,6 +222,8 @@ class _Clab:
                 if node.get(key):
                     self.tr.set(cpath + ("networks", self.mgmt, "ipv6_address"), node[key], self.node_at(name, key))
         dns = node.get("dns") or {}
+        if dns.get("options"):
+            self.tr.ignore("dns.options", self.node_at(name, "dns"))
         for key, target in (("servers", "dns"), ("search", "dns_search")):
             if dns.get(key):
                 self.tr.set(cpath + (target,), list(dns[key]), self.node_at(name, "dns"))
