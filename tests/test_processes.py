@@ -20,8 +20,10 @@ IGNORES_TERM = [sys.executable, "-c", "import signal, time; signal.signal(signal
                 "print('ready', flush=True); time.sleep(600)"]
 
 
-def lab(subnet: str, **commands: str) -> str:
-    text = f"networks:\n  front: {{subnet: {subnet}}}\ncontainers:\n"
+def lab(**commands: str) -> str:
+    """One network (its subnet from the pool: fixed ones may meet another test's leftovers)
+    and a container per keyword, with those lines."""
+    text = "networks:\n  front: {}\ncontainers:\n"
     for name, extra in commands.items():
         text += f"  {name}:\n    networks: [front]\n" + "".join(f"    {line}\n" for line in extra.splitlines())
     return text
@@ -50,7 +52,7 @@ def spawn_in(ns: str, argv: list[str]) -> subprocess.Popen:
 
 
 def test_start_noop_change_drift(topo, project_name):
-    text = lab("10.231.1.0/24", web='command: ["python3", "-m", "http.server", "8080"]\n'
+    text = lab(web='command: ["python3", "-m", "http.server", "8080"]\n'
                'environment: {PYTHONUNBUFFERED: "1"}', idle="command: sleep 300")
     project = topo(text)
     project.up()
@@ -95,10 +97,8 @@ def test_start_noop_change_drift(topo, project_name):
 def test_down_stops_busy_sandboxes(topo, project_name):
     """A declared process that ignores SIGTERM and a tenant started by hand: down deletes the
     interfaces, stops both (SIGKILL after --timeout) and leaves no namespace or veth behind."""
-    argv = " ".join(f"'{a}'" for a in IGNORES_TERM)
-    project = topo(lab("10.231.2.0/24", a=f"command: [{', '.join(repr(x) for x in IGNORES_TERM)}]", b=""),
+    project = topo(lab(a=f"command: [{', '.join(repr(x) for x in IGNORES_TERM)}]", b=""),
                    stop_timeout=1)
-    del argv
     project.up()
     stubborn = wait_for(lambda: running(project_name).get("a"))
     tenant = spawn_in(f"{project_name}-b", ["sleep", "300"])
@@ -117,7 +117,7 @@ def test_down_stops_busy_sandboxes(topo, project_name):
 
 
 def test_up_removing_a_busy_container(topo, project_name):
-    text = lab("10.231.3.0/24", a="", b="")
+    text = lab(a="", b="")
     project = topo(text)
     project.up()
     tenant = spawn_in(f"{project_name}-b", ["sleep", "300"])
@@ -134,7 +134,7 @@ def test_adopted_namespace_processes_are_never_touched(topo, project_name):
     subprocess.run(["ip", "netns", "add", adopted], check=True)
     tenant = spawn_in(adopted, ["sleep", "300"])
     try:
-        project = topo(lab("10.231.4.0/24", a=f"netns: {adopted}"))
+        project = topo(lab(a=f"netns: {adopted}"))
         project.up()
         project.down()
         assert tenant.poll() is None
@@ -151,7 +151,7 @@ def test_adopted_namespace_processes_are_never_touched(topo, project_name):
 ])
 def test_unrunnable_process_is_invalid_input(tmp_path, project_name, extra, words):
     path = tmp_path / "topo.yaml"
-    path.write_text(lab("10.231.5.0/24", a=extra))
+    path.write_text(lab(a=extra))
     result = run_cli("up", "-f", str(path), "-p", project_name)
     assert result.returncode == 3, result.stderr
     assert result.stderr.startswith(f"error: {path}:") and words in result.stderr, result.stderr
@@ -163,7 +163,7 @@ def test_wait_logs_and_lifecycle_without_the_file(tmp_path, project_name):
     """up --wait (success, then a probe that never passes), logs -f, ps, stop/start, ls, and
     down -p after the file is deleted."""
     path = tmp_path / "topo.yaml"
-    path.write_text(lab("10.231.6.0/24", web='command: ["python3", "-u", "-m", "http.server", "8080"]\n'
+    path.write_text(lab(web='command: ["python3", "-u", "-m", "http.server", "8080"]\n'
                         "ready: {tcp: 8080}",
                         talker=f'command: ["{sys.executable}", "-u", "-c", "import time\\nfor i in range(600):'
                         ' print(\'tick\', i, flush=True); time.sleep(0.2)"]\nready: {delay: 0.3s}'))
@@ -218,7 +218,7 @@ def test_watch_restarts_per_policy_with_backoff(tmp_path, project_name):
     """restart: always comes back with growing delays and shows a crash loop; restart: no stays down."""
     import json
     path = tmp_path / "topo.yaml"
-    path.write_text(lab("10.231.7.0/24", crash="command: [sh, -c, 'exit 3']\nrestart: always",
+    path.write_text(lab(crash="command: [sh, -c, 'exit 3']\nrestart: always",
                         once="command: [sh, -c, 'exit 0']\nrestart: 'no'"))
     watcher = subprocess.Popen([sys.executable, "-m", "netcompose", "watch", "--json", "-f", str(path),
                                 "-p", project_name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -293,7 +293,7 @@ def test_log_writer_stamps_and_rotates(tmp_path):
 def test_down_of_a_sandbox_held_open_from_outside(topo, project_name):
     """A namespace held by a descriptor outside it (no process inside to stop) outlives its
     mount: its interfaces are deleted explicitly instead of waiting for it, and down succeeds."""
-    project = topo(lab("10.231.8.0/24", a=""))
+    project = topo(lab(a=""))
     project.up()
     holder = os.open(f"/run/netns/{project_name}-a", os.O_RDONLY)
     try:
@@ -314,7 +314,7 @@ def test_failed_apply_rolls_back_started_processes(topo, project_name):
     from netcompose.apply import InjectedFault
     from netcompose.errors import ApplyError
     from netcompose.saved import resolved_document
-    project = topo(lab("10.231.10.0/24", a="command: [sleep, '300']", b="command: [sleep, '301']"))
+    project = topo(lab(a="command: [sleep, '300']", b="command: [sleep, '301']"))
     assert resolved_document(project.resolved())["containers"]["a"]["command"] == ["sleep", "300"]
 
     def fail_on_b(action):
