@@ -10,7 +10,6 @@ Rollback is itself a plan: from what the host is now back to what it was before
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
 import threading
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .drivers import Outcome
+from . import statefiles
 from .errors import ApplyError
 from .plan import Action, Plan
 from .resources import KINDS
@@ -143,25 +143,18 @@ class Journal:
         self.path = os.path.join(root, project, "journal.json")
 
     def claims(self) -> set[str]:
+        data = statefiles.read_json(self.path)
         try:
-            with open(self.path) as f:
-                return set(json.load(f)["creates"])
-        except (FileNotFoundError, ValueError, KeyError):
+            return set(data["creates"])
+        except (TypeError, KeyError):
             return set()
 
     def write(self, plan: Plan) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         creates = sorted(self.claims() | {a.key for a in plan.actions if a.op == "create"})
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps({"creates": creates}))
-        os.replace(tmp, self.path)
+        statefiles.write_json(self.path, {"creates": creates}, sync=True)
 
     def clear(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        statefiles.remove(self.path)
 
 
 def failure_message(progress: Progress) -> str:

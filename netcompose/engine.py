@@ -15,11 +15,11 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_interface, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import conditions, names
+from . import conditions, names, statefiles
 from .apply import (FaultHook, Journal, Progress, STATE_DIR, deferred_interrupts, execute, failure_message,
                     raise_failure, rollback_outcome)
 from .compile import Desired
@@ -92,12 +92,11 @@ class Allocations:
         self.path = os.path.join(STATE_DIR, project, "allocations.json")
 
     def read(self) -> tuple[dict, ...] | None:
+        data = statefiles.read_json(self.path)
         try:
-            with open(self.path) as f:
-                data = json.load(f)
             return tuple({n: ip_network(s) for n, s in data[key].items()} if key.startswith("subnets")
                          else {(c, n): _ip(ip) for c, n, ip in data[key]} for key in self.KEYS)
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
 
     def write(self, resolved: Resolved) -> None:
@@ -110,12 +109,7 @@ class Allocations:
             return
         data = {key: {n: str(s) for n, s in values.items()} if key.startswith("subnets")
                 else [[c, n, str(ip)] for (c, n), ip in values.items()] for key, values in zip(self.KEYS, current)}
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path + ".tmp", "w") as f:
-            f.write(json.dumps(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(self.path + ".tmp", self.path)
+        statefiles.write_json(self.path, data, sync=True)
 
 
 class Host:
@@ -171,13 +165,15 @@ class AppliedState:
         self._entries: tuple[dict[str, Any], dict[str, list]] | None = None
 
     def read(self) -> dict[str, Any]:
+        found = statefiles.read_bytes(self.path)
+        if found is None:
+            return {}
+        stamp, text = found
+        if self._cached is not None and self._cached[0] == (stamp.st_ino, stamp.st_mtime_ns):
+            return self._cached[1]
         try:
-            with open(self.path) as f:
-                stamp = os.fstat(f.fileno())
-                if self._cached is not None and self._cached[0] == (stamp.st_ino, stamp.st_mtime_ns):
-                    return self._cached[1]
-                data = json.load(f)
-        except (FileNotFoundError, ValueError):
+            data = json.loads(text)
+        except ValueError:
             return {}
         data = data if isinstance(data, dict) and data.get("format") == self.FORMAT else {}
         self._cached = ((stamp.st_ino, stamp.st_mtime_ns), data)
@@ -214,11 +210,7 @@ class AppliedState:
         units = {name: [unit.digest, {key: entry(key) for key in desired.unit_keys[name]}]
                  if name in desired.unit_keys else recorded_units[name] for name, unit in desired.units.items()}
         data = {"format": self.FORMAT, "source": source, "facts": facts, "shared": shared, "units": units}
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path + ".tmp", "w") as f:
-            # json.dump streams through the pure-Python encoder; the data has no cycles to look for.
-            f.write(json.dumps(data, check_circular=False))
-        os.replace(self.path + ".tmp", self.path)
+        statefiles.write_json(self.path, data)
 
 
 # Held while an apply claims address space (a new subnet on the host), so concurrent
@@ -236,7 +228,7 @@ class Lock:
     def __enter__(self) -> "Lock":
         deadline = time.monotonic() + self.timeout
         while True:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            statefiles.make_folder(os.path.dirname(self.path))
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             while True:
                 try:

@@ -25,8 +25,15 @@ def rotate(path: str, keep: int) -> None:
             os.replace(older, f"{path}.{i}")
 
 
+def open_log(path: str):
+    """Appending, never through a link planted where the log goes (this runs apart from
+    netcompose, with nothing but the standard library)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    return os.fdopen(fd, "ab", buffering=0)
+
+
 def run(path: str, max_bytes: int, keep: int, source) -> None:
-    log = open(path, "ab", buffering=0)
+    log = open_log(path)
     size = log.tell()
     pending = b""
     while True:
@@ -43,7 +50,7 @@ def run(path: str, max_bytes: int, keep: int, source) -> None:
                 log.write(out)
                 log.close()
                 rotate(path, keep)
-                log, size, out = open(path, "ab", buffering=0), 0, b""
+                log, size, out = open_log(path), 0, b""
             out += entry
         log.write(out)
         size += len(out)

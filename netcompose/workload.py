@@ -6,7 +6,6 @@ process driver keeps); nothing needs the topology file except to name containers
 """
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import subprocess
@@ -14,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import statefiles
 from .drivers import namespaces, processes
 from .drivers.processes import ProcInfo
 
@@ -209,21 +209,15 @@ def projects() -> list[dict[str, Any]]:
         item["networks"].sort()
         declared = len(processes.read_records(name))
         item["status"] = f"running ({item['processes']}/{declared} processes)" if declared else "running"
-        try:
-            with open(os.path.join(processes.STATE_ROOT, name, "project.json")) as f:
-                item["file"] = json.load(f).get("file")
-        except (OSError, ValueError):
-            pass
+        recorded = statefiles.read_json(os.path.join(processes.STATE_ROOT, name, "project.json"))
+        if isinstance(recorded, dict):
+            item["file"] = recorded.get("file")
     return sorted(found.values(), key=lambda item: item["name"])
 
 
 def remember_file(project: str, path: str) -> None:
     """The file a project was last applied from, for `ls` (an annotation, never proof of ownership)."""
-    folder = os.path.join(processes.STATE_ROOT, project)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "project.json.tmp"), "w") as f:
-        json.dump({"file": os.path.abspath(path)}, f)
-    os.replace(os.path.join(folder, "project.json.tmp"), os.path.join(folder, "project.json"))
+    statefiles.write_json(os.path.join(processes.STATE_ROOT, project, "project.json"), {"file": os.path.abspath(path)})
 
 
 def forget(project: str) -> None:

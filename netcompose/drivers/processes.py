@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .. import resources as r
+from .. import statefiles
 from ..plan import Action
 from . import Outcome, Scope, namespaces
 
@@ -159,39 +160,24 @@ def records_dir(project: str) -> str:
 
 
 def read_record(project: str, container: str) -> dict | None:
-    try:
-        with open(os.path.join(records_dir(project), container + ".json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    record = statefiles.read_json(os.path.join(records_dir(project), container + ".json"))
+    return record if isinstance(record, dict) else None
 
 
 def read_records(project: str) -> dict[str, dict]:
-    try:
-        names = os.listdir(records_dir(project))
-    except FileNotFoundError:
-        return {}
     out = {}
-    for name in names:
+    for name in statefiles.names_in(records_dir(project)):
         if name.endswith(".json") and (record := read_record(project, name[:-5])) is not None:
             out[name[:-5]] = record
     return out
 
 
 def write_record(project: str, container: str, record: dict) -> None:
-    folder = records_dir(project)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{container}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, os.path.join(folder, container + ".json"))
+    statefiles.write_json(os.path.join(records_dir(project), container + ".json"), record)
 
 
 def drop_record(project: str, container: str) -> None:
-    try:
-        os.unlink(os.path.join(records_dir(project), container + ".json"))
-    except FileNotFoundError:
-        pass
+    statefiles.remove(os.path.join(records_dir(project), container + ".json"))
 
 
 def wants_restart(record: dict) -> bool:
@@ -218,31 +204,21 @@ def claim_supervision(project: str) -> None:
     `restarting` from `exited` by it."""
     facts = stat(os.getpid())
     text = f"{os.getpid()} {facts[2] if facts else 0}"
-    try:
-        with open(supervisor_path(project)) as f:
-            if f.read() == text:
-                return
-    except OSError:
-        pass
-    os.makedirs(os.path.dirname(supervisor_path(project)), exist_ok=True)
-    with open(supervisor_path(project) + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(supervisor_path(project) + ".tmp", supervisor_path(project))
+    found = statefiles.read_bytes(supervisor_path(project))
+    if found is None or found[1] != text.encode():
+        statefiles.write_text(supervisor_path(project), text)
 
 
 def release_supervision(project: str) -> None:
-    try:
-        os.unlink(supervisor_path(project))
-    except FileNotFoundError:
-        pass
+    statefiles.remove(supervisor_path(project))
 
 
 def supervised(project: str) -> bool:
     """A `watch` of the project is running."""
+    found = statefiles.read_bytes(supervisor_path(project))
     try:
-        with open(supervisor_path(project)) as f:
-            pid, start_ticks = (int(x) for x in f.read().split())
-    except (OSError, ValueError):
+        pid, start_ticks = (int(x) for x in found[1].split())
+    except (TypeError, ValueError):
         return False
     return alive(pid, start_ticks)
 
@@ -297,7 +273,7 @@ def start(project: str, attrs: dict, log_max_bytes: int = LOG_MAX_BYTES) -> tupl
     """Start a declared process and its log writer; (pid, start time)."""
     container = attrs["container"]
     log = log_path(project, container)
-    os.makedirs(os.path.dirname(log), exist_ok=True)
+    statefiles.make_folder(os.path.dirname(log))
     read_end, write_end = os.pipe()
     try:
         script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "logwriter.py")

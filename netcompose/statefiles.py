@@ -1,0 +1,131 @@
+"""netcompose's own files: records under /run/netcompose, logs under /var/log/netcompose.
+
+Read and written without following a symbolic link anywhere below netcompose's own top
+folder: every folder is opened with O_DIRECTORY|O_NOFOLLOW and used by descriptor, files
+with O_NOFOLLOW, temporary copies under random names with O_EXCL.  A link planted at one
+of these paths (or at a temporary name) is never followed: reads see nothing, writes fail.
+The system's part of a path (/run, /var/log) is followed as the system made it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+TOP = "netcompose"          # our top folder's name: /run/netcompose, /var/log/netcompose
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _split(path: str) -> tuple[str, list[str]]:
+    """(the system's part, our folders below it) of a file's folder."""
+    parts = os.path.abspath(os.path.dirname(path)).split("/")[1:]
+    top = parts.index(TOP) if TOP in parts else len(parts)
+    return "/" + "/".join(parts[:top]), parts[top:]
+
+
+@contextmanager
+def folder(path: str, create: bool = False, mode: int = 0o755) -> Iterator[int | None]:
+    """A descriptor of `path`'s folder, or None when it (or a link in its place) is not a
+    folder we can use."""
+    base, ours = _split(path)
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield None
+        return
+    try:
+        for part in ours:
+            if create:
+                try:
+                    os.mkdir(part, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                child = os.open(part, _DIR, dir_fd=fd)
+            except OSError:
+                os.close(fd)
+                fd = -1
+                yield None
+                return
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def read_bytes(path: str) -> tuple[os.stat_result, bytes] | None:
+    with folder(path) as dirfd:
+        if dirfd is None:
+            return None
+        try:
+            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            return os.fstat(f.fileno()), f.read()
+
+
+def read_json(path: str) -> Any:
+    """The file's JSON, or None when it is missing, unreadable, a link or not JSON."""
+    found = read_bytes(path)
+    if found is None:
+        return None
+    try:
+        return json.loads(found[1])
+    except ValueError:
+        return None
+
+
+def write_text(path: str, text: str, sync: bool = False, mode: int = 0o644) -> None:
+    """Replace the file at once (a temporary copy renamed over it); `sync` makes it durable
+    before the rename, for records a crash must not lose."""
+    with folder(path, create=True) as dirfd:
+        if dirfd is None:
+            raise OSError(f"{os.path.dirname(path)} is not a folder of netcompose's (a link or a file is there)")
+        name = os.path.basename(path)
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+                if sync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dirfd)
+            except OSError:
+                pass
+            raise
+
+
+def write_json(path: str, data: Any, sync: bool = False) -> None:
+    # The data has no cycles to look for; json.dumps is the C encoder, json.dump is not.
+    write_text(path, json.dumps(data, check_circular=False), sync=sync)
+
+
+def remove(path: str) -> None:
+    with folder(path) as dirfd:
+        if dirfd is not None:
+            try:
+                os.unlink(os.path.basename(path), dir_fd=dirfd)
+            except FileNotFoundError:
+                pass
+
+
+def make_folder(path: str, mode: int = 0o755) -> None:
+    """Create `path` (and our folders above it) as real folders, or fail."""
+    with folder(os.path.join(path, "."), create=True, mode=mode) as dirfd:
+        if dirfd is None:
+            raise OSError(f"{path} is not a folder of netcompose's (a link or a file is there)")
+
+
+def names_in(path: str) -> list[str]:
+    """The entries of our folder `path` (none when it is missing or a link)."""
+    with folder(os.path.join(path, ".")) as dirfd:
+        return [] if dirfd is None else os.listdir(dirfd)

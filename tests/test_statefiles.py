@@ -1,0 +1,75 @@
+"""netcompose's own records and logs never follow a link planted at their paths."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netcompose import statefiles
+from netcompose.logwriter import open_log
+
+from .conftest import needs_root
+
+
+@pytest.fixture
+def ours(tmp_path):
+    """A folder laid out as /run/netcompose/<project>, and a file outside it."""
+    project = tmp_path / "run" / "netcompose" / "p"
+    project.mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not netcompose's\n")
+    return project, outside
+
+
+def test_reads_see_nothing_through_a_link(ours):
+    project, outside = ours
+    (project / "applied.json").symlink_to(outside)
+    assert statefiles.read_bytes(str(project / "applied.json")) is None
+    assert statefiles.read_json(str(project / "applied.json")) is None
+
+
+def test_a_write_replaces_a_planted_link_and_never_writes_through_it(ours):
+    project, outside = ours
+    (project / "journal.json").symlink_to(outside)
+    statefiles.write_json(str(project / "journal.json"), {"creates": []}, sync=True)
+    assert outside.read_text() == "not netcompose's\n"
+    assert not (project / "journal.json").is_symlink()
+    assert statefiles.read_json(str(project / "journal.json")) == {"creates": []}
+    assert [p.name for p in project.iterdir()] == ["journal.json"]   # no temporary copy left
+
+
+def test_a_linked_folder_is_refused(ours):
+    project, outside = ours
+    elsewhere = outside.parent / "elsewhere"
+    elsewhere.mkdir()
+    (project / "processes").symlink_to(elsewhere)
+    with pytest.raises(OSError, match="not a folder of netcompose's"):
+        statefiles.write_json(str(project / "processes" / "web.json"), {})
+    assert statefiles.names_in(str(project / "processes")) == []
+    assert statefiles.read_json(str(project / "processes" / "web.json")) is None
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_log_is_never_appended_through_a_link(ours):
+    project, outside = ours
+    (project / "web.log").symlink_to(outside)
+    with pytest.raises(OSError):
+        open_log(str(project / "web.log"))
+    assert outside.read_text() == "not netcompose's\n"
+
+
+@needs_root
+@pytest.mark.kernel
+def test_up_and_down_with_links_planted_at_every_record(topo, project_name, tmp_path):
+    folder = Path("/run/netcompose") / project_name
+    folder.mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not netcompose's\n")
+    for name in ("applied.json", "journal.json", "allocations.json", "project.json"):
+        (folder / name).symlink_to(outside)
+    project = topo("networks: {n: {subnet: 10.68.3.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    project.up()
+    assert not project.plan().plan
+    assert not (folder / "applied.json").is_symlink() and not (folder / "allocations.json").is_symlink()
+    project.down()
+    assert outside.read_text() == "not netcompose's\n"
