@@ -268,7 +268,8 @@ class _Resolver:
         for name, version, subnet in explicit:
             if (clash := self.clash(subnet)) is not None:
                 self.fail(("networks", name, SUBNET_KEY[version]), f"subnet {subnet} of network '{name}' overlaps "
-                          f"{clash}", "pick a private subnet that nothing on this host uses")
+                          f"{clash}", "pick a subnet nothing on this host uses (or bring down the project "
+                          "that holds it)" if "project '" in clash else "pick a subnet nothing on this host uses")
         taken = [subnet for _, _, subnet in explicit]
         # Subnets given before stay, whatever was inserted or reordered since: claimed first.
         self.claimed_subnets: dict[tuple[str, int], IPNetwork] = {}
