@@ -4,9 +4,12 @@ projects, sticky addresses, crash recovery, truthful failure and preflight check
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,10 @@ def lived_in(project_name):
         sh("ip", "link", "set", dev, "up", ns=ns)
     sh("ip", "route", "add", "default", "via", "192.168.77.1", ns=ns)
     sh("ip", "route", "add", "10.250.0.0/24", "via", "192.168.77.3", ns=ns)
+    for _ in range(200):  # the veth's carrier comes up asynchronously: snapshots before it say "linkdown"
+        if "linkdown" not in sh("ip", "route", ns=ns):
+            break
+        time.sleep(0.01)
     return ns
 
 
@@ -228,9 +235,6 @@ def leftovers(prefix: str) -> list[str]:
 
 
 def test_any_sequence_of_kill_9_during_up_and_down_then_one_run_converges(topo, project_name, tmp_path):
-    import random
-    import signal
-    import time
     project = topo(LAB)
     rng = random.Random(int(os.environ.get("SEED", 4321)))
     command = [sys.executable, "-m", "netcompose", "-f", str(tmp_path / "topo.yaml"), "-p", project_name]
