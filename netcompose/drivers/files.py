@@ -11,7 +11,6 @@ of following it.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import secrets
@@ -20,12 +19,13 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from .. import resources as r
+from .. import statefiles
+from ..apply import STATE_DIR
 from ..errors import ConflictError
 from ..names import NETNS_ETC, SHARED_ETC, shared_etc_dir
 from ..plan import Action
 from ..resources import HOST, Resource
 from . import Outcome, Scope, namespaces
-from ..apply import STATE_DIR
 
 _MARKER = re.compile(r"^# netcompose project=(\S+) ")
 _TMP = ".tmp-"   # temporary files, in the project's folder (no group or namespace starts with ".")
@@ -157,24 +157,16 @@ class SysctlRecord:
 
     def read(self) -> dict[tuple[str, str], str]:
         try:
-            with open(self.path) as f:
-                return {(ns, name): value for ns, name, value in json.load(f)}
-        except (FileNotFoundError, ValueError, TypeError):
+            return {(ns, name): value for ns, name, value in statefiles.read_json(self.path) or ()}
+        except (ValueError, TypeError):
             return {}
 
     def write(self, entries: dict[tuple[str, str], str]) -> None:
-        if not entries:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path + ".tmp", "w") as f:
-            json.dump(sorted([ns, name, value] for (ns, name), value in entries.items()), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(self.path + ".tmp", self.path)
+        if entries:
+            statefiles.write_json(self.path, sorted([ns, name, value] for (ns, name), value in entries.items()),
+                                  sync=True)
+        else:
+            statefiles.remove(self.path)
 
 
 class FilesDriver:
