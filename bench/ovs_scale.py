@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.private_ovs import PrivateOvs
 from netcompose.drivers.ovsdb import OvsdbDriver
 from netcompose.plan import Action
 from netcompose import resources as r
-from tests.conftest import PrivateOvs
 
 
 def idl_ports(ovs: PrivateOvs, bridge: str, ports: list[str]) -> float:

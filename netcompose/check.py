@@ -101,6 +101,13 @@ def _route(res: Resolved, a: RContainer, b: RContainer, proto: str, port: int | 
         ep = shared[0]
         net = res.networks[ep.network]
         src = _address(a, version, ep.network)
+        # A trunk's own address sends untagged frames, which OVS drops on a trunk port (VLAN 0 is
+        # never in `trunks`): the trunk carries the tags for the sandbox, not its address.
+        mine = next(mine for mine in a.endpoints if mine.network == ep.network)
+        trunk = next((c.name for c, end in ((a, mine), (b, ep)) if end.trunks), None)
+        if trunk is not None:
+            return (src, str(ep.address_of(version)), False,
+                    f"{trunk} is on {net.name} by a trunk (tagged frames only)")
         if not net.icc:
             return src, str(ep.address_of(version)), False, f"network {net.name} has icc: false"
         down = next((f"{c.name}'s endpoint on {net.name} is down" for c, e in

@@ -588,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         return errors.EXIT_FAILURE
     except KeyboardInterrupt:
         _error("error: interrupted")
-        return 130
+        return errors.EXIT_INTERRUPTED
     except Exception as exc:  # a bug: still one line unless --debug
         if args.debug:
             import traceback

@@ -219,20 +219,37 @@ ADDRESS_SPACE = ".address-space"
 
 
 class Lock:
-    def __init__(self, project: str, timeout: float) -> None:
+    """One run per project changes it: `up`/`down` hold the lock exclusively.  Reads (`plan`,
+    `ps`, `check`, `config`) hold it shared: side by side with each other, never in the
+    middle of an apply (they wait for it, as a second `up` does)."""
+
+    def __init__(self, project: str, timeout: float, shared: bool = False) -> None:
         self.path = os.path.join(STATE_DIR, project, "lock")
-        self.timeout, self.project = timeout, project
+        self.timeout, self.project, self.shared = timeout, project, shared
         self.what = ("the host's address space" if project == ADDRESS_SPACE else f"project '{project}'")
         self.fd: int | None = None
+
+    def _open(self) -> int | None:
+        flags = os.O_CLOEXEC | os.O_NOFOLLOW
+        if self.shared:
+            # A reader never makes the file (`down` removed the project's folder): none there
+            # means no run holds it.
+            try:
+                return os.open(self.path, os.O_RDONLY | flags)
+            except FileNotFoundError:
+                return None
+        statefiles.make_folder(os.path.dirname(self.path))
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | flags, 0o600)
 
     def __enter__(self) -> "Lock":
         deadline = time.monotonic() + self.timeout
         while True:
-            statefiles.make_folder(os.path.dirname(self.path))
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            self.fd = self._open()
+            if self.fd is None:
+                return self
             while True:
                 try:
-                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(self.fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
@@ -267,8 +284,8 @@ class Lock:
             pass
 
     def __exit__(self, *exc) -> None:
-        assert self.fd is not None
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def recreatable(res: Resource) -> bool:
@@ -539,11 +556,14 @@ class Project:
         return State(desired, observed, plan, scope, target, digests)
 
     def resolved(self) -> Resolved:
-        with _host(self.ovsdb, self.stop_timeout) as host:
+        with self._reading(), _host(self.ovsdb, self.stop_timeout) as host:
             return self._links_and_resolution(host)[1]
 
+    def _reading(self) -> Lock:
+        return Lock(self.name, self.lock_timeout, shared=True)
+
     def plan(self, down: bool = False) -> State:
-        with _host(self.ovsdb, self.stop_timeout) as host:
+        with self._reading(), _host(self.ovsdb, self.stop_timeout) as host:
             return self._state(host, empty=down)
 
     # ---- changes ---------------------------------------------------------------------
@@ -693,9 +713,10 @@ class Project:
     def check(self, everything: bool | None = None) -> list:
         """Probe the reachability the topology promises; see netcompose.check."""
         from . import check
-        with _host(self.ovsdb, self.stop_timeout) as host:
-            resolved = self._links_and_resolution(host)[1]
-        return check.run(resolved, everything)
+        with self._reading():  # probes too: never in the middle of an apply
+            with _host(self.ovsdb, self.stop_timeout) as host:
+                resolved = self._links_and_resolution(host)[1]
+            return check.run(resolved, everything)
 
     def _links_and_resolution(self, host: Host) -> tuple[dict[str, Resource], Resolved]:
         """What netlink shows of the project, and the file resolved against it (subnets and
@@ -800,7 +821,7 @@ class Project:
     def ps(self) -> list[dict[str, Any]]:
         """A row per endpoint and per end of a direct wire (`links:`), each looked up by key in
         one netlink sweep (no plan, firewall or file reads): linear in the containers."""
-        with _host(self.ovsdb, self.stop_timeout) as host:
+        with self._reading(), _host(self.ovsdb, self.stop_timeout) as host:
             observed, resolved = self._links_and_resolution(host)
         wires: dict[str, list[dict[str, Any]]] = {}
         for link in resolved.links:

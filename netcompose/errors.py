@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 EXIT_OK, EXIT_FAILURE, EXIT_CHANGES, EXIT_INVALID, EXIT_LOCKED = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130   # 128 + SIGINT, as shells report a process Ctrl-C ended
 
 
 EXCERPT_CHARS = 40
@@ -61,7 +62,7 @@ class ApplyError(NetcomposeError):
 class Interrupted(ApplyError):
     """Ctrl-C during an apply: rolled back (exit 130, as a shell reports SIGINT)."""
 
-    exit_code = 130
+    exit_code = EXIT_INTERRUPTED
 
 
 class LockTimeout(NetcomposeError):

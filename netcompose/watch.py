@@ -1,10 +1,12 @@
 """`netcompose watch`: reconcile continuously.
 
-Triggers: an edit of the topology or of any file it was built from (debounced, so several
-saves within 300 ms make one apply), a netlink event on one of the project's host links
-(deleted, or set down), a declared process that exited and is due for a restart (its
-`restart:` policy, with exponential back-off), and an optional interval.  An invalid edit is reported and the last
-good state is kept; the loop goes on.
+Triggers: an edit of the topology or of any file it was built from (includes, files a
+template pulls in, `.env`; debounced, so several saves within 300 ms make one apply), a
+netlink event on one of the project's host links (deleted, or set down), a declared process
+that exited and is due for a restart (its `restart:` policy, with exponential back-off), and
+an optional interval, which fires on its own schedule whatever else happens and observes
+everything (so it repairs drift inside sandboxes too).  An invalid edit is reported and the
+last good state is kept; the loop goes on.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from typing import Any, Callable
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTMGRP_LINK
-from watchdog.events import FileSystemEventHandler
+from watchdog.events import (EVENT_TYPE_CLOSED, EVENT_TYPE_CREATED, EVENT_TYPE_DELETED, EVENT_TYPE_MODIFIED,
+                             EVENT_TYPE_MOVED, FileSystemEventHandler)
 from watchdog.observers import Observer
 
 from . import names
@@ -26,6 +29,10 @@ from .inputs import read_text
 
 DEBOUNCE = 0.3
 PROCESS_CHECK = 0.25   # seconds between looks for exited processes
+# Events that can change a file's content.  Reading the files (ours included: every reconcile
+# loads them) makes `opened` and `closed_no_write` events, which must not count as edits.
+CONTENT_EVENTS = frozenset({EVENT_TYPE_CREATED, EVENT_TYPE_DELETED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED,
+                            EVENT_TYPE_CLOSED})
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -45,6 +52,8 @@ class _Files(FileSystemEventHandler):
         self.watcher = watcher
 
     def on_any_event(self, event) -> None:
+        if event.event_type not in CONTENT_EVENTS:
+            return
         for raw in (getattr(event, "src_path", None), getattr(event, "dest_path", None)):
             if raw and Path(str(raw)).resolve() in self.watcher.watched():
                 self.watcher.trigger.fire("file")
@@ -80,6 +89,9 @@ class Watcher:
             if not reason:
                 return
         self.seen_content = content
+        # Anything but an edit alone looks everywhere: an interval or a link event is about
+        # drift, which an edit's focused apply would not see.
+        refresh = reason != "file"
         started = time.monotonic()
         try:
             project = Project.load(self.path, self.project_name, self.variables, **self.options)
@@ -89,7 +101,7 @@ class Watcher:
         self.project = project
         self.sources = {p.resolve() for p in project.spec.sources}
         try:
-            report = project.up(supervise=True)
+            report = project.up(refresh=refresh, supervise=True)
         except NetcomposeError as exc:
             self.emit({"event": "error", "trigger": reason, "error": str(exc)})
             return
@@ -124,15 +136,23 @@ class Watcher:
         processes.record_exits(project)
         return processes.restart_due(project)
 
-    def run(self) -> None:
-        self.reconcile("start")
-        observer = Observer()
-        for folder in {p.parent for p in self.watched()}:
+    def _follow(self, observer: Observer, folders: set[Path]) -> None:
+        """Watch the folders of the files the topology is built from (new includes too)."""
+        for folder in {p.parent for p in self.watched()} - folders:
             observer.schedule(_Files(self), str(folder), recursive=False)
+            folders.add(folder)
+
+    def run(self) -> None:
+        # Watching starts before the first load, so an edit made while it runs is not missed.
+        observer, folders = Observer(), set()
+        self._follow(observer, folders)
         observer.start()
-        threading.Thread(target=self._watch_links, daemon=True).start()
-        last = last_check = time.monotonic()
         try:
+            self.reconcile("start")
+            self._follow(observer, folders)
+            threading.Thread(target=self._watch_links, daemon=True).start()
+            next_tick = time.monotonic() + self.interval if self.interval else None
+            last_check = time.monotonic()
             while not self.stop.is_set():
                 with self.trigger.cond:
                     self.trigger.cond.wait(timeout=0.1)
@@ -140,15 +160,17 @@ class Watcher:
                     ready = [r for r, t in self.trigger.reasons.items() if now - t >= DEBOUNCE]
                     for reason in ready:
                         del self.trigger.reasons[reason]
-                if not ready and self.interval and now - last >= self.interval:
-                    ready = ["interval"]
+                if next_tick is not None and now >= next_tick:
+                    ready.append("interval")
+                    while next_tick <= now:  # ticks missed during a long apply are not made up
+                        next_tick += self.interval
                 if not ready and now - last_check >= PROCESS_CHECK:
                     last_check = now
                     if self.project is not None and self._process_exited(self.project.name):
                         ready = ["process"]
                 if ready:
                     self.reconcile("+".join(sorted(ready)))
-                    last = time.monotonic()
+                    self._follow(observer, folders)
         finally:
             observer.stop()
             observer.join()

@@ -88,6 +88,10 @@ CORPUS = [
      "8:18", "not NAME=VALUE"),
     (OK_NET + "containers:\n  web:\n    networks: [front]\n    command: [sleep, '1']\n    ready: {exec: []}\n",
      "8:19", "at least 1 item"),
+    ("networks:\n  a: {}\n  b: {internal: true}\npolicies:\n  - {from: a, to: b}\n", "5:19",
+     "internal network 'b'"),
+    ("networks:\n  b: {internal: true}\ncontainers:\n  db:\n    networks: [b]\n    ports: ['5432:5432']\n",
+     "6:12", "no network that is not internal"),
 ]
 
 WEB = OK_NET + "containers:\n  web:\n    networks: [front]\n"
@@ -253,3 +257,19 @@ def test_malformed_command_line_inputs(tmp_path, args, words):
     assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+
+
+def test_command_line_errors_exit_3_without_position_and_exec_needs_the_container_up(tmp_path, project_name):
+    path = tmp_path / "topo.yaml"
+    path.write_text("networks: {lan: {}}\ncontainers: {a: {networks: [lan]}}\n")
+    for argv in (("plan", "-f", str(tmp_path / "missing.yaml")), ("plan", "-f", str(path), "-p", "Bad Name"),
+                 ("plan", "-f", str(path), "-p", project_name, "--var", "novalue"),
+                 ("exec", "-f", str(path), "-p", project_name, "ghost", "--", "true")):
+        result = run_cli(*argv)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 3 and len(lines) == 1 and lines[0].startswith("error: "), (argv, result.stderr)
+        assert f"{path}:" not in lines[0], lines   # about the command line, not a place in the file
+    # A container that is not up: netcompose's own one-line error, not ip's raw message and 255.
+    result = run_cli("exec", "-f", str(path), "-p", project_name, "a", "--", "true")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "container 'a' is not up" in lines[0], result.stderr

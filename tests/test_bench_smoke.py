@@ -15,3 +15,9 @@ def test_bench_smoke_run():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "### N = 20, 2 bridges" in result.stdout and "| cold up |" in result.stdout
     assert "| netcompose --version |" in result.stdout and "| check |" in result.stdout
+
+
+def test_bench_modules_do_not_need_pytest():
+    blocked = "import sys; sys.modules['pytest'] = None; import bench.run, bench.ovs_scale"
+    result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]

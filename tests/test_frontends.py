@@ -79,14 +79,15 @@ def test_compose_networks_ipam_and_driver_opts(tmp_path):
     """})
     doc = config(spec)
     assert spec.project == "shop" and spec.format == "compose"
-    assert doc["networks"] == {
+    assert {name: {k: net[k] for k in ("driver", "subnet", "gateway", "mtu", "nat", "internal", "icc")}
+            for name, net in doc["networks"].items()} == {
         "front": {"driver": "bridge", "subnet": "10.1.0.0/24", "gateway": "10.1.0.254", "mtu": 1400,
-                  "bridge": doc["networks"]["front"]["bridge"], "nat": False, "internal": False, "icc": False},
+                  "nat": False, "internal": False, "icc": False},
         "back": {"driver": "bridge", "subnet": "10.128.0.0/24", "gateway": "10.128.0.1", "mtu": 1500,
-                 "bridge": doc["networks"]["back"]["bridge"], "nat": True, "internal": True, "icc": True},
+                 "nat": True, "internal": True, "icc": True},
     }
     # ip_range is the pool of automatic addresses; the aux address is never handed out.
-    assert doc["containers"]["web"]["networks"]["front"]["ipv4_address"] == "10.1.0.130/24"
+    assert doc["containers"]["web"]["networks"]["front"]["ipv4_address"] == "10.1.0.130"
     assert spec.notes == ["ignored (no network meaning): networks.labels, networks.name"]
 
 
@@ -119,28 +120,24 @@ def test_compose_attachments_names_and_hosts(tmp_path):
           back: {ipam: {config: [{subnet: 10.2.0.0/24}]}}
           mgmt: {ipam: {config: [{subnet: 10.3.0.0/24}]}}
     """}, environ={})
-    web = config(spec)["containers"]["web"]
-    host = {name: data["host_ifname"] for name, data in web["networks"].items()}
-    assert web == {
-        "netns": f"{spec.project}-web", "adopted": False,
-        "networks": {  # by priority, then name: eth0, eth1, ... (interface_name wins)
-            "back": {"ifname": "eth0", "ipv4_address": "10.2.0.2/24", "mac_address": "02:42:0a:01:00:0a",
-                     "type": "veth", "host_ifname": host["back"]},
-            "front": {"ifname": "lan0", "ipv4_address": "10.1.0.10/24", "mac_address": None, "type": "veth",
-                      "host_ifname": host["front"]},
-            "mgmt": {"ifname": "eth2", "ipv4_address": "10.3.0.2/24", "mac_address": None, "type": "veth",
-                     "host_ifname": host["mgmt"]},
-        },
-        "default_gateway": "10.3.0.1",  # gw_priority
-        "routes": [], "dns": ["10.1.0.53"], "dns_search": ["example.com"],
-        "hosts": ["10.2.0.3 database", "10.2.0.3 db", "10.1.0.10 site",
-                  "10.1.0.10 web", "10.2.0.2 web", "10.3.0.2 web",
-                  "10.1.0.10 web-main", "10.2.0.2 web-main", "10.3.0.2 web-main",
-                  "10.1.0.10 www", "10.2.0.2 www", "10.3.0.2 www",
-                  "10.1.0.10 www.example.com", "10.2.0.2 www.example.com", "10.3.0.2 www.example.com",
-                  "10.3.0.1 gw", "10.9.9.9 db.example", "10.9.9.8 old.example"],
-        "sysctls": {"net.ipv4.ip_forward": "1"},
+    doc = config(spec)
+    web, derived = doc["containers"]["web"], doc["derived"]["containers"]["web"]
+    assert derived["netns"] == f"{spec.project}-web" and not derived["adopted"]
+    assert {name: (ep["ifname"], ep["ipv4_address"], ep["mac_address"], ep["type"])
+            for name, ep in web["networks"].items()} == {  # by priority, then name: eth0, eth1, ... (interface_name wins)
+        "back": ("eth0", "10.2.0.2", "02:42:0a:01:00:0a", "veth"),
+        "front": ("lan0", "10.1.0.10", None, "veth"),
+        "mgmt": ("eth2", "10.3.0.2", None, "veth"),
     }
+    assert derived["default_gateway"] == "10.3.0.1"  # gw_priority
+    assert web["routes"] == [] and web["dns"] == ["10.1.0.53"] and web["dns_search"] == ["example.com"]
+    assert derived["hosts"] == ["10.2.0.3 database", "10.2.0.3 db", "10.1.0.10 site",
+                                "10.1.0.10 web", "10.2.0.2 web", "10.3.0.2 web",
+                                "10.1.0.10 web-main", "10.2.0.2 web-main", "10.3.0.2 web-main",
+                                "10.1.0.10 www", "10.2.0.2 www", "10.3.0.2 www",
+                                "10.1.0.10 www.example.com", "10.2.0.2 www.example.com", "10.3.0.2 www.example.com",
+                                "10.3.0.1 gw", "10.9.9.9 db.example", "10.9.9.8 old.example"]
+    assert web["sysctls"] == {"net.ipv4.ip_forward": "1"}
     assert "ignored (no network meaning): sysctls (other than net.*)" in spec.notes
 
 
@@ -191,9 +188,9 @@ def test_compose_network_modes_and_scale(tmp_path):
     doc = config(spec)
     assert list(doc["containers"]) == ["app-1", "app-2", "quiet", "legacy", "adopted"]
     assert doc["containers"]["quiet"]["networks"] == {}
-    assert doc["containers"]["adopted"]["netns"] == "other-ns" and doc["containers"]["adopted"]["adopted"]
+    assert doc["containers"]["adopted"]["netns"] == "other-ns" and doc["derived"]["containers"]["adopted"]["adopted"]
     assert doc["networks"]["bridge"]["subnet"] == "172.17.0.0/16"
-    assert doc["containers"]["app-1"]["hosts"] == ["10.128.0.2 app", "10.128.0.3 app", "10.128.0.2 app-1",
+    assert doc["derived"]["containers"]["app-1"]["hosts"] == ["10.128.0.2 app", "10.128.0.3 app", "10.128.0.2 app-1",
                                                    "10.128.0.3 app-2"]
     assert spec.notes[:2] == ["service sidecar shares the sandbox of app (network_mode: service:app)",
                               "service hostnet runs in the host namespace (network_mode: host): no sandbox"]
@@ -302,7 +299,7 @@ def test_compose_and_clab_ipv6_map_onto_dual_stack(tmp_path):
     lab = loaded(tmp_path, {"a.clab.yml": "name: x\ntopology:\n  nodes: {n1: {kind: linux, mgmt-ipv6: '3fff:172:20:20::9'}}\n"},
                  main="a.clab.yml")
     assert lab.doc.data["networks"]["clab"]["subnet6"] == "3fff:172:20:20::/64"    # containerlab's default
-    assert config(lab)["containers"]["n1"]["networks"]["clab"]["ipv6_address"].startswith("3fff:172:20:20::9/")
+    assert config(lab)["containers"]["n1"]["networks"]["clab"]["ipv6_address"] == "3fff:172:20:20::9"
 
 
 def test_unquoted_port_mappings_are_text_as_in_yaml_1_2(tmp_path):
@@ -374,8 +371,9 @@ def test_clab_translation(tmp_path):
                           "alias); its ports have netcompose's host-side names",
                           "ignored (no network meaning): env, image, startup-config, type"]
     doc = config(spec)
-    assert doc["containers"]["srl1"]["netns"] == "clab-lab1-srl1"
-    assert doc["links"][2] == {"endpoints": ["srl1:e1-3", "srl1:e1-4"], "mtu": 1500, "addresses": None}
+    assert doc["derived"]["containers"]["srl1"]["netns"] == "clab-lab1-srl1"
+    assert {k: doc["links"][2][k] for k in ("endpoints", "mtu", "addresses")} == \
+        {"endpoints": ["srl1:e1-3", "srl1:e1-4"], "mtu": 1500, "addresses": None}
 
 
 def test_clab_vxlan_and_endpoint_macs(tmp_path):
@@ -400,12 +398,14 @@ def test_clab_vxlan_and_endpoint_macs(tmp_path):
          "mac_addresses": ["02:00:00:00:00:06"]},
         {"endpoints": ["a:e1-1", "b:eth1"], "mac_addresses": ["02:00:00:00:00:01", None]},
     ]
-    assert config(spec)["links"] == [
+    wanted = [
         {"endpoints": ["a:e1-6"], "vxlan": {"vni": 100, "remote": "10.0.0.2", "port": 14788},
          "mac_addresses": ["02:00:00:00:00:06"], "mtu": 1450, "addresses": None},
         {"endpoints": ["a:e1-1", "b:eth1"], "mac_addresses": ["02:00:00:00:00:01", None], "mtu": 1500,
          "addresses": None},
     ]
+    links = config(spec)["links"]
+    assert len(links) == 2 and [{k: link[k] for k in want} for link, want in zip(links, wanted)] == wanted
 
 
 @pytest.mark.parametrize("prefix, project", [(None, "clab-lab1"), ('""', "lab1"), ("__lab-name", "lab1"),
@@ -414,7 +414,7 @@ def test_clab_prefix_names_the_sandboxes(tmp_path, prefix, project):
     head = f"prefix: {prefix}\n" if prefix is not None else ""
     spec = loaded(tmp_path, {"a.clab.yml": head + "name: lab1\ntopology: {nodes: {n1: {kind: linux}}}\n"},
                   main="a.clab.yml")
-    assert spec.project == project and config(spec)["containers"]["n1"]["netns"] == f"{project}-n1"
+    assert spec.project == project and config(spec)["derived"]["containers"]["n1"]["netns"] == f"{project}-n1"
 
 
 @pytest.mark.parametrize("body, message", [

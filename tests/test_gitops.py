@@ -17,7 +17,7 @@ from netcompose import Project
 from netcompose.apply import InjectedFault
 from netcompose.engine import Lock
 from netcompose.drivers import namespaces
-from netcompose.errors import ApplyError, ConflictError
+from netcompose.errors import ApplyError, ConflictError, Interrupted
 
 from .conftest import REPO, needs_root, run_cli
 from .test_kernel import ip
@@ -129,9 +129,9 @@ def test_ctrl_c_during_apply_rolls_back(topo, private_ovs):
         calls.append(action)
         if len(calls) == 9:
             raise KeyboardInterrupt
-    with pytest.raises(ApplyError, match="interrupted; rolled back"):
+    with pytest.raises(Interrupted, match="interrupted; rolled back") as raised:
         project.up(fault=interrupt)
-    assert snapshot(project) == pre
+    assert snapshot(project) == pre and raised.value.exit_code == 130
 
 
 def test_kill_9_at_random_moments_then_up_converges(topo, project_name, tmp_path):
@@ -197,3 +197,19 @@ def test_exit_codes_json_and_saved_plans(topo, project_name, tmp_path):
         result = run_cli("up", "--lock-timeout", "0.5", *args)
     assert result.returncode == 4 and "locked by another netcompose run" in result.stderr
     assert time.monotonic() - started < 10
+
+
+def test_reads_share_the_lock_and_wait_for_a_change(topo, project_name, tmp_path):
+    topo("networks: {lan: {}}\ncontainers: {c: {networks: [lan]}}\n")
+    args = ("-f", str(tmp_path / "topo.yaml"), "-p", project_name, "--lock-timeout", "0.5")
+    with Lock(project_name, 1):                       # a run made the lock file (readers never make it)
+        pass
+    with Lock(project_name, 1, shared=True):          # another reader: reads run beside it, changes wait
+        for command in ("plan", "ps", "config", "check"):
+            assert run_cli(command, *args).returncode in (0, 1), command   # check: 1, nothing is up
+        result = run_cli("up", *args)
+        assert result.returncode == 4 and "locked by another netcompose run" in result.stderr
+    with Lock(project_name, 1):                       # an apply in progress: reads wait for it
+        for command in ("plan", "ps", "config", "check"):
+            result = run_cli(command, *args)
+            assert result.returncode == 4 and "locked by another netcompose run" in result.stderr, command

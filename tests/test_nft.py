@@ -87,7 +87,7 @@ networks:
 containers:
   web:
     networks: {front: {ipv4_address: 10.85.0.10}}
-    ports: ["8080:80", "127.0.0.1:5353:53/udp"]
+    ports: ["8080:80", "127.0.0.1:5353:53/udp", "5300:53/udp"]
   vault: {networks: {sealed: {ipv4_address: 10.86.0.10}}}
 """
 
@@ -105,6 +105,10 @@ def test_nat_out_and_internal_network(topo, project_name, upstream):
     assert not ping(upstream, "10.86.0.10", 0.5)                  # ... and nothing enters
     with listener(vault, 22):
         assert not tcp_connect(upstream, "10.86.0.10", 22, 0.5)
+        assert not tcp_connect(web, "10.86.0.10", 22, 0.5)        # nor from the project's other networks
+        # As with Docker's internal networks, the host and the members reach each other.
+        assert tcp_connect("/proc/self/ns/net", "10.86.0.10", 22, 1.0)
+    assert ping(vault, "10.86.0.1") and ping("/proc/self/ns/net", "10.86.0.10")
 
 
 def _udp_frame(src_mac: bytes, dst_mac: bytes, src: str, dst: str, dport: int) -> bytes:
@@ -129,10 +133,13 @@ def test_published_ports_keep_source_and_loopback_ports_stay_local(topo, project
         with socket.create_connection((HOST_SIDE, 8080), timeout=1) as conn:
             assert conn.recv(64)
     with listener(web, 53, "udp"):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(1)
-            sock.sendto(b"netcompose-probe", ("127.0.0.1", 5353))
-            assert sock.recv(64) == b"netcompose-probe"
+        for port in (5353, 5300):      # published on 127.0.0.1, and on all addresses
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(1)
+                sock.sendto(b"netcompose-probe", ("127.0.0.1", port))
+                assert sock.recv(64) == b"netcompose-probe"
+    with listener(web, 80):            # as with Docker, a port on all addresses answers at 127.0.0.1
+        assert tcp_peer("/proc/self/ns/net", "127.0.0.1", 8080) == "10.85.0.1"
     # A LAN host aiming at 127.0.0.1 through the host's MAC (moby#45610), even with
     # route_localnet on its way in, never reaches the container.
     ip("link", "set", f"{project_name}-upl", "up")
@@ -145,7 +152,8 @@ def test_published_ports_keep_source_and_loopback_ports_stay_local(topo, project
     raw = socket_in(upstream, socket.AF_PACKET, socket.SOCK_RAW)
     raw.bind(("eth0", 0))
     with raw, catcher:
-        raw.send(_udp_frame(up_mac, host_mac, UPSTREAM, "127.0.0.1", 5353))
+        for port in (5353, 5300):
+            raw.send(_udp_frame(up_mac, host_mac, UPSTREAM, "127.0.0.1", port))
         with pytest.raises(socket.timeout):
             catcher.recv(64)
     assert not udp_exchange(upstream, HOST_SIDE, 5353, 0.5)

@@ -21,25 +21,36 @@ BASE = "networks:\n  lan: {subnet: 10.96.0.0/24}\ncontainers:\n  a: {networks: [
 
 
 @pytest.fixture
-def watch(tmp_path, project_name):
-    path = tmp_path / "topo.yaml"
-    path.write_text(BASE)
-    child = subprocess.Popen([sys.executable, "-m", "netcompose", "watch", "--json", "-f", str(path),
-                              "-p", project_name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             cwd=REPO)
-    events: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [events.put(json.loads(line)) for line in child.stdout], daemon=True).start()
+def start_watch(tmp_path, project_name):
+    """start_watch(file name, text, *options) → (path, next_event, events, child)."""
+    children = []
 
-    def next_event(timeout: float = 10) -> dict:
-        return events.get(timeout=timeout)
+    def start(name: str, text: str, *options: str):
+        path = tmp_path / name
+        path.write_text(text)
+        child = subprocess.Popen([sys.executable, "-m", "netcompose", "watch", "--json", "-f", str(path),
+                                  "-p", project_name, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, cwd=REPO)
+        children.append(child)
+        events: queue.Queue = queue.Queue()
+
+        def read() -> None:
+            for line in child.stdout:
+                events.put({**json.loads(line), "at": time.monotonic()})
+        threading.Thread(target=read, daemon=True).start()
+
+        def next_event(timeout: float = 10) -> dict:
+            return events.get(timeout=timeout)
+        return path, next_event, events, child
     try:
-        yield path, next_event, events, child
+        yield start
     finally:
-        terminate(child)
+        for child in children:
+            terminate(child)
 
 
-def test_watch_debounces_survives_bad_edits_and_repairs_drift(watch, project_name):
-    path, next_event, events, child = watch
+def test_watch_debounces_survives_bad_edits_and_repairs_drift(start_watch, project_name):
+    path, next_event, events, child = start_watch("topo.yaml", BASE)
     first = next_event(20)
     assert first["event"] == "reconcile" and first["trigger"] == "start" and first["create"] > 0
 
@@ -70,3 +81,48 @@ def test_watch_debounces_survives_bad_edits_and_repairs_drift(watch, project_nam
     event = next_event()
     assert event["trigger"] == "netlink" and event["create"] > 0 and time.monotonic() - started < 3
     assert bridge in link_facts()
+
+
+INTERVAL = 2.0
+
+
+def test_interval_fires_on_time_and_repairs_drift_inside_a_sandbox(start_watch, project_name):
+    path, next_event, events, child = start_watch("topo.yaml", BASE.replace("10.96.", "10.97."),
+                                                  "--interval", str(INTERVAL))
+    first = next_event(20)
+    assert first["trigger"] == "start" and first["create"] > 0, first
+    sandbox = f"{project_name}-a"
+
+    # 10 s without edits: watch's own reads of its files are not edits, and the interval
+    # ticks on its own schedule; a flushed address inside the sandbox is back within one tick.
+    quiet: list[dict] = []
+    flushed_at = None
+    deadline = first["at"] + 10
+    while time.monotonic() < deadline:
+        try:
+            quiet.append(events.get(timeout=max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+        if flushed_at is None and len(quiet) == 2:
+            ip("addr", "flush", "dev", "eth0", ns=sandbox)
+            flushed_at = time.monotonic()
+    assert [e["trigger"] for e in quiet] == ["interval"] * len(quiet), quiet
+    assert len(quiet) >= 10 / INTERVAL - 2, quiet                 # a loaded machine may be late, never early
+    gaps = [b["at"] - a["at"] for a, b in zip([first, *quiet], quiet)]
+    assert all(gap > INTERVAL / 2 for gap in gaps), gaps
+    repair = next(e for e in quiet if e["at"] > flushed_at)
+    assert repair["create"] + repair["update"] >= 1, repair
+    assert repair["at"] - flushed_at < 2 * INTERVAL, repair
+    assert "10.97.0." in ip("-o", "addr", "show", "dev", "eth0", ns=sandbox)
+
+
+def test_files_a_template_includes_are_watched(start_watch, project_name, tmp_path):
+    members = tmp_path / "members.yaml"
+    members.write_text("  a: {networks: [lan]}\n")
+    path, next_event, events, child = start_watch(
+        "topo.yaml.j2", "networks:\n  lan: {subnet: 10.98.0.0/24}\ncontainers:\n{% include 'members.yaml' %}")
+    assert next_event(20)["trigger"] == "start"
+    members.write_text("  a: {networks: [lan]}\n  b: {networks: [lan]}\n")
+    event = next_event()
+    assert event["trigger"] == "file" and event["create"] > 0, event
+    assert f"{project_name}-b" in namespaces.list_named()

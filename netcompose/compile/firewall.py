@@ -14,7 +14,8 @@ from typing import Any, Iterable
 
 from .. import resources as r
 from ..resources import HOST, Resource
-from ..spec.resolve import RContainer, Resolved, RNetwork, published_families, published_target
+from ..spec.resolve import (RContainer, Resolved, RNetwork, published_families, published_target,
+                            reaches_ipv4_loopback)
 from . import conditions
 from . import ovs as ovs_compile
 
@@ -125,6 +126,14 @@ def host_table(res: Resolved) -> Table | None:
     everyone = sorted(ifaces.values())
     t.chain("forward", "filter", "forward", 0)
     t.rule("forward", "replies of allowed flows (conntrack)", ESTABLISHED, ACCEPT)
+    # Internal networks first: nothing is forwarded in or out of them, whatever follows
+    # (resolve also rejects a policy naming one).  The host itself is not forwarded to.
+    for name, net in res.networks.items():
+        t.rule("forward", f"networks.{name}", _match(_meta("iifname"), ifaces[name]),
+               _match(_meta("oifname"), ifaces[name]), ACCEPT)
+        if net.internal:
+            t.rule("forward", f"networks.{name}.internal", _match(_meta("iifname"), ifaces[name]), DROP)
+            t.rule("forward", f"networks.{name}.internal", _match(_meta("oifname"), ifaces[name]), DROP)
     for i, policy in enumerate(res.topology.policies):
         src, dst = res.networks[policy.from_], res.networks[policy.to]
         for version in (4, 6):  # one rule per family both networks have
@@ -135,12 +144,6 @@ def host_table(res: Resolved) -> Table | None:
                    _match(_ip("saddr", version), _addr(str(src.subnet_of(version)))),
                    _match(_ip("daddr", version), _addr(str(dst.subnet_of(version)))),
                    *_proto(policy.proto, policy.ports, (version,)), ACCEPT)
-    for name, net in res.networks.items():
-        t.rule("forward", f"networks.{name}", _match(_meta("iifname"), ifaces[name]),
-               _match(_meta("oifname"), ifaces[name]), ACCEPT)
-        if net.internal:
-            t.rule("forward", f"networks.{name}.internal", _match(_meta("iifname"), ifaces[name]), DROP)
-            t.rule("forward", f"networks.{name}.internal", _match(_meta("oifname"), ifaces[name]), DROP)
     t.rule("forward", "isolation between networks", _match(_meta("iifname"), _names(everyone)),
            _match(_meta("oifname"), _names(everyone)), DROP)
     t.rule("forward", "published ports", _match({"ct": {"key": "status"}}, "dnat", "in"),
@@ -169,7 +172,8 @@ def host_table(res: Resolved) -> Table | None:
                 local_only |= _publish(t, f"containers.{c.name}.ports[{i}]", port, c.host_ports[i], version,
                                        target[0])
     if local_only:
-        # A loopback-published port is DNATed with route_localnet on; guard it from the LAN (moby#45610).
+        # Ports the host reaches at 127.0.0.1 are DNATed with route_localnet on; guard them from
+        # the LAN (moby#45610).
         t.chain("localhost_guard", "filter", "prerouting", -300)
         t.rule("localhost_guard", "loopback-published ports stay local", _match(_meta("iifname"), "lo", "!="),
                _match(_ip("daddr"), _addr(LOOPBACK[4])), DROP)
@@ -179,7 +183,8 @@ def host_table(res: Resolved) -> Table | None:
 
 
 def _publish(t: Table, origin: str, port, host_port: int, version: int, address: str) -> bool:
-    """DNAT rules of one published port for one family; True when it is published on 127.0.0.1."""
+    """DNAT rules of one published port for one family; True when the host reaches it at
+    127.0.0.1 (published there, or on every IPv4 address, as with Docker)."""
     dnat = {"dnat": {"family": PAYLOAD[version], "addr": address, "port": port.target}}
     match = [_match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"),
              *_proto(port.protocol, [host_port])]
@@ -198,6 +203,9 @@ def _publish(t: Table, origin: str, port, host_port: int, version: int, address:
     # was: a NAT statement of the other family does nothing to a packet.
     family = [_match(_meta("nfproto"), NFPROTO[version])] if version == 6 else []
     t.rule("prerouting", origin, *family, *match, dnat)
+    if version == 4:  # 127.0.0.1 too
+        t.rule("output", origin, *match, dnat)
+        return True
     t.rule("output", origin, _match(_ip("daddr", version), _addr(LOOPBACK[version]), "!="), *match, dnat)
     return False
 
@@ -326,10 +334,12 @@ def needs_forwarding(res: Resolved, version: int) -> bool:
 
 
 def localhost_networks(res: Resolved) -> list[RNetwork]:
+    """Networks behind a port the host reaches at 127.0.0.1 (published there, or on all
+    addresses): DNAT from a loopback source needs route_localnet on their interface."""
     found: dict[str, RNetwork] = {}
     for c in res.containers.values():
         for port in res.topology.containers[c.name].ports:
             target = published_target(c, res.networks, 4)
-            if target and port.host_ip is not None and port.host_ip.version == 4 and port.host_ip.is_loopback:
+            if target and reaches_ipv4_loopback(port):
                 found[target[1].name] = target[1]
     return list(found.values())

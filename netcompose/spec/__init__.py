@@ -56,16 +56,19 @@ def _leading_vars(text: str, file: str) -> dict[str, Any]:
     return (data.get("vars") if isinstance(data, dict) else None) or {}
 
 
-def render_template(text: str, path: Path, variables: dict[str, Any]) -> str:
-    return template.render(text, path, {**_leading_vars(text, str(path)), **variables})
+def render_template(text: str, path: Path, variables: dict[str, Any], pulled_in: list[Path] | None = None) -> str:
+    """Render a template; `pulled_in` gains the files it includes or imports (watch mode follows them)."""
+    return template.render(text, path, {**_leading_vars(text, str(path)), **variables}, pulled_in)
 
 
 def _load_document(path: Path, env: dict[str, str], variables: dict[str, Any], at: Position | None,
-                   confined_to: Path | None = None, name: str | None = None) -> Document:
+                   sources: list[Path], confined_to: Path | None = None, name: str | None = None) -> Document:
+    """Read, render and parse one file; `sources` gains it and every file its template pulled in."""
     text = read_text(path, at, confined_to, name=name)
+    sources.append(path)
     is_template = path.name.endswith(".j2") or re.search(r"^template:\s*true\s*$", text, re.M)
     if is_template:
-        text = render_template(text, path, variables)
+        text = render_template(text, path, variables, sources)
     doc = parse_yaml(text, str(path), env)
     if doc.data is None:
         doc.data = {}
@@ -183,8 +186,8 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
         raise SpecError(None, "-f is given more than once", "override files are for Compose files; "
                         "use include: in a netcompose topology")
     variables = variables or {}
-    doc = _load_document(path, env, variables, None)
-    sources = [path]
+    sources: list[Path] = []
+    doc = _load_document(path, env, variables, None, sources)
     includes = doc.data.get("include") or []
     if not isinstance(includes, list):
         raise SpecError(doc.where(("include",)), "include: must be a list of files", "write include: [a.yaml]")
@@ -192,13 +195,12 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
         if not isinstance(item, str):
             raise SpecError(doc.where(("include", i)), "include entries must be file names", "quote the file name")
         fragment_path = path.parent / item
-        fragment = _load_document(fragment_path, env, variables, doc.where(("include", i)),
+        fragment = _load_document(fragment_path, env, variables, doc.where(("include", i)), sources,
                                   confined_to=path.parent, name=item)
         if fragment.data.get("include"):
             raise SpecError(fragment.where(("include",), key=True), "nested include is not supported",
                             "list every fragment in the main file")
         _merge(doc, fragment)
-        sources.append(fragment_path)
     topology = _validate(doc)
     return Spec(path, doc, topology, _project(path, topology, project), sources)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from ipaddress import (IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network,
                        ip_address, ip_interface, ip_network)
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator,
                       model_validator)
@@ -86,6 +86,33 @@ IPv6Iface = Annotated[IPv6Interface, _one_family(6, ip_interface, "addresses")]
 IPNet = Annotated[IPv4Network | IPv6Network, _either_family(ip_network)]
 IPAddr = Annotated[IPv4Address | IPv6Address, _either_family(ip_address)]
 IPIface = Annotated[IPv4Interface | IPv6Interface, _either_family(ip_interface)]
+
+
+NULL = {"type": "null"}
+
+
+def short_forms(*forms: dict[str, Any], each: str = "") -> Callable[[dict[str, Any]], None]:
+    """`json_schema_extra` of a field whose before-validator also takes `forms` (Compose's
+    short forms), so the JSON Schema accepts whatever the loader accepts.  `each` widens a
+    part instead of the whole: "item" (of a list) or "value" (of a mapping)."""
+    def widen(schema: dict[str, Any]) -> None:
+        if each == "item":
+            schema["items"] = {"anyOf": [schema["items"], *forms]}
+        elif each == "value":  # values of named keys, or of any key
+            values = schema.get("patternProperties", schema)
+            for key in ("additionalProperties",) if values is schema else list(values):
+                values[key] = {"anyOf": [values[key], *forms]}
+        else:
+            long_form = {k: schema.pop(k) for k in list(schema) if k not in ("title", "description", "default")}
+            schema["anyOf"] = [long_form, *forms]
+    return widen
+
+
+def _chain(*widens: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def widen(schema: dict[str, Any]) -> None:
+        for step in widens:
+            step(schema)
+    return widen
 
 
 class Strict(BaseModel):
@@ -198,20 +225,22 @@ class PortMapping(Strict):
                                                     "only; '::': both families; ::1 or 127.0.0.1: the host only")
 
 
-_SHORT_PORT = re.compile(r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+|\[[0-9A-Fa-f:.]+\]):)?(?:(?P<published>\d+):)?"
-                         r"(?P<target>\d+)(?:/(?P<proto>tcp|udp))?")
+# Plain groups (ip, published, target, protocol): JSON Schema patterns are ECMA-262 regexes.
+SHORT_PORT_PATTERN = r"^ *(?:(\d+\.\d+\.\d+\.\d+|\[[0-9A-Fa-f:.]+\]):)?(?:(\d+):)?(\d+)(?:/(tcp|udp))? *$"
+_SHORT_PORT = re.compile(SHORT_PORT_PATTERN)
 
 
 def parse_short_port(text: str) -> dict[str, Any]:
-    match = _SHORT_PORT.fullmatch(text.strip(" "))
+    match = _SHORT_PORT.fullmatch(text)
     if not match:
         raise ValueError(f"{excerpt(text)} is not [HOST_IP:][PUBLISHED:]TARGET[/tcp|udp] (an IPv6 HOST_IP in "
                          "brackets: [::1]:8080:80)")
-    parts = {"target": int(match["target"]), "protocol": match["proto"] or "tcp"}
-    if match["published"]:
-        parts["published"] = int(match["published"])
-    if match["ip"]:
-        parts["host_ip"] = match["ip"]
+    host_ip, published, target, protocol = match.groups()
+    parts = {"target": int(target), "protocol": protocol or "tcp"}
+    if published:
+        parts["published"] = int(published)
+    if host_ip:
+        parts["host_ip"] = host_ip
     return parts
 
 
@@ -287,7 +316,10 @@ EnvName = Annotated[str, Field(pattern=r"^[^=\x00]+$")]
 
 
 class Container(Strict):
-    networks: dict[Name, Endpoint] = Field(default_factory=dict)
+    networks: dict[Name, Endpoint] = Field(
+        default_factory=dict, description="one endpoint each; short form: a list of network names",
+        json_schema_extra=_chain(short_forms(NULL, each="value"),
+                                 short_forms({"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN}})))
     default_route: Name | None = Field(None, description="network whose gateway is the default route")
     routes: list[Route] = Field(default_factory=list)
     dns: list[IPAddr] = Field(default_factory=list)
@@ -296,11 +328,14 @@ class Container(Strict):
         default_factory=dict, description="name → address; host-gateway: the gateway of the default route's network")
     aliases: list[HostName] = Field(default_factory=list,
                                     description="more names of the container on all its networks (hosts files)")
-    sysctls: dict[str, str] = Field(default_factory=dict, description="net.* sysctls of the sandbox (per-namespace ones)")
+    sysctls: dict[str, str] = Field(default_factory=dict, description="net.* sysctls of the sandbox (per-namespace ones)",
+                                    json_schema_extra=short_forms({"type": ["number", "boolean"]}, each="value"))
     netns: Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)] | None = Field(
         None, description="adopt this existing named namespace")
     pid: Annotated[int, Field(ge=1)] | None = Field(None, description="adopt the namespace of this process")
-    ports: list[PortMapping] = Field(default_factory=list)
+    ports: list[PortMapping] = Field(default_factory=list, description="Compose syntax", json_schema_extra=short_forms(
+        {"type": "string", "pattern": SHORT_PORT_PATTERN}, {"type": "integer", "minimum": 1, "maximum": 65535},
+        each="item"))
     firewall: Firewall | None = None
     command: str | list[str] | None = Field(
         None, description="the container's process: a list exec'd as is, or a string split like a shell "
@@ -309,11 +344,14 @@ class Container(Strict):
         default_factory=list, description="commands run once inside the sandbox after its interfaces are up, "
                                           "again when the list changes (each split like command:)")
     environment: Annotated[dict[EnvName, str], BeforeValidator(_environment_map)] = Field(
-        default_factory=dict, description="environment of the process (mapping or NAME=VALUE list)")
+        default_factory=dict, description="environment of the process (mapping or NAME=VALUE list)",
+        json_schema_extra=_chain(short_forms({"type": ["number", "boolean", "null"]}, each="value"),
+                                 short_forms({"type": "array", "items": {"type": "string", "pattern": "^[^=]+="}})))
     working_dir: str | None = Field(None, description="default: the topology's folder; relative to it")
     user: Annotated[str, Field(min_length=1)] | None = Field(None, description="run the process as this user")
     restart: Annotated[Literal["no", "on-failure", "always"], BeforeValidator(_restart_word)] = Field(
-        "no", description="what `watch` does when the process exits")
+        "no", description="what `watch` does when the process exits",
+        json_schema_extra=short_forms({"const": False}))   # YAML 1.1 reads a bare `no` as false
     ready: Ready | None = Field(None, description="readiness probe for `up --wait`")
 
     @field_validator("networks", mode="before")
@@ -442,8 +480,8 @@ class Topology(Strict):
         default_factory=lambda: list(DEFAULT_POOLS),
         description="where subnets come from when a network sets none; a family without an entry uses its default: "
                     "10.128.0.0/9 in /24s, and a ULA /48 derived from the project name in /64s")
-    networks: dict[Name, Network] = Field(default_factory=dict)
-    containers: dict[Name, Container] = Field(default_factory=dict)
+    networks: dict[Name, Network] = Field(default_factory=dict, json_schema_extra=short_forms(NULL, each="value"))
+    containers: dict[Name, Container] = Field(default_factory=dict, json_schema_extra=short_forms(NULL, each="value"))
     links: list[Link] = Field(default_factory=list)
     policies: list[Policy] = Field(default_factory=list)
     expect: list[Expectation] = Field(default_factory=list)

@@ -760,6 +760,9 @@ class _Resolver:
                 if value not in self.topo.networks:
                     self.fail(("policies", i, side), f"policy names unknown network '{value}'",
                               f"use one of: {', '.join(self.topo.networks) or 'none'}")
+                if self.topo.networks[value].internal:
+                    self.fail(("policies", i, side), f"policy names internal network '{value}', which nothing "
+                              "is forwarded in or out of", "remove the policy, or internal: true")
         for i, exp in enumerate(self.topo.expect):
             target = exp.to.partition(":")[0]
             for side, value in (("from", exp.from_), ("to", target)):
@@ -772,6 +775,9 @@ class _Resolver:
         # (family, port, proto) → host address (None: every address of the family) → path
         published: dict[tuple[int, int, str], dict[IPAddress | None, tuple]] = {}
         for cname, c in self.topo.containers.items():
+            if c.ports and all(self.topo.networks[n].internal for n in c.networks):
+                self.fail(("containers", cname, "ports"), f"container '{cname}' publishes ports but has no "
+                          "network that is not internal to reach it through", "join a network without internal: true")
             for i, port in enumerate(c.ports):
                 path = ("containers", cname, "ports", i)
                 number, families = port.published, published_families(port)
@@ -903,6 +909,13 @@ def published_families(port) -> set[int]:
     if port.host_ip is None or str(port.host_ip) == "::":
         return {4, 6}
     return {port.host_ip.version}
+
+
+def reaches_ipv4_loopback(port) -> bool:
+    """The host reaches this published port at 127.0.0.1: published there, or on every IPv4
+    address (as with Docker)."""
+    return 4 in published_families(port) and (port.host_ip is None or port.host_ip.is_unspecified
+                                                or port.host_ip.is_loopback)
 
 
 def published_target(c: RContainer, networks: dict[str, RNetwork], version: int) -> tuple[str, RNetwork] | None:

@@ -27,8 +27,9 @@ MAX_OUTPUT_BYTES = MAX_FILE_BYTES
 CHILD_MEMORY_BYTES = 256 << 20      # address space the child may add to what it inherits
 
 
-def render(text: str, path: Path, context: dict[str, Any]) -> str:
-    """The rendered text, or a SpecError naming the template's line."""
+def render(text: str, path: Path, context: dict[str, Any], pulled_in: list[Path] | None = None) -> str:
+    """The rendered text, or a SpecError naming the template's line; `pulled_in` gains the
+    files the template included or imported."""
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():  # Python 3.12 warns about fork beside threads; the child only renders
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -50,7 +51,10 @@ def render(text: str, path: Path, context: dict[str, Any]) -> str:
         _reap(pid)
     kind, payload = reply
     if kind == "ok":
-        return payload
+        rendered, files = payload
+        if pulled_in is not None:
+            pulled_in.extend(Path(f) for f in files)
+        return rendered
     raise SpecError(*payload)
 
 
@@ -70,12 +74,14 @@ def _render_here(text: str, path: Path, context: dict[str, Any]) -> tuple[str, A
     from jinja2.sandbox import SandboxedEnvironment
 
     folder = path.parent
+    pulled_in: list[str] = []
 
     class FolderLoader(jinja2.BaseLoader):
         def get_source(self, environment, template):
             target = folder / template
             if not target.exists():
                 raise jinja2.TemplateNotFound(template)
+            pulled_in.append(str(target))
             return (read_text(target, Position(str(path), 1, 1), confined_to=folder, name=template), str(target),
                     lambda: False)
 
@@ -90,7 +96,7 @@ def _render_here(text: str, path: Path, context: dict[str, Any]) -> tuple[str, A
                 return "error", (Position(where, _template_line(), 1), f"template output exceeds {MAX_OUTPUT_BYTES} "
                                  "bytes", "generate less (check loop bounds)")
             out.append(chunk)
-        return "ok", "".join(out)
+        return "ok", ("".join(out), pulled_in)
     except SpecError as exc:
         return "error", (exc.position, exc.problem, exc.fix)
     except jinja2.TemplateSyntaxError as exc:
