@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import jsonschema
 import pytest
@@ -89,12 +90,17 @@ containers:
 @needs_root
 @pytest.mark.kernel
 def test_readme_example_comes_up_and_passes_its_own_check(tmp_path, project_name, private_ovs):
-    adopted = f"{project_name}-adopted"
-    text = readme_topology().replace("existing-ns", adopted).replace("br-lab", f"{project_name}-lab")
-    assert text != readme_topology()
+    # Host-side names carry the test's prefix; the macvlan's parent is a veth the test makes.
+    adopted, parent = f"{project_name}-adopted", f"{project_name}-mvp"
+    text = readme_topology()
+    for old, new in (("existing-ns", adopted), ("br-lab", f"{project_name}-lab"), ("enp1s0", parent),
+                     ("db-uplink", f"{project_name}-upl"), ("db-tap0", f"{project_name}-tap")):
+        assert old in text, old
+        text = text.replace(old, new)
     path = tmp_path / "example.yaml"
     path.write_text(text)
     namespaces.create(adopted)
+    subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", f"{project_name}-mvq"], check=True)
     project = Project.load(path, project_name, ovsdb=private_ovs.remote)
     try:
         project.up()
