@@ -90,17 +90,18 @@ containers:
 @needs_root
 @pytest.mark.kernel
 def test_readme_example_comes_up_and_passes_its_own_check(tmp_path, project_name, private_ovs):
-    # Host-side names carry the test's prefix; the macvlan's parent is a veth the test makes.
-    adopted, parent = f"{project_name}-adopted", f"{project_name}-mvp"
-    text = readme_topology()
-    for old, new in (("existing-ns", adopted), ("br-lab", f"{project_name}-lab"), ("enp1s0", parent),
-                     ("db-uplink", f"{project_name}-upl"), ("db-tap0", f"{project_name}-tap")):
-        assert old in text, old
-        text = text.replace(old, new)
+    # Host-side names carry the test's prefix; the host interfaces the example only uses (a
+    # macvlan's parent, a host bridge) are made by the test.
+    adopted, parent, bridge = f"{project_name}-adopted", f"{project_name}-mvp", f"{project_name}-hbr"
+    text = readme_topology().replace("existing-ns", adopted).replace("br-lab", f"{project_name}-lab")
+    text = re.sub(r"(host_interface: )(\S+)", lambda m: f"{m[1]}{project_name}-{m[2][-4:]}", text)
+    text = re.sub(r"(host_bridge: |parent: )(\S+?)([,}\s])",
+                  lambda m: m[1] + (parent if m[1] == "parent: " else bridge) + m[3], text)
     path = tmp_path / "example.yaml"
     path.write_text(text)
     namespaces.create(adopted)
     subprocess.run(["ip", "link", "add", parent, "type", "veth", "peer", "name", f"{project_name}-mvq"], check=True)
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     project = Project.load(path, project_name, ovsdb=private_ovs.remote)
     try:
         project.up()
