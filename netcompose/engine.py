@@ -590,10 +590,14 @@ class Project:
             host.processes.supervising = supervise
             state = self._state(host, empty=empty, refresh=refresh)
             if any(a.kind == "address" and a.op == "create" and a.resource.attrs["ns"] == HOST
-                   for a in state.plan.actions):  # a new subnet: plan again with the host's space to ourselves
+                   for a in state.plan.actions):
+                # A new subnet: with the host's address space to ourselves, plan again if another
+                # run claimed some of it meanwhile (it holds this lock until its subnets are on the host).
                 held.enter_context(Lock(ADDRESS_SPACE, self.lock_timeout))
-                self._compiled = None
-                state = self._state(host, empty=empty, refresh=refresh)
+                planned_with = self._compiled[0].space if self._compiled else None
+                if tuple(host.netlink.read_host_space(self.name)) != planned_with:
+                    self._compiled = None
+                    state = self._state(host, empty=empty, refresh=refresh)
             if fingerprint is not None and state_fingerprint(state) != fingerprint:
                 raise StalePlan("stale plan: the host or the topology changed since the plan was made; "
                                 "run plan again")

@@ -192,10 +192,10 @@ def test_address_space_is_checked_against_the_host_and_other_projects(tmp_path, 
         assert up(f"{p}a", one.format("10.161.0.0/24")).returncode == 0
         result = up(f"{p}b", one.format("10.161.0.128/25"))
         assert result.returncode == 3 and f"of project '{p}a'" in result.stderr
-        # Three projects allocating from the same pool at once get three subnets.
-        pool = "networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n"
+        # Projects allocating from the same pool at once get a subnet each.
+        pool = "networks: {n: {}}\ncontainers:\n" + "".join(f"  c{i}: {{networks: [n]}}\n" for i in range(10))
         runs = []
-        for i in range(3):
+        for i in range(4):
             path = tmp_path / f"pool{i}.yaml"
             path.write_text(pool)
             runs.append(subprocess.Popen(["nsenter", "-t", str(host.holder.pid), "-n", "-m", sys.executable, "-m",
@@ -204,7 +204,7 @@ def test_address_space_is_checked_against_the_host_and_other_projects(tmp_path, 
         assert all(run.wait(timeout=120) == 0 for run in runs), [run.stderr.read() for run in runs]
         gateways = [line.split()[3] for line in host.run("ip", "-o", "-4", "addr").stdout.splitlines()
                     if " 10.128." in line]   # the default pool
-        assert len(gateways) == 3 and len({g.rsplit(".", 1)[0] for g in gateways}) == 3, gateways
+        assert len(gateways) == 4 and len({g.rsplit(".", 1)[0] for g in gateways}) == 4, gateways
 
 
 LAB = """
