@@ -108,7 +108,7 @@ def _u32(value: memoryview | None) -> int | None:
 
 
 def mac_str(value: bytes | memoryview | None) -> str | None:
-    return None if value is None else ":".join(f"{b:02x}" for b in bytes(value))
+    return None if value is None else bytes(value).hex(":")
 
 
 def mac_bytes(mac: str) -> bytes:

@@ -29,6 +29,7 @@ IPInterface = Union[IPv4Interface, IPv6Interface]
 ULA = IPv6Network("fc00::/7")
 IPV6_MIN_MTU = 1280
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
+_DEFAULT_DESTINATIONS = {version: ip_network(dst) for version, dst in DEFAULT_ROUTE.items()}  # parsed once
 # The field names of each family in the file, for messages.
 SUBNET_KEY = {4: "subnet", 6: "subnet6"}
 GATEWAY_KEY = {4: "gateway", 6: "gateway6"}
@@ -615,7 +616,7 @@ class _Resolver:
         inside one."""
         base = ("containers", cname)
         by_destination: dict[IPNetwork, tuple] = {
-            ip_network(DEFAULT_ROUTE[gw.version]): base + ("default_route",) for gw in gateways}
+            _DEFAULT_DESTINATIONS[gw.version]: base + ("default_route",) for gw in gateways}
         routes = []
         for i, route in enumerate(c.routes):
             path = base + ("routes", i)
