@@ -104,13 +104,15 @@ def process(args: list[str], python: str = sys.executable, ok: tuple[int, ...] =
             err.seek(0)
             raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{err.read()[-2000:]}")
         out.seek(0)
-        return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "output": out.read()}
+        return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+                "output": out.read()}
 
 
 def reported(args: list[str], python: str = sys.executable) -> dict:
     """A child that prints its own figures as a JSON last line, plus its whole-process wall and RSS."""
     run = process(args, python)
-    return {**json.loads(run["output"].strip().splitlines()[-1]), "wall": run["wall"], "rss_mb": run["rss_mb"]}
+    return {**json.loads(run["output"].strip().splitlines()[-1]), "wall": run["wall"], "cpu": run["cpu"],
+            "rss_mb": run["rss_mb"]}
 
 
 def cli(step: str, path: Path, project: str, *extra: str, ok: tuple[int, ...] = (0,)) -> dict:
@@ -133,12 +135,15 @@ def netcompose_run(n: int, bridges: int, folder: Path, repeats: int) -> dict:
 
     step, floor = str(HERE / "nc_step.py"), str(HERE / "floor.py")
     wall: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}      # user + system seconds of the same processes
     inside: dict[str, list[float]] = {}
     rss: list[float] = []
     mismatches: list[int] = []
 
     def keep(table: dict[str, list[float]], name: str, run: dict, field: str = "wall") -> dict:
         table.setdefault(name, []).append(run[field])
+        if table is wall:
+            cpu.setdefault(name, []).append(run["cpu"])
         rss.append(run["rss_mb"])
         return run
 
@@ -147,6 +152,7 @@ def netcompose_run(n: int, bridges: int, folder: Path, repeats: int) -> dict:
     for _ in range(repeats):
         read = reported([floor, "read", project, str(n), str(bridges)])
         wall.setdefault("floor read", []).append(read["wall"])
+        cpu.setdefault("floor read", []).append(read["cpu"])
         inside.setdefault("floor read", []).append(read["seconds"])
         assert "nothing to do" in keep(wall, "no-op up", cli("up", base, project))["output"]
         assert "No changes" in keep(wall, "plan", cli("plan", base, project))["output"]
@@ -171,6 +177,7 @@ def netcompose_run(n: int, bridges: int, folder: Path, repeats: int) -> dict:
     keep(inside, "down", reported([step, "down", str(base), project]), "seconds")
     shutil.rmtree(f"/run/netcompose/{project}", ignore_errors=True)
     return {"wall": {k: statistics.median(v) for k, v in wall.items()},
+            "cpu": {k: statistics.median(v) for k, v in cpu.items()},
             "inside": {k: statistics.median(v) for k, v in inside.items()},
             "peak RSS (MB)": max(rss), "check mismatches": max(mismatches)}
 
@@ -181,6 +188,7 @@ def floor_run(n: int, bridges: int) -> dict:
     build = reported([step, "build", prefix, str(n), str(bridges), str(free_base(bridges))])
     teardown = reported([step, "teardown", prefix, str(n), str(bridges)])
     return {"wall": {"floor build": build["wall"], "floor teardown": teardown["wall"]},
+            "cpu": {"floor build": build["cpu"], "floor teardown": teardown["cpu"]},
             "inside": {"floor build": build["seconds"], "floor teardown": teardown["seconds"]}}
 
 
@@ -195,8 +203,10 @@ def merged_medians(runs: list[dict], part: str) -> dict:
     return {k: statistics.median(r[part][k] for r in runs) for k in keys}
 
 
-def table(n: int, bridges: int, wall: dict, inside: dict, rss: float, mismatches: int, mn: dict | None) -> str:
-    """Whole processes first (what users wait for), then the in-process figures."""
+def table(n: int, bridges: int, wall: dict, cpu: dict, inside: dict, rss: float, mismatches: int,
+          mn: dict | None) -> str:
+    """Whole processes first (what users wait for; their CPU time, steadier on a shared
+    machine), then the in-process figures."""
     compare = {"cold up": "floor build", "no-op up": "floor read", "plan": "floor read", "down": "floor teardown"}
 
     def seconds(value: float | None) -> str:
@@ -221,16 +231,17 @@ def table(n: int, bridges: int, wall: dict, inside: dict, rss: float, mismatches
         return f"{shown}: {'yes' if met else 'no'}"
 
     rows = [f"### N = {n}, {bridges} bridge{'s' if bridges > 1 else ''}", "",
-            "| step | netcompose CLI | floor process | CLI vs floor | target (CLI) | in-process: netcompose "
-            "| floor | vs floor | Mininet |", "|---|---|---|---|---|---|---|---|---|"]
+            "| step | netcompose CLI | floor process | CLI vs floor | target (CLI) | CPU: CLI | floor | vs floor "
+            "| in-process: netcompose | floor | vs floor | Mininet |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     mn_for = {"cold up": mn and mn["build"], "down": mn and mn["teardown"]}
     for step in ("cold up", "no-op up", "plan", "add one container", "down", "ps", "config", "check"):
         base = compare.get(step)
         rows.append(f"| {step} | {seconds(wall[step])} | {seconds(wall.get(base))} | {versus(step, wall)} "
-                    f"| {target(step)} | {seconds(inside.get(step))} | {seconds(inside.get(base))} "
+                    f"| {target(step)} | {seconds(cpu[step])} | {seconds(cpu.get(base))} | {versus(step, cpu)} "
+                    f"| {seconds(inside.get(step))} | {seconds(inside.get(base))} "
                     f"| {versus(step, inside) if step in inside else '-'} "
                     f"| {f'{mn_for[step]:.2f} s' if mn_for.get(step) else '-'} |")
-    rows.append(f"| peak RSS (largest step) | {rss:.0f} MB | | | | | | | |")
+    rows.append(f"| peak RSS (largest step) | {rss:.0f} MB | | | | | | | | | | |")
     if mismatches:
         rows.append(f"\n`check` found {mismatches} mismatched pairs in the lab (another lab on the host "
                     "with the same subnets?); its time stands.")
@@ -268,9 +279,10 @@ def main() -> None:
                                  mininet_run(n, bridges) if use_mininet else None))
             nc, floor = [r[0] for r in runs], [r[1] for r in runs]
             wall = {**merged_medians(nc, "wall"), **merged_medians(floor, "wall")}
+            cpu = {**merged_medians(nc, "cpu"), **merged_medians(floor, "cpu")}
             inside = {**merged_medians(nc, "inside"), **merged_medians(floor, "inside")}
             mn = {k: statistics.median(r[2][k] for r in runs) for k in ("build", "teardown")} if use_mininet else None
-            print(table(n, bridges, wall, inside, max(r["peak RSS (MB)"] for r in nc),
+            print(table(n, bridges, wall, cpu, inside, max(r["peak RSS (MB)"] for r in nc),
                         max(r["check mismatches"] for r in nc), mn), flush=True)
 
 
