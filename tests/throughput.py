@@ -70,3 +70,21 @@ def measure(sender_ns: str, receiver_ns: str, address: str, seconds: float = 2.0
     if start is None or received[-1][0] <= start[0]:
         return 0.0
     return (received[-1][1] - start[1]) * 8 / (received[-1][0] - start[0])
+
+
+TCP_SHARE = 0.95    # TCP payload per frame byte on a 1500-byte MTU (what tbf counts is the frame)
+
+
+def holds_cap(sender_ns: str, receiver_ns: str, address: str, cap: float, tries: int = 3) -> list[float]:
+    """Measure until one run lands within ±15% of `cap` (as frame bits per second): a busy
+    machine may fall short of a cap, but a cap is never exceeded.  The runs, for the
+    assertion's message; empty when it held."""
+    seen = []
+    for _ in range(tries):
+        rate = measure(sender_ns, receiver_ns, address) / TCP_SHARE
+        seen.append(rate)
+        if rate > 1.15 * cap:
+            return seen
+        if rate >= 0.85 * cap:
+            return []
+    return seen

@@ -1,8 +1,8 @@
 """The traffic-control driver: the root qdiscs of link conditions, over rtnetlink.
 
-A qdisc has no alias or comment to carry a mark: it is ours when it sits at the root of a
-device that is ours (the planner only ever asks for qdiscs on our own devices) under our
-handle, 9d00: (157, the protocol number of our routes).  Parameters change in place
+A qdisc has no alias or comment to carry a mark: it is ours when it sits under our handle,
+9d00: (157, the protocol number of our routes), at the root of a device whose own mark
+proves it ours (every project's qdiscs carry the same handle).  Parameters change in place
 (RTM_NEWQDISC with NLM_F_REPLACE on the same handle runs the qdisc's change): the device,
 its addresses and whatever runs in the sandbox stay.
 """
@@ -16,6 +16,7 @@ from .. import resources as r
 from ..plan import Action
 from ..resources import HOST, Resource
 from . import Outcome, Scope, rtnl
+from .netlink import proven_mark
 
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC = 36, 37, 38
 TCA_KIND, TCA_OPTIONS = 1, 2
@@ -164,7 +165,10 @@ class TcDriver:
         out = []
         for index, (kind, options) in ours.items():
             link = links.get(index)
-            if link is None or (ns == HOST and not scope.sees(f"dev:{link.name}")):
+            # Our handle alone proves nothing (another project's qdisc carries it too): the
+            # device must be ours.
+            if link is None or proven_mark(scope.project, ns, link) is None \
+                    or (ns == HOST and not scope.sees(f"dev:{link.name}")):
                 continue
             attrs: dict = {"rate": None, "burst": None, "limit": None, "netem": None}
             if kind == "tbf" and options is not None:
