@@ -225,7 +225,8 @@ def test_rate_loss_state_in_place_and_drift(topo, project_name):
     assert ping_loss(r1, f"10.99.{octet}.2", 3) == 0
 
     project.down()
-    assert "9d00" not in subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
+    assert not [line for line in subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout.splitlines()
+                if "9d00" in line and project_name in line]
 
 
 @needs_root
