@@ -85,6 +85,36 @@ def test_include_stays_inside_the_topology_folder(outside, include):
     assert_invalid(path, "t.yaml:1:11:", "outside the topology's folder")
 
 
+@pytest.mark.parametrize("entry", ["['ABSOLUTE']", "['../shadow']", "['link.yaml']", "[{path: ['ok.yaml', '../shadow']}]",
+                                   "[sub/in.yaml]", "EXTENDS"])
+def test_compose_include_and_extends_stay_inside_the_folder(outside, entry):
+    """What a Compose file pulls in is confined as a netcompose include is (an override
+    given with -f is the user's choice, but its own includes are confined to its folder)."""
+    folder, secret = outside
+    (folder / "link.yaml").symlink_to(secret)
+    (folder / "ok.yaml").write_text("services: {b: {}}\n")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "in.yaml").write_text("include: [../../shadow]\n")
+    path = folder / "compose.yaml"
+    if entry == "EXTENDS":
+        path.write_text("services:\n  a:\n    extends: {file: ../shadow, service: x}\n")
+        assert_invalid(path, "compose.yaml:3:21:", "'../shadow' is outside the topology's folder")
+        return
+    path.write_text(f"include: {entry.replace('ABSOLUTE', str(secret))}\nservices: {{a: {{}}}}\n")
+    where = "in.yaml:1:11:" if "sub" in entry else "compose.yaml:1:"
+    assert_invalid(path, where, "outside the topology's folder")
+
+
+def test_compose_include_cycle_and_dotenv_link_are_refused(outside):
+    folder, secret = outside
+    (folder / "a.yaml").write_text("include: [b.yaml]\nservices: {a: {}}\n")
+    (folder / "b.yaml").write_text("include: [a.yaml]\nservices: {b: {}}\n")
+    assert_invalid(folder / "a.yaml", "b.yaml:1:11:", "include or extends cycle")
+    (folder / "compose.yaml").write_text("services: {a: {}}\n")
+    (folder / ".env").symlink_to(secret)
+    assert_invalid(folder / "compose.yaml", ".env' is outside the topology's folder")
+
+
 def test_template_include_of_a_symlink_out_is_refused(outside):
     folder, secret = outside
     (folder / "frag.yaml").symlink_to(secret)

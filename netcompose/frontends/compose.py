@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import Position, SpecError
+from ..errors import Position, SpecError, excerpt
 from ..inputs import read_text
 from ..spec.loader import Document, parse_yaml
 from . import Translation, unsupported
@@ -81,9 +82,26 @@ class _Loader:
     def __init__(self, env: dict[str, str]):
         self.env = env
         self.sources: list[Path] = []
+        self.reading: list[str] = []     # the files being read, outermost first (an include cycle)
 
-    def read(self, path: Path, at: Position | None) -> Document:
-        doc = parse_yaml(read_text(path, at), str(path), self.env, unset_is_empty=True)
+    def read(self, path: Path, at: Position | None, root: Path | None = None, name: str | None = None) -> Document:
+        """Read a Compose file.  A file given with -f (no `root`) may be anywhere; what it
+        pulls in (include, extends' file) is confined to its folder, as the netcompose
+        loader confines includes to the topology's folder."""
+        text = read_text(path, at, confined_to=root, name=name)
+        real = os.path.realpath(path)
+        if real in self.reading:
+            raise SpecError(at, f"{excerpt(name or str(path), 80)} is already being read (an include or extends cycle)",
+                            "break the cycle")
+        self.reading.append(real)
+        try:
+            return self.parse(text, path, root or path.parent)
+        finally:
+            self.reading.pop()
+
+    def parse(self, text: str, path: Path, root: Path) -> Document:
+        """One Compose file's document, with what it includes and extends (inside `root`)."""
+        doc = parse_yaml(text, str(path), self.env, unset_is_empty=True)
         self.sources.append(path)
         if doc.data is None:
             doc.data = {}
@@ -94,11 +112,11 @@ class _Loader:
             if value is not None and not isinstance(value, dict):
                 raise SpecError(doc.where((section,)), f"{section}: must be a mapping", f"write {section}: {{name: ...}}")
         _normalize_service_networks(doc)
-        self.includes(doc, path.parent)
-        self.extends(doc, path.parent)
+        self.includes(doc, path.parent, root)
+        self.extends(doc, path.parent, root)
         return doc
 
-    def includes(self, doc: Document, folder: Path) -> None:
+    def includes(self, doc: Document, folder: Path, root: Path) -> None:
         entries = doc.data.pop("include", None) or []
         if not isinstance(entries, list):
             raise SpecError(doc.where(("include",)), "include: must be a list", "write include: [other.yaml]")
@@ -108,9 +126,9 @@ class _Loader:
             if not files or not all(isinstance(f, str) for f in files):
                 raise SpecError(doc.where(("include", i)), "include entry needs a file path",
                                 "write - other.yaml or - path: other.yaml")
-            included = self.read(folder / files[0], doc.where(("include", i)))
+            included = self.read(folder / files[0], doc.where(("include", i)), root, files[0])
             for extra in files[1:]:
-                over = self.read(folder / extra, doc.where(("include", i)))
+                over = self.read(folder / extra, doc.where(("include", i)), root, extra)
                 _merge(included, (), included.data, over, (), over.data)
             for section in ("services", "networks"):
                 for name, value in (included.data.get(section) or {}).items():
@@ -122,7 +140,7 @@ class _Loader:
                     mine[name] = value
                     _graft(doc, (section, name), included, (section, name))
 
-    def extends(self, doc: Document, folder: Path) -> None:
+    def extends(self, doc: Document, folder: Path, root: Path) -> None:
         services = doc.data.get("services") or {}
         done: set[str] = set()
 
@@ -140,7 +158,10 @@ class _Loader:
             if not isinstance(base_name, str):
                 raise SpecError(doc.where(path), "extends needs a service", "write extends: {service: NAME}")
             if isinstance(spec, dict) and spec.get("file"):
-                other = self.read(folder / spec["file"], doc.where(path + ("file",)))
+                if not isinstance(spec["file"], str):
+                    raise SpecError(doc.where(path + ("file",)), "extends' file must be a file name",
+                                    "write extends: {file: base.yaml, service: NAME}")
+                other = self.read(folder / spec["file"], doc.where(path + ("file",)), root, spec["file"])
                 base_doc, pool = other, other.data.get("services") or {}
             else:
                 resolve(base_name, stack + (name,)) if base_name in services else None

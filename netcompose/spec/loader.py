@@ -5,6 +5,7 @@ Jinja2 templates rendered in a sandbox, and `include:` of fragments.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,14 +82,15 @@ def interpolate(text: str, env: dict[str, str], where: Position, unset_is_empty:
 
 
 def read_dotenv(folder: Path) -> dict[str, str]:
+    """The topology folder's `.env`, read as an include is: a link out of the folder is refused."""
     path = folder / ".env"
-    return read_env_file(path) if path.is_file() else {}
+    return read_env_file(path, confined_to=folder) if os.path.lexists(path) else {}
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """NAME=value lines, as in Compose's `.env` and `--env-file`."""
+def read_env_file(path: Path, confined_to: Path | None = None) -> dict[str, str]:
+    """NAME=value lines, as in Compose's `.env` and `--env-file` (the user's choice: anywhere)."""
     values: dict[str, str] = {}
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(read_text(path, confined_to=confined_to).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
