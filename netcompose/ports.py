@@ -3,9 +3,9 @@
 ports other netcompose projects recorded in their last apply."""
 from __future__ import annotations
 
-import glob
-import json
 import os
+
+from . import statefiles
 
 _LISTENING = {"tcp": "0A", "udp": "07"}   # TCP_LISTEN; a bound UDP socket shows as TCP_CLOSE
 
@@ -30,14 +30,12 @@ def listening() -> set[tuple[int, str]]:
 def recorded(state_dir: str) -> dict[str, list[list]]:
     """Each project's published ports from its applied.json: [container, "ip:target/proto", port]."""
     found = {}
-    for path in glob.glob(os.path.join(state_dir, "*", "applied.json")):
-        name = os.path.basename(os.path.dirname(path))
-        try:
-            with open(path) as f:
-                ports = json.load(f).get("facts", {}).get("ports", [])
-        except (OSError, ValueError, AttributeError):
-            continue
-        found[name] = ports if isinstance(ports, list) else []
+    for name in statefiles.names_in(state_dir):
+        record = statefiles.read_json(os.path.join(state_dir, name, "applied.json"))
+        facts = record.get("facts") if isinstance(record, dict) else None
+        if isinstance(facts, dict):
+            ports = facts.get("ports", [])
+            found[name] = ports if isinstance(ports, list) else []
     return found
 
 

@@ -73,3 +73,42 @@ def test_up_and_down_with_links_planted_at_every_record(topo, project_name, tmp_
     assert not (folder / "applied.json").is_symlink() and not (folder / "allocations.json").is_symlink()
     project.down()
     assert outside.read_text() == "not netcompose's\n"
+
+
+def test_exec_records_never_follow_a_link(ours, monkeypatch):
+    from types import SimpleNamespace
+
+    from netcompose.drivers import execs
+    project, outside = ours
+    monkeypatch.setattr(execs, "STATE_ROOT", str(project.parent))
+    (project / "exec").mkdir()
+    for name in ("web.json", "web.json.tmp"):   # the record and the old fixed temporary name
+        (project / "exec" / name).symlink_to(outside)
+    driver = execs.ExecDriver()
+    driver.project = "p"
+    create = SimpleNamespace(op="create", resource=SimpleNamespace(attrs={"ns": "p-web", "container": "web",
+                                                                          "commands": []}))
+    driver.apply([create])
+    assert outside.read_text() == "not netcompose's\n"
+    assert statefiles.read_json(str(project / "exec" / "web.json"))["container"] == "web"
+
+
+def test_relay_records_and_port_records_never_follow_a_link(ours, monkeypatch):
+    from netcompose import ports
+    from netcompose.drivers import proxies
+    project, outside = ours
+    elsewhere = outside.parent / "elsewhere"
+    elsewhere.mkdir()
+    attrs = {"protocol": "tcp", "listen": "::1", "port": 8080}
+    relay = elsewhere / "tcp-__1-8080.json"
+    relay.write_text('{"pid": 1, "start": 0, "attrs": {}}')
+    (project / "proxies").symlink_to(elsewhere)
+    monkeypatch.setattr(proxies, "STATE_DIR", str(project.parent))
+    driver = proxies.ProxiesDriver()
+    driver.project = "p"
+    driver._stop(attrs)
+    assert relay.exists()   # not unlinked through the linked folder
+    assert driver._records() == []
+    (elsewhere / "applied.json").write_text('{"facts": {"ports": [["web", "10.0.0.2:80/tcp", 61000]]}}')
+    (project / "applied.json").symlink_to(elsewhere / "applied.json")
+    assert ports.recorded(str(project.parent)) == {}

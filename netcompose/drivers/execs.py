@@ -7,11 +7,11 @@ carries on too): its exit status and first line of error output become a note of
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
 from .. import resources as r
+from .. import statefiles
 from ..plan import Action
 from . import Outcome, Scope, namespaces
 from .processes import STATE_ROOT, in_sandbox
@@ -42,16 +42,10 @@ class ExecDriver:
 
     def observe(self, scope: Scope) -> list[r.Resource]:
         self.project = scope.project
-        try:
-            names = sorted(os.listdir(records_dir(scope.project)))
-        except FileNotFoundError:
-            return []
         out = []
-        for name in names:
-            try:
-                with open(os.path.join(records_dir(scope.project), name)) as f:
-                    record = json.load(f)
-            except (OSError, ValueError):
+        for name in sorted(statefiles.names_in(records_dir(scope.project))):
+            record = statefiles.read_json(os.path.join(records_dir(scope.project), name))
+            if not isinstance(record, dict) or not {"ns", "container", "commands", "inode"} <= record.keys():
                 continue
             if scope.sees(f"ns:{record['ns']}") and _inode(record["ns"]) == record["inode"]:
                 out.append(r.exec_commands(record["ns"], record["container"], record["commands"],
@@ -64,18 +58,12 @@ class ExecDriver:
             a = action.resource.attrs
             path = os.path.join(folder, a["container"] + ".json")
             if action.op == "delete":
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+                statefiles.remove(path)
                 continue
             for argv in a["commands"]:
                 self._run(a["container"], a["ns"], argv)
-            os.makedirs(folder, exist_ok=True)
-            with open(path + ".tmp", "w") as f:
-                json.dump({"ns": a["ns"], "container": a["container"], "commands": a["commands"],
-                           "inode": _inode(a["ns"])}, f)
-            os.replace(path + ".tmp", path)
+            statefiles.write_json(path, {"ns": a["ns"], "container": a["container"], "commands": a["commands"],
+                                         "inode": _inode(a["ns"])})
         return Outcome()
 
     def _run(self, container: str, ns: str, argv: list[str]) -> None:

@@ -9,7 +9,6 @@ not observed, so the next `up` starts it again; `down` stops it.
 """
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -18,6 +17,7 @@ import sys
 import time
 
 from .. import resources as r
+from .. import statefiles
 from ..apply import STATE_DIR
 from ..plan import Action
 from ..resources import Resource
@@ -73,18 +73,12 @@ class ProxiesDriver:
         return f"{attrs['protocol']}-{attrs['listen'].replace(':', '_')}-{attrs['port']}.json"
 
     def _records(self) -> list[tuple[str, dict]]:
-        try:
-            names = sorted(os.listdir(self._folder()))
-        except FileNotFoundError:
-            return []
         found = []
-        for name in names:
+        for name in sorted(statefiles.names_in(self._folder())):
             path = os.path.join(self._folder(), name)
-            try:
-                with open(path) as f:
-                    found.append((path, json.load(f)))
-            except (OSError, ValueError):
-                continue
+            record = statefiles.read_json(path)
+            if isinstance(record, dict) and isinstance(record.get("attrs"), dict):
+                found.append((path, record))
         return found
 
     def observe(self, scope: Scope) -> list[Resource]:
@@ -112,7 +106,6 @@ class ProxiesDriver:
         return outcome
 
     def _start(self, attrs: dict) -> None:
-        os.makedirs(self._folder(), exist_ok=True)
         name = self._file_name(attrs)
         path = os.path.join(self._folder(), name)
         self._stop(attrs)   # a relay that outlived its record, or a stale record
@@ -120,9 +113,12 @@ class ProxiesDriver:
                                   attrs["target"], str(attrs["target_port"])],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                  start_new_session=True, cwd="/", env={**os.environ, MARK: self._mark(name)})
-        with open(path + ".tmp", "w") as f:   # recorded before it is awaited: a crash here leaves no orphan
-            json.dump({"pid": child.pid, "start": _start_time(child.pid), "attrs": attrs}, f)
-        os.replace(path + ".tmp", path)
+        try:   # recorded before it is awaited: a crash here leaves no orphan
+            statefiles.write_json(path, {"pid": child.pid, "start": _start_time(child.pid), "attrs": attrs})
+        except OSError:
+            child.kill()   # our own child, started just now: no record, so no relay
+            child.wait()
+            raise
         ready, _, _ = select.select([child.stdout], [], [], READY_TIMEOUT)
         line = child.stdout.readline().decode().strip() if ready else "no answer"
         child.stdout.close()
@@ -134,10 +130,8 @@ class ProxiesDriver:
     def _stop(self, attrs: dict) -> None:
         name = self._file_name(attrs)
         path = os.path.join(self._folder(), name)
-        try:
-            with open(path) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
+        record = statefiles.read_json(path)
+        if not isinstance(record, dict):
             return
         pid, start = record.get("pid", 0), record.get("start")
         if _ours(record, self._mark(name)):
@@ -149,4 +143,4 @@ class ProxiesDriver:
             if alive(pid, start):
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
-        os.unlink(path)
+        statefiles.remove(path)
