@@ -155,24 +155,29 @@ def _project(args):
     return _load(args, lock_timeout=args.lock_timeout, ovsdb=args.ovsdb)
 
 
-def _print_plan(plan, as_json: bool) -> None:
+def _print_plan(plan, origins, as_json: bool, verbose: bool = False) -> None:
     if as_json:
         _print_json(plan.to_json())
         return
-    from .plan import describe, summarize
-    for action, line in zip(plan.actions, describe(plan.actions)):
-        style = "dim" if action.implicit else {"create": "green", "update": "yellow", "delete": "red"}[action.op]
+    from .origins import render
+    from .plan import summarize
+    for action, line in render(plan.actions, origins, verbose):
+        style = "bold" if action is None else "dim" if action.implicit else \
+            {"create": "green", "update": "yellow", "delete": "red"}[action.op]
         print(_styled(line, style))
     print(f"Plan: {summarize(plan)}." if plan else "No changes. The host matches the topology.")
 
 
 def cmd_plan(args) -> int:
+    from .origins import Origins, annotate
     project = _project(args)
     state = project.plan(down=getattr(args, "destroy", False))
+    origins = Origins(state.resolved)
+    annotate(state.plan.actions, origins, project.spec.doc.where)   # provenance, also in a saved plan
     if args.out:
         from .saved import save_plan
         save_plan(args.out, project, state)
-    _print_plan(state.plan, args.json)
+    _print_plan(state.plan, origins, args.json, getattr(args, "verbose", False))
     return errors.EXIT_CHANGES if args.detailed_exitcode and state.plan else errors.EXIT_OK
 
 
@@ -503,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
     p.add_argument("-o", "--out", help="save the plan for `up --plan`")
     p.add_argument("--destroy", action="store_true", help="plan what down would do")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every element of long lists")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("up", parents=[common], help="create or repair everything")
     p.add_argument("--dry-run", action="store_true", help="same as plan")

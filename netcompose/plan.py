@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from .errors import ConflictError, NetcomposeError
 from .resources import KINDS, Resource
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: origin, source; cause "consequence"
 
 
 class PlanError(NetcomposeError):
@@ -30,7 +30,9 @@ class Action:
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     implicit: bool = False       # removed by the kernel together with a parent; nothing to send
     level: int = 0
-    cause: str = "config"        # config | drift
+    cause: str = "config"        # config | drift | consequence (of another action of the plan)
+    origin: tuple | None = None  # the path into the document that declares it (see netcompose.origins)
+    source: str | None = None    # that declaration's file:line:col
 
     @property
     def resource(self) -> Resource:
@@ -38,7 +40,8 @@ class Action:
 
     def to_json(self) -> dict[str, Any]:
         return {"op": self.op, "key": self.key, "kind": self.kind, "level": self.level, "implicit": self.implicit,
-                "cause": self.cause,
+                "cause": self.cause, "origin": list(self.origin) if self.origin is not None else None,
+                "source": self.source,
                 "changes": {k: {"before": a, "after": b} for k, (a, b) in self.changes.items()},
                 "desired": self.desired.to_json() if self.desired else None,
                 "observed": self.observed.to_json() if self.observed else None}
@@ -49,7 +52,8 @@ class Action:
                    Resource.from_json(data["desired"]) if data["desired"] else None,
                    Resource.from_json(data["observed"]) if data["observed"] else None,
                    {k: (v["before"], v["after"]) for k, v in data["changes"].items()},
-                   data["implicit"], data["level"], data.get("cause", "config"))
+                   data["implicit"], data["level"], data.get("cause", "config"),
+                   tuple(data["origin"]) if data.get("origin") is not None else None, data.get("source"))
 
 
 @dataclass
@@ -74,7 +78,7 @@ class Plan:
         position of each action in execution order."""
         actions = [{**a.to_json(), "index": i} for i, a in enumerate(self.actions)]
         return {"format_version": FORMAT_VERSION, "counts": self.counts(),
-                "resource_changes": [a for a in actions if a["cause"] == "config"],
+                "resource_changes": [a for a in actions if a["cause"] != "drift"],
                 "resource_drift": [a for a in actions if a["cause"] == "drift"]}
 
     @classmethod
@@ -280,6 +284,15 @@ def classify(plan: Plan, applied: dict[str, str]) -> None:
         else:
             unchanged = action.key not in applied
         action.cause = "drift" if unchanged else "config"
+    # An unchanged resource made again because the file replaces or removes a parent (a route
+    # re-added because its address was replaced) follows from that change: it is no drift.
+    replaced: set[str] = set()
+    for action in plan.actions:
+        if action.cause == "drift" and action.desired is not None and \
+                any(k in replaced for k in action.desired.parents):
+            action.cause = "consequence"
+        if action.cause != "drift" and action.op != "update":
+            replaced.add(action.key)
 
 
 def summarize(plan: Plan) -> str:
@@ -294,5 +307,5 @@ def describe(actions: Iterable[Action]) -> Iterable[str]:
         if a.changes:
             extra = " (" + ", ".join(f"{k}: {b!r} → {c!r}" for k, (b, c) in a.changes.items()) + ")"
         note = " (removed with its parent)" if a.implicit else ""
-        note += " [drift]" if a.cause == "drift" else ""
+        note += f" [{a.cause}]" if a.cause != "config" else ""
         yield f"{symbols[a.op]} {a.key}{extra}{note}"

@@ -181,7 +181,7 @@ def test_exit_codes_json_and_saved_plans(topo, project_name, tmp_path):
     assert result.returncode == 1 and "stale plan" in result.stderr
 
     doc = json.loads(run_cli("plan", "--json", *args).stdout)
-    assert doc["format_version"] == "1.0" and doc["resource_changes"] == []
+    assert doc["format_version"] == "1.1" and doc["resource_changes"] == []
     assert [a["op"] for a in doc["resource_drift"]] == ["update"]
 
     (tmp_path / "bad.yaml").write_text("networks: {a: {mtu: 1}}\n")

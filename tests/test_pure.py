@@ -135,7 +135,7 @@ def test_plan_json_round_trip(tmp_path):
     desired = compile_resources(resolved("networks: {n: {}}\ncontainers: {c: {networks: [n]}}\n", tmp_path))
     plan = make_plan(desired, {}, "p")
     doc = plan.to_json()
-    assert doc["format_version"] == "1.0" and doc["resource_drift"] == []
+    assert doc["format_version"] == "1.1" and doc["resource_drift"] == []
     from netcompose.plan import Plan
     assert Plan.from_json(doc).to_json() == doc
 

@@ -1,0 +1,108 @@
+"""Plans in the topology's words: grouping by declaration, provenance, reasons, file diffs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from netcompose.compile import compile_resources
+from netcompose.origins import Origins, annotate, render
+from netcompose.plan import Plan, classify, digest, make_plan
+from netcompose.spec import load
+from netcompose.spec.resolve import resolve
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = REPO / "tests/golden"
+THREE_TIER = (REPO / "topologies/three-tier.yaml").read_text()
+# One MTU and one address edited, as in issue 17.
+EDITED = THREE_TIER.replace("mtu: 1400", "mtu: 1450").replace("ipv4_address: 10.20.0.30", "ipv4_address: 10.20.0.31")
+
+
+def _load(text: str, tmp_path: Path):
+    path = tmp_path / "topo.yaml"
+    path.write_text(text)
+    spec = load(path, "shop")
+    return spec, resolve(spec.topology, spec.doc, "shop")
+
+
+def _plan(tmp_path: Path, before: str | None, after: str):
+    observed, applied = {}, {}
+    if before is not None:
+        _, old = _load(before, tmp_path)
+        observed = {k: v.with_owner("shop") for k, v in compile_resources(old).items()}
+        applied = {k: digest(v) for k, v in observed.items()}
+    spec, res = _load(after, tmp_path)
+    plan = make_plan(compile_resources(res), observed, "shop")
+    classify(plan, applied)
+    origins = Origins(res)
+    annotate(plan.actions, origins, spec.doc.where)
+    return plan, origins
+
+
+def _text(plan: Plan, origins: Origins, tmp_path: Path, verbose: bool = False) -> str:
+    return "\n".join(line for _, line in render(plan.actions, origins, verbose)).replace(str(tmp_path), "DIR") + "\n"
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def _check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if not path.exists():   # a new golden file is written once, then reviewed and committed
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_edit_is_grouped_by_declaration_with_provenance(tmp_path):
+    plan, origins = _plan(tmp_path, THREE_TIER, EDITED)
+    by_key = {a.key: a for a in plan.actions if a.op != "delete"}
+    bridge = next(a for a in plan.actions if a.kind == "bridge")
+    assert bridge.origin == ("networks", "back") and origins.label(bridge.origin) == "network back"
+    assert bridge.source == f"{tmp_path}/topo.yaml:{_line_of(EDITED, '  back:')}:3"
+    address = by_key["addr:shop-db/eth0/10.20.0.31/24"]
+    assert origins.label(address.origin) == "endpoint db → back"
+    assert address.source.endswith(f":{_line_of(EDITED, 'ipv4_address: 10.20.0.31')}:7")
+    assert address.cause == "config"
+    text = _text(plan, origins, tmp_path)
+    assert "network back  (DIR/topo.yaml:9:3)\n  ~ bridge shop-" in text and "(mtu: 1400 → 1450)" in text
+    # The hosts file as a unified diff, not a whole-file dump.
+    assert "      -10.20.0.30\tdb\n      +10.20.0.31\tdb" in text
+    _check_golden("plan-three-tier-edit.txt", text)
+
+
+def test_consequence_is_not_drift(tmp_path):
+    plan, _ = _plan(tmp_path, THREE_TIER, EDITED)
+    route = next(a for a in plan.actions if a.key == "route:shop-db/0.0.0.0/0" and a.op == "create")
+    assert route.cause == "consequence"
+    doc = plan.to_json()
+    assert doc["format_version"] == "1.1" and doc["resource_drift"] == []
+    assert "route:shop-db/0.0.0.0/0" in {a["key"] for a in doc["resource_changes"] if a["cause"] == "consequence"}
+    # The saved form keeps origin, source and cause.
+    again = Plan.from_json(json.loads(json.dumps(doc)))
+    assert [(a.origin, a.source, a.cause) for a in again.actions] == [(a.origin, a.source, a.cause) for a in plan.actions]
+
+
+def test_unchanged_file_with_host_drift_is_drift(tmp_path):
+    _, res = _load(THREE_TIER, tmp_path)
+    desired = compile_resources(res)
+    observed = {k: v.with_owner("shop") for k, v in desired.items() if k != "addr:shop-db/eth0/10.20.0.30/24"}
+    plan = make_plan(desired, observed, "shop")
+    classify(plan, {k: digest(v) for k, v in desired.items()})
+    assert {a.cause for a in plan.actions} == {"drift"} and plan.actions
+
+
+def test_first_plan_golden_text_and_json(tmp_path):
+    plan, origins = _plan(tmp_path, None, THREE_TIER)
+    _check_golden("plan-three-tier-create.txt", _text(plan, origins, tmp_path))
+    sources = {a["key"]: (a["source"] or "").replace(str(tmp_path), "DIR") for a in plan.to_json()["resource_changes"]}
+    _check_golden("plan-three-tier-create.json", json.dumps(sources, indent=1, sort_keys=True) + "\n")
+    assert sources["route:shop-app/10.30.0.0/24"] == f"DIR/topo.yaml:{_line_of(THREE_TIER, '      back: {')}:7"
+
+
+def test_many_like_elements_are_counted_unless_verbose(tmp_path):
+    containers = "".join(f"  n{i}: {{networks: [lan]}}\n" for i in range(30))
+    plan, origins = _plan(tmp_path, None, f"networks: {{lan: {{}}}}\ncontainers:\n{containers}")
+    text = _text(plan, origins, tmp_path)
+    assert "+ 30 containers (n0 … n29): 60 kernel objects; --verbose lists them" in text
+    assert "container n7 " not in text
+    assert "container n7  (DIR/topo.yaml:10:3)" in _text(plan, origins, tmp_path, verbose=True)
