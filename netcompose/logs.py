@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+from . import statefiles
 from .drivers.processes import LOG_KEEP, log_path
 
 COLOURS = ["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"]   # Compose's order, as ANSI codes
@@ -33,11 +34,10 @@ def history(project: str, container: str) -> list[Line]:
     path = log_path(project, container)
     lines: list[Line] = []
     for name in [f"{path}.{i}" for i in range(LOG_KEEP, 0, -1)] + [path]:
-        try:
-            with open(name, "rb") as f:
+        f = statefiles.open_file(name)   # a link planted in the log folder is never followed
+        if f is not None:
+            with f:
                 lines.extend(parse(container, raw) for raw in f)
-        except FileNotFoundError:
-            continue
     return lines
 
 
@@ -51,17 +51,17 @@ class _Followed:
 
     def read(self) -> list[Line]:
         """Complete lines written since the last read; starts over when the log rotated."""
-        try:
-            stat = os.stat(self.path)
-        except FileNotFoundError:
+        f = statefiles.open_file(self.path)
+        if f is None:
             return []
-        if stat.st_ino != self.inode or stat.st_size < self.offset:
-            self.inode, self.offset, self.pending = stat.st_ino, 0, b""
-        if stat.st_size == self.offset:
-            return []
-        with open(self.path, "rb") as f:
+        with f:
+            stat = os.fstat(f.fileno())
+            if stat.st_ino != self.inode or stat.st_size < self.offset:
+                self.inode, self.offset, self.pending = stat.st_ino, 0, b""
+            if stat.st_size == self.offset:
+                return []
             f.seek(self.offset)
-            data = self.pending + f.read()
+            data = self.pending + f.read(stat.st_size - self.offset)
         self.offset = stat.st_size
         *complete, self.pending = data.split(b"\n")
         return [parse(self.container, raw) for raw in complete]
@@ -72,11 +72,11 @@ def follow(project: str, containers: list[str], stop: Callable[[], bool], interv
     followed = []
     for container in containers:
         f = _Followed(container, log_path(project, container))
-        try:
-            stat = os.stat(f.path)
-            f.inode, f.offset = stat.st_ino, stat.st_size
-        except FileNotFoundError:
-            pass
+        opened = statefiles.open_file(f.path)
+        if opened is not None:   # from the end of what is there already
+            with opened:
+                stat = os.fstat(opened.fileno())
+                f.inode, f.offset = stat.st_ino, stat.st_size
         followed.append(f)
     while not stop():
         batch = sorted((line for f in followed for line in f.read()), key=lambda line: line.stamp)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 TOP = "netcompose"          # our top folder's name: /run/netcompose, /var/log/netcompose
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -57,16 +58,29 @@ def folder(path: str, create: bool = False, mode: int = 0o755) -> Iterator[int |
             os.close(fd)
 
 
-def read_bytes(path: str) -> tuple[os.stat_result, bytes] | None:
+def open_file(path: str) -> BinaryIO | None:
+    """Our regular file at `path`, open for reading; None when it is missing, or a link,
+    FIFO or device is in its place."""
     with folder(path) as dirfd:
         if dirfd is None:
             return None
         try:
-            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=dirfd)
         except OSError:
             return None
-        with os.fdopen(fd, "rb") as f:
-            return os.fstat(f.fileno()), f.read()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: str) -> tuple[os.stat_result, bytes] | None:
+    f = open_file(path)
+    if f is None:
+        return None
+    with f:
+        return os.fstat(f.fileno()), f.read()
 
 
 def read_json(path: str) -> Any:

@@ -112,3 +112,22 @@ def test_relay_records_and_port_records_never_follow_a_link(ours, monkeypatch):
     (elsewhere / "applied.json").write_text('{"facts": {"ports": [["web", "10.0.0.2:80/tcp", 61000]]}}')
     (project / "applied.json").symlink_to(elsewhere / "applied.json")
     assert ports.recorded(str(project.parent)) == {}
+
+
+def test_logs_never_read_through_a_link_or_a_fifo(ours, monkeypatch):
+    import os
+
+    from netcompose import logs
+    from netcompose.drivers import processes
+    project, outside = ours
+    outside.write_text("2026-01-01T00:00:00 secret\n")
+    log_root = project.parent.parent / "log" / "netcompose"
+    (log_root / "p").mkdir(parents=True)
+    monkeypatch.setattr(processes, "LOG_ROOT", str(log_root))
+    (log_root / "p" / "web.log").symlink_to(outside)
+    assert logs.history("p", "web") == []
+    os.mkfifo(log_root / "p" / "web.log.1")   # would block a plain open
+    (log_root / "p" / "web.log.2").write_text("2026-01-01T00:00:01 ours\n")
+    assert [line.text for line in logs.history("p", "web")] == ["ours"]
+    followed = logs._Followed("web", str(log_root / "p" / "web.log"))
+    assert followed.read() == []
