@@ -36,7 +36,7 @@ from .errors import ApplyError, ConflictError, Interrupted, LockTimeout, Netcomp
 from .gcpause import gc_paused
 from .plan import Plan, classify, describe, digest, make_plan
 from .resources import HOST, KINDS, Resource, link_key, sysctl_device
-from .spec import Source, Spec, load, runnable
+from .spec import Source, Spec, check_project_name, load, runnable
 from .spec.resolve import HostFacts, Resolved, kernel_names, port_key, resolve, shown_port
 
 
@@ -337,7 +337,7 @@ class Project:
         everything carrying its marks."""
         from .spec.loader import Document
         from .spec.model import Topology
-        return cls(Spec(Path("."), Document({}, "<no file>"), Topology(), project, []), **options)
+        return cls(Spec(Path("."), Document({}, "<no file>"), Topology(), check_project_name(project), []), **options)
 
     @classmethod
     def load(cls, path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,

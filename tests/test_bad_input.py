@@ -273,3 +273,16 @@ def test_command_line_errors_exit_3_without_position_and_exec_needs_the_containe
     result = run_cli("exec", "-f", str(path), "-p", project_name, "a", "--", "true")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and "container 'a' is not up" in lines[0], result.stderr
+
+
+@needs_root
+def test_down_by_name_refuses_a_project_name_that_is_a_path(tmp_path):
+    """`down -p NAME` without a file names folders under /run/netcompose and /var/log/netcompose
+    from NAME: a name with '/' or '..' would remove another folder of the host."""
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "keep").write_text("not netcompose's\n")
+    result = run_cli("down", "-p", "../.." + str(victim))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 3 and len(lines) == 1 and "invalid project name" in lines[0], result.stderr
+    assert (victim / "keep").read_text() == "not netcompose's\n" and (victim / "sub").is_dir()

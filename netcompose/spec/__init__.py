@@ -220,8 +220,14 @@ def _validate(doc: Document) -> Record:
     return topology
 
 
-def _project(path: Path, topology: Record, project: str | None) -> str:
-    if project is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", project):
-        raise SpecError(None, f"invalid project name '{project}'",
+def check_project_name(project: str) -> str:
+    """An explicit project name (-p): it names folders under /run/netcompose and
+    /var/log/netcompose, so nothing but the plain characters of a name."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", project):
+        raise SpecError(None, f"invalid project name {excerpt(project)}",
                         "use up to 32 lowercase letters, digits, '_' or '-', starting with a letter or digit")
-    return default_project(path, topology, project)
+    return project
+
+
+def _project(path: Path, topology: Record, project: str | None) -> str:
+    return default_project(path, topology, check_project_name(project) if project is not None else None)
