@@ -269,15 +269,18 @@ class Lock:
 
     def remove_folder(self) -> None:
         """Remove the project's state folder (held: we hold its lock)."""
-        folder = os.path.dirname(self.path)
-        for entry in os.scandir(folder):
-            if entry.path == self.path:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-        os.unlink(self.path)
+        folder, lock = os.path.split(self.path)
+        with statefiles.folder(self.path) as dirfd:   # by descriptor: a link in its place is not followed
+            if dirfd is None:
+                return
+            for entry in os.scandir(dirfd):
+                if entry.name == lock:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.name, dir_fd=dirfd)
+                else:
+                    os.unlink(entry.name, dir_fd=dirfd)
+            os.unlink(lock, dir_fd=dirfd)
         try:
             os.rmdir(folder)
         except OSError:  # a run that was waiting made its lock again already

@@ -224,4 +224,6 @@ def forget(project: str) -> None:
     """After `down`: the project's logs go with its containers, as Compose's do (its records
     go with its folder under /run/netcompose)."""
     import shutil
-    shutil.rmtree(os.path.join(processes.LOG_ROOT, project), ignore_errors=True)
+    with statefiles.folder(os.path.join(processes.LOG_ROOT, project)) as dirfd:   # no link followed
+        if dirfd is not None:
+            shutil.rmtree(project, dir_fd=dirfd, ignore_errors=True)

@@ -131,3 +131,29 @@ def test_logs_never_read_through_a_link_or_a_fifo(ours, monkeypatch):
     assert [line.text for line in logs.history("p", "web")] == ["ours"]
     followed = logs._Followed("web", str(log_root / "p" / "web.log"))
     assert followed.read() == []
+
+
+def test_forgetting_a_project_never_removes_through_a_link(ours, monkeypatch):
+    from netcompose import engine, workload
+    from netcompose.drivers import processes
+    project, outside = ours
+    elsewhere = outside.parent / "elsewhere"
+    (elsewhere / "p" / "sub").mkdir(parents=True)
+    (elsewhere / "p" / "keep").write_text("not netcompose's\n")
+    (elsewhere / "p" / "lock").write_text("")
+    # The state folder swapped for a link after the lock was taken: nothing through it goes.
+    project.rmdir()
+    project.symlink_to(elsewhere / "p")
+    lock = engine.Lock.__new__(engine.Lock)
+    lock.path = str(project / "lock")
+    lock.remove_folder()
+    # The log root a link: the project's logs are not looked for through it.
+    log_root = outside.parent / "log" / "netcompose"
+    log_root.parent.mkdir()
+    log_root.symlink_to(elsewhere)
+    monkeypatch.setattr(processes, "LOG_ROOT", str(log_root))
+    workload.forget("p")
+    (elsewhere / "p" / "web.log").write_text("not netcompose's\n")
+    processes.remove_logs("p", "web")
+    assert (elsewhere / "p" / "web.log").exists()
+    assert (elsewhere / "p" / "keep").read_text() == "not netcompose's\n" and (elsewhere / "p" / "sub").is_dir()

@@ -234,14 +234,13 @@ def log_path(project: str, container: str) -> str:
 def remove_logs(project: str, container: str) -> None:
     path = log_path(project, container)
     for name in [path] + [f"{path}.{i}" for i in range(1, LOG_KEEP + 1)]:
-        try:
-            os.unlink(name)
-        except FileNotFoundError:
-            pass
-    try:
-        os.rmdir(os.path.dirname(path))
-    except OSError:
-        pass  # other containers' logs are still there
+        statefiles.remove(name)
+    with statefiles.folder(os.path.dirname(path)) as dirfd:
+        if dirfd is not None:
+            try:
+                os.rmdir(project, dir_fd=dirfd)
+            except OSError:
+                pass  # other containers' logs are still there
 
 
 # ---- starting and stopping --------------------------------------------------------------------
