@@ -267,3 +267,59 @@ def test_down_removes_the_project_state_folder_and_the_lock_stays_exclusive(tmp_
     with pytest.raises(LockTimeout):
         Lock(project_name, 0.2).__enter__()
     second.__exit__()
+
+
+def ovs_topo_text(project: str, datapath: str = "netdev") -> str:
+    return f"""
+networks:
+  t: {{driver: ovs, subnet: 10.154.0.0/24, ovs: {{bridge: {project}-br, datapath_type: {datapath}}}}}
+containers:
+  a: {{networks: [t]}}
+"""
+
+
+def test_a_port_added_to_our_ovs_bridge_just_before_down_commits_survives(topo, project_name, private_ovs,
+                                                                          monkeypatch):
+    import ovs.db.idl
+    bridge, intruder = f"{project_name}-br", f"{project_name}-fp"
+    project = topo(ovs_topo_text(project_name), ovsdb=private_ovs.remote)
+    try:
+        project.up()
+        # Every row netcompose inserts carries its mark, the bridge-local Port and Interface too.
+        for table in ("Bridge", "Port", "Interface"):
+            assert private_ovs.vsctl("get", table, bridge, "external_ids:netcompose-project") == project_name
+        commit = ovs.db.idl.Transaction.commit_block
+        sneaked = []
+
+        def racing_commit(txn):
+            if not sneaked:   # another tool adds a port after netcompose read the rows
+                sneaked.append(private_ovs.vsctl("add-port", bridge, intruder, "--", "set", "interface", intruder,
+                                                 "type=internal"))
+            return commit(txn)
+        monkeypatch.setattr(ovs.db.idl.Transaction, "commit_block", racing_commit)
+        project.down()
+        monkeypatch.undo()
+        assert sneaked and private_ovs.vsctl("list-ports", bridge).split() == [intruder]
+        assert not project.plan(down=True).plan     # the bridge stays while someone else uses it
+        private_ovs.vsctl("del-port", bridge, intruder)
+        project.down()
+        assert bridge not in private_ovs.vsctl("list-br").split()
+    finally:
+        private_ovs.vsctl("--if-exists", "del-br", bridge)
+
+
+@pytest.mark.skipif(os.path.exists("/sys/module/openvswitch"), reason="the kernel datapath works here")
+def test_kernel_datapath_missing_fails_with_what_ovs_rows_show(topo, project_name, private_ovs):
+    from netcompose.errors import ApplyError
+    bridge = f"{project_name}-br"
+    project = topo(ovs_topo_text(project_name, "system"), ovsdb=private_ovs.remote)
+    try:
+        with pytest.raises(ApplyError) as failure:
+            project.up()
+        message = str(failure.value)
+        assert f"OVS bridge {bridge}: ovs-vswitchd could not open its kernel datapath" in message, message
+        assert "netdev" in message and "rolled back: the host is as it was before" in message, message
+        assert bridge not in private_ovs.vsctl("list-br").split()
+        assert not host_snapshot(project_name)["links"] and not host_snapshot(project_name)["netns"]
+    finally:
+        private_ovs.vsctl("--if-exists", "del-br", bridge)

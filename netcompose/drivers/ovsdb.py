@@ -19,7 +19,7 @@ from . import Outcome, Scope
 DEFAULT_REMOTE = "unix:/var/run/openvswitch/db.sock"
 PROJECT_ID = "netcompose-project"
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
-CONNECT_TIMEOUT, VSWITCHD_TIMEOUT = 5.0, 15.0
+CONNECT_TIMEOUT, VSWITCHD_TIMEOUT, DATAPATH_TIMEOUT = 5.0, 15.0, 3.0
 
 ovs = None  # python-ovs, imported on the first connection: topologies without OVS never load it
 
@@ -163,7 +163,8 @@ class OvsdbDriver:
                 br = txn.insert(idl.tables["Bridge"])
                 br.name, br.datapath_type, br.fail_mode = a["name"], a["datapath_type"], [a["fail_mode"]]
                 br.external_ids = {PROJECT_ID: a["project"]}
-                local = self._insert_port(idl, txn, a["name"], "internal", None, [], {})
+                # The bridge-local port and interface carry our mark too, like every row we insert.
+                local = self._insert_port(idl, txn, a["name"], "internal", None, [], {PROJECT_ID: a["project"]})
                 br.ports = [local]
                 root.addvalue("bridges", br.uuid)
             elif action.op == "update":
@@ -171,14 +172,24 @@ class OvsdbDriver:
                 if "fail_mode" in action.changes:
                     br.fail_mode = [a["fail_mode"]]
             else:
+                # Decided on the rows as they are now, not as observed: a port another tool
+                # added since stays, and so does the bridge (observe then calls it shared).
+                # verify() makes a port added before the commit fail it with TRY_AGAIN, and
+                # the retry stages this again from fresh rows.
                 br = bridges[a["name"]]
                 br.verify("ports")
+                foreign = [p for p in br.ports if p.name != br.name and p.external_ids.get(PROJECT_ID) != a["project"]]
                 for port in br.ports:
+                    if foreign and (port in foreign or port.name == br.name):
+                        continue
                     for iface in port.interfaces:
                         iface.delete()
+                    if foreign:
+                        br.delvalue("ports", port.uuid)
                     port.delete()
-                root.delvalue("bridges", br.uuid)
-                br.delete()
+                if not foreign:
+                    root.delvalue("bridges", br.uuid)
+                    br.delete()
             return
         if action.op == "create":
             br = bridges.get(a["bridge"]) or self._inserted_bridge(txn, a["bridge"])
@@ -222,6 +233,25 @@ class OvsdbDriver:
         port.external_ids = external_ids
         return port
 
+    def _kernel_bridges_without_datapath(self, idl, actions: list[Action]) -> dict[str, str]:
+        """Bridges of the batch on the kernel datapath ("system") that ovs-vswitchd could not
+        open, each with what its rows show.  It reports datapath_id a little after cur_cfg,
+        so wait as long as opening a datapath may take.  (The userspace datapath needs no
+        module and is not checked: its datapath_id may come late on a busy host.)"""
+        wanted = {a.resource.attrs["name"] if a.kind == "ovs_bridge" else a.resource.attrs["bridge"]
+                  for a in actions if a.op != "delete"}
+        deadline = time.monotonic() + DATAPATH_TIMEOUT
+        while True:
+            rows = {b.name: b for b in idl.tables["Bridge"].rows.values()}
+            wanted = {name for name in wanted if name in rows and (rows[name].datapath_type or "system") == "system"
+                      and not rows[name].datapath_id}
+            if not wanted or time.monotonic() > deadline:
+                break
+            self._poll(idl, 20)
+        return {name: (f"OVS bridge {name}: ovs-vswitchd could not open its kernel datapath (datapath_type "
+                       "system: the Bridge row has no datapath_id and its interfaces no ofport); load the "
+                       "openvswitch kernel module, or use datapath_type: netdev") for name in wanted}
+
     def _wait_vswitchd(self, idl, next_cfg: int, actions: list[Action], outcome: Outcome) -> None:
         deadline = time.monotonic() + VSWITCHD_TIMEOUT
         while True:
@@ -234,9 +264,17 @@ class OvsdbDriver:
                                                   f"{VSWITCHD_TIMEOUT:g}s: is ovs-vswitchd running?")
                 return
             self._poll(idl)
+        broken = self._kernel_bridges_without_datapath(idl, actions)
         ifaces = {i.name: i for i in idl.tables["Interface"].rows.values()}
         for action in actions:
-            if action.op == "delete" or action.kind != "ovs_port":
+            if action.op == "delete":
+                continue
+            a = action.resource.attrs
+            bridge = a["name"] if action.kind == "ovs_bridge" else a["bridge"]
+            if bridge in broken:  # ovs-vswitchd only logs why; its rows show the result
+                outcome.errors[action.key] = broken[bridge]
+                continue
+            if action.kind != "ovs_port":
                 continue
             iface = ifaces.get(action.resource.attrs["name"])
             error = iface.error[0] if iface is not None and iface.error else None
