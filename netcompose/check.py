@@ -68,12 +68,16 @@ class Probe:
 
 
 def _firewall_allows(res: Resolved, c: RContainer, direction: str, peer_ip: str, proto: str,
-                     port: int | None) -> bool:
+                     port: int | None) -> tuple[bool, tuple | None]:
+    """Whether c's firewall lets the traffic through in `direction`, and the path into the
+    file of what decided: the rule that matched, the rule list that matched none, or None
+    (no firewall in that direction)."""
     spec = res.topology.containers[c.name].firewall
     rules = getattr(spec, direction) if spec else None
+    base = ("containers", c.name, "firewall", direction)
     if rules is None:
-        return True
-    for rule in rules:
+        return True, None
+    for i, rule in enumerate(rules):
         peer = peer_addresses(res, rule.from_ if direction == "ingress" else rule.to)
         if peer is not None and not any(ip_address(peer_ip) in ip_network(p, strict=False) for p in peer):
             continue
@@ -81,8 +85,8 @@ def _firewall_allows(res: Resolved, c: RContainer, direction: str, peer_ip: str,
             continue
         if rule.ports and port not in rule.ports:
             continue
-        return True
-    return False
+        return True, base + (i,)
+    return False, base
 
 
 def _address(c: RContainer, version: int, network: str | None = None) -> str | None:
@@ -92,9 +96,10 @@ def _address(c: RContainer, version: int, network: str | None = None) -> str | N
 
 
 def _route(res: Resolved, a: RContainer, b: RContainer, proto: str, port: int | None,
-           version: int) -> tuple[str, str, bool, str]:
-    """(source address, target address, expected, reason) for a probe of one family from a
-    to b; no target address when b has none of that family."""
+           version: int) -> tuple[str, str, bool, str, tuple]:
+    """(source address, target address, expected, reason, where) for a probe of one family
+    from a to b, `where` being the path into the file of what decides; no target address when
+    b has none of that family."""
     shared = [ep for ep in b.endpoints if ep.address_of(version) is not None
               and any(mine.network == ep.network for mine in a.endpoints)]
     if shared:
@@ -107,43 +112,76 @@ def _route(res: Resolved, a: RContainer, b: RContainer, proto: str, port: int | 
         trunk = next((c.name for c, end in ((a, mine), (b, ep)) if end.trunks), None)
         if trunk is not None:
             return (src, str(ep.address_of(version)), False,
-                    f"{trunk} is on {net.name} by a trunk (tagged frames only)")
+                    f"{trunk} is on {net.name} by a trunk (tagged frames only)",
+                    ("containers", trunk, "networks", net.name, "trunks"))
         if not net.icc:
-            return src, str(ep.address_of(version)), False, f"network {net.name} has icc: false"
-        down = next((f"{c.name}'s endpoint on {net.name} is down" for c, e in
-                     ((a, next(m for m in a.endpoints if m.network == ep.network)), (b, ep)) if e.down), None)
+            return src, str(ep.address_of(version)), False, f"network {net.name} has icc: false", \
+                ("networks", net.name, "icc")
+        down = next(((f"{c.name}'s endpoint on {net.name} is down", ("containers", c.name, "networks", net.name))
+                     for c, e in ((a, mine), (b, ep)) if e.down), None)
         if down:
-            return src, str(ep.address_of(version)), False, down
-        return src, str(ep.address_of(version)), True, f"same network {net.name}"
+            return src, str(ep.address_of(version)), False, *down
+        return src, str(ep.address_of(version)), True, f"same network {net.name}", \
+            ("containers", b.name, "networks", net.name)
     link = next((l for l in res.links if {l.a[0], l.b[0]} == {a.name, b.name}
                  for pair in (l.addresses, l.addresses6) if pair and (":" in pair[0]) == (version == 6)), None)
     if link is not None:
         pair = next(p for p in (link.addresses, link.addresses6) if p and (":" in p[0]) == (version == 6))
         mine, theirs = (pair[0], pair[1]) if link.a[0] == a.name else (pair[1], pair[0])
+        where = ("links", res.links.index(link))
         if link.down:
-            return mine.split("/")[0], theirs.split("/")[0], False, "their direct link is down"
-        return mine.split("/")[0], theirs.split("/")[0], True, "direct link"
+            return mine.split("/")[0], theirs.split("/")[0], False, "their direct link is down", where
+        return mine.split("/")[0], theirs.split("/")[0], True, "direct link", where
     target = next((ep for ep in b.endpoints if ep.address_of(version) is not None), None)
     src = _address(a, version)
     if target is None or src is None:
-        return "", "", False, f"no IPv{version}"
+        return "", "", False, f"no IPv{version}", ("containers", b.name if target is None else a.name)
     dst = str(target.address_of(version))
     gateway, ifname = (a.default_gateway, a.default_ifname) if version == 4 else \
         (a.default_gateway6, a.default_ifname6)
     if gateway is None:
-        return src, dst, False, f"{a.name} has no IPv{version} route out"
+        return src, dst, False, f"{a.name} has no IPv{version} route out", ("containers", a.name)
     src_net = next(ep for ep in a.endpoints if ep.ifname == ifname)
     src = str(src_net.address_of(version))
     if (b.default_gateway if version == 4 else b.default_gateway6) is None:
-        return src, dst, False, f"{b.name} has no IPv{version} route back"
+        return src, dst, False, f"{b.name} has no IPv{version} route back", ("containers", b.name)
     for c, ep in ((a, src_net), (b, target)):
         if ep.down:
-            return src, dst, False, f"{c.name}'s endpoint on {ep.network} is down"
-    for policy in res.topology.policies:
+            return src, dst, False, f"{c.name}'s endpoint on {ep.network} is down", \
+                ("containers", c.name, "networks", ep.network)
+    for i, policy in enumerate(res.topology.policies):
         if policy.from_ == src_net.network and policy.to == target.network and \
                 policy.proto in ("any", proto) and (not policy.ports or port in policy.ports):
-            return src, dst, True, f"policy {policy.from_} → {policy.to}"
-    return src, dst, False, f"networks {src_net.network} and {target.network} are isolated"
+            return src, dst, True, f"policy {policy.from_} → {policy.to}", ("policies", i)
+    return src, dst, False, f"networks {src_net.network} and {target.network} are isolated (no policy allows it)", \
+        ("networks", target.network)
+
+
+@dataclass
+class Step:
+    """One thing that decides whether traffic passes, with where the file says it."""
+    text: str
+    allows: bool
+    where: tuple         # path into the document
+
+
+def expectation(res: Resolved, a: RContainer, b: RContainer, proto: str, port: int | None,
+                version: int) -> tuple[str, str, bool, str, list[Step]]:
+    """(source address, target address, expected, reason, steps): the path, then each end's
+    firewall as far as the traffic gets; the last step that disallows decides."""
+    src, dst, expected, reason, where = _route(res, a, b, proto, port, version)
+    steps = [Step(reason, expected, where)]
+    for c, direction, peer in ((a, "egress", dst), (b, "ingress", src)):
+        if not (expected and dst):
+            break
+        allowed, rule = _firewall_allows(res, c, direction, peer, proto, port)
+        if rule is None:
+            continue
+        text = f"{c.name} firewall {direction}: " + (f"rule {rule[-1]} allows it" if allowed else "no rule allows it")
+        steps.append(Step(text, allowed, rule))
+        if not allowed:
+            expected, reason = False, f"{c.name} firewall {direction}"
+    return src, dst, expected, reason, steps
 
 
 def classes(res: Resolved) -> dict[str, list[RContainer]]:
@@ -217,13 +255,9 @@ def expected_probes(res: Resolved, everything: bool | None = None, rng: random.R
 
     def add(a: RContainer, b: RContainer, proto: str, port: int | None, declared: bool | None) -> None:
         for version in (4, 6):   # each family both ends have: the same promise, probed twice
-            src, dst, expected, reason = _route(res, a, b, proto, port, version)
+            src, dst, expected, reason = expectation(res, a, b, proto, port, version)[:4]
             if not dst:
                 continue
-            if expected and not _firewall_allows(res, a, "egress", dst, proto, port):
-                expected, reason = False, f"{a.name} firewall egress"
-            if expected and not _firewall_allows(res, b, "ingress", src, proto, port):
-                expected, reason = False, f"{b.name} firewall ingress"
             if declared is not None:
                 expected, reason = declared, "expect:"
             shared = next((ep.network for ep in a.endpoints if any(ep.network == theirs.network

@@ -357,6 +357,19 @@ def cmd_config(args) -> int:
     return errors.EXIT_OK
 
 
+def cmd_explain(args) -> int:
+    from .explain import explain, render
+    project = _project(args)
+    proto = args.proto or ("tcp" if args.port else "icmp")
+    answers = explain(project.resolved(), project.spec.doc.where, args.source, args.target, proto, args.port)
+    if args.json:
+        _print_json(answers)
+    else:
+        for line in render(answers, args.source, args.target, proto, args.port):
+            print(line)
+    return errors.EXIT_OK
+
+
 def cmd_exec(args) -> int:
     project = _load(args)
     container = project.spec.topology.containers.get(args.container)
@@ -397,6 +410,9 @@ def cmd_check(args) -> int:
                 f"got {'reachable' if p.actual else 'blocked'}"
             print(f"{mark} {p.source} → {p.target} {p.proto}{port} IPv{p.family} ({p.address}): expected "
                   f"{'reachable' if p.expected else 'blocked'} ({p.reason}), {got}")
+            if not p.ok and not p.inconclusive:
+                options = f" --proto {p.proto}" + (f" --port {p.port}" if p.port else "")
+                print(f"     why: netcompose explain {p.source} {p.target}{options}")
     print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
     return errors.EXIT_FAILURE if bad else errors.EXIT_OK
 
@@ -531,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_down)
     sub.add_parser("ps", parents=[common], help="list containers and endpoints").set_defaults(func=cmd_ps)
     sub.add_parser("config", parents=[common], help="print the resolved topology").set_defaults(func=cmd_config)
+    p = sub.add_parser("explain", parents=[common], help="why a container can or cannot reach another")
+    p.add_argument("source")
+    p.add_argument("target")
+    p.add_argument("--proto", choices=["tcp", "udp", "icmp"], help="default: tcp with --port, else icmp")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_explain)
     p = sub.add_parser("exec", parents=[common], help="run a command in a container's sandbox")
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
