@@ -17,6 +17,7 @@ import socket
 import sys
 
 UDP_IDLE = 60.0   # seconds before a UDP peer's relay socket is dropped
+UDP_PEERS = 1024  # relay sockets at most: datagrams from more senders are dropped, not a descriptor each
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -58,6 +59,8 @@ class _UdpFront(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, client) -> None:
         peer = self.peers.get(client)
         if peer is None:
+            if len(self.peers) >= UDP_PEERS:
+                return
             peer = self.peers[client] = _UdpBack(self, client)
             asyncio.get_running_loop().create_task(peer.open())
         peer.send(data)

@@ -132,3 +132,23 @@ def test_target_only_port_is_published_stable_and_shown_by_ps(tmp_path, project_
         assert f"{port}->80/tcp" in run_cli("ps", "-f", str(path), "-p", project_name).stdout
         assert json.loads(run_cli("ps", "--json", "-f", str(path), "-p", project_name).stdout)[0]["ports"] == shown
     assert run_cli("down", "-f", str(path), "-p", project_name).returncode == 0
+
+
+def test_udp_relay_keeps_a_bounded_number_of_peer_sockets(monkeypatch):
+    """Datagrams from ever new source ports must not cost the relay a socket each without end."""
+    import asyncio
+
+    from netcompose import portproxy
+    monkeypatch.setattr(portproxy, "UDP_PEERS", 3)
+
+    async def flood() -> int:
+        front = portproxy._UdpFront(("127.0.0.1", 9))
+        for port in range(40000, 40010):
+            front.datagram_received(b"x", ("127.0.0.1", port))
+        await asyncio.sleep(0.05)
+        for peer in front.peers.values():
+            peer.idle.cancel() if peer.idle else None
+            peer.transport.close() if peer.transport else None
+        return len(front.peers)
+
+    assert asyncio.run(flood()) == 3
