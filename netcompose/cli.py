@@ -370,6 +370,21 @@ def cmd_explain(args) -> int:
     return errors.EXIT_OK
 
 
+def cmd_graph(args) -> int:
+    from .graph import RENDER
+    fmt = args.output_format or (args.out.rsplit(".", 1)[-1] if args.out and
+                                 args.out.endswith((".svg", ".html", ".dot")) else "dot")
+    from .spec.resolve import resolve
+    project = _load(args)   # offline: a drawing of the file, whatever the host holds
+    text = RENDER[fmt](resolve(project.spec.topology, project.spec.doc, project.name))
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return errors.EXIT_OK
+
+
 def cmd_exec(args) -> int:
     project = _load(args)
     container = project.spec.topology.containers.get(args.container)
@@ -553,6 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proto", choices=["tcp", "udp", "icmp"], help="default: tcp with --port, else icmp")
     p.add_argument("--port", type=int)
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("graph", parents=[common], help="draw the topology")
+    p.add_argument("-o", "--out", help="write to this file (its extension picks the format)")
+    # -T as in dot: --format already names the input file's format.
+    p.add_argument("-T", "--output-format", choices=["dot", "mermaid", "svg", "html"],
+                   help="default: from -o's extension, else dot")
+    p.set_defaults(func=cmd_graph)
     p = sub.add_parser("exec", parents=[common], help="run a command in a container's sandbox")
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what netcompose needs on a fresh Debian machine: the kernel tools
 # (iproute2, nftables, Open vSwitch, ethtool, ping), setpriv (util-linux, for processes with
-# `user:`), BIRD 2 (the routing daemon of topologies/ospf) and the Python package.
+# `user:`), BIRD 2 (the routing daemon of topologies/ospf), Graphviz (`graph -T svg|html`) and the Python package.
 # Debian would start the system Open vSwitch and BIRD daemons on install; netcompose and its
 # tests never use them, so service start-up is suppressed for this install only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(iproute2 nftables iptables openvswitch-switch openvswitch-common ethtool iputils-ping conntrack procps
-          util-linux bird2)
+          util-linux bird2 graphviz)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
