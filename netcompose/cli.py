@@ -385,6 +385,12 @@ def cmd_graph(args) -> int:
     return errors.EXIT_OK
 
 
+def cmd_completion(args) -> int:
+    from .completion import script
+    sys.stdout.write(script(build_parser(), args.shell))
+    return errors.EXIT_OK
+
+
 def cmd_exec(args) -> int:
     project = _load(args)
     container = project.spec.topology.containers.get(args.container)
@@ -574,6 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-T", "--output-format", choices=["dot", "mermaid", "svg", "html"],
                    help="default: from -o's extension, else dot")
     p.set_defaults(func=cmd_graph)
+    p = sub.add_parser("completion", help="print a shell completion script (source it: "
+                       "eval \"$(netcompose completion bash)\")")
+    p.add_argument("shell", choices=["bash", "zsh"])
+    p.set_defaults(func=cmd_completion)
     p = sub.add_parser("exec", parents=[common], help="run a command in a container's sandbox")
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
