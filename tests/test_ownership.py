@@ -323,3 +323,23 @@ def test_kernel_datapath_missing_fails_with_what_ovs_rows_show(topo, project_nam
         assert not host_snapshot(project_name)["links"] and not host_snapshot(project_name)["netns"]
     finally:
         private_ovs.vsctl("--if-exists", "del-br", bridge)
+
+
+@needs_root
+def test_a_file_where_a_namespace_goes_is_removed_only_when_it_is_our_placeholder(topo, project_name):
+    """A create that died before its mount leaves its file, holding the namespace's mark;
+    any other file at that path is someone else's."""
+    from netcompose import names
+    path = Path("/run/netns") / f"{project_name}-web"
+    project = topo("networks: {n: {subnet: 10.67.9.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    path.write_text("someone's notes\n")
+    try:
+        with pytest.raises(Exception, match="did not make"):
+            project.up()
+        assert path.read_text() == "someone's notes\n"
+    finally:
+        path.unlink()
+    path.write_text(names.alias(project_name, "ns", "web"))   # what a crashed create leaves
+    project.up()
+    assert not project.plan().plan
+    project.down()

@@ -7,7 +7,9 @@ returns to the original namespace before control leaves this module.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import stat
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -65,16 +67,25 @@ def _ensure_run_dir() -> None:
 _run_dir_ready = False
 
 
-def create(name: str) -> None:
+def create(name: str, mark: str = "") -> None:
+    """A named namespace: a file in /run/netns with the namespace bind-mounted on it.  The
+    file holds `mark` (hidden by the mount), so a file left by a create that died before its
+    mount is known as ours; any other file there is someone else's and stays."""
     global _run_dir_ready
     if not _run_dir_ready:
         _ensure_run_dir()
         _run_dir_ready = True
     path = netns_path(name)
-    if os.path.exists(path) and not is_namespace(path):
-        os.unlink(path)  # a placeholder left by a create that died before its mount
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
-    os.close(fd)
+    if os.path.lexists(path) and not is_namespace(path):
+        if not mark or _placeholder_text(path) != mark:
+            raise FileExistsError(errno.EEXIST, f"{path} is a file netcompose did not make; remove it or rename "
+                                  "the container")
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    try:
+        os.write(fd, mark.encode())
+    finally:
+        os.close(fd)
     home = own_netns_fd()
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare")
@@ -88,6 +99,20 @@ def create(name: str) -> None:
         raise
     finally:
         os.close(home)
+
+
+def _placeholder_text(path: str) -> str | None:
+    """What a bare regular file in /run/netns says (at most a mark's length)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 512).decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 _nsfs_dev: int | None = None

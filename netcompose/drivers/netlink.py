@@ -519,7 +519,7 @@ class NetlinkDriver:
             name = a["name"]
             if op == "create":
                 def create(fresh: set[str]) -> None:
-                    namespaces.create(name)
+                    namespaces.create(name, a["marker"])
                     self.index[name] = {"lo": 1}
                     if name in fresh:
                         self.fresh.add(name)
