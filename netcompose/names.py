@@ -105,3 +105,15 @@ def parse_alias(text: str | None) -> tuple[str, str, str] | None:
         return None
     parts = text.split(":", 3)
     return (parts[1], parts[2], parts[3]) if len(parts) == 4 else None
+
+
+def folder_project(folder: str) -> str:
+    """The project named after a folder."""
+    from .spec.patterns import PROJECT_PATTERN   # names is imported before anything of spec
+    if re.fullmatch(PROJECT_PATTERN, folder) and len(folder) <= 32:
+        return folder
+    # Normalised as Compose does; but "a.b" and "ab" (or "AB", or two long names alike in
+    # their first 32 characters) would then be one project, each `up` pruning the other's
+    # containers: a name that had to change says which folder it came from.
+    base = re.sub(r"^[^a-z0-9]+", "", re.sub(r"[^a-z0-9_-]", "", folder.lower()))[:23] or "default"
+    return f"{base}-{digest(folder)}"

@@ -538,3 +538,13 @@ def parse_converted(text: str, where: Path):
         path = Path(folder) / "converted.yaml"
         path.write_text(text)
         return load(path, environ={})
+
+
+def test_compose_folders_that_normalise_alike_are_two_projects(tmp_path):
+    """Compose would make folders `a.b` and `ab` one project; each `up` would prune the other's."""
+    from netcompose.frontends.compose import project_name
+    from netcompose.spec.loader import Document
+    doc = Document({"services": {}}, "compose.yaml")
+    dotted, plain = (project_name(None, {}, doc, tmp_path / folder / "compose.yaml") for folder in ("a.b", "ab"))
+    assert plain == "ab" and dotted != plain and dotted.startswith("ab-")
+    assert project_name("My.App", {}, doc, tmp_path / "x" / "compose.yaml") == "myapp"   # -p: as Compose

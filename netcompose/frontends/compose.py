@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import Position, SpecError, excerpt
 from ..inputs import read_text
+from .. import names
 from ..spec.loader import Document, parse_yaml
 from . import Translation, unsupported
 
@@ -193,14 +194,15 @@ def load(paths: list[Path], env: dict[str, str]) -> tuple[Document, list[Path]]:
 
 # ---- translation ------------------------------------------------------------------------
 def project_name(explicit: str | None, env: dict[str, str], doc: Document, first: Path) -> str:
-    """-p, then COMPOSE_PROJECT_NAME, then `name:`, then the folder: lowercased, keeping
-    only letters, digits, '_' and '-' (Compose's normalisation)."""
-    for candidate in (explicit, env.get("COMPOSE_PROJECT_NAME"), doc.data.get("name"), first.resolve().parent.name):
+    """-p, then COMPOSE_PROJECT_NAME, then `name:`: lowercased, keeping only letters, digits,
+    '_' and '-' (Compose's normalisation); else the folder, named as for netcompose's own
+    files (folders "a.b" and "ab" are two projects, not one that prunes the other)."""
+    for candidate in (explicit, env.get("COMPOSE_PROJECT_NAME"), doc.data.get("name")):
         if candidate:
             name = re.sub(r"[^a-z0-9_-]", "", str(candidate).lower()).lstrip("_-")
             if name:
                 return name[:32]
-    return "default"
+    return names.folder_project(first.resolve().parent.name)
 
 
 class _Compose:

@@ -153,14 +153,7 @@ def default_project(path: Path, topology: Record, explicit: str | None) -> str:
         return explicit
     if topology.name:
         return topology.name
-    folder = path.resolve().parent.name
-    if re.fullmatch(PROJECT_PATTERN, folder) and len(folder) <= 32:
-        return folder
-    # Normalised as Compose does; but "a.b" and "ab" (or "AB", or two long names alike in
-    # their first 32 characters) would then be one project, each `up` pruning the other's
-    # containers: a name that had to change says which folder it came from.
-    base = re.sub(r"^[^a-z0-9]+", "", re.sub(r"[^a-z0-9_-]", "", folder.lower()))[:23] or "default"
-    return f"{base}-{names.digest(folder)}"
+    return names.folder_project(path.resolve().parent.name)
 
 
 def load(path: str | Path, project: str | None = None, variables: dict[str, Any] | None = None,
