@@ -48,7 +48,8 @@ def remove_by_prefix(prefix: str) -> None:
         os.rmdir("/etc/netns/.netcompose")  # when no other project's folder is left in it
     except OSError:
         pass
-    shutil.rmtree(f"/run/netcompose/{prefix}", ignore_errors=True)
+    for folder in Path("/run/netcompose").glob(f"{prefix}*"):   # the test's projects, "<prefix>b" too
+        shutil.rmtree(folder, ignore_errors=True)
     if shutil.which("nft"):
         tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.split("\n")
         for line in tables:
