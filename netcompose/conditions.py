@@ -105,13 +105,12 @@ def normalised(spec: dict[str, Any], mtu: int) -> dict[str, Any]:
     return out
 
 
-def needs_netem(conditions: dict[str, Any], loss_by_netem: bool) -> list[str]:
-    """The keys of `conditions` only netem can make."""
-    keys = [k for k in NETEM_ONLY if k in conditions]
-    return keys + (["loss"] if loss_by_netem and "loss" in conditions else [])
+def needs_netem(conditions: dict[str, Any]) -> list[str]:
+    """The keys of `conditions` only netem can make (loss has a fallback)."""
+    return [k for k in NETEM_ONLY if k in conditions]
 
 
-def qdisc_params(conditions: dict[str, Any], mtu: int, netem: bool) -> dict[str, Any] | None:
+def qdisc_params(conditions: dict[str, Any], netem: bool) -> dict[str, Any] | None:
     """What the root qdisc of a sending device holds, or None for no qdisc of ours: tbf for
     the rate, netem (under the tbf, or alone) for delay and the percentages when the kernel
     has it; loss otherwise stays out (it is an nftables rule)."""

@@ -45,7 +45,7 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork], netem
         net = networks[ep.network]
         link_key, parts = NETWORK_DRIVERS[net.driver].endpoint(project, c, ep, net)
         devices[ep.ifname] = link_key
-        yield from conditions.endpoint(c, ep, net.mtu, link_key, parts, netem)
+        yield from conditions.endpoint(c, ep, link_key, parts, netem)
         yield from parts
         for ip, prefixlen in ep.addresses():
             addr = r.address(c.netns, ep.ifname, str(ip), prefixlen, link_key)

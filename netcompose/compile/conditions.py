@@ -11,20 +11,19 @@ from ..resources import HOST, Resource
 from ..spec.resolve import RContainer, REndpoint, Resolved, RLink
 
 
-def _qdisc(ns: str, ifname: str, link: str, wanted: dict[str, Any] | None, mtu: int,
-           netem: bool) -> Iterable[Resource]:
-    params = conditions.qdisc_params(wanted or {}, mtu, netem)
+def _qdisc(ns: str, ifname: str, link: str, wanted: dict[str, Any] | None, netem: bool) -> Iterable[Resource]:
+    params = conditions.qdisc_params(wanted or {}, netem)
     if params is not None:
         yield r.qdisc(ns, ifname, link, **params)
 
 
-def endpoint(c: RContainer, ep: REndpoint, mtu: int, link: str, parts: list[Resource],
+def endpoint(c: RContainer, ep: REndpoint, link: str, parts: list[Resource],
              netem: bool) -> Iterable[Resource]:
     """Egress shapes the sandbox's end; ingress the other end of its veth, on the host (what
     enters one end of a veth is what leaves the other).  `state: down` shuts the network's
     side: the sandbox keeps its address and routes and sees its carrier go."""
-    yield from _qdisc(c.netns, ep.ifname, link, ep.egress, mtu, netem)
-    yield from _qdisc(HOST, ep.host_ifname, link, ep.ingress, mtu, netem)
+    yield from _qdisc(c.netns, ep.ifname, link, ep.egress, netem)
+    yield from _qdisc(HOST, ep.host_ifname, link, ep.ingress, netem)
     if ep.down:
         veth = next(res for res in parts if res.key == link)
         veth.attrs["up"] = False
@@ -35,7 +34,7 @@ def link(wire: Resource, link: RLink, netem: bool) -> Iterable[Resource]:
     `state: down` takes both ends down."""
     ends = [(wire.attrs["ns"], wire.attrs["ifname"]), (wire.attrs["peer_ns"], wire.attrs["peer_ifname"])]
     for ns, ifname in ends:
-        yield from _qdisc(ns, ifname, wire.key, link.conditions, link.mtu, netem)
+        yield from _qdisc(ns, ifname, wire.key, link.conditions, netem)
     if link.down:
         wire.attrs.update(up=False, peer_up=False)
 

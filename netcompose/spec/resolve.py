@@ -495,7 +495,7 @@ class _Resolver:
         except ValueError as exc:
             key = str(exc).partition(":")[0]
             self.fail(path + ((key,) if key in given else ()), str(exc), "see README, Link conditions")
-        missing = conditions.needs_netem(numbers, loss_by_netem=False)
+        missing = conditions.needs_netem(numbers)
         if missing and not self.facts.netem:
             self.fail(path + (missing[0],), f"{', '.join(missing)} need the kernel's netem qdisc (sch_netem), "
                       "which this host lacks", "remove them; this host can do: rate, burst, loss")
