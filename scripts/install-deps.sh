@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what netcompose needs on a fresh Debian machine: the kernel tools
 # (iproute2, nftables, Open vSwitch, ethtool, ping), setpriv (util-linux, for processes with
-# `user:`), BIRD 2 (the routing daemon of topologies/ospf), Graphviz (`graph -T svg|html`) and the Python package.
-# Debian would start the system Open vSwitch and BIRD daemons on install; netcompose and its
+# `user:`), BIRD 2 (the routing daemon of topologies/ospf), Graphviz (`graph -T svg|html`), OVN
+# (`driver: ovn` networks across hosts: ovn-central for the tests' central databases, ovn-host for
+# ovn-controller) and the Python package.
+# Debian would start the system Open vSwitch, OVN and BIRD daemons on install; netcompose and its
 # tests never use them, so service start-up is suppressed for this install only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(iproute2 nftables iptables openvswitch-switch openvswitch-common ethtool iputils-ping conntrack procps
-          util-linux bird2 graphviz)
+          util-linux bird2 graphviz ovn-central ovn-host)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
