@@ -93,6 +93,19 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpro
 
 
 @pytest.fixture(scope="session")
+def ovn_lab():
+    """One OVN lab (central databases, ovn-northd, three simulated hosts h1..h3) shared by the
+    session's OVN tests; each test removes its own logical rows and sandboxes."""
+    from bench.ovn_lab import OvnLab, missing_programs
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    if missing_programs():
+        pytest.skip(f"OVN lab needs {', '.join(missing_programs())} (scripts/install-deps.sh)")
+    with OvnLab() as lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
 def private_ovs(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("needs root")
