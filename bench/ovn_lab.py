@@ -305,12 +305,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Start an OVN lab (central + simulated hosts) and wait.")
     parser.add_argument("--hosts", type=int, default=3)
     args = parser.parse_args()
+    # SIGTERM stops the lab as Ctrl-C does (the default action would leave its daemons running).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with OvnLab(hosts=args.hosts) as lab:
         print(f"OVN lab {lab.prefix}: Northbound {lab.northbound} (here: {lab.nb_socket}), folder {lab.folder}")
         for host in lab.hosts.values():
             print(f"  {host.name}: nsenter -t {host.holder.pid} -n -m --  (NETCOMPOSE_OVSDB={host.ovsdb}"
                   f" NETCOMPOSE_HOST={host.name} NETCOMPOSE_OVN_NB={lab.northbound})")
-        print("Ctrl-C stops it.", flush=True)
+        print("Ctrl-C or SIGTERM stops it.", flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:
