@@ -16,11 +16,16 @@ other's sandboxes, and the machine's are not touched.  Each host's ovs-vswitchd 
 `ovs-netdev` device in its own namespace.  The 10.240.0.0/16 addresses exist only inside the
 lab's namespaces.  Every daemon is started detached with a pidfile in the lab's folder and
 stopped by that pid; the namespaces die with their holders; the folder is removed.
+
+`<folder>/on-host HOST ARGV...` runs ARGV inside a host from a shell, with that host's
+NETCOMPOSE_OVSDB, NETCOMPOSE_HOST and NETCOMPOSE_OVN_NB (the command template a cross-host
+`check`/`ps` takes: `--via '<folder>/on-host {host} python3 -m netcompose'`).
 """
 from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -34,10 +39,24 @@ VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 OVN_SCHEMAS = {"nb": "/usr/share/ovn/ovn-nb.ovsschema", "sb": "/usr/share/ovn/ovn-sb.ovsschema"}
 PROGRAMS = ("ovsdb-server", "ovsdb-tool", "ovs-vswitchd", "ovs-vsctl", "ovn-northd", "ovn-controller", "ovn-nbctl",
             "unshare", "nsenter")
+LAB_FOLDER_MIDDLE = "-ovnlab-"   # a lab's temp folder: <prefix>-ovnlab-<random>
+LAB_FOLDER_GLOB = f"*{LAB_FOLDER_MIDDLE}*"
 UNDERLAY = "10.240.0.{}"
 UNDERLAY_PREFIX_LEN = 16
 # netcompose's state folders: a host's private copies, so each host has its own sandboxes.
 HOST_FOLDERS = ("/run/netns", "/etc/netns", "/run/netcompose", "/var/log/netcompose", "/var/cache/netcompose")
+
+
+ON_HOST = """#!/bin/sh
+# on-host HOST ARGV...: run ARGV inside the OVN lab's simulated host HOST, in this folder.
+case "$1" in ''|*/*|.*) echo "on-host: no host '$1' in this lab" >&2; exit 2;; esac
+folder={folder}
+[ -f "$folder/$1/holder.pid" ] || {{ echo "on-host: no host '$1' in this lab" >&2; exit 2; }}
+. "$folder/$1/env"
+pid=$(cat "$folder/$1/holder.pid")
+shift
+exec nsenter -t "$pid" -n -m --wd="$PWD" -- "$@"
+"""
 
 
 def missing_programs() -> list[str]:
@@ -75,7 +94,10 @@ class Holder:
             # makes under them later) stay in this namespace.
             setup = ("mount --make-rprivate / && for d in " + " ".join(self.folders) +
                      "; do mkdir -p $d && mount -t tmpfs tmpfs $d || exit 1; done && " + setup)
-        self.process = subprocess.Popen(["unshare", *kinds, "sh", "-c", setup + " && echo ready && exec sleep infinity"],
+        # The holder dies with us (SIGKILL on its parent's death), so a killed run leaves no namespace
+        # held by it; its daemons are reaped by the next lab (see reap_abandoned).
+        self.process = subprocess.Popen(["unshare", *kinds, "sh", "-c", setup + " && echo ready && exec setpriv "
+                                         "--pdeathsig KILL -- sleep infinity"],
                                         stdout=subprocess.PIPE, text=True, start_new_session=True)
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"could not make namespaces (unshare {' '.join(kinds)}): exit {self.process.wait()}")
@@ -139,16 +161,44 @@ class Daemons:
         self.pids.clear()
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first), or [] when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     # A detached daemon is not our child, so nobody reaps it here: a zombie counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return _stat(pid)[:1] not in ([], ["Z"])
+
+
+def identity(pid: int) -> str:
+    """pid and start time: a pid the kernel gave to another process since is told apart."""
+    return f"{pid} {_stat(pid)[19]}"
+
+
+def reap_abandoned(top: Path) -> None:
+    """Labs whose owner died without stopping them (SIGKILL, a timeout): stop their daemons,
+    each by the pid in its pidfile and only if its command line names that lab's folder,
+    and remove the folder."""
+    for folder in top.glob(LAB_FOLDER_GLOB):
+        try:
+            owner = (folder / "owner").read_text().strip()
+        except OSError:
+            continue   # a lab being made, or not one of ours
+        pid = int(owner.split()[0])
+        if alive(pid) and identity(pid) == owner:
+            continue
+        for pidfile in folder.rglob("*.pid"):
+            try:
+                daemon = int(pidfile.read_text())
+                if str(folder) in Path(f"/proc/{daemon}/cmdline").read_bytes().decode(errors="replace"):
+                    os.kill(daemon, signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def daemon_env(folder: Path) -> dict[str, str]:
@@ -199,6 +249,9 @@ class Host:
                    f"external_ids:ovn-encap-ip={self.address}", "external_ids:ovn-bridge-datapath-type=netdev",
                    f"external_ids:hostname={self.name}")
         d.start("ovn-controller", self.ovsdb)
+        (self.folder / "holder.pid").write_text(f"{self.holder.pid}\n")
+        (self.folder / "env").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env().items()
+                                                 if k.startswith("NETCOMPOSE_") or k == "PYTHONPATH"))
 
     def vsctl(self, *args: str) -> str:
         return self.daemons.run(["ovs-vsctl", f"--db={self.ovsdb}", "--timeout=30", *args]).stdout.strip()
@@ -236,7 +289,9 @@ class OvnLab:
     def __init__(self, hosts: int = 3, prefix: str | None = None, folder: Path | None = None) -> None:
         self.prefix = prefix or "oh" + secrets.token_hex(2)
         self.made_folder = folder is None
-        self.folder = Path(folder or tempfile.mkdtemp(prefix=f"{self.prefix}-ovnlab-"))
+        if folder is None:
+            reap_abandoned(Path(tempfile.gettempdir()))
+        self.folder = Path(folder or tempfile.mkdtemp(prefix=f"{self.prefix}{LAB_FOLDER_MIDDLE}"))
         self.bridge = f"{self.prefix}ul"
         self.underlay = Holder()
         self.central = Daemons(self.underlay, self.folder, daemon_env(self.folder))
@@ -245,6 +300,7 @@ class OvnLab:
         # The tests and tools on this machine reach the central databases by their sockets.
         self.nb_socket, self.sb_socket = f"unix:{self.folder}/nb.sock", f"unix:{self.folder}/sb.sock"
         self.hosts = {f"h{i}": Host(self, f"h{i}", i) for i in range(1, hosts + 1)}
+        self.on_host = self.folder / "on-host"
 
     def __enter__(self) -> "OvnLab":
         try:
@@ -258,6 +314,7 @@ class OvnLab:
         self.stop()
 
     def start(self) -> None:
+        (self.folder / "owner").write_text(identity(os.getpid()) + "\n")
         self.underlay.start()
         c, f = self.central, self.folder
         for argv in (["ip", "link", "add", self.bridge, "type", "bridge"],
@@ -271,6 +328,8 @@ class OvnLab:
         c.start("ovn-northd", f"--ovnnb-db={self.nb_socket}", f"--ovnsb-db={self.sb_socket}")
         for host in self.hosts.values():
             host.start()
+        self.on_host.write_text(ON_HOST.format(folder=shlex.quote(str(self.folder))))
+        self.on_host.chmod(0o755)
         wait_for("every host's chassis in the Southbound DB",
                  lambda: set(self.sbctl("--bare", "--columns=name", "list", "chassis").split()) >= set(self.hosts))
 
@@ -309,9 +368,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with OvnLab(hosts=args.hosts) as lab:
         print(f"OVN lab {lab.prefix}: Northbound {lab.northbound} (here: {lab.nb_socket}), folder {lab.folder}")
-        for host in lab.hosts.values():
-            print(f"  {host.name}: nsenter -t {host.holder.pid} -n -m --  (NETCOMPOSE_OVSDB={host.ovsdb}"
-                  f" NETCOMPOSE_HOST={host.name} NETCOMPOSE_OVN_NB={lab.northbound})")
+        print(f"hosts {', '.join(lab.hosts)}: run a command on one with {lab.on_host} HOST COMMAND..., e.g.\n"
+              f"  {lab.on_host} h1 python3 -m netcompose up -f FILE")
         print("Ctrl-C or SIGTERM stops it.", flush=True)
         try:
             signal.pause()
