@@ -777,7 +777,7 @@ class Project:
         with Lock(self.name, self.lock_timeout):
             sandboxes = self.sandboxes(containers)
             declared, _ = workload.running(self.name, sandboxes)
-            victims = [processes.Victim(p.pid, p.start, p.ns, p.argv, group=True) for p in declared.values()]
+            victims = [processes.Victim(p.pid, p.start, p.ns, p.argv, mark=p.mark() or "") for p in declared.values()]
             lines = processes.stop(victims, self.stop_timeout)
             for s in sandboxes:
                 record = processes.read_record(self.name, s.container)

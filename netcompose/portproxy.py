@@ -18,6 +18,7 @@ import sys
 
 UDP_IDLE = 60.0   # seconds before a UDP peer's relay socket is dropped
 UDP_PEERS = 1024  # relay sockets at most: datagrams from more senders are dropped, not a descriptor each
+UDP_PENDING = 64  # datagrams held for a peer whose socket is still opening: more are dropped, as a NAT would
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -73,17 +74,25 @@ class _UdpBack(asyncio.DatagramProtocol):
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.front.target)
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: self, remote_addr=self.front.target)
+        except OSError:   # out of descriptors (EMFILE) or the like: drop what waited; the client's next datagram tries again
+            self._expire()
+            return
+        if self.front.peers.get(self.client) is not self:   # expired while it opened
+            transport.close()
+            return
+        self.transport = transport
         for data in self.pending:
-            self.transport.sendto(data)
+            transport.sendto(data)
         self.pending = []
 
     def send(self, data: bytes) -> None:
         self._touch()
-        if self.transport is None:
-            self.pending.append(data)
-        else:
+        if self.transport is not None:
             self.transport.sendto(data)
+        elif len(self.pending) < UDP_PENDING:
+            self.pending.append(data)
 
     def datagram_received(self, data: bytes, _addr) -> None:
         self._touch()
@@ -95,7 +104,11 @@ class _UdpBack(asyncio.DatagramProtocol):
         self.idle = asyncio.get_running_loop().call_later(UDP_IDLE, self._expire)
 
     def _expire(self) -> None:
-        self.front.peers.pop(self.client, None)
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.front.peers.get(self.client) is self:
+            del self.front.peers[self.client]
+        self.pending = []
         if self.transport is not None:
             self.transport.close()
 

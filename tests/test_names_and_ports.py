@@ -152,3 +152,63 @@ def test_udp_relay_keeps_a_bounded_number_of_peer_sockets(monkeypatch):
         return len(front.peers)
 
     assert asyncio.run(flood()) == 3
+
+
+def test_udp_relay_bounds_what_waits_and_survives_emfile():
+    """A peer socket that is still opening holds at most UDP_PENDING datagrams (the rest are
+    dropped); one the relay cannot open (EMFILE) drops its datagrams, raises nothing into the
+    loop, and the client's next datagram opens it again."""
+    import asyncio
+    import errno
+    import socket
+
+    from netcompose import portproxy
+
+    class Front:   # the listening socket: what the relay sends back to its clients
+        def __init__(self) -> None:
+            self.sent: list[tuple[bytes, tuple]] = []
+
+        def sendto(self, data: bytes, addr: tuple) -> None:
+            self.sent.append((data, addr))
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[dict] = []
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+            server.bind(("127.0.0.1", 0))
+            server.setblocking(False)
+            front = portproxy._UdpFront(server.getsockname())
+            front.transport = Front()
+            client = ("::1", 40000, 0, 0)
+
+            async def out_of_descriptors(*_args, **_kwargs):
+                raise OSError(errno.EMFILE, "Too many open files")
+            loop.create_datagram_endpoint = out_of_descriptors
+            for i in range(10 * portproxy.UDP_PENDING):
+                front.datagram_received(b"lost %d" % i, client)
+            assert len(front.peers[client].pending) == portproxy.UDP_PENDING
+            await asyncio.sleep(0.05)
+            assert client not in front.peers and not errors
+
+            del loop.create_datagram_endpoint   # descriptors are back
+            front.datagram_received(b"again", client)
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                try:
+                    data, sender = server.recvfrom(100)
+                    break
+                except BlockingIOError:
+                    continue
+            else:
+                raise AssertionError("nothing relayed after EMFILE")
+            assert data == b"again"
+            server.sendto(b"reply", sender)
+            for _ in range(200):
+                if front.transport.sent:
+                    break
+                await asyncio.sleep(0.01)
+            assert front.transport.sent == [(b"reply", client)] and not errors
+            front.peers[client]._expire()
+
+    asyncio.run(scenario())

@@ -1,6 +1,7 @@
 """Declared processes and busy sandboxes, against the real kernel."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -209,7 +210,6 @@ def test_wait_logs_and_lifecycle_without_the_file(tmp_path, project_name):
 
 
 def json_of(result: subprocess.CompletedProcess):
-    import json
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -324,3 +324,40 @@ def test_failed_apply_rolls_back_started_processes(topo, project_name):
         project.up(fault=fail_on_b)
     assert not running(project_name)
     assert not [ns for ns in namespaces.list_named() if ns.startswith(project_name)]
+
+
+# A leader that exits on SIGTERM, leaving two children that ignore it: one in its process
+# group, one that made its own session (it still carries the mark in its environment).
+LEAVES_CHILDREN = [sys.executable, "-c", "import subprocess, sys, time\n"
+                   "for own_session in (False, True):\n"
+                   f"    subprocess.Popen({IGNORES_TERM!r}, start_new_session=own_session)\n"
+                   "time.sleep(600)"]
+
+
+def test_stop_kills_what_outlives_the_leader(topo, project_name):
+    """stop, restart (an edit) and removal SIGKILL after the timeout what is left of a
+    declared process whose leader exited on SIGTERM: its group and its marked processes."""
+    text = lab(a=f"command: {json.dumps(LEAVES_CHILDREN)}\nenvironment: {{ROUND: '1'}}", b="")
+    project = topo(text, stop_timeout=1)
+
+    def children() -> set[int]:
+        leader = running(project_name).get("a")
+        procs = processes.scan(processes.namespace_inodes([f"{project_name}-a"]))
+        return {p.pid for p in procs if p.mark() == f"{project_name}/a" and (leader is None or p.pid != leader.pid)}
+
+    def gone(pids: set[int]) -> bool:
+        return not any(processes.stat(pid) and processes.stat(pid)[0] not in ("Z", "X") for pid in pids)
+
+    for step in ("stop", "restart", "removal"):
+        project.up()
+        left = wait_for(lambda: len(children()) == 2 and children())
+        if step == "stop":
+            lines = project.stop()
+        elif step == "restart":
+            project = topo(text.replace("'1'", "'2'"), stop_timeout=1)
+            lines = project.up().notes
+        else:
+            project = topo(lab(b=""), stop_timeout=1)
+            lines = project.up().notes
+        assert gone(left), (step, lines)
+        assert any("SIGKILL after 1s to what was left of it" in line for line in lines), (step, lines)

@@ -62,6 +62,7 @@ class ProcInfo:
     argv: list[str]
     environ: dict[str, str]
     uid: int
+    pgid: int = 0
 
     @property
     def started_at(self) -> float:
@@ -71,15 +72,15 @@ class ProcInfo:
         return self.environ.get(MARK)
 
 
-def stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, session id, start time) from /proc/PID/stat, or None when it is gone."""
+def stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, session id, start time, process group) from /proc/PID/stat, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             text = f.read()
     except OSError:
         return None
     fields = text[text.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[3]), int(fields[19])
+    return fields[0].decode(), int(fields[3]), int(fields[19]), int(fields[2])
 
 
 def alive(pid: int, start: int) -> bool:
@@ -133,7 +134,7 @@ def scan(inodes: dict[int, str]) -> list[ProcInfo]:
             uid = os.stat(f"/proc/{pid}").st_uid
         except (OSError, ValueError):
             continue  # gone while we looked
-        found.append(ProcInfo(pid, ns, facts[1], facts[0], facts[2], argv, environ, uid))
+        found.append(ProcInfo(pid, ns, facts[1], facts[0], facts[2], argv, environ, uid, facts[3]))
     return found
 
 
@@ -325,31 +326,54 @@ class Victim:
     start: int
     ns: str
     argv: list[str]
-    group: bool          # a declared process: its whole process group goes
+    mark: str = ""       # a declared process's mark: its process group and every process in its
+                         # sandbox carrying the mark go with it (children outlive their leader)
 
 
 def stop(victims: list[Victim], timeout: float) -> list[str]:
-    """SIGTERM, then SIGKILL to whatever still runs after `timeout` seconds; waits until
-    every victim is gone.  One line per victim says how it ended."""
+    """SIGTERM, then SIGKILL to whatever still runs after `timeout` seconds (of a declared
+    process: its group and its marked processes in the sandbox too, whether or not the
+    leader still runs); waits until every victim is gone.  One line per victim says how it
+    ended."""
     def send(v: Victim, sig: int) -> None:
         try:
-            if v.group:
+            if v.mark:
                 os.killpg(v.pid, sig)
             else:
                 os.kill(v.pid, sig)
         except ProcessLookupError:
             pass
 
-    ended: dict[int, float] = {}   # pid → seconds after SIGTERM
+    ended: dict[int, float] = {}           # leader pid → seconds after SIGTERM
+    killed: dict[int, set[int]] = {}       # leader pid → what was left of it and got SIGKILL
 
-    def wait(pending: list[Victim], seconds: float) -> list[Victim]:
+    def leftovers(pending: list[Victim]) -> dict[int, list[ProcInfo]]:
+        """Of declared victims whose leader is gone: the processes of their group, or
+        carrying their mark, still in their sandbox."""
+        orphaned = [v for v in pending if v.mark and v.pid in ended]
+        if not orphaned:
+            return {}
+        procs = scan(namespace_inodes({v.ns for v in orphaned}))
+        return {v.pid: [p for p in procs if p.ns == v.ns and (p.pgid == v.pid or p.mark() == v.mark)]
+                for v in orphaned}
+
+    def wait(pending: list[Victim], seconds: float, kill: bool) -> list[Victim]:
         deadline = time.monotonic() + seconds
         while True:
             _reap()
             for v in pending:
-                if not alive(v.pid, v.start):
+                if v.pid not in ended and not alive(v.pid, v.start):
                     ended[v.pid] = time.monotonic() - started
-            pending = [v for v in pending if v.pid not in ended]
+            left = leftovers(pending)
+            if kill:
+                for leader, procs in left.items():
+                    for p in procs:
+                        try:
+                            os.kill(p.pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            continue
+                        killed.setdefault(leader, set()).add(p.pid)
+            pending = [v for v in pending if v.pid not in ended or left.get(v.pid)]
             if not pending or time.monotonic() >= deadline:
                 return pending
             time.sleep(0.02)
@@ -358,14 +382,21 @@ def stop(victims: list[Victim], timeout: float) -> list[str]:
     for v in live:
         send(v, signal.SIGTERM)
     started = time.monotonic()
-    stubborn = wait(live, timeout)
+    stubborn = wait(live, timeout, kill=False)
     for v in stubborn:
-        send(v, signal.SIGKILL)
-    left = wait(stubborn, 5.0)
+        if v.pid not in ended:
+            send(v, signal.SIGKILL)
+    left = wait(stubborn, 5.0, kill=True)
     lines = []
     for v in live:
-        how = ("still running after SIGKILL" if v in left else f"SIGKILL after {timeout:g}s" if v in stubborn
-               else f"exited on SIGTERM in {ended[v.pid]:.1f}s")
+        if v in left:
+            how = "still running after SIGKILL"
+        elif v.pid not in ended or ended[v.pid] >= timeout:
+            how = f"SIGKILL after {timeout:g}s"
+        else:
+            how = f"exited on SIGTERM in {ended[v.pid]:.1f}s"
+        if killed.get(v.pid):
+            how += f"; SIGKILL after {timeout:g}s to what was left of it: pid {', '.join(map(str, sorted(killed[v.pid])))}"
         lines.append(f"stopped pid {v.pid} ({' '.join(v.argv)[:60]}) in {v.ns}: {how}")
     return lines
 
@@ -499,4 +530,5 @@ class ProcessDriver:
     @staticmethod
     def _victim(res: r.Resource) -> Victim:
         a = res.attrs
-        return Victim(a["pid"], a.get("start", 0), a["ns"], a["argv"], group="container" in a)
+        return Victim(a["pid"], a.get("start", 0), a["ns"], a["argv"],
+                      mark=f"{res.owner}/{a['container']}" if "container" in a else "")
