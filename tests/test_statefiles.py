@@ -157,3 +157,43 @@ def test_forgetting_a_project_never_removes_through_a_link(ours, monkeypatch):
     processes.remove_logs("p", "web")
     assert (elsewhere / "p" / "web.log").exists()
     assert (elsewhere / "p" / "keep").read_text() == "not netcompose's\n" and (elsewhere / "p" / "sub").is_dir()
+
+
+@pytest.mark.parametrize("attrs", [
+    {"protocol": "tcp", "listen": "::1", "port": 8080, "target": "10.0.0.2", "target_port": 80, "weight": 1},
+    {"protocol": "tcp", "listen": "::1", "port": "8080", "target": "10.0.0.2", "target_port": 80},
+    {"protocol": "tcp"},
+    ["tcp", "::1", 8080],
+])
+def test_a_malformed_relay_record_is_no_traceback(ours, monkeypatch, attrs):
+    """A record whose attrs this version did not write (unexpected or missing keys, wrong
+    types) never becomes a relay of what was never asked for: while its process runs with our
+    mark it is ours without a target, so `up` replaces it and `down` stops it; once the process
+    is gone it is nothing."""
+    import json
+    import subprocess
+
+    from netcompose import resources as r
+    from netcompose.drivers import Scope, proxies, processes
+    from netcompose.plan import make_plan
+    project, _ = ours
+    (project / "proxies").mkdir()
+    monkeypatch.setattr(proxies, "STATE_DIR", str(project.parent))
+    relay = subprocess.Popen(["sleep", "60"], env={proxies.MARK: "p/tcp-__1-8080"}, start_new_session=True)
+    try:
+        record = {"pid": relay.pid, "start": processes.stat(relay.pid)[2], "attrs": attrs}
+        (project / "proxies" / "tcp-__1-8080.json").write_text(json.dumps(record))
+        driver = proxies.ProxiesDriver()
+        [seen] = driver.observe(Scope("p"))
+        assert seen.key == "proxy:tcp/[::1]:8080" and seen.owner == "p" and seen.attrs["target"] == ""
+        wanted = r.port_proxy("::1", 8080, "tcp", "10.0.0.2", 80)
+        assert [a.op for a in make_plan({wanted.key: wanted}, {seen.key: seen}, "p").actions] == ["delete", "create"]
+        down = make_plan({}, {seen.key: seen}, "p").actions
+        assert not driver.apply(down).errors
+        assert not processes.alive(relay.pid, record["start"])   # stopped: it carried our mark
+        assert driver.observe(Scope("p")) == [] and not (project / "proxies" / "tcp-__1-8080.json").exists()
+        (project / "proxies" / "tcp-__1-8080.json").write_text(json.dumps(record))   # its process is gone
+        assert driver.observe(Scope("p")) == []
+    finally:
+        relay.kill()
+        relay.wait()

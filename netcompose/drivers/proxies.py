@@ -36,15 +36,28 @@ def _start_time(pid: int) -> int | None:
 
 def _ours(record: dict, mark: str) -> bool:
     """The recorded relay still runs (same pid and start time) and carries our mark."""
-    pid, start = record.get("pid", 0), record.get("start")
+    pid, start = record.get("pid"), record.get("start")
+    if type(pid) is not int or type(start) is not int:
+        return False
     try:
-        return start is not None and alive(pid, start) and read_environ(pid).get(MARK) == mark
+        return alive(pid, start) and read_environ(pid).get(MARK) == mark
     except OSError:
         return False
 
 
-def _reap(pid: int) -> None:
-    if pid <= 0:   # waitpid would take any child
+# What a relay record's attrs hold: exactly port_proxy's arguments, of these types.
+RELAY_ATTRS = {"listen": str, "port": int, "protocol": str, "target": str, "target_port": int}
+
+
+def _well_formed(attrs: object) -> bool:
+    """A record's attrs as this version writes them (another version's, or a damaged file's,
+    would make a relay of what was never asked for)."""
+    return isinstance(attrs, dict) and attrs.keys() == RELAY_ATTRS.keys() and \
+        all(type(attrs[k]) is kind for k, kind in RELAY_ATTRS.items())
+
+
+def _reap(pid: object) -> None:
+    if type(pid) is not int or pid <= 0:   # waitpid would take any child
         return
     try:   # our own child (started by this run) stays a zombie until waited for
         os.waitpid(pid, os.WNOHANG)
@@ -72,12 +85,20 @@ class ProxiesDriver:
     def _file_name(attrs: dict) -> str:
         return f"{attrs['protocol']}-{attrs['listen'].replace(':', '_')}-{attrs['port']}.json"
 
+    @staticmethod
+    def _named(file_name: str) -> dict | None:
+        """What a record's file name says (protocol, listen address, port), else None."""
+        parts = file_name.removesuffix(".json").split("-")
+        if len(parts) != 3 or not parts[2].isdigit():
+            return None
+        return {"listen": parts[1].replace("_", ":"), "port": int(parts[2]), "protocol": parts[0]}
+
     def _records(self) -> list[tuple[str, dict]]:
         found = []
         for name in sorted(statefiles.names_in(self._folder())):
             path = os.path.join(self._folder(), name)
             record = statefiles.read_json(path)
-            if isinstance(record, dict) and isinstance(record.get("attrs"), dict):
+            if isinstance(record, dict):
                 found.append((path, record))
         return found
 
@@ -87,10 +108,15 @@ class ProxiesDriver:
             return []
         out = []
         for path, record in self._records():
-            if _ours(record, self._mark(os.path.basename(path))):
+            name = os.path.basename(path)
+            if not _ours(record, self._mark(name)):   # a relay this process started (`watch`) that died: not left a zombie
+                _reap(record.get("pid"))
+            elif _well_formed(record.get("attrs")):
                 out.append(r.port_proxy(**record["attrs"], owner=scope.project))
-            else:   # a relay this process started (`watch`) that died: not left a zombie
-                _reap(record.get("pid", 0))
+            elif (named := self._named(name)) is not None:
+                # Ours by the process's mark, but what it relays to is unreadable: observed with
+                # no target, so `up` replaces it and `down` stops it.
+                out.append(r.port_proxy(**named, target="", target_port=0, owner=scope.project))
         return out
 
     def apply(self, actions: list[Action]) -> Outcome:
