@@ -26,10 +26,17 @@ def _split(path: str) -> tuple[str, list[str]]:
     return "/" + "/".join(parts[:top]), parts[top:]
 
 
+def _private(fd: int) -> bool:
+    """A folder of this user that nobody else may write."""
+    st = os.fstat(fd)
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 @contextmanager
-def folder(path: str, create: bool = False, mode: int = 0o755) -> Iterator[int | None]:
+def folder(path: str, create: bool = False, mode: int = 0o755, private: bool = False) -> Iterator[int | None]:
     """A descriptor of `path`'s folder, or None when it (or a link in its place) is not a
-    folder we can use."""
+    folder we can use; `private`: nor when one of our folders on the way belongs to someone
+    else or others may write it (what is read from there is trusted)."""
     base, ours = _split(path)
     try:
         fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -46,12 +53,15 @@ def folder(path: str, create: bool = False, mode: int = 0o755) -> Iterator[int |
             try:
                 child = os.open(part, _DIR, dir_fd=fd)
             except OSError:
-                os.close(fd)
-                fd = -1
-                yield None
-                return
+                child = -1
             os.close(fd)
             fd = child
+            if fd >= 0 and private and not _private(fd):
+                os.close(fd)
+                fd = -1
+            if fd < 0:
+                yield None
+                return
         yield fd
     finally:
         if fd >= 0:
@@ -94,10 +104,10 @@ def read_json(path: str) -> Any:
         return None
 
 
-def write_text(path: str, text: str, sync: bool = False, mode: int = 0o644) -> None:
+def write_text(path: str, text: str, sync: bool = False, mode: int = 0o644, private: bool = False) -> None:
     """Replace the file at once (a temporary copy renamed over it); `sync` makes it durable
-    before the rename, for records a crash must not lose."""
-    with folder(path, create=True) as dirfd:
+    before the rename, for records a crash must not lose; `private` as for `folder`."""
+    with folder(path, create=True, mode=0o700 if private else 0o755, private=private) as dirfd:
         if dirfd is None:
             raise OSError(f"{os.path.dirname(path)} is not a folder of netcompose's (a link or a file is there)")
         name = os.path.basename(path)

@@ -197,3 +197,34 @@ def test_a_malformed_relay_record_is_no_traceback(ours, monkeypatch, attrs):
     finally:
         relay.kill()
         relay.wait()
+
+
+def test_the_validation_memo_never_follows_a_link_nor_trusts_a_shared_folder(tmp_path, monkeypatch):
+    """The memo's folders under /var/cache/netcompose are made and entered without following
+    a link planted in their place; a folder others may write is not used either."""
+    import os
+
+    from netcompose.spec import memo
+    from netcompose.spec.loader import parse_yaml
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.setattr(memo, "CACHE_DIR", str(cache / "netcompose" / "validated"))
+    doc = parse_yaml("networks: {a: {}}\n", str(tmp_path / "topo.yaml"), {})
+    records = memo.Record(networks={})
+
+    (cache / "netcompose").symlink_to(outside)            # the top folder
+    memo.remember(doc, records)
+    assert list(outside.iterdir()) == [] and memo.remembered(doc) is None
+    (cache / "netcompose").unlink()
+    (cache / "netcompose").mkdir()
+    (cache / "netcompose" / "validated").symlink_to(outside)   # the folder below it
+    memo.remember(doc, records)
+    assert list(outside.iterdir()) == [] and memo.remembered(doc) is None
+
+    (cache / "netcompose" / "validated").unlink()
+    memo.remember(doc, records)                            # the real thing works
+    assert memo.remembered(doc) == records
+    os.chmod(cache / "netcompose" / "validated", 0o777)   # others may write: not trusted
+    assert memo.remembered(doc) is None

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .. import statefiles
 from .loader import Document
 
 CACHE_DIR = "/var/cache/netcompose/validated"
@@ -106,30 +107,21 @@ def _entry_path(doc: Document) -> str:
     return os.path.join(CACHE_DIR, digest + ".json")
 
 
-def _safe_dir() -> bool:
-    """Ours only: a real folder of this user that nobody else may write."""
-    try:
-        st = os.lstat(CACHE_DIR)
-    except OSError:
-        return False
-    import stat
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
-
-
 def _read(path: str) -> Any:
-    if not _safe_dir():
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        with os.fdopen(fd, "rb") as f:
-            found = _decode(json.loads(f.read()))
-            os.utime(f.fileno())   # recently used: pruned last
-            return found
-    except (ValueError, TypeError, KeyError, OSError):
-        return None
+    with statefiles.folder(path, private=True) as dirfd:
+        if dirfd is None:
+            return None
+        try:
+            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError:
+            return None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                found = _decode(json.loads(f.read()))
+                os.utime(f.fileno())   # recently used: pruned last
+                return found
+        except (ValueError, TypeError, KeyError, OSError):
+            return None
 
 
 def _write(path: str, topology: Record) -> None:
@@ -137,36 +129,32 @@ def _write(path: str, topology: Record) -> None:
         text = json.dumps(_encode(topology), check_circular=False)
     except _Unstorable:
         return
-    try:
-        os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
-        if not _safe_dir():
-            return
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+    try:   # folders made and entered without following a link, and only ours (see statefiles)
+        statefiles.write_text(path, text, mode=0o600, private=True)
         _prune()
     except OSError:
         pass  # only a memo: the next run validates again
 
 
 def _prune() -> None:
-    entries = []
-    for entry in os.scandir(CACHE_DIR):
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        entries.append((st.st_mtime_ns, st.st_size, entry.path))
-    kept = 0
-    for i, (_, size, path) in enumerate(sorted(entries, reverse=True)):
-        kept += size
-        if i >= KEEP or kept > KEEP_BYTES:
+    with statefiles.folder(os.path.join(CACHE_DIR, "."), private=True) as dirfd:
+        if dirfd is None:
+            return
+        entries = []
+        for entry in os.scandir(dirfd):
             try:
-                os.unlink(path)
+                st = entry.stat(follow_symlinks=False)
             except OSError:
-                pass
+                continue
+            entries.append((st.st_mtime_ns, st.st_size, entry.name))
+        kept = 0
+        for i, (_, size, name) in enumerate(sorted(entries, reverse=True)):
+            kept += size
+            if i >= KEEP or kept > KEEP_BYTES:
+                try:
+                    os.unlink(name, dir_fd=dirfd)
+                except OSError:
+                    pass
 
 
 def remembered(doc: Document) -> Record | None:
