@@ -171,3 +171,30 @@ def test_config_yaml_reads_back_as_the_document():
                 "marks": ["", "a: b", "a:", "#x", "-x", "@x", "x #y", "line\nbreak \"q\" \\ é"],
                 "nested": [{"a": [1, 2.5, None, False], "b": {}}, [[3]], []], "addresses": "10.0.0.1/24"}
     assert yaml.safe_load(_yaml_text(document)) == document
+
+
+# Ctrl-C while a dataclass (or a namedtuple) builds its methods at import: they are made with
+# a string exec(), and a KeyboardInterrupt ending one sets CPython's "unhandled Ctrl-C" flag,
+# which under `python -m` turns any exit into a death by SIGINT.  The first string exec once
+# netcompose's CLI is loading is interrupted so, as a Ctrl-C at that moment would.
+CTRL_C_IN_A_STRING_EXEC = """
+import builtins, sys
+_exec = builtins.exec
+def _interrupted_once(source, *args, **kwargs):
+    if isinstance(source, str) and "netcompose.cli" in sys.modules and not _interrupted_once.done:
+        _interrupted_once.done = True
+        _exec("raise KeyboardInterrupt")
+    return _exec(source, *args, **kwargs)
+_interrupted_once.done = False
+builtins.exec = _interrupted_once
+"""
+
+
+def test_ctrl_c_inside_a_string_exec_at_start_up_exits_130(tmp_path):
+    import os
+    (tmp_path / "sitecustomize.py").write_text(CTRL_C_IN_A_STRING_EXEC)
+    topology = tmp_path / "topo.yaml"
+    topology.write_text(f"name: t{secrets.token_hex(3)}\nnetworks: {{a: {{}}}}\ncontainers: {{c: {{networks: [a]}}}}\n")
+    result = subprocess.run([sys.executable, "-m", "netcompose", "config", "-f", str(topology)], capture_output=True,
+                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
+    assert (result.returncode, result.stderr) == (130, "error: interrupted\n")
