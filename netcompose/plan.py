@@ -96,8 +96,9 @@ def diff_attrs(desired: Resource, observed: Resource) -> dict[str, tuple[Any, An
 
 def _conflict(have: Resource) -> ConflictError:
     owner = f"project '{have.owner}'" if have.owner else "another tool"
+    how = have.meta.get("conflict_hint") or "rename or remove it"   # a driver may know better
     return ConflictError(f"{have.key} already exists and belongs to {owner}; "
-                         "netcompose never takes over objects it did not create: rename or remove it")
+                         f"netcompose never takes over objects it did not create: {how}")
 
 
 def _check_namesakes(desired: dict[str, Resource], observed: dict[str, Resource], project: str) -> None:

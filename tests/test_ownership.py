@@ -343,3 +343,87 @@ def test_a_file_where_a_namespace_goes_is_removed_only_when_it_is_our_placeholde
     project.up()
     assert not project.plan().plan
     project.down()
+
+
+UPGRADE_TOPO = """
+networks: {front: {}}
+containers:
+  web: {networks: [front], dns: [192.0.2.53]}
+"""
+
+
+def age_etc_netns(project_name: str) -> dict[str, str]:
+    """Move the project's /etc/netns files to the folder an older netcompose used
+    (/etc/netns/<project>-.etc), its links with them."""
+    new, old = Path(f"/etc/netns/.netcompose/{project_name}"), Path(f"/etc/netns/{project_name}-.etc")
+    os.rename(new, old)
+    links = {}
+    for entry in Path("/etc/netns").glob(f"{project_name}-*"):
+        if entry.is_symlink():
+            links[entry.name] = os.readlink(entry).replace(str(new), str(old))
+            entry.unlink()
+            entry.symlink_to(links[entry.name])
+    try:
+        os.rmdir("/etc/netns/.netcompose")
+    except OSError:
+        pass   # another project's folder is there
+    return links
+
+
+def test_a_lab_of_an_older_netcompose_is_migrated_where_its_marks_prove_it(tmp_path, project_name):
+    """What an older netcompose made: /etc/netns files in <project>-.etc (their marker proves
+    them ours, and the links to them) are moved on the next up and removed by down; nft
+    tables and addresses it made carried no mark, so each is a conflict saying how to resolve it."""
+    path = tmp_path / "topo.yaml"
+    path.write_text(UPGRADE_TOPO)
+    web, table = f"{project_name}-web", f"netcompose-{project_name}"
+    assert cli(project_name, path, "up").returncode == 0
+    address = ip("-4", "-o", "addr", "show", "dev", "eth0", ns=web).split()[3]
+    bridge = next(name for name, _ in host_snapshot(project_name)["links"]
+                  if ip("-o", "-4", "addr", "show", "dev", name).strip())
+    gateway = ip("-4", "-o", "addr", "show", "dev", bridge).split()[3]
+
+    # Aged: the table without its owner chain, addresses without protocol 157, the old layout.
+    for command in (["nft", "flush", "chain", "inet", table, "netcompose-owner"],
+                    ["nft", "delete", "chain", "inet", table, "netcompose-owner"],
+                    ["ip", "-n", web, "addr", "del", address, "dev", "eth0"],
+                    ["ip", "-n", web, "addr", "add", address, "dev", "eth0"],
+                    ["ip", "addr", "del", gateway, "dev", bridge], ["ip", "addr", "add", gateway, "dev", bridge]):
+        subprocess.run(command, check=True)
+    links = age_etc_netns(project_name)
+    assert links == {web: f"/etc/netns/{project_name}-.etc/{links[web].rsplit('/', 1)[1]}"}
+    aged = host_snapshot(project_name)
+
+    resolved = []
+    for _ in range(4):   # one conflict at a time, each resolved by the command its message gives
+        result = cli(project_name, path, "up")
+        if result.returncode == 0:
+            break
+        one_line_conflict(result, "already exists and belongs to another tool", "no owner mark")
+        assert host_snapshot(project_name) == aged
+        command = result.stderr.split("`")[1]
+        subprocess.run(command.split(), check=True)
+        resolved.append(command)
+        aged = host_snapshot(project_name)
+    assert sorted(resolved) == sorted([f"nft delete table inet {table}", f"ip addr del {gateway} dev {bridge}",
+                                       f"ip -n {web} addr del {address} dev eth0"]), resolved
+    assert result.returncode == 0, result.stderr
+    assert os.readlink(f"/etc/netns/{web}") == links[web].replace(f"{project_name}-.etc", f".netcompose/{project_name}")
+    assert not os.path.lexists(f"/etc/netns/{project_name}-.etc")
+    assert "nameserver 192.0.2.53" in subprocess.run(["ip", "netns", "exec", web, "cat", "/etc/resolv.conf"],
+                                                      capture_output=True, text=True, check=True).stdout
+    assert cli(project_name, path, "plan", "--detailed-exitcode").returncode == 0
+
+    # down removes the old layout too (proven ours); the rest went with the links.
+    age_etc_netns(project_name)
+    assert cli(project_name, path, "down").returncode == 0
+    assert host_snapshot(project_name) == {"netns": [], "links": [], "nft": {}, "etc": {}}
+
+    # A folder named like the old one whose files lack the marker proves nothing: a conflict.
+    foreign = Path(f"/etc/netns/{project_name}-.etc/front")
+    foreign.mkdir(parents=True)
+    (foreign / "hosts").write_text("127.0.0.1 localhost\n")
+    os.symlink(foreign, f"/etc/netns/{web}")
+    before = host_snapshot(project_name)
+    one_line_conflict(cli(project_name, path, "up"), f"/etc/netns/{web}", "another tool")
+    assert host_snapshot(project_name) == before

@@ -21,6 +21,7 @@ from typing import Iterator
 from .. import resources as r
 from .. import statefiles
 from ..apply import STATE_DIR
+from ..compile import FILE_MARKER
 from ..errors import ConflictError
 from ..names import NETNS_ETC, SHARED_ETC, shared_etc_dir
 from ..plan import Action
@@ -115,8 +116,8 @@ def _read(folders: Folders, path: str, project: str) -> Resource | None:
         return None
     try:
         target = os.readlink(name, dir_fd=fd)  # ours when it points into our shared folder
-        return r.file(path, owner=project if target.startswith(shared_etc_dir(project) + "/") else None,
-                      link_to=target)
+        ours = target.startswith(shared_etc_dir(project) + "/") or _made_before_the_move(folders, target, project)
+        return r.file(path, owner=project if ours else None, link_to=target)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -138,10 +139,35 @@ def _read(folders: Folders, path: str, project: str) -> Resource | None:
     return r.file(path, content, owner=mark.group(1) if mark else None)
 
 
+def legacy_etc_dir(project: str) -> str:
+    """Where netcompose kept a project's shared files before `.netcompose/` (see names.shared_etc_dir)."""
+    return f"{NETNS_ETC}/{project}-.etc"
+
+
+def _made_before_the_move(folders: Folders, target: str, project: str) -> bool:
+    """A link an older netcompose made: it points at one group folder of the project's old
+    shared folder (a real folder), which holds a file of ours that names that group."""
+    folder, _, group = target.rpartition("/")
+    if folder != legacy_etc_dir(project) or not group or group.startswith("."):
+        return False
+    entries = _legacy_listdir(folders, target)
+    marker = FILE_MARKER.format(project=project, group=group) + "\n"
+    return any(res.owner == project and (res.attrs.get("content") or "").startswith(marker)
+               for name in entries if (res := _read(folders, f"{target}/{name}", project)) is not None)
+
+
 def _listdir(folders: Folders, path: str) -> list[str]:
     """Entries of a folder (without following a link at its place); [] when absent."""
     fd = _observed_folder(folders, path)
     return os.listdir(fd) if fd is not None else []
+
+
+def _legacy_listdir(folders: Folders, path: str) -> list[str]:
+    """Entries of an older netcompose's folder; none when a link or a file is there (not ours)."""
+    try:
+        return _listdir(folders, path)
+    except ConflictError:
+        return []
 
 
 def _sysctl_path(name: str) -> str:
@@ -198,9 +224,13 @@ class FilesDriver:
             if scope.focus is not None:
                 paths.update(f"{NETNS_ETC}/{z[3:]}" for z in scope.focus if z.startswith(f"ns:{scope.project}-"))
             else:
+                legacy = legacy_etc_dir(scope.project)
                 paths.update(f"{NETNS_ETC}/{name}" for name in _listdir(folders, NETNS_ETC)
-                             if name.startswith(f"{scope.project}-"))
+                             if name.startswith(f"{scope.project}-") and f"{NETNS_ETC}/{name}" != legacy)
                 _observed_folder(folders, SHARED_ETC)  # a link or file there is a conflict
+                # An older netcompose's shared files: those with our marker are ours, and go.
+                for group in _legacy_listdir(folders, legacy):
+                    paths.update(f"{legacy}/{group}/{name}" for name in _legacy_listdir(folders, f"{legacy}/{group}"))
                 for group in _listdir(folders, shared):
                     folder = f"{shared}/{group}"
                     if group.startswith(_TMP) or stat.S_ISREG(os.lstat(group, dir_fd=folders.fds[shared]).st_mode):
@@ -292,7 +322,7 @@ class FilesDriver:
         # Temporary copies go in the project's folder: the parent of a file's group folder,
         # or of the group folder a link points to.
         tmp_folder = os.path.dirname(a["link_to"] if a["link_to"] is not None else folder)
-        if not tmp_folder.startswith(SHARED_ETC + "/"):
+        if _project_folder_of(tmp_folder) != tmp_folder:
             raise OSError(errno.EINVAL, f"{path}: no project folder for its temporary copy")
         _replace(folders, tmp_folder, a["content"], a["link_to"], fd, name)
 
@@ -321,15 +351,29 @@ def _replace(folders: Folders, tmp_folder: str, content: str | None, link_to: st
         raise
 
 
+def _project_folder_of(path: str) -> str | None:
+    """The project's folder that `path` is or is in: `.netcompose/<project>`, or the
+    `<project>-.etc` of an older netcompose."""
+    parts = path[len(NETNS_ETC) + 1:].split("/") if path.startswith(NETNS_ETC + "/") else []
+    if len(parts) >= 2 and f"{NETNS_ETC}/{parts[0]}" == SHARED_ETC:
+        return f"{SHARED_ETC}/{parts[1]}"
+    if parts and parts[0].endswith("-.etc"):
+        return f"{NETNS_ETC}/{parts[0]}"
+    return None
+
+
 def _remove_emptied(folders: Folders, folder: str) -> None:
     """Remove the shared folders a delete left empty: the group's, then the project's (with
     temporary files a killed run left there), then /etc/netns/.netcompose."""
-    while folder.startswith(SHARED_ETC + "/"):
+    top = _project_folder_of(folder)
+    if top is None:
+        return
+    while True:
         fd = folders.open(folder, create=False)
         if fd is None:
             return
         left = os.listdir(fd)
-        if folder.count("/") == SHARED_ETC.count("/") + 1:  # the project's folder
+        if folder == top:
             for name in [n for n in left if n.startswith(_TMP)]:
                 os.unlink(name, dir_fd=fd)
                 left.remove(name)
@@ -338,8 +382,10 @@ def _remove_emptied(folders: Folders, folder: str) -> None:
         folders.forget(folder)
         parent, _, name = folder.rpartition("/")
         os.rmdir(name, dir_fd=folders.open(parent, create=False))
+        if folder == top:
+            break
         folder = parent
-    if folder == SHARED_ETC:
+    if parent == SHARED_ETC:
         try:
             os.rmdir(".netcompose", dir_fd=folders.open(NETNS_ETC, create=False))
         except OSError as exc:  # another project's folder is there

@@ -169,11 +169,39 @@ class NetlinkDriver:
         self.index: dict[str, dict[str, int]] = {}
         self.fresh: set[str] = set()   # namespaces this run created
         self.host_space: list[tuple[IPv4Network | IPv6Network, str]] = []
+        # Addresses without our protocol on links of ours, by the key an address of ours
+        # would have: one the file wants is a conflict (see observe_named).
+        self.unmarked: dict[str, tuple[str, str, str, int]] = {}
 
     def close(self) -> None:
         pass
 
+    def observe_named(self, wanted: list[Resource], project: str) -> list[Resource]:
+        """Unmarked addresses where the file wants one of ours: someone's `ip addr add`, or
+        an address an older netcompose added before addresses carried its mark."""
+        out = []
+        for res in wanted:
+            if res.kind == "address" and (found := self.unmarked.get(res.key)) is not None:
+                ns, ifname, ip, prefixlen = found
+                command = f"ip{'' if ns == HOST else f' -n {ns}'} addr del {ip}/{prefixlen} dev {ifname}"
+                address = r.address(ns, ifname, ip, prefixlen, res.deps[0])
+                address.meta["conflict_hint"] = (
+                    "it has no owner mark (older netcompose versions added addresses without one); if it is "
+                    f"this project's, remove it (`{command}`), or the whole lab with `netcompose down`, and run "
+                    "`netcompose up` again")
+                out.append(address)
+        return out
+
     # ---- observe -------------------------------------------------------------------
+    def _address_found(self, out: list[Resource], ns: str, ifname: str, item: rtnl.Addr, link: str,
+                       project: str) -> Resource | None:
+        """An address on a link of ours: ours when it carries our protocol, else noted."""
+        if item.proto == rtnl.RTPROT_NETCOMPOSE:
+            out.append(addr := r.address(ns, ifname, item.address, item.prefixlen, link, owner=project))
+            return addr
+        self.unmarked[f"addr:{ns}/{ifname}/{item.address}/{item.prefixlen}"] = (ns, ifname, item.address, item.prefixlen)
+        return None
+
     def read_host_space(self, project: str, addrs: list[rtnl.Addr] | None = None) -> list[tuple[IPv4Network | IPv6Network, str]]:
         """Address space the host uses that is not `project`'s, each with who holds it: the
         host's routes (but its default routes) and addresses, of both families, and other projects' subnets
@@ -221,6 +249,7 @@ class NetlinkDriver:
 
     def observe(self, scope: Scope) -> list[Resource]:
         project = scope.project
+        self.unmarked.clear()
         out: list[Resource] = []
         ends: dict[tuple[str, str], dict] = {}     # (role, ident) → facts about one veth end
         on_links: list[tuple[str, str, object]] = []  # (ns, ifname, addr-or-route) to attach to links
@@ -260,10 +289,9 @@ class NetlinkDriver:
         addrs = host.addrs()
         self.read_host_space(project, addrs)
         for addr in addrs:
-            if addr.index in carriers and addr.proto == rtnl.RTPROT_NETCOMPOSE:
+            if addr.index in carriers:
                 link = carriers[addr.index]
-                out.append(r.address(HOST, link.attrs["ifname"], addr.address, addr.prefixlen, link.key,
-                                     owner=project))
+                self._address_found(out, HOST, link.attrs["ifname"], addr, link.key, project)
         for ns in self.candidate_namespaces(scope):
             out.extend(self._observe_namespace(ns, project, scope, ends, on_links))
         veths = self._pair_veths(ends, project, complete=scope.focus is None)
@@ -277,9 +305,8 @@ class NetlinkDriver:
         for ns, ifname, item in on_links:
             if isinstance(item, rtnl.Addr):
                 link = link_of.get((ns, ifname), r.link_key(ns, ifname))
-                addr = r.address(ns, ifname, item.address, item.prefixlen, link, owner=project)
-                on_device[(ns, ifname)].append((*_prefix(item.address, item.prefixlen), addr.key))
-                out.append(addr)
+                if (addr := self._address_found(out, ns, ifname, item, link, project)) is not None:
+                    on_device[(ns, ifname)].append((*_prefix(item.address, item.prefixlen), addr.key))
         for ns, ifname, item in on_links:
             if isinstance(item, rtnl.Route):
                 link = link_of.get((ns, ifname), r.link_key(ns, ifname)) if ifname else None
@@ -330,8 +357,7 @@ class NetlinkDriver:
             elif m[1] in CLAIMED_ROLES:
                 found.append(self._claimed(ns, link, scope, m))
                 ours[link.index] = link.name
-        on_links.extend((ns, ours[a.index], a) for a in sock.addrs()
-                        if a.index in ours and a.proto == rtnl.RTPROT_NETCOMPOSE)
+        on_links.extend((ns, ours[a.index], a) for a in sock.addrs() if a.index in ours)
         names_by_index = {link.index: link.name for link in links}
         # In an adopted namespace, routes of others are read too: one with a destination the
         # file wants is a conflict, never replaced.

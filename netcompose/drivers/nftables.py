@@ -89,7 +89,16 @@ class NftablesDriver:
         mark = chains.pop(OWNER_CHAIN, {}).get("rules")
         rules.pop(OWNER_CHAIN, None)
         owner = project if mark == [owner_comment(project)] else None
-        return r.nft_table(ns, family, name, chains, rules, owner=owner)
+        table = r.nft_table(ns, family, name, chains, rules, owner=owner)
+        if owner is None and mark is None:
+            # Tables made before the mark existed carry none, like one made by hand: nothing on
+            # the table proves which it is, so the user decides.
+            delete = f"nft delete table {family} {name}"
+            table.meta["conflict_hint"] = (
+                "it has no owner mark (older netcompose versions made their tables without one); if it is this "
+                f"project's, delete it (`{delete if ns == HOST else f'ip netns exec {ns} {delete}'}`) and run "
+                "`netcompose up` again, which makes it anew with the mark")
+        return table
 
     def apply(self, actions: list[Action]) -> Outcome:
         outcome = Outcome()
