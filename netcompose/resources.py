@@ -80,6 +80,15 @@ KINDS: dict[str, KindSpec] = {
     "sysctl": KindSpec("files", ordered=True),
     "process": KindSpec("processes", compare=("argv", "env", "cwd", "user"), outlives_parents=True),
     "exec": KindSpec("execs"),
+    # OVN Northbound rows (drivers/ovn_nb.py maps each kind to its table and columns), all
+    # written in one transaction; and the wait for a locally bound logical port to come up.
+    "ovn_switch": KindSpec("ovn_nb", transactional=True),
+    "ovn_switch_port": KindSpec("ovn_nb", transactional=True),
+    "ovn_router": KindSpec("ovn_nb", transactional=True),
+    "ovn_router_port": KindSpec("ovn_nb", transactional=True),
+    "ovn_port_group": KindSpec("ovn_nb", transactional=True),
+    "ovn_acl": KindSpec("ovn_nb", transactional=True),
+    "ovn_port_up": KindSpec("ovn_nb"),
 }
 
 
@@ -285,6 +294,33 @@ def qdisc(ns: str, ifname: str, link: str, *, rate: int | None = None, burst: in
                     deps=(link,) + _ns_parents(ns), parents=(link,) + _ns_parents(ns), owner=owner)
 
 
+# ---- OVN Northbound rows ---------------------------------------------------------------------
+
+NB_MARK, NB_NAME = "netcompose-project", "netcompose-name"   # external_ids of every row we write
+
+
+def nb_key(kind: str, name: str) -> str:
+    return f"nb:{kind}/{name}"
+
+
+def nb_row(kind: str, name: str, columns: dict[str, Any], project: str, *, parent: tuple[str, str] | None = None,
+           deps: tuple[str, ...] = (), owner: str | None = None) -> Resource:
+    """A Northbound row of `kind` named `name` (unique per kind: a row's name column, or its
+    mark for tables without one), its other columns as the driver writes them, and the
+    mark of `project` in external_ids.  `parent` (kind, name): the row that holds this one
+    (a switch its ports), which takes it along when it goes."""
+    parents = (nb_key(*parent),) if parent else ()
+    attrs = {"name": name, **({"parent": parent[1]} if parent else {}), **columns,
+             "external_ids": {**columns.get("external_ids", {}), NB_MARK: project, NB_NAME: name}}
+    return Resource(kind, nb_key(kind, name), attrs, deps=parents + deps, parents=parents, owner=owner)
+
+
+def ovn_port_up(name: str, host: str | None, deps: tuple[str, ...], owner: str | None = None) -> Resource:
+    """Logical switch port `name` is up: bound here by ovn-controller (a wait, never a write)."""
+    return Resource("ovn_port_up", f"ovnup:{name}", {"name": name, "host": host or ""}, deps=deps, parents=deps,
+                    owner=owner)
+
+
 # ---- zones: where an observer looks to see a resource -------------------------------------
 
 def _place(ns: str, ifname: str | None) -> str:
@@ -302,6 +338,8 @@ def zones_of(res: Resource) -> frozenset[str]:
     kind = res.kind
     if kind == "netns":
         return frozenset((f"ns:{a['name']}",))
+    if kind.startswith("ovn_"):
+        return frozenset(("nb",))
     if kind in ("ovs_bridge", "ovs_port"):
         return frozenset(("ovs",))
     if kind == "file":

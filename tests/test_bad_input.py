@@ -20,7 +20,7 @@ CORPUS = [
     (OK_NET + "    colour: red\n", "4:5", "unknown key 'colour'"),
     (OK_NET + "    mtu: big\n", "4:10", "valid integer"),
     (OK_NET + "    mtu: 20\n", "4:10", "greater than or equal to 68"),
-    (OK_NET + "    driver: vxlan\n", "4:13", "'bridge' or 'ovs'"),
+    (OK_NET + "    driver: vxlan\n", "4:13", "'bridge', 'ovs' or 'ovn'"),
     ("networks:\n  front:\n    subnet: 10.10.0.1/24\n", "3:13", "host bits set"),
     ("networks:\n  front:\n    subnet: banana\n", "3:13", "IPv4 network"),
     ("networks:\n  front:\n    subnet: false\n", "3:13", "not a number or boolean"),

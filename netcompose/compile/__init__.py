@@ -19,10 +19,10 @@ from .. import names
 from .. import resources as r
 from ..resources import Resource
 from ..spec.resolve import RContainer, Resolved, RNetwork
-from . import bridge, conditions, execs, firewall, ovs, p2p
+from . import bridge, conditions, execs, firewall, ovn, ovs, p2p
 from .bridge import no_router_advertisements
 
-NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs}
+NETWORK_DRIVERS = {"bridge": bridge, "ovs": ovs, "ovn": ovn}
 
 FILE_MARKER = "# netcompose project={project} group={group}: managed file, edits are overwritten"
 
@@ -93,7 +93,7 @@ def _etc_groups(res: Resolved) -> Iterable[Resource]:
     """One folder per group: `hosts` (the members of its networks, like Docker's embedded
     DNS) and, when the group sets DNS, `resolv.conf`."""
     members: dict[str, RContainer] = {}
-    for c in res.containers.values():
+    for c in res.local_containers():
         if not c.adopted:
             members.setdefault(c.hosts_group, c)
     for group, c in sorted(members.items()):
@@ -149,7 +149,7 @@ def units(res: Resolved) -> dict[str, Unit]:
     shown = {name: repr(net) for name, net in res.networks.items()}
     down = conditions.down_ends(res)
     out = {}
-    for c in res.containers.values():
+    for c in res.local_containers():   # the others are other hosts' to make
         networks = {ep.network: res.networks[ep.network] for ep in c.endpoints}
         out[c.name] = Unit(res.project, c, networks, "".join(shown[name] for name in networks), res.netem,
                            frozenset(ifname for name, ifname in down if name == c.name))
@@ -164,6 +164,8 @@ def shared_resources(res: Resolved) -> Iterable[Resource]:
     yield from p2p.links(res)
     yield from execs.commands(res)
     yield from firewall.tables(res)
+    yield from ovn.logical(res)
+    yield from ovn.integration_bridge(res)
 
 
 def collect(parts: Iterable[Iterable[Resource]], into: dict[str, Resource] | None = None) -> dict[str, Resource]:

@@ -16,7 +16,7 @@ def commands(res: Resolved) -> Iterable[Resource]:
         key = r.link_key(HOST, link.b[1]) if host_end else r.link_key(a_ns, link.a[1])
         for container in {link.a[0], link.b[0]} - {None}:
             wires.setdefault(container, []).append(key)
-    for c in res.containers.values():
+    for c in res.local_containers():
         if not c.execs:
             continue
         deps = []

@@ -118,23 +118,31 @@ def l3_interface(res: Resolved, net: RNetwork) -> str:
     return net.bridge if net.driver == "bridge" else ovs_compile.gateway_port(res, net)
 
 
+def host_networks(res: Resolved) -> dict[str, RNetwork]:
+    """The networks routed by this host: not OVN's, whose router is a logical one."""
+    return {name: net for name, net in res.networks.items() if net.driver != "ovn"}
+
+
 def host_table(res: Resolved) -> Table | None:
-    if not res.networks:
+    networks = host_networks(res)
+    if not networks:
         return None
     t = Table(FAMILY_HOST, table_name(res.project))
-    ifaces = {n: l3_interface(res, net) for n, net in res.networks.items()}
+    ifaces = {n: l3_interface(res, net) for n, net in networks.items()}
     everyone = sorted(ifaces.values())
     t.chain("forward", "filter", "forward", 0)
     t.rule("forward", "replies of allowed flows (conntrack)", ESTABLISHED, ACCEPT)
     # Internal networks first: nothing is forwarded in or out of them, whatever follows
     # (resolve also rejects a policy naming one).  The host itself is not forwarded to.
-    for name, net in res.networks.items():
+    for name, net in networks.items():
         t.rule("forward", f"networks.{name}", _match(_meta("iifname"), ifaces[name]),
                _match(_meta("oifname"), ifaces[name]), ACCEPT)
         if net.internal:
             t.rule("forward", f"networks.{name}.internal", _match(_meta("iifname"), ifaces[name]), DROP)
             t.rule("forward", f"networks.{name}.internal", _match(_meta("oifname"), ifaces[name]), DROP)
     for i, policy in enumerate(res.topology.policies):
+        if policy.from_ not in networks:
+            continue   # between OVN networks: an ACL (see compile.ovn)
         src, dst = res.networks[policy.from_], res.networks[policy.to]
         for version in (4, 6):  # one rule per family both networks have
             if src.subnet_of(version) is None or dst.subnet_of(version) is None:
@@ -152,14 +160,14 @@ def host_table(res: Resolved) -> Table | None:
            _match(_meta("oifname"), _names(everyone)), DROP)
 
     t.chain("postrouting", "nat", "postrouting", 100)
-    for name, net in res.networks.items():
+    for name, net in networks.items():
         for version, nat, suffix in ((4, net.nat, "nat"), (6, net.nat6, "nat6")):
             if nat and not net.internal and net.subnet_of(version) is not None:
                 t.rule("postrouting", f"networks.{name}.{suffix}",
                        _match(_ip("saddr", version), _addr(str(net.subnet_of(version)))),
                        _match(_meta("oifname"), _names(everyone), "!="), {"masquerade": None})
 
-    published = [(c, i, port) for c in res.containers.values()
+    published = [(c, i, port) for c in res.local_containers()
                  for i, port in enumerate(res.topology.containers[c.name].ports)]
     if published:
         t.chain("prerouting", "nat", "prerouting", -100)
@@ -253,6 +261,9 @@ LOSS_SCALE = 10000   # numgen draws 0..9999: loss in steps of 0.01%
 
 def container_table(res: Resolved, c: RContainer) -> Table | None:
     spec = res.topology.containers[c.name].firewall
+    if c.endpoints and all(res.networks[ep.network].driver == "ovn" for ep in c.endpoints) and \
+            not any(c.name in (link.a[0], link.b[0]) for link in res.links):
+        spec = None   # enforced by OVN ACLs (see compile.ovn)
     losses = conditions.loss_rules(res, c)
     if (spec is None or (spec.ingress is None and spec.egress is None)) and not losses:
         return None
@@ -303,7 +314,7 @@ def tables(res: Resolved) -> Iterable[Resource]:
     bridge = bridge_table(res)
     if bridge is not None:
         yield bridge.resource(HOST, deps)
-    for c in res.containers.values():
+    for c in res.local_containers():
         table = container_table(res, c)
         if table is not None:
             yield table.resource(c.netns, (r.netns_key(c.netns),))
@@ -313,7 +324,7 @@ def tables(res: Resolved) -> Iterable[Resource]:
 def loopback_relays(res: Resolved) -> Iterable[Resource]:
     """Ports published on [::1] go through a userland relay: NAT cannot reach them, as the
     kernel drops the reply to ::1 un-NATed off `lo` (IPv6 has no route_localnet)."""
-    for c in res.containers.values():
+    for c in res.local_containers():
         for port, host_port in zip(res.topology.containers[c.name].ports, c.host_ports):
             target = published_target(c, res.networks, 6)
             if port.host_ip is not None and port.host_ip.version == 6 and port.host_ip.is_loopback and target:
@@ -324,12 +335,13 @@ def loopback_relays(res: Resolved) -> Iterable[Resource]:
 def needs_forwarding(res: Resolved, version: int) -> bool:
     """IPv4 forwards for NAT, policies and published ports; IPv6 also routes subnets out
     unmasqueraded (nat6: false on a global subnet)."""
-    nets = [n for n in res.networks.values() if n.subnet_of(version) is not None]
+    networks = host_networks(res)
+    nets = [n for n in networks.values() if n.subnet_of(version) is not None]
     routed = any((n.nat if version == 4 else True) and not n.internal for n in nets)
-    policies = any(res.networks[p.from_].subnet_of(version) and res.networks[p.to].subnet_of(version)
-                   for p in res.topology.policies)
+    policies = any(p.from_ in networks and res.networks[p.from_].subnet_of(version) and
+                   res.networks[p.to].subnet_of(version) for p in res.topology.policies)
     ports = any(published_target(c, res.networks, version) and version in published_families(port)
-                for c in res.containers.values() for port in res.topology.containers[c.name].ports)
+                for c in res.local_containers() for port in res.topology.containers[c.name].ports)
     return routed or policies or ports
 
 
@@ -337,7 +349,7 @@ def localhost_networks(res: Resolved) -> list[RNetwork]:
     """Networks behind a port the host reaches at 127.0.0.1 (published there, or on all
     addresses): DNAT from a loopback source needs route_localnet on their interface."""
     found: dict[str, RNetwork] = {}
-    for c in res.containers.values():
+    for c in res.local_containers():
         for port in res.topology.containers[c.name].ports:
             target = published_target(c, res.networks, 4)
             if target and reaches_ipv4_loopback(port):

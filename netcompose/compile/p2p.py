@@ -14,6 +14,8 @@ from .bridge import no_router_advertisements
 
 def links(res: Resolved) -> Iterable[Resource]:
     for link in res.links:
+        if not res.is_local(link.a[0]):
+            continue   # a wire of another host's containers (a wire never spans hosts)
         a_ns = res.containers[link.a[0]].netns
         if link.vxlan is not None:
             yield r.vxlan(a_ns, link.a[1], mtu=link.mtu, alias=names.alias(res.project, "vxlan", ":".join(link.a)),

@@ -126,7 +126,8 @@ class OvsOptions(Strict):
 
 
 class Network(Strict):
-    driver: Literal["bridge", "ovs"] = "bridge"
+    driver: Literal["bridge", "ovs", "ovn"] = Field("bridge", description="ovn: an OVN logical switch, spanning "
+                                                    "hosts (needs ovn.northbound and subnet)")
     subnet: IPv4Net | None = Field(None, description="IPv4 subnet; default: a free /24 from address_pools")
     gateway: IPv4Addr | None = Field(None, description="host-side address; default: first usable address")
     ip_range: IPv4Net | None = Field(None, description="where automatic addresses come from (inside subnet)")
@@ -353,6 +354,7 @@ class Container(Strict):
         "no", description="what `watch` does when the process exits",
         json_schema_extra=short_forms({"const": False}))   # YAML 1.1 reads a bare `no` as false
     ready: Ready | None = Field(None, description="readiness probe for `up --wait`")
+    host: Name | None = Field(None, description="the host (of hosts:) whose netcompose runs this container")
 
     @field_validator("networks", mode="before")
     @classmethod
@@ -468,6 +470,17 @@ class AddressPool(Strict):
         return self
 
 
+class HostEntry(Strict):
+    """A machine of a multi-host topology; each runs `netcompose up --host NAME` for its slice."""
+
+
+class Ovn(Strict):
+    northbound: Annotated[str, Field(pattern=r"^(tcp|ssl|unix):\S+$")] | None = Field(
+        None, description="the OVN Northbound DB remote, e.g. tcp:10.240.0.1:6641 (or --ovn-nb / NETCOMPOSE_OVN_NB)")
+    gateway: Name | None = Field(None, description="the host of the gateway router (egress SNAT, published "
+                                                   "ports): not supported yet")
+
+
 DEFAULT_POOLS = [AddressPool(base=IPv4Network(DEFAULT_IPV4_POOL), size=DEFAULT_POOL_SIZE[4])]
 
 
@@ -480,6 +493,9 @@ class Topology(Strict):
         default_factory=lambda: list(DEFAULT_POOLS),
         description="where subnets come from when a network sets none; a family without an entry uses its default: "
                     "10.128.0.0/9 in /24s, and a ULA /48 derived from the project name in /64s")
+    hosts: dict[Name, HostEntry | None] | None = Field(
+        None, description="the machines the topology spans (absent: everything on the local host)")
+    ovn: Ovn | None = Field(None, description="OVN settings of driver: ovn networks")
     networks: dict[Name, Network] = Field(default_factory=dict, json_schema_extra=short_forms(NULL, each="value"))
     containers: dict[Name, Container] = Field(default_factory=dict, json_schema_extra=short_forms(NULL, each="value"))
     links: list[Link] = Field(default_factory=list)

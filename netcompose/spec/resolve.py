@@ -62,6 +62,7 @@ class HostFacts:
     other_ports: frozenset[tuple[int, str]] = frozenset()
     listening_ports: frozenset[tuple[int, str]] = frozenset()
     netem: bool = False      # the kernel has sch_netem (probed once per run, only when a file asks for it)
+    host: str | None = None  # which of the file's hosts: this machine is (--host); None: a file without hosts:
 
     def sticky_subnets(self, version: int) -> dict[str, IPNetwork]:
         return self.subnets if version == 4 else self.subnets6
@@ -165,6 +166,7 @@ class RContainer:
     default_ifname6: str | None = None
     execs: list[list[str]] = field(default_factory=list)   # exec: argvs, run once after it is up
     host_ports: list[int] = field(default_factory=list)   # of each `ports:` entry: published, or ephemeral
+    host: str | None = None          # the machine that runs it (hosts:); None: the local one
 
 
 # Host ports for target-only `ports:` entries: above Linux's default ip_local_port_range
@@ -214,6 +216,15 @@ class Resolved:
     host_groups: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     host_names: dict[tuple[str, str], str] = field(default_factory=dict)   # see kernel_names
     netem: bool = False      # link conditions use netem (the kernel has it)
+    host: str | None = None  # the machine this run applies the slice of (see HostFacts.host)
+
+    def is_local(self, container: str) -> bool:
+        """Whether this machine runs `container` (makes its sandbox): every container of a
+        file without hosts:, else those whose host: is this one."""
+        return self.containers[container].host in (None, self.host)
+
+    def local_containers(self) -> list[RContainer]:
+        return [c for c in self.containers.values() if c.host in (None, self.host)]
 
 
 # Matched with fullmatch: `$` would accept a trailing newline.
@@ -267,6 +278,8 @@ class _Resolver:
                     self.fail(("networks", a, SUBNET_KEY[version]), f"subnet {subnet} of network '{a}' overlaps "
                               f"{other} of network '{b}'", "give each network its own subnet")
         for name, version, subnet in explicit:
+            if self.topo.networks[name].driver == "ovn":
+                continue  # a logical network: nothing of it is on the host's routing table
             if (clash := self.clash(subnet)) is not None:
                 self.fail(("networks", name, SUBNET_KEY[version]), f"subnet {subnet} of network '{name}' overlaps "
                           f"{clash}", "pick a subnet nothing on this host uses (or bring down the project "
@@ -577,7 +590,7 @@ class _Resolver:
                           [str(d) for d in c.dns], list(c.dns_search), extra_hosts, dict(c.sysctls),
                           default_gateway6=gateway6, default_ifname6=ifname6,
                           process=self.process(cname, c), aliases=list(c.aliases),
-                          execs=self.execs(cname, c))
+                          execs=self.execs(cname, c), host=c.host)
 
     def execs(self, cname: str, c) -> list[list[str]]:
         out = []
@@ -855,6 +868,83 @@ class _Resolver:
         except ValueError:
             self.fail(path, f"'{peer}' is not a network, container, CIDR or 'any'", "fix the reference")
 
+    def hosts(self) -> None:
+        """Every container of a multi-host file names its host, one of hosts:."""
+        hosts = self.topo.hosts
+        for cname, c in self.topo.containers.items():
+            path = ("containers", cname, "host")
+            if c.host is not None and hosts is None:
+                self.fail(path, f"container '{cname}' names host '{c.host}' but the file declares no hosts:",
+                          f"add hosts: {{{c.host}: {{}}}}, or remove host:")
+            if hosts is not None and c.host is None:
+                self.fail(("containers", cname), f"container '{cname}' has no host: and the file declares hosts:",
+                          f"add host: with one of: {', '.join(hosts)}")
+            if hosts is not None and c.host not in hosts:
+                self.fail(path, f"container '{cname}' names unknown host '{c.host}'",
+                          f"use one of: {', '.join(hosts)}")
+        if hosts is not None and self.facts.host is not None and self.facts.host not in hosts:
+            self.fail(("hosts",), f"this host is '{self.facts.host}' (--host / NETCOMPOSE_HOST), which hosts: does "
+                      "not declare", f"use one of: {', '.join(hosts)}", key=True)
+        ovn = self.topo.ovn
+        if ovn is not None and ovn.gateway is not None:
+            if hosts is None or ovn.gateway not in hosts:
+                self.fail(("ovn", "gateway"), f"ovn.gateway names unknown host '{ovn.gateway}'",
+                          f"use one of: {', '.join(hosts or {}) or 'none (declare hosts:)'}")
+            self.fail(("ovn", "gateway"), "an OVN gateway router (egress SNAT, published ports) is not supported yet",
+                      "remove ovn.gateway; containers of driver: ovn networks reach each other, not the outside")
+
+    def ovn(self, networks: dict[str, RNetwork], containers: dict[str, RContainer]) -> None:
+        """What OVN networks support (see compile.ovn), and what a multi-host file may span."""
+        ovn_nets = {name for name, net in networks.items() if net.driver == "ovn"}
+        for name in ovn_nets:
+            spec, base = self.topo.networks[name], ("networks", name)
+            if spec.subnet is None:
+                self.fail(base + ("driver",), f"network '{name}' (driver: ovn) has no subnet:",
+                          "set subnet: explicitly (every host must compute the same addresses)")
+            if networks[name].subnet6 is not None:
+                self.fail(base + ("subnet6" if spec.subnet6 else "enable_ipv6",),
+                          f"IPv6 on driver: ovn network '{name}' is not supported yet", "use an IPv4 subnet only")
+            if spec.ip_range is not None:
+                self.fail(base + ("ip_range",), "ip_range is not supported on driver: ovn networks",
+                          "remove it, or set ipv4_address on the endpoints")
+        hosts = self.topo.hosts
+        seen: dict[str, tuple[str, str | None]] = {}   # a host-local network → its first member and host
+        for cname, c in self.topo.containers.items():
+            for network, ep in c.networks.items():
+                if network not in ovn_nets:
+                    continue
+                path = ("containers", cname, "networks", network)
+                if ep.type != "veth" or ep.trunks:
+                    self.fail(path + ("type" if ep.type != "veth" else "trunks",),
+                              f"endpoint type {ep.type} / trunks are not supported on driver: ovn network "
+                              f"'{network}'", "remove them: an OVN endpoint is a veth bound to br-int")
+            for network in c.networks if hosts is not None else ():
+                if network in ovn_nets:
+                    continue
+                first = seen.setdefault(network, (cname, c.host))
+                if first[1] != c.host:
+                    self.fail(("containers", cname, "networks", network),
+                              f"network '{network}' (driver: {networks[network].driver}) joins containers of "
+                              f"hosts '{first[1]}' and '{c.host}', but only driver: ovn networks span hosts",
+                              "use driver: ovn, or put its containers on one host")
+            for i, port in enumerate(c.ports):
+                target = published_target(containers[cname], networks, 4)
+                if target is not None and target[1].driver == "ovn":
+                    self.fail(("containers", cname, "ports", i), f"published ports of driver: ovn network "
+                              f"'{target[1].name}' need an OVN gateway router, which is not supported yet",
+                              "remove ports:, or publish through a bridge network")
+        for i, link in enumerate(self.topo.links):
+            ends = {e.partition(":")[0] for e in link.endpoints}
+            where = {self.topo.containers[e].host for e in ends if e in self.topo.containers}
+            if len(where) > 1:
+                self.fail(("links", i, "endpoints"), f"link joins containers of hosts {', '.join(sorted(where))}; "
+                          "a direct wire cannot span hosts", "use a driver: ovn network between them")
+        for i, policy in enumerate(self.topo.policies):
+            kinds = {networks[policy.from_].driver == "ovn", networks[policy.to].driver == "ovn"}
+            if len(kinds) > 1:
+                self.fail(("policies", i), f"policy joins OVN network and a non-OVN one ('{policy.from_}' to "
+                          f"'{policy.to}'), which no router connects", "write policies between networks of one kind")
+
     def ovs_bridges(self, networks: dict[str, RNetwork]) -> None:
         """Networks sharing an OVS bridge must agree on it and be told apart by VLAN tag."""
         seen: dict[str, RNetwork] = {}
@@ -878,10 +968,12 @@ class _Resolver:
                           "isolated", "give each network its own vlan:")
 
     def run(self) -> Resolved:
+        self.hosts()
         networks = self.networks_ = self.networks()
         self.ovs_bridges(networks)
         containers = self.containers(networks)
         self.policies_and_expectations(containers)
+        self.ovn(networks, containers)
         self.host_ports(containers)
         adopted = {c.netns: name for name, c in containers.items() if c.adopted}
         for name, c in containers.items():
@@ -889,7 +981,7 @@ class _Resolver:
                 self.fail(("containers", adopted[c.netns], "netns"), f"namespace '{c.netns}' is also the "
                           f"namespace netcompose creates for container '{name}'", "adopt another namespace")
         return Resolved(self.project, self.topo, networks, containers, self.links(networks), self.fill_hosts(containers),
-                        self.host_names, self.facts.netem)
+                        self.host_names, self.facts.netem, self.facts.host)
 
 
 def command_argv(command: str | list[str]) -> list[str]:

@@ -1,0 +1,211 @@
+"""OVN networks (`driver: ovn`): logical state in the Northbound DB, shared by every host,
+and each host's local slice on its `br-int`.
+
+Logical state: a logical switch per network; one logical router per project joining the
+networks that are not internal (each gateway a router port); a logical switch port per
+endpoint with "MAC IP" addresses and port security; and the CNM contract as ACLs on a
+port group of every endpoint of the project (see `acls`).  Every host compiles the same
+rows from the same file, so any host may write them.
+
+Local slice: a container of this host gets a veth whose host end is a port of `br-int`
+with `external_ids:iface-id` naming its logical port, which ovn-controller then binds.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable
+
+from .. import names
+from .. import resources as r
+from ..resources import HOST, Resource
+from ..spec.resolve import RContainer, REndpoint, Resolved, RNetwork
+from .firewall import peer_addresses
+
+INTEGRATION_BRIDGE = "br-int"
+# ACL priorities: isolation drops beat a container's firewall, whose default drop beats the
+# project's default allow (stateful, so replies of allowed flows pass).
+ICC_DROP, ISOLATION_DROP, FIREWALL_ALLOW, FIREWALL_DROP, DEFAULT_ALLOW = 3000, 2900, 2000, 1900, 1000
+
+
+# ---- names (Northbound names are free text; port groups must be identifiers) -----------------
+
+def switch_name(project: str, network: str) -> str:
+    return f"nc/{project}/{network}"
+
+
+def router_name(project: str) -> str:
+    return f"nc/{project}"
+
+
+def router_port_name(project: str, network: str) -> str:
+    return f"nc/{project}/{network}/router"
+
+
+def port_name(project: str, container: str, network: str) -> str:
+    """The logical switch port of an endpoint (its `iface-id`)."""
+    return f"nc/{project}/{container}/{network}"
+
+
+def port_group_name(project: str, *member: str) -> str:
+    """`@name` in ACL matches: letters, digits and '_' only, hence hashed."""
+    suffix = f"_{names.digest(project, *member)}" if member else ""
+    return f"nc_{names.digest(project)}{suffix}"
+
+
+def mac_of(*parts: str) -> str:
+    """A stable, locally administered unicast MAC address (first byte 0a)."""
+    tail = hashlib.sha256("\0".join(parts).encode()).digest()[:5]
+    return ":".join(["0a"] + [f"{b:02x}" for b in tail])
+
+
+def endpoint_mac(project: str, c: RContainer, ep: REndpoint) -> str:
+    return ep.mac or mac_of(project, "ep", c.name, ep.network)
+
+
+def _ids(**extra: str) -> dict[str, str]:
+    return {f"netcompose-{k}": v for k, v in extra.items()}
+
+
+# ---- the logical state (the same on every host) -----------------------------------------------
+
+def logical(res: Resolved) -> Iterable[Resource]:
+    project = res.project
+    nets = [n for n in res.networks.values() if n.driver == "ovn"]
+    if not nets:
+        return
+    routed = [n for n in nets if not n.internal]
+    router = router_name(project)
+    if routed:
+        yield r.nb_row("ovn_router", router, {"external_ids": {}}, project)
+    for net in nets:
+        switch = switch_name(project, net.name)
+        yield r.nb_row("ovn_switch", switch, {"external_ids": _ids(network=net.name)}, project)
+        if not net.internal:
+            lrp = router_port_name(project, net.name)
+            yield r.nb_row("ovn_router_port", lrp, {"mac": mac_of(project, "router", net.name),
+                                                    "networks": [f"{net.gateway}/{net.subnet.prefixlen}"],
+                                                    "external_ids": _ids(network=net.name)},
+                           project, parent=("ovn_router", router))
+            yield r.nb_row("ovn_switch_port", f"{lrp}-peer", {"type": "router", "addresses": ["router"],
+                                                               "port_security": [], "options": {"router-port": lrp},
+                                                               "external_ids": _ids(network=net.name)},
+                           project, parent=("ovn_switch", switch))
+    members: dict[str, list[str]] = {net.name: [] for net in nets}
+    for c in res.containers.values():
+        for ep in c.endpoints:
+            net = res.networks[ep.network]
+            if net.driver != "ovn":
+                continue
+            lsp = port_name(project, c.name, ep.network)
+            members[ep.network].append(lsp)
+            address = f"{endpoint_mac(project, c, ep)} {ep.address}"
+            yield r.nb_row("ovn_switch_port", lsp,
+                           {"type": "", "addresses": [address], "port_security": [address], "options": {},
+                            "external_ids": _ids(container=c.name, network=ep.network, host=c.host or "")},
+                           project, parent=("ovn_switch", switch_name(project, ep.network)))
+    yield from acls(res, nets, members)
+
+
+def _group(project: str, name: str, ports: list[str], **ids: str) -> Resource:
+    return r.nb_row("ovn_port_group", name, {"ports": sorted(ports), "external_ids": _ids(**ids)}, project,
+                    deps=tuple(r.nb_key("ovn_switch_port", p) for p in ports))
+
+
+def _proto(proto: str, ports: list[int] | None) -> str:
+    if proto == "any":
+        return ""
+    if proto == "icmp":
+        return " && icmp4"
+    if not ports:
+        return f" && {proto}"
+    shown = str(ports[0]) if len(ports) == 1 else "{" + ", ".join(map(str, sorted(set(ports)))) + "}"
+    return f" && {proto}.dst == {shown}"
+
+
+def _set(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else "{" + ", ".join(sorted(set(values))) + "}"
+
+
+def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> Iterable[Resource]:
+    """The CNM contract as ACLs, all on the port group of the project's endpoints:
+
+    - isolation: traffic into a network's ports comes from its own subnet or as a policy
+      allows (the router would connect every network otherwise);
+    - icc: false: no traffic between two ports of the network;
+    - internal: not on the router at all (see `logical`);
+    - a container's `firewall:` allows, then drops the rest, below isolation;
+    - everything else is allowed statefully, so replies of allowed flows pass."""
+    project = res.project
+    every = port_group_name(project)
+    yield _group(project, every, [p for ports in members.values() for p in ports])
+    rows: list[tuple[str, str, int, str, str]] = []   # (origin, direction, priority, match, action)
+    for net in nets:
+        group = port_group_name(project, "net", net.name)
+        yield _group(project, group, members[net.name], network=net.name)
+        allowed = [f"ip4.src == {net.subnet}"]
+        for i, policy in enumerate(res.topology.policies):
+            if policy.to == net.name:
+                allowed.append(f"(ip4.src == {res.networks[policy.from_].subnet}{_proto(policy.proto, policy.ports)})")
+        rows.append((f"networks.{net.name}.isolation", "to-lport", ISOLATION_DROP,
+                     f"outport == @{group} && ip4 && !({' || '.join(allowed)})", "drop"))
+        if not net.icc:
+            rows.append((f"networks.{net.name}.icc", "to-lport", ICC_DROP,
+                         f"outport == @{group} && inport == @{group} && ip4", "drop"))
+    for c in res.containers.values():
+        spec = res.topology.containers[c.name].firewall
+        ports = [port_name(project, c.name, ep.network) for ep in c.endpoints
+                 if res.networks[ep.network].driver == "ovn"]
+        if spec is None or not ports or (spec.ingress is None and spec.egress is None):
+            continue
+        group = port_group_name(project, "container", c.name)
+        yield _group(project, group, ports, container=c.name)
+        for direction, acl_direction, port, field, rules in (
+                ("ingress", "to-lport", "outport", "ip4.src", spec.ingress),
+                ("egress", "from-lport", "inport", "ip4.dst", spec.egress)):
+            if rules is None:
+                continue
+            origin = f"containers.{c.name}.firewall.{direction}"
+            for i, rule in enumerate(rules):
+                peer = peer_addresses(res, rule.from_ if direction == "ingress" else rule.to)
+                v4 = [a for a in peer or () if ":" not in a]
+                if peer is not None and not v4:
+                    continue   # an IPv6-only peer: OVN networks carry IPv4 only
+                match = f"{port} == @{group} && ip4" + (f" && {field} == {_set(v4)}" if v4 else "")
+                rows.append((f"{origin}[{i}]", acl_direction, FIREWALL_ALLOW,
+                             match + _proto(rule.proto, rule.ports), "allow-related"))
+            rows.append((f"{origin} (default drop)", acl_direction, FIREWALL_DROP, f"{port} == @{group} && ip4",
+                         "drop"))
+    rows.append(("default allow (in)", "to-lport", DEFAULT_ALLOW, f"outport == @{every} && ip4", "allow-related"))
+    rows.append(("default allow (out)", "from-lport", DEFAULT_ALLOW, f"inport == @{every} && ip4", "allow-related"))
+    for origin, direction, priority, match, action in rows:
+        yield r.nb_row("ovn_acl", f"nc/{project}/{origin}",
+                       {"direction": direction, "priority": priority, "match": match, "action": action,
+                        "external_ids": {}}, project, parent=("ovn_port_group", every))
+
+
+# ---- the local slice ------------------------------------------------------------------------
+
+def network(res: Resolved, net: RNetwork) -> Iterable[Resource]:
+    """Nothing per network on a host: the logical state is shared (see `logical`), and
+    br-int is ovn-controller's (see `integration_bridge`)."""
+    return ()
+
+
+def integration_bridge(res: Resolved) -> Iterable[Resource]:
+    """br-int, which ovn-controller makes and netcompose only attaches ports to, when a
+    container of this host has an OVN endpoint."""
+    if any(res.networks[ep.network].driver == "ovn" for c in res.local_containers() for ep in c.endpoints):
+        yield r.ovs_bridge(INTEGRATION_BRIDGE, "", "", None, external=True)
+
+
+def endpoint(project: str, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple[str, list[Resource]]:
+    ident = f"{c.name}/{ep.network}"
+    lsp = port_name(project, c.name, ep.network)
+    veth = r.veth(HOST, ep.host_ifname, c.netns, ep.ifname, mtu=net.mtu, alias=names.alias(project, "ep", ident),
+                  peer_alias=names.alias(project, "ep-peer", ident), peer_mac=endpoint_mac(project, c, ep),
+                  tx_checksum=False)
+    port = r.ovs_port(ep.host_ifname, INTEGRATION_BRIDGE, type="", tag=None, trunks=None,
+                      external_ids={"netcompose-project": project, "netcompose-network": net.name,
+                                    "netcompose-endpoint": ident, "iface-id": lsp})
+    up = r.ovn_port_up(lsp, c.host, (r.nb_key("ovn_switch_port", lsp), port.key))
+    return veth.key, [veth, port, up]
