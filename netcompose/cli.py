@@ -152,7 +152,7 @@ def _load(args, **options: Any):
 
 
 def _project(args):
-    return _load(args, lock_timeout=args.lock_timeout, ovsdb=args.ovsdb)
+    return _load(args, lock_timeout=args.lock_timeout, ovsdb=args.ovsdb, host=args.host, ovn_nb=args.ovn_nb)
 
 
 def _print_plan(plan, origins, as_json: bool, verbose: bool = False) -> None:
@@ -171,7 +171,7 @@ def _print_plan(plan, origins, as_json: bool, verbose: bool = False) -> None:
 def cmd_plan(args) -> int:
     from .origins import Origins, annotate
     project = _project(args)
-    state = project.plan(down=getattr(args, "destroy", False))
+    state = project.plan(down=getattr(args, "destroy", False), all_hosts=getattr(args, "all_hosts", False))
     origins = Origins(state.resolved)
     annotate(state.plan.actions, origins, project.spec.doc.where)   # provenance, also in a saved plan
     if args.out:
@@ -195,7 +195,8 @@ def cmd_watch(args) -> int:
                   f"{event['delete']} deleted in {event['seconds']:.2f}s", flush=True)
 
     watcher = Watcher(args.file, args.project_name, _variables(args), emit, interval=args.interval,
-                      lock_timeout=args.lock_timeout, ovsdb=args.ovsdb, source=_source(args))
+                      lock_timeout=args.lock_timeout, ovsdb=args.ovsdb, host=args.host, ovn_nb=args.ovn_nb,
+                      source=_source(args))
 
     def terminate(*_) -> None:
         # Stop now, even inside a long load or apply: an apply interrupted so rolls back.
@@ -241,7 +242,7 @@ def cmd_down(args) -> int:
         project = Project.by_name(args.project_name, lock_timeout=args.lock_timeout, ovsdb=args.ovsdb, **options)
     else:
         project = _project(args)
-    report = project.down()
+    report = project.down(all_hosts=args.all_hosts)
     _report(report, args, "down")
     return errors.EXIT_OK
 
@@ -272,6 +273,10 @@ def cmd_ps(args) -> int:
                "process"]
     if not any(row["ipv6"] for row in rows):
         columns.remove("ipv6")   # an IPv4-only project keeps its narrow table
+    if any(row["host"] for row in rows):
+        columns.insert(1, "host")
+    if any(row["ovn"] for row in rows):
+        columns.insert(columns.index("state") + 1, "ovn")
     if any(row.get("conditions") for row in rows):
         columns.insert(columns.index("state") + 1, "conditions")
     first = {}   # a container's published ports on its first row only
@@ -539,12 +544,19 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
         target.add_argument("--ovsdb", default=default(None),
                             help="OVSDB remote (default: $NETCOMPOSE_OVSDB or unix:/var/run/openvswitch/db.sock)")
+        target.add_argument("--host", default=default(None),
+                            help="which of the file's hosts: this machine is; its slice is applied "
+                                 "(default: $NETCOMPOSE_HOST)")
+        target.add_argument("--ovn-nb", default=default(None), metavar="REMOTE",
+                            help="OVN Northbound DB, e.g. tcp:10.240.0.1:6641 (default: $NETCOMPOSE_OVN_NB, "
+                                 "then ovn.northbound in the file)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("plan", parents=[common], help="show the changes up would make")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
     p.add_argument("-o", "--out", help="save the plan for `up --plan`")
     p.add_argument("--destroy", action="store_true", help="plan what down would do")
+    p.add_argument("--all-hosts", action="store_true", help="with --destroy: as down --all-hosts")
     p.add_argument("-v", "--verbose", action="store_true", help="list every element of long lists")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("up", parents=[common], help="create or repair everything")
@@ -564,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, help="also reconcile every N seconds")
     p.set_defaults(func=cmd_watch)
     p = sub.add_parser("down", parents=[common], help="remove everything the project owns")
+    p.add_argument("--all-hosts", action="store_true",
+                   help="also remove the OVN logical state while other hosts still have ports bound")
     _timeout_option(p)
     p.set_defaults(func=cmd_down)
     sub.add_parser("ps", parents=[common], help="list containers and endpoints").set_defaults(func=cmd_ps)

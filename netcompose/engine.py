@@ -40,6 +40,34 @@ from .spec import Source, Spec, check_project_name, load, runnable
 from .spec.resolve import HostFacts, Resolved, kernel_names, port_key, resolve, shown_port
 
 
+def _local_host(spec: Spec, given: str | None) -> str | None:
+    """This machine's name among the file's hosts: --host, else $NETCOMPOSE_HOST."""
+    host = given or os.environ.get("NETCOMPOSE_HOST") or None
+    hosts = spec.topology.hosts
+    if hosts is None:
+        if given:
+            raise SpecError(spec.doc.where(()), f"--host {given} is given but the file declares no hosts:",
+                            "drop --host, or declare hosts: and each container's host:")
+        return None   # $NETCOMPOSE_HOST set for other files is no error for this one
+    if host is None:
+        raise SpecError(spec.doc.where(("hosts",), key=True), f"the file spans hosts ({', '.join(hosts)}): say "
+                        "which one this machine is", "pass --host NAME or set NETCOMPOSE_HOST=NAME")
+    if host not in hosts:
+        raise SpecError(spec.doc.where(("hosts",), key=True), f"this host is '{host}' (--host / NETCOMPOSE_HOST), "
+                        "which hosts: does not declare", f"use one of: {', '.join(hosts)}")
+    return host
+
+
+def _check_northbound(spec: Spec, remote: str | None) -> None:
+    if remote is not None:
+        return
+    for name, net in spec.topology.networks.items():
+        if net.driver == "ovn":
+            raise SpecError(spec.doc.where(("networks", name, "driver")), f"network '{name}' is driver: ovn but no "
+                            "OVN Northbound DB is given", "set ovn: {northbound: tcp:HOST:6641}, or pass --ovn-nb / "
+                            "NETCOMPOSE_OVN_NB")
+
+
 @dataclass
 class Report:
     plan: Plan
@@ -115,15 +143,18 @@ class Allocations:
 class Host:
     """The imperative shell: drivers bound to this machine for one run."""
 
-    def __init__(self, ovsdb: str | None = None, stop_timeout: float = STOP_TIMEOUT) -> None:
+    def __init__(self, ovsdb: str | None = None, stop_timeout: float = STOP_TIMEOUT, ovn_nb: str | None = None) -> None:
+        from .drivers.ovn_nb import NorthboundDriver
         self.nss = Namespaces()
         self.netlink = NetlinkDriver(self.nss)
         self.ovsdb = OvsdbDriver(remote_from(ovsdb))
+        self.northbound = NorthboundDriver(ovn_nb)
         self.processes = ProcessDriver(stop_timeout)
         self.execs = ExecDriver()
         self.drivers: dict[str, Any] = {"netlink": self.netlink, "files": FilesDriver(self.nss), "ovsdb": self.ovsdb,
                                         "nftables": NftablesDriver(self.nss), "processes": self.processes,
-                                        "proxies": ProxiesDriver(), "execs": self.execs, "tc": TcDriver(self.nss)}
+                                        "proxies": ProxiesDriver(), "execs": self.execs, "tc": TcDriver(self.nss),
+                                        "ovn_nb": self.northbound}
 
     def observe(self, scope: Scope) -> dict[str, Resource]:
         found: dict[str, Resource] = {}
@@ -322,9 +353,14 @@ class State:
 
 class Project:
     def __init__(self, spec: Spec, lock_timeout: float = 30.0, ovsdb: str | None = None,
-                 stop_timeout: float = STOP_TIMEOUT) -> None:
+                 stop_timeout: float = STOP_TIMEOUT, host: str | None = None, ovn_nb: str | None = None) -> None:
+        from .drivers.ovn_nb import remote_from as northbound_from
         self.spec = spec
         self.ovsdb = ovsdb
+        self.host = _local_host(spec, host)     # which of hosts: this machine is (None: a file without hosts:)
+        ovn = spec.topology.ovn
+        self.ovn_nb = northbound_from(ovn_nb, ovn.northbound if ovn else None)
+        _check_northbound(spec, self.ovn_nb)
         self.stop_timeout = stop_timeout   # seconds between SIGTERM and SIGKILL when stopping processes
         self.name = spec.project
         self.lock_timeout = lock_timeout
@@ -348,6 +384,13 @@ class Project:
         """`source` says how to read the file: its format and, for Compose, override files,
         env files and profiles (default: detected from the content)."""
         return cls(load(path, project, variables, source=source), **options)
+
+    def _host(self):
+        return _host(self.ovsdb, self.stop_timeout, self.ovn_nb)
+
+    def is_local(self, container: str) -> bool:
+        """Whether this machine runs `container` (see Resolved.is_local)."""
+        return self.spec.topology.containers[container].host in (None, self.host)
 
     # ---- pure-ish steps --------------------------------------------------------------
     def netns_of(self, container: str) -> str:
@@ -402,9 +445,11 @@ class Project:
     def scope(self) -> Scope:
         self._refuse_host_namespace()
         topo = self.spec.topology
-        namespaces = {self.netns_of(c) for c in topo.containers}
+        namespaces = {self.netns_of(c) for c in topo.containers if self.is_local(c)}
         host = kernel_names(self.name, topo)
-        needs_ovs = any(n.driver == "ovs" for n in topo.networks.values())
+        ovn = {name for name, n in topo.networks.items() if n.driver == "ovn"}
+        needs_ovs = any(n.driver == "ovs" for n in topo.networks.values()) or any(
+            ovn.intersection(spec.networks) for c, spec in topo.containers.items() if self.is_local(c))
         wired = {link.host_interface for link in topo.links if link.host_interface}
         wired |= {link.macvlan.parent for link in topo.links if link.macvlan}
         wired |= {link.host_bridge for link in topo.links if link.host_bridge}
@@ -415,7 +460,7 @@ class Project:
         qdiscs = self._may_hold(namespaces | {HOST}, {self.netns_of(c) for c in shaped} | ({HOST} if ingress else set()),
                                 lambda key: key.startswith("qdisc:") and key[6:].rpartition("/")[0])
         return Scope(self.name, frozenset(namespaces), frozenset(host.values()) | wired,
-                     needs_ovs=needs_ovs, firewall_namespaces=tables, conditioned_namespaces=qdiscs,
+                     needs_ovs=needs_ovs, needs_ovn=bool(ovn), ovn_host=self.host, firewall_namespaces=tables, conditioned_namespaces=qdiscs,
                      renamed={pair: name for pair, name in host.items() if name != names.host_ifname(self.name, *pair)})
 
     def _may_hold(self, namespaces: set[str], wanted: set[str], recorded_in) -> frozenset[str]:
@@ -448,9 +493,9 @@ class Project:
                 return None
             allocations = allocations_from_marks(observed, self.name)
         if not check_space:
-            return HostFacts((), *allocations)
+            return HostFacts((), *allocations, host=self.host)
         space = host.netlink.host_space if observed is not None else host.netlink.read_host_space(self.name)
-        return HostFacts(tuple(space), *allocations)
+        return HostFacts(tuple(space), *allocations, host=self.host)
 
     def _compile(self, facts: HostFacts) -> Desired:
         """Resolve, once per set of facts (a no-op `up` tries the focused path first); units
@@ -495,18 +540,22 @@ class Project:
         return {k: (v.with_owner(self.name) if v.owner is None and k in claims and v.kind in KINDS else v)
                 for k, v in observed.items()}
 
-    def _state(self, host: Host, empty: bool = False, refresh: bool = True) -> State:
+    def _state(self, host: Host, empty: bool = False, refresh: bool = True, all_hosts: bool = False) -> State:
         if not (refresh or empty):
             focused = self._focused_state(host)
             if focused is not None:
                 return focused
         scope = self.scope()
         observed = self._claim(host.observe(scope))
+        # `down` of one host's slice keeps the logical state while other hosts have ports bound.
+        keep_logical = empty and scope.needs_ovn and not all_hosts and \
+            bool(host.northbound.bound_elsewhere(self.name, self.host))
         desired = self._compile(self._facts(host, observed, check_space=not empty))
         if not empty:
             runnable.check(desired.resolved, self.spec.doc)
         everything = desired.complete()
-        target = {k: v for k, v in everything.items() if v.external} if empty else everything
+        target = {k: v for k, v in everything.items() if v.external or (keep_logical and k.startswith("nb:"))} \
+            if empty else everything
         observed.update((res.key, res) for res in host.observe_named(list(target.values()), self.name))
         plan = make_plan(target, observed, self.name)
         classify(plan, self.applied.digests())
@@ -562,15 +611,15 @@ class Project:
         return State(desired, observed, plan, scope, target, digests)
 
     def resolved(self) -> Resolved:
-        with self._reading(), _host(self.ovsdb, self.stop_timeout) as host:
+        with self._reading(), self._host() as host:
             return self._links_and_resolution(host)[1]
 
     def _reading(self) -> Lock:
         return Lock(self.name, self.lock_timeout, shared=True)
 
-    def plan(self, down: bool = False) -> State:
-        with self._reading(), _host(self.ovsdb, self.stop_timeout) as host:
-            return self._state(host, empty=down)
+    def plan(self, down: bool = False, all_hosts: bool = False) -> State:
+        with self._reading(), self._host() as host:
+            return self._state(host, empty=down, all_hosts=all_hosts)
 
     # ---- changes ---------------------------------------------------------------------
     def up(self, rollback: bool = True, fault: FaultHook | None = None, plan_fingerprint: str | None = None,
@@ -585,16 +634,18 @@ class Project:
         return self._converge(empty=False, rollback=rollback, fault=fault, fingerprint=plan_fingerprint,
                               refresh=refresh or plan_fingerprint is not None, supervise=supervise)
 
-    def down(self, fault: FaultHook | None = None) -> Report:
-        return self._converge(empty=True, rollback=True, fault=fault)
+    def down(self, fault: FaultHook | None = None, all_hosts: bool = False) -> Report:
+        """Remove this host's slice; the OVN logical state too when no other host has a port
+        of the project bound, or with `all_hosts`."""
+        return self._converge(empty=True, rollback=True, fault=fault, all_hosts=all_hosts)
 
     def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None, fingerprint: str | None = None,
-                  refresh: bool = True, supervise: bool = False) -> Report:
+                  refresh: bool = True, supervise: bool = False, all_hosts: bool = False) -> Report:
         started = time.monotonic()
-        with Lock(self.name, self.lock_timeout) as lock, _host(self.ovsdb, self.stop_timeout) as host, \
+        with Lock(self.name, self.lock_timeout) as lock, self._host() as host, \
                 ExitStack() as held:
             host.processes.supervising = supervise
-            state = self._state(host, empty=empty, refresh=refresh)
+            state = self._state(host, empty=empty, refresh=refresh, all_hosts=all_hosts)
             if any(a.kind == "address" and a.op == "create" and a.resource.attrs["ns"] == HOST
                    for a in state.plan.actions):
                 # A new subnet: with the host's address space to ourselves, plan again if another
@@ -603,7 +654,7 @@ class Project:
                 planned_with = self._compiled[0].space if self._compiled else None
                 if tuple(host.netlink.read_host_space(self.name)) != planned_with:
                     self._compiled = None
-                    state = self._state(host, empty=empty, refresh=refresh)
+                    state = self._state(host, empty=empty, refresh=refresh, all_hosts=all_hosts)
             if fingerprint is not None and state_fingerprint(state) != fingerprint:
                 raise StalePlan("stale plan: the host or the topology changed since the plan was made; "
                                 "run plan again")
@@ -724,7 +775,7 @@ class Project:
         """Probe the reachability the topology promises; see netcompose.check."""
         from . import check
         with self._reading():  # probes too: never in the middle of an apply
-            with _host(self.ovsdb, self.stop_timeout) as host:
+            with self._host() as host:
                 resolved = self._links_and_resolution(host)[1]
             return check.run(resolved, everything)
 
@@ -746,9 +797,14 @@ class Project:
         if unknown:
             raise SpecError(None, f"no container '{unknown[0]}' in {self.spec.path}",
                             f"use one of: {', '.join(topo.containers) or 'none'}")
+        elsewhere = [c for c in containers or [] if not self.is_local(c)]
+        if elsewhere:
+            raise SpecError(self.spec.doc.where(("containers", elsewhere[0], "host")), f"container '{elsewhere[0]}' "
+                            f"runs on host '{topo.containers[elsewhere[0]].host}', not on this one ('{self.host}')",
+                            "run the command there (--host / NETCOMPOSE_HOST name this machine)")
         declared = declared_processes(topo, self.spec.doc, self.name)
         return [Sandbox(name, self.netns_of(name), asdict(declared[name]) if name in declared else None)
-                for name in topo.containers if not containers or name in containers]
+                for name in topo.containers if (not containers or name in containers) and self.is_local(name)]
 
     def processes(self) -> dict[str, dict[str, Any]]:
         """Per container with a command: pid, state, uptime and restarts."""
@@ -787,7 +843,7 @@ class Project:
 
     def start(self, containers: list[str] | None = None) -> Report:
         """Start declared processes that are not running; their sandboxes must be up."""
-        with Lock(self.name, self.lock_timeout), _host(self.ovsdb, self.stop_timeout) as host:
+        with Lock(self.name, self.lock_timeout), self._host() as host:
             state = self._state(host)
             wanted = {self.netns_of(s.container) for s in self.sandboxes(containers) if s.process is not None}
             missing = [a.key for a in state.plan.changes if a.kind == "netns" and a.op == "create"
@@ -831,8 +887,11 @@ class Project:
     def ps(self) -> list[dict[str, Any]]:
         """A row per endpoint and per end of a direct wire (`links:`), each looked up by key in
         one netlink sweep (no plan, firewall or file reads): linear in the containers."""
-        with self._reading(), _host(self.ovsdb, self.stop_timeout) as host:
+        with self._reading(), self._host() as host:
             observed, resolved = self._links_and_resolution(host)
+            # OVN ports as the Northbound DB reports them: bound (up) on whichever host.
+            logical = host.northbound.port_states(self.name) if any(
+                n.driver == "ovn" for n in self.spec.topology.networks.values()) else {}
         wires: dict[str, list[dict[str, Any]]] = {}
         for link in resolved.links:
             if link.b[0] is None:  # a host or VXLAN link: one row, for its end in the sandbox
@@ -875,6 +934,13 @@ class Project:
                              "host_ifname": ep.host_ifname,
                              "state": "up" if up else _absent_state(observed, c.netns),
                              "conditions": conditions.describe_both(ep.egress, ep.ingress)})
+                if resolved.networks[ep.network].driver == "ovn":
+                    from .compile.ovn import endpoint_mac, port_name
+                    found = logical.get(port_name(self.name, c.name, ep.network))
+                    rows[-1].update(ovn="missing" if found is None else "up" if found else "down",
+                                    mac=rows[-1]["mac"] or endpoint_mac(self.name, c, ep))
+                if not resolved.is_local(c.name):
+                    rows[-1]["state"] = "remote"   # its sandbox is on its host; the OVN port state says more
             rows.extend(wires.get(c.name, ()))
             if not c.endpoints and c.name not in wires:
                 rows.append({"container": c.name, "netns": c.netns, "network": None, "link": None, "ifname": None,
@@ -885,6 +951,8 @@ class Project:
                      for c in resolved.containers.values()}
         for row in rows:  # like `docker ps`, ephemeral host ports included
             row["ports"] = published[row["container"]]
+            row["host"] = resolved.containers[row["container"]].host
+            row.setdefault("ovn", None)
         return self._with_processes(rows)
 
     def _with_processes(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -911,9 +979,9 @@ def _by_driver(plan: Plan) -> dict[str, list]:
 
 
 @contextmanager
-def _host(ovsdb: str | None, stop_timeout: float = STOP_TIMEOUT) -> Iterator[Host]:
+def _host(ovsdb: str | None, stop_timeout: float = STOP_TIMEOUT, ovn_nb: str | None = None) -> Iterator[Host]:
     with gc_paused():
-        host = Host(ovsdb, stop_timeout)
+        host = Host(ovsdb, stop_timeout, ovn_nb)
         try:
             yield host
         finally:

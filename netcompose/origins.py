@@ -37,6 +37,8 @@ class Origins:
 
     def path(self, res: Resource) -> Path:
         attrs = res.attrs
+        if res.kind.startswith("ovn_"):
+            return self._ovn_path(res)
         ns = attrs.get("ns", HOST)
         ifname = attrs.get("ifname") or attrs.get("dev") or (attrs.get("name") if res.kind == "ovs_port" else None)
         if res.kind == "sysctl" and str(attrs.get("name", "")).count(".") > 3:
@@ -65,6 +67,22 @@ class Origins:
             return ("policies",)
         return ()
 
+    @staticmethod
+    def _ovn_path(res: Resource) -> Path:
+        """A Northbound row by the file element its marks name (see compile.ovn)."""
+        if res.kind == "ovn_port_up":   # named after its logical port: nc/<project>/<container>/<network>
+            container, network = res.attrs["name"].split("/")[2:4]
+            return ("containers", container, "networks", network)
+        ids = res.attrs.get("external_ids", {})
+        container, network = ids.get("netcompose-container"), ids.get("netcompose-network")
+        if container and network:
+            return ("containers", container, "networks", network)
+        if container:
+            return ("containers", container, "firewall")
+        if network:
+            return ("networks", network)
+        return ("ovn",)
+
     def label(self, path: Path) -> str:
         match path:
             case ("networks", name, *_):
@@ -87,6 +105,8 @@ class Origins:
                 return "networks (host routes)"
             case ("policies", *_):
                 return "policies"
+            case ("ovn", *_):
+                return "OVN logical router and policies"
         return "project"
 
 
@@ -105,6 +125,9 @@ def object_name(res: Resource) -> str:
         return f"nft table {a.get('family')} {a.get('name')}{where}"
     if res.kind == "process":
         return f"process {a.get('container', '')}{where}".replace("  ", " ")
+    if res.kind == "ovn_acl":
+        return f"ovn_acl {a['name'].split('/', 2)[-1]} ({a.get('direction')} {a.get('priority')}: {a.get('match')} " \
+               f"→ {a.get('action')})"
     name = a.get("ifname") or a.get("name") or res.key
     return f"{res.kind} {name}{where}"
 

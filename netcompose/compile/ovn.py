@@ -138,7 +138,7 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> 
     project = res.project
     every = port_group_name(project)
     yield _group(project, every, [p for ports in members.values() for p in ports])
-    rows: list[tuple[str, str, int, str, str]] = []   # (origin, direction, priority, match, action)
+    rows: list[tuple[str, dict, str, int, str, str]] = []   # (origin, its marks, direction, priority, match, action)
     for net in nets:
         group = port_group_name(project, "net", net.name)
         yield _group(project, group, members[net.name], network=net.name)
@@ -146,10 +146,11 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> 
         for i, policy in enumerate(res.topology.policies):
             if policy.to == net.name:
                 allowed.append(f"(ip4.src == {res.networks[policy.from_].subnet}{_proto(policy.proto, policy.ports)})")
-        rows.append((f"networks.{net.name}.isolation", "to-lport", ISOLATION_DROP,
+        marks = _ids(network=net.name)
+        rows.append((f"networks.{net.name}.isolation", marks, "to-lport", ISOLATION_DROP,
                      f"outport == @{group} && ip4 && !({' || '.join(allowed)})", "drop"))
         if not net.icc:
-            rows.append((f"networks.{net.name}.icc", "to-lport", ICC_DROP,
+            rows.append((f"networks.{net.name}.icc", marks, "to-lport", ICC_DROP,
                          f"outport == @{group} && inport == @{group} && ip4", "drop"))
     for c in res.containers.values():
         spec = res.topology.containers[c.name].firewall
@@ -159,6 +160,7 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> 
             continue
         group = port_group_name(project, "container", c.name)
         yield _group(project, group, ports, container=c.name)
+        marks = _ids(container=c.name)
         for direction, acl_direction, port, field, rules in (
                 ("ingress", "to-lport", "outport", "ip4.src", spec.ingress),
                 ("egress", "from-lport", "inport", "ip4.dst", spec.egress)):
@@ -171,16 +173,16 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> 
                 if peer is not None and not v4:
                     continue   # an IPv6-only peer: OVN networks carry IPv4 only
                 match = f"{port} == @{group} && ip4" + (f" && {field} == {_set(v4)}" if v4 else "")
-                rows.append((f"{origin}[{i}]", acl_direction, FIREWALL_ALLOW,
+                rows.append((f"{origin}[{i}]", marks, acl_direction, FIREWALL_ALLOW,
                              match + _proto(rule.proto, rule.ports), "allow-related"))
-            rows.append((f"{origin} (default drop)", acl_direction, FIREWALL_DROP, f"{port} == @{group} && ip4",
+            rows.append((f"{origin} (default drop)", marks, acl_direction, FIREWALL_DROP, f"{port} == @{group} && ip4",
                          "drop"))
-    rows.append(("default allow (in)", "to-lport", DEFAULT_ALLOW, f"outport == @{every} && ip4", "allow-related"))
-    rows.append(("default allow (out)", "from-lport", DEFAULT_ALLOW, f"inport == @{every} && ip4", "allow-related"))
-    for origin, direction, priority, match, action in rows:
+    rows.append(("default allow (in)", {}, "to-lport", DEFAULT_ALLOW, f"outport == @{every} && ip4", "allow-related"))
+    rows.append(("default allow (out)", {}, "from-lport", DEFAULT_ALLOW, f"inport == @{every} && ip4", "allow-related"))
+    for origin, marks, direction, priority, match, action in rows:
         yield r.nb_row("ovn_acl", f"nc/{project}/{origin}",
                        {"direction": direction, "priority": priority, "match": match, "action": action,
-                        "external_ids": {}}, project, parent=("ovn_port_group", every))
+                        "external_ids": marks}, project, parent=("ovn_port_group", every))
 
 
 # ---- the local slice ------------------------------------------------------------------------

@@ -16,6 +16,8 @@ class Scope:
     namespaces: frozenset[str] = frozenset()    # namespaces the file names (ours or adopted)
     host_ifnames: frozenset[str] = frozenset()  # host interface names the file wants
     needs_ovs: bool = False
+    needs_ovn: bool = False                     # the file has driver: ovn networks (the Northbound DB)
+    ovn_host: str | None = None                 # this machine's name in hosts: (see Resolved.host)
     firewall_namespaces: frozenset[str] = frozenset()   # namespaces that may hold a table of ours
     conditioned_namespaces: frozenset[str] = frozenset()   # namespaces (or the host, "") that may hold our qdiscs
     # None: everything of the project.  Else only these zones (see Resource.zones), for

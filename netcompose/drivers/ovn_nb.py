@@ -1,0 +1,261 @@
+"""The OVN Northbound DB, natively with the python-ovs IDL (never ovn-nbctl).
+
+Generic over Northbound tables: TABLES maps each resource kind to its table, the columns
+netcompose writes and, for a row another row holds (a switch its ports), that holder's
+kind and column.  A new kind of row is a new entry here and a compile step, nothing else.
+
+Every row we write carries external_ids netcompose-project (ownership) and netcompose-name
+(the resource's name; a table with a name column also names rows by it, so a same-named
+row without our mark is seen, and is a conflict).  A batch is one transaction, verify()ing
+the holders' columns it changes and retried on TRY_AGAIN, as the OVS driver does.
+
+`ovn_port_up` is a wait, not a row: a logical port bound on this host comes up when
+ovn-controller has claimed it and ovn-northd reports it in Logical_Switch_Port.up.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .. import resources as r
+from ..errors import NetcomposeError
+from ..plan import Action
+from ..resources import NB_MARK, NB_NAME, Resource
+from . import Outcome, Scope
+from . import ovsdb as ovsdb_driver
+
+CONNECT_TIMEOUT, PORT_UP_TIMEOUT = 5.0, 20.0
+HOST_MARK = "netcompose-host"
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: dict[str, str]      # column → "scalar", "optional" (0 or 1 value), "set", "map" or "ref:<kind>"
+    named: bool = True           # the row's `name` column is its name (else only our mark names it)
+    holder: tuple[str, str] | None = None   # (kind, column) of the row that holds this one
+    holds: tuple[str, ...] = field(default=())   # columns of this row holding rows of other kinds
+
+
+TABLES: dict[str, Table] = {
+    "ovn_switch": Table("Logical_Switch", {"external_ids": "map"}, holds=("ports",)),
+    "ovn_switch_port": Table("Logical_Switch_Port", {"type": "scalar", "addresses": "set", "port_security": "set",
+                                                     "options": "map", "external_ids": "map"},
+                             holder=("ovn_switch", "ports")),
+    "ovn_router": Table("Logical_Router", {"external_ids": "map"}, holds=("ports",)),
+    "ovn_router_port": Table("Logical_Router_Port", {"mac": "scalar", "networks": "set", "external_ids": "map"},
+                             holder=("ovn_router", "ports")),
+    "ovn_port_group": Table("Port_Group", {"ports": "ref:ovn_switch_port", "external_ids": "map"}, holds=("acls",)),
+    "ovn_acl": Table("ACL", {"direction": "scalar", "priority": "scalar", "match": "scalar", "action": "scalar",
+                             "external_ids": "map"}, named=False, holder=("ovn_port_group", "acls")),
+}
+
+
+class NorthboundUnavailable(NetcomposeError):
+    pass
+
+
+def remote_from(option: str | None, in_file: str | None) -> str | None:
+    """--ovn-nb, else $NETCOMPOSE_OVN_NB, else the file's ovn.northbound."""
+    return option or os.environ.get("NETCOMPOSE_OVN_NB") or in_file
+
+
+def _value(row, column: str, how: str):
+    value = getattr(row, column)
+    if how == "optional":
+        return value[0] if value else None
+    if how == "set":
+        return sorted(value)
+    if how == "map":
+        return dict(value)
+    if how.startswith("ref:"):
+        return sorted(ref.name for ref in value)
+    return value
+
+
+class NorthboundDriver:
+    name = "ovn_nb"
+
+    def __init__(self, remote: str | None) -> None:
+        self.remote = remote
+        self.idl = None
+        self.transactions = 0   # for tests: a no-op `up` must make none
+
+    def connect(self):
+        if self.idl is not None:
+            return self.idl
+        if self.remote is None:
+            raise NorthboundUnavailable("driver: ovn networks need the OVN Northbound DB: set ovn.northbound in the "
+                                        "file, or pass --ovn-nb / NETCOMPOSE_OVN_NB")
+        ovsdb_driver._import_ovs()
+        ovs = ovsdb_driver.ovs
+        unavailable = lambda why: NorthboundUnavailable(  # noqa: E731
+            f"cannot reach the OVN Northbound DB at {self.remote} ({why}); start ovn-northd's databases "
+            "(ovn-ctl start_northd) or fix ovn.northbound / --ovn-nb")
+        if self.remote.startswith("unix:") and not os.path.exists(self.remote[5:]):
+            raise unavailable("no such socket")
+        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(self.remote), CONNECT_TIMEOUT * 1000)
+        if error:
+            raise unavailable(os.strerror(error))
+        rpc = ovs.jsonrpc.Connection(stream)
+        error, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request("get_schema", ["OVN_Northbound"]))
+        rpc.close()
+        if error or reply.error:
+            raise unavailable(os.strerror(error) if error else str(reply.error))
+        helper = ovs.db.idl.SchemaHelper(schema_json=reply.result)
+        for table in TABLES.values():
+            helper.register_table(table.name)
+        idl = ovs.db.idl.Idl(self.remote, helper)
+        deadline = time.monotonic() + CONNECT_TIMEOUT
+        while not idl.has_ever_connected() or idl.change_seqno == 0:
+            if time.monotonic() > deadline:
+                idl.close()
+                raise unavailable("no answer")
+            ovsdb_driver.OvsdbDriver._poll(idl)
+        self.idl = idl
+        return idl
+
+    def close(self) -> None:
+        if self.idl is not None:
+            self.idl.close()
+            self.idl = None
+
+    def _rows(self, kind: str):
+        return self.idl.tables[TABLES[kind].name].rows.values()
+
+    # ---- observe -----------------------------------------------------------------------
+    def observe(self, scope: Scope) -> list[Resource]:
+        if not scope.needs_ovn or not scope.sees("nb"):
+            return []
+        idl = self.connect()
+        ovsdb_driver.OvsdbDriver._poll(idl, 0)
+        holders: dict[object, str] = {}   # a held row's uuid → its holder's name
+        for kind, table in TABLES.items():
+            for column in table.holds:
+                for row in self._rows(kind):
+                    for held in getattr(row, column):
+                        holders[held.uuid] = row.name
+        out: list[Resource] = []
+        for kind, table in TABLES.items():
+            for row in self._rows(kind):
+                owner = row.external_ids.get(NB_MARK)
+                name = row.name if table.named else row.external_ids.get(NB_NAME)
+                if name is None or (owner is None and not table.named):
+                    continue
+                columns = {column: _value(row, column, how) for column, how in table.columns.items()}
+                parent = (table.holder[0], holders.get(row.uuid, "")) if table.holder else None
+                res = r.nb_row(kind, name, columns, owner or "", parent=parent, owner=owner)
+                res.attrs["external_ids"] = dict(row.external_ids)   # as found, mark or not
+                res.meta["uuid"] = row.uuid
+                out.append(res)
+                if kind == "ovn_switch_port" and owner == scope.project and row.up == [True] and \
+                        row.external_ids.get(HOST_MARK, "") == (scope.ovn_host or ""):
+                    out.append(r.ovn_port_up(name, scope.ovn_host, (res.key,), owner=owner))
+        return out
+
+    def port_states(self, project: str) -> dict[str, bool]:
+        """Each logical switch port of `project`: up (bound by an ovn-controller) or not."""
+        idl = self.connect()
+        ovsdb_driver.OvsdbDriver._poll(idl, 0)
+        return {row.name: row.up == [True] for row in self._rows("ovn_switch_port")
+                if row.external_ids.get(NB_MARK) == project}
+
+    def bound_elsewhere(self, project: str, host: str | None) -> list[str]:
+        """Endpoint ports of `project` that hosts other than `host` have bound (up); a router's
+        ports are always up and belong to no host."""
+        return sorted(row.name for row in self._rows("ovn_switch_port") if row.external_ids.get(NB_MARK) == project
+                      and HOST_MARK in row.external_ids and row.up == [True]
+                      and row.external_ids[HOST_MARK] != (host or ""))
+
+    # ---- apply -------------------------------------------------------------------------
+    def apply(self, actions: list[Action]) -> Outcome:
+        rows = [a for a in actions if a.kind in TABLES]
+        waits = [a for a in actions if a.kind == "ovn_port_up" and a.op != "delete"]
+        outcome = self._transact(rows) if rows else Outcome()
+        if not outcome.errors and waits:
+            self._wait_up(waits, outcome)
+        return outcome
+
+    def _transact(self, actions: list[Action]) -> Outcome:
+        ovs = ovsdb_driver.ovs
+        idl = self.connect()
+        for _attempt in range(5):
+            ovsdb_driver.OvsdbDriver._poll(idl, 0)
+            txn = ovs.db.idl.Transaction(idl)
+            staged: dict[tuple[str, str], object] = {}   # (kind, name) → row inserted in this transaction
+            try:
+                for action in actions:
+                    self._stage(idl, txn, action, staged)
+            except LookupError as exc:
+                txn.abort()
+                return Outcome({a.key: str(exc) for a in actions})
+            status = txn.commit_block()
+            self.transactions += 1
+            if status == ovs.db.idl.Transaction.TRY_AGAIN:
+                continue
+            if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
+                error = txn.get_error() or status
+                return Outcome({a.key: f"OVN Northbound transaction failed: {error}" for a in actions})
+            return Outcome()
+        return Outcome({a.key: "the OVN Northbound DB kept changing under us (TRY_AGAIN 5 times)" for a in actions})
+
+    def _find(self, kind: str, name: str, staged: dict):
+        if (kind, name) in staged:
+            return staged[(kind, name)]
+        table = TABLES[kind]
+        for row in self._rows(kind):
+            if (row.name if table.named else row.external_ids.get(NB_NAME)) == name:
+                return row
+        raise LookupError(f"OVN Northbound: no {table.name} row '{name}'")
+
+    def _stage(self, idl, txn, action: Action, staged: dict) -> None:
+        table = TABLES[action.kind]
+        a = action.resource.attrs
+        holder = self._find(table.holder[0], a["parent"], staged) if table.holder and a.get("parent") else None
+        if action.op == "delete":
+            try:
+                row = self._find(action.kind, a["name"], {})
+            except LookupError:
+                return   # gone already
+            if holder is not None:
+                holder.verify(table.holder[1])
+                holder.delvalue(table.holder[1], row.uuid)
+            row.delete()
+            return
+        if action.op == "create":
+            row = txn.insert(idl.tables[table.name])
+            if table.named:
+                row.name = a["name"]
+            staged[(action.kind, a["name"])] = row
+            if holder is not None:
+                holder.verify(table.holder[1])
+                holder.addvalue(table.holder[1], row.uuid)
+        else:
+            row = self._find(action.kind, a["name"], staged)
+        for column, how in table.columns.items():
+            if action.op == "update" and column not in action.changes:
+                continue
+            value = a[column]
+            if how.startswith("ref:"):
+                value = [self._find(how[4:], name, staged).uuid for name in value]
+            elif how == "optional":
+                value = [] if value is None else [value]
+            setattr(row, column, value)
+
+    def _wait_up(self, actions: list[Action], outcome: Outcome) -> None:
+        idl = self.idl
+        deadline = time.monotonic() + PORT_UP_TIMEOUT
+        waiting = {a.resource.attrs["name"]: a for a in actions}
+        while waiting:
+            up = {row.name for row in self._rows("ovn_switch_port") if row.name in waiting and row.up == [True]}
+            for name in up:
+                del waiting[name]
+            if not waiting or time.monotonic() > deadline:
+                break
+            ovsdb_driver.OvsdbDriver._poll(idl)
+        for name, action in sorted(waiting.items()):
+            outcome.errors[action.key] = (
+                f"logical port {name} did not come up within {PORT_UP_TIMEOUT:g}s: is ovn-controller running on "
+                "this host, with external_ids:ovn-remote pointing at the Southbound DB and its own system-id? "
+                "(ovn-sbctl show lists the chassis it registered)")
