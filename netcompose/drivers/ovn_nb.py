@@ -23,9 +23,9 @@ from ..errors import NetcomposeError
 from ..plan import Action
 from ..resources import NB_MARK, NB_NAME, Resource
 from . import Outcome, Scope
-from . import ovsdb as ovsdb_driver
+from .ovsdb import open_idl, poll, transact
 
-CONNECT_TIMEOUT, PORT_UP_TIMEOUT = 5.0, 20.0
+PORT_UP_TIMEOUT = 20.0
 HOST_MARK = "netcompose-host"
 
 
@@ -88,33 +88,12 @@ class NorthboundDriver:
         if self.remote is None:
             raise NorthboundUnavailable("driver: ovn networks need the OVN Northbound DB: set ovn.northbound in the "
                                         "file, or pass --ovn-nb / NETCOMPOSE_OVN_NB")
-        ovsdb_driver._import_ovs()
-        ovs = ovsdb_driver.ovs
-        unavailable = lambda why: NorthboundUnavailable(  # noqa: E731
-            f"cannot reach the OVN Northbound DB at {self.remote} ({why}); start ovn-northd's databases "
-            "(ovn-ctl start_northd) or fix ovn.northbound / --ovn-nb")
-        if self.remote.startswith("unix:") and not os.path.exists(self.remote[5:]):
-            raise unavailable("no such socket")
-        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(self.remote), CONNECT_TIMEOUT * 1000)
-        if error:
-            raise unavailable(os.strerror(error))
-        rpc = ovs.jsonrpc.Connection(stream)
-        error, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request("get_schema", ["OVN_Northbound"]))
-        rpc.close()
-        if error or reply.error:
-            raise unavailable(os.strerror(error) if error else str(reply.error))
-        helper = ovs.db.idl.SchemaHelper(schema_json=reply.result)
-        for table in TABLES.values():
-            helper.register_table(table.name)
-        idl = ovs.db.idl.Idl(self.remote, helper)
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        while not idl.has_ever_connected() or idl.change_seqno == 0:
-            if time.monotonic() > deadline:
-                idl.close()
-                raise unavailable("no answer")
-            ovsdb_driver.OvsdbDriver._poll(idl)
-        self.idl = idl
-        return idl
+
+        def unavailable(why: str) -> NorthboundUnavailable:
+            return NorthboundUnavailable(f"cannot reach the OVN Northbound DB at {self.remote} ({why}); start the "
+                                         "OVN central databases (ovn-ctl start_northd) or fix ovn.northbound / --ovn-nb")
+        self.idl = open_idl(self.remote, "OVN_Northbound", [t.name for t in TABLES.values()], unavailable)
+        return self.idl
 
     def close(self) -> None:
         if self.idl is not None:
@@ -129,7 +108,7 @@ class NorthboundDriver:
         if not scope.needs_ovn or not scope.sees("nb"):
             return []
         idl = self.connect()
-        ovsdb_driver.OvsdbDriver._poll(idl, 0)
+        poll(idl, 0)
         holders: dict[object, str] = {}   # a held row's uuid → its holder's name
         for kind, table in TABLES.items():
             for column in table.holds:
@@ -157,7 +136,7 @@ class NorthboundDriver:
     def port_states(self, project: str) -> dict[str, bool]:
         """Each logical switch port of `project`: up (bound by an ovn-controller) or not."""
         idl = self.connect()
-        ovsdb_driver.OvsdbDriver._poll(idl, 0)
+        poll(idl, 0)
         return {row.name: row.up == [True] for row in self._rows("ovn_switch_port")
                 if row.external_ids.get(NB_MARK) == project}
 
@@ -178,27 +157,15 @@ class NorthboundDriver:
         return outcome
 
     def _transact(self, actions: list[Action]) -> Outcome:
-        ovs = ovsdb_driver.ovs
         idl = self.connect()
-        for _attempt in range(5):
-            ovsdb_driver.OvsdbDriver._poll(idl, 0)
-            txn = ovs.db.idl.Transaction(idl)
+
+        def stage(txn) -> None:
             staged: dict[tuple[str, str], object] = {}   # (kind, name) → row inserted in this transaction
-            try:
-                for action in actions:
-                    self._stage(idl, txn, action, staged)
-            except LookupError as exc:
-                txn.abort()
-                return Outcome({a.key: str(exc) for a in actions})
-            status = txn.commit_block()
-            self.transactions += 1
-            if status == ovs.db.idl.Transaction.TRY_AGAIN:
-                continue
-            if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
-                error = txn.get_error() or status
-                return Outcome({a.key: f"OVN Northbound transaction failed: {error}" for a in actions})
-            return Outcome()
-        return Outcome({a.key: "the OVN Northbound DB kept changing under us (TRY_AGAIN 5 times)" for a in actions})
+            for action in actions:
+                self._stage(idl, txn, action, staged)
+        failed, _ = transact(idl, actions, stage, "OVN Northbound")
+        self.transactions += 1
+        return failed or Outcome()
 
     def _find(self, kind: str, name: str, staged: dict):
         if (kind, name) in staged:
@@ -253,7 +220,7 @@ class NorthboundDriver:
                 del waiting[name]
             if not waiting or time.monotonic() > deadline:
                 break
-            ovsdb_driver.OvsdbDriver._poll(idl)
+            poll(idl)
         for name, action in sorted(waiting.items()):
             outcome.errors[action.key] = (
                 f"logical port {name} did not come up within {PORT_UP_TIMEOUT:g}s: is ovn-controller running on "

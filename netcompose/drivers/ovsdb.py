@@ -49,6 +49,65 @@ def _unavailable(remote: str, why: str) -> OvsdbUnavailable:
                             "(`/usr/share/openvswitch/scripts/ovs-ctl start`) or pass --ovsdb / NETCOMPOSE_OVSDB")
 
 
+def open_idl(remote: str, database: str, tables, unavailable) -> "ovs.db.idl.Idl":
+    """An IDL of `tables` of `database` at `remote`, with its first snapshot read;
+    `unavailable(why)` makes the error raised when that fails."""
+    if remote.startswith("unix:") and not os.path.exists(remote.removeprefix("unix:")):
+        raise unavailable("no such socket")
+    _import_ovs()
+    error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote), CONNECT_TIMEOUT * 1000)
+    if error:
+        raise unavailable(os.strerror(error))
+    rpc = ovs.jsonrpc.Connection(stream)
+    error, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request("get_schema", [database]))
+    rpc.close()
+    if error or reply.error:
+        raise unavailable(os.strerror(error) if error else str(reply.error))
+    helper = ovs.db.idl.SchemaHelper(schema_json=reply.result)
+    for table in tables:
+        helper.register_table(table)
+    idl = ovs.db.idl.Idl(remote, helper)
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while not idl.has_ever_connected() or idl.change_seqno == 0:
+        if time.monotonic() > deadline:
+            idl.close()
+            raise unavailable("no answer")
+        poll(idl)
+    return idl
+
+
+def poll(idl, timeout_ms: int = 100) -> None:
+    """Let the IDL read what the server sent, waiting up to `timeout_ms` for something."""
+    idl.run()
+    poller = ovs.poller.Poller()
+    idl.wait(poller)
+    poller.timer_wait(timeout_ms)
+    poller.block()
+    idl.run()
+
+
+def transact(idl, actions: list[Action], stage, what: str) -> tuple[Outcome | None, object]:
+    """`stage(txn)` the actions into one transaction and commit it, staged again from fresh
+    rows on TRY_AGAIN (a verify()ed column changed under us).  (None, the committed
+    transaction), or (an Outcome failing every action, None)."""
+    for _attempt in range(5):
+        poll(idl, 0)
+        txn = ovs.db.idl.Transaction(idl)
+        try:
+            stage(txn)
+        except LookupError as exc:
+            txn.abort()
+            return Outcome({a.key: str(exc) for a in actions}), None
+        status = txn.commit_block()
+        if status == ovs.db.idl.Transaction.TRY_AGAIN:
+            continue
+        if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
+            error = txn.get_error() or status
+            return Outcome({a.key: f"{what} transaction failed: {error}" for a in actions}), None
+        return None, txn
+    return Outcome({a.key: f"{what} kept changing under us (TRY_AGAIN 5 times)" for a in actions}), None
+
+
 class OvsdbDriver:
     name = "ovsdb"
 
@@ -59,41 +118,9 @@ class OvsdbDriver:
 
     # ---- connection ------------------------------------------------------------------
     def connect(self) -> ovs.db.idl.Idl:
-        if self.idl is not None:
-            return self.idl
-        path = self.remote.removeprefix("unix:")
-        if self.remote.startswith("unix:") and not os.path.exists(path):
-            raise _unavailable(self.remote, "no such socket")
-        _import_ovs()
-        error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(self.remote), CONNECT_TIMEOUT * 1000)
-        if error:
-            raise _unavailable(self.remote, os.strerror(error))
-        rpc = ovs.jsonrpc.Connection(stream)
-        error, reply = rpc.transact_block(ovs.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"]))
-        rpc.close()
-        if error or reply.error:
-            raise _unavailable(self.remote, os.strerror(error) if error else str(reply.error))
-        helper = ovs.db.idl.SchemaHelper(schema_json=reply.result)
-        for table in TABLES:
-            helper.register_table(table)
-        idl = ovs.db.idl.Idl(self.remote, helper)
-        deadline = time.monotonic() + CONNECT_TIMEOUT
-        while not idl.has_ever_connected() or idl.change_seqno == 0:
-            if time.monotonic() > deadline:
-                idl.close()
-                raise _unavailable(self.remote, "no answer")
-            self._poll(idl)
-        self.idl = idl
-        return idl
-
-    @staticmethod
-    def _poll(idl, timeout_ms: int = 100) -> None:
-        idl.run()
-        poller = ovs.poller.Poller()
-        idl.wait(poller)
-        poller.timer_wait(timeout_ms)
-        poller.block()
-        idl.run()
+        if self.idl is None:
+            self.idl = open_idl(self.remote, "Open_vSwitch", TABLES, lambda why: _unavailable(self.remote, why))
+        return self.idl
 
     def close(self) -> None:
         if self.idl is not None:
@@ -105,7 +132,7 @@ class OvsdbDriver:
         if not scope.sees("ovs"):
             return []
         idl = self.connect()
-        self._poll(idl, 0)
+        poll(idl, 0)
         project = scope.project
         out: list[Resource] = []
         for br in idl.tables["Bridge"].rows.values():
@@ -130,28 +157,19 @@ class OvsdbDriver:
     # ---- apply -------------------------------------------------------------------------
     def apply(self, actions: list[Action]) -> Outcome:
         idl = self.connect()
-        outcome = Outcome()
-        for _attempt in range(5):
-            self._poll(idl, 0)
-            txn = ovs.db.idl.Transaction(idl)
+
+        def stage(txn) -> None:
             root = next(iter(idl.tables["Open_vSwitch"].rows.values()))
-            try:
-                for action in actions:
-                    self._stage(idl, txn, root, action)
-            except LookupError as exc:
-                txn.abort()
-                return Outcome({a.key: str(exc) for a in actions})
+            for action in actions:
+                self._stage(idl, txn, root, action)
             root.increment("next_cfg")
-            status = txn.commit_block()
-            self.transactions += 1
-            if status == ovs.db.idl.Transaction.TRY_AGAIN:
-                continue
-            if status not in (ovs.db.idl.Transaction.SUCCESS, ovs.db.idl.Transaction.UNCHANGED):
-                error = txn.get_error() or status
-                return Outcome({a.key: f"OVSDB transaction failed: {error}" for a in actions})
-            self._wait_vswitchd(idl, txn.get_increment_new_value(), actions, outcome)
-            return outcome
-        return Outcome({a.key: "OVSDB kept changing under us (TRY_AGAIN 5 times)" for a in actions})
+        failed, txn = transact(idl, actions, stage, "OVSDB")
+        self.transactions += 1
+        if failed is not None:
+            return failed
+        outcome = Outcome()
+        self._wait_vswitchd(idl, txn.get_increment_new_value(), actions, outcome)
+        return outcome
 
     def _stage(self, idl, txn, root, action: Action) -> None:
         a = action.resource.attrs
@@ -247,7 +265,7 @@ class OvsdbDriver:
                       and not rows[name].datapath_id}
             if not wanted or time.monotonic() > deadline:
                 break
-            self._poll(idl, 20)
+            poll(idl, 20)
         return {name: (f"OVS bridge {name}: ovs-vswitchd could not open its kernel datapath (datapath_type "
                        "system: the Bridge row has no datapath_id and its interfaces no ofport); load the "
                        "openvswitch kernel module, or use datapath_type: netdev") for name in wanted}
@@ -263,7 +281,7 @@ class OvsdbDriver:
                     outcome.errors[action.key] = ("ovs-vswitchd did not apply the change within "
                                                   f"{VSWITCHD_TIMEOUT:g}s: is ovs-vswitchd running?")
                 return
-            self._poll(idl)
+            poll(idl)
         broken = self._kernel_bridges_without_datapath(idl, actions)
         ifaces = {i.name: i for i in idl.tables["Interface"].rows.values()}
         for action in actions:
