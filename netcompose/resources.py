@@ -81,13 +81,14 @@ KINDS: dict[str, KindSpec] = {
     "process": KindSpec("processes", compare=("argv", "env", "cwd", "user"), outlives_parents=True),
     "exec": KindSpec("execs"),
     # OVN Northbound rows (drivers/ovn_nb.py maps each kind to its table and columns), all
-    # written in one transaction; and the wait for a locally bound logical port to come up.
+    # written in one transaction (a row moving to another holder is made anew there); and
+    # the wait for a locally bound logical port to come up.
     "ovn_switch": KindSpec("ovn_nb", transactional=True),
-    "ovn_switch_port": KindSpec("ovn_nb", transactional=True),
+    "ovn_switch_port": KindSpec("ovn_nb", replace_on=("parent",), transactional=True),
     "ovn_router": KindSpec("ovn_nb", transactional=True),
-    "ovn_router_port": KindSpec("ovn_nb", transactional=True),
+    "ovn_router_port": KindSpec("ovn_nb", replace_on=("parent",), transactional=True),
     "ovn_port_group": KindSpec("ovn_nb", transactional=True),
-    "ovn_acl": KindSpec("ovn_nb", transactional=True),
+    "ovn_acl": KindSpec("ovn_nb", replace_on=("parent",), transactional=True),
     "ovn_port_up": KindSpec("ovn_nb"),
 }
 

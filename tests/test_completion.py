@@ -17,6 +17,6 @@ def _complete(script: str, *words: str) -> list[str]:
 def test_bash_completes_commands_and_options():
     script = run_cli("completion", "bash").stdout
     assert _complete(script, "netcompose", "ex") == ["exec", "explain"]
-    assert set(_complete(script, "netcompose", "graph", "--o")) == {"--out", "--output-format", "--ovsdb"}
+    assert set(_complete(script, "netcompose", "graph", "--o")) == {"--out", "--output-format", "--ovsdb", "--ovn-nb"}
     zsh = run_cli("completion", "zsh").stdout
     assert zsh.startswith("autoload -U +X bashcompinit") and "complete -F _netcompose netcompose" in zsh

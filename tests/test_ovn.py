@@ -61,6 +61,7 @@ def test_logical_state_is_the_same_on_every_host_and_the_slice_is_local(tmp_path
     assert on["h1"]["ovnup:nc/demo/web/tenant"].deps == ("nb:ovn_switch_port/nc/demo/web/tenant", port.key)
     veth = on["h1"][port.deps[1]]
     assert veth.attrs["tx_checksum"] is False
+    assert veth.attrs["mtu"] == 1442   # room for Geneve on a 1500-byte underlay, unless mtu: says otherwise
     assert on["h1"]["ovsbr:br-int"].external   # ovn-controller's: attached to, never made
 
 
@@ -90,8 +91,18 @@ def test_acls_isolate_networks_unless_a_policy_allows_and_enforce_the_firewall(t
     db_group = port_group_name("demo", "net", "db")
     isolation = acls["networks.db.isolation"]
     assert (isolation["direction"], isolation["action"]) == ("to-lport", "drop")
-    assert isolation["match"] == (f"outport == @{db_group} && ip4 && !(ip4.src == 10.50.2.0/24 || "
-                                  "(ip4.src == 10.50.1.0/24 && tcp.dst == 5432))")
+    assert isolation["match"] == f"outport == @{db_group} && ip4 && ip4.src != {{10.50.1.0/24, 10.50.2.0/24}}"
+    # From tenant, what the policy allows passes: into pg only as its firewall allows too; the
+    # rest is dropped.  Every match is positive (OVN refuses != on protocols).
+    open_group = port_group_name("demo", "net-open", "db")
+    assert acls["networks.db.isolation (from tenant) [0]"]["match"] == \
+        f"outport == @{open_group} && ip4 && ip4.src == 10.50.1.0/24 && tcp.dst == 5432"
+    assert acls["networks.db.isolation (from tenant) [0] to pg [0]"]["match"] == (
+        'outport == "nc/demo/pg/db" && ip4 && ip4.src == 10.50.1.0/24 && tcp.dst == 5432 && '
+        "ip4.src == {10.50.1.3, 10.50.2.2} && tcp.dst == 5432")
+    assert acls["networks.db.isolation (from tenant) (the rest)"]["action"] == "drop"
+    assert found[f"nb:ovn_port_group/{open_group}"].attrs["ports"] == ["nc/demo/api/db"]
+    assert not any("!" in acl["match"].replace("!=", "") for acl in acls.values())
     allow = acls["containers.pg.firewall.ingress[0]"]
     assert allow["action"] == "allow-related" and "ip4.src == {10.50.1.3, 10.50.2.2} && tcp.dst == 5432" in \
         allow["match"]

@@ -22,9 +22,10 @@ from ..spec.resolve import RContainer, REndpoint, Resolved, RNetwork
 from .firewall import peer_addresses
 
 INTEGRATION_BRIDGE = "br-int"
-# ACL priorities: isolation drops beat a container's firewall, whose default drop beats the
-# project's default allow (stateful, so replies of allowed flows pass).
-ICC_DROP, ISOLATION_DROP, FIREWALL_ALLOW, FIREWALL_DROP, DEFAULT_ALLOW = 3000, 2900, 2000, 1900, 1000
+# ACL priorities (see `acls`): isolation beats a container's firewall, whose default drop
+# beats the project's default allow (stateful, so replies of allowed flows pass).
+ICC_DROP, ISOLATION_DROP, POLICY_ALLOW, POLICY_DROP = 3000, 2900, 2800, 2700
+FIREWALL_ALLOW, FIREWALL_DROP, DEFAULT_ALLOW = 2000, 1900, 1000
 
 
 # ---- names (Northbound names are free text; port groups must be identifiers) -----------------
@@ -111,56 +112,97 @@ def _group(project: str, name: str, ports: list[str], **ids: str) -> Resource:
                     deps=tuple(r.nb_key("ovn_switch_port", p) for p in ports))
 
 
-def _proto(proto: str, ports: list[int] | None) -> str:
+def _set(values: Iterable) -> str:
+    shown = sorted({str(v) for v in values}, key=lambda v: (len(v), v))
+    return shown[0] if len(shown) == 1 else "{" + ", ".join(shown) + "}"
+
+
+def _flow(proto: str, ports: list[int] | None) -> str:
+    """A protocol (and ports) as an ACL match term, "" for any."""
     if proto == "any":
         return ""
     if proto == "icmp":
         return " && icmp4"
-    if not ports:
-        return f" && {proto}"
-    shown = str(ports[0]) if len(ports) == 1 else "{" + ", ".join(map(str, sorted(set(ports)))) + "}"
-    return f" && {proto}.dst == {shown}"
+    return f" && {proto}.dst == {_set(ports)}" if ports else f" && {proto}"
 
 
-def _set(values: list[str]) -> str:
-    return values[0] if len(values) == 1 else "{" + ", ".join(sorted(set(values))) + "}"
+class _Acls:
+    """ACL rows, each held by the port group whose ports it guards (a port group's ACLs
+    apply to the switches of its ports, so a match names only groups with ports there)."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.rows: list[Resource] = []
+
+    def add(self, group: str, origin: str, marks: dict[str, str], direction: str, priority: int, match: str,
+            action: str) -> None:
+        self.rows.append(r.nb_row("ovn_acl", f"nc/{self.project}/{origin}",
+                                  {"direction": direction, "priority": priority, "match": match, "action": action,
+                                   "external_ids": marks}, self.project, parent=("ovn_port_group", group)))
 
 
 def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> Iterable[Resource]:
-    """The CNM contract as ACLs, all on the port group of the project's endpoints:
+    """The CNM contract as ACLs, every match positive (OVN refuses `!=` on protocol fields
+    and adds a field's prerequisite outside a `!`), so layered by priority:
 
-    - isolation: traffic into a network's ports comes from its own subnet or as a policy
-      allows (the router would connect every network otherwise);
-    - icc: false: no traffic between two ports of the network;
-    - internal: not on the router at all (see `logical`);
-    - a container's `firewall:` allows, then drops the rest, below isolation;
+    - icc: false drops traffic between two ports of the network;
+    - isolation drops what comes into a network's ports from any subnet but its own and
+      those of policies into it (the router would connect every network otherwise);
+    - from a policy's source network, what the policy allows passes (and, into a container
+      with an ingress firewall, what its firewall allows as well); the rest is dropped;
+    - internal networks are not on the router at all (see `logical`);
+    - a container's `firewall:` allows, then drops the rest;
     - everything else is allowed statefully, so replies of allowed flows pass."""
     project = res.project
     every = port_group_name(project)
     yield _group(project, every, [p for ports in members.values() for p in ports])
-    rows: list[tuple[str, dict, str, int, str, str]] = []   # (origin, its marks, direction, priority, match, action)
+    out = _Acls(project)
+    guarded = {c.name: res.topology.containers[c.name].firewall for c in res.containers.values()}
+    guarded = {name: spec for name, spec in guarded.items() if spec is not None and spec.ingress is not None}
     for net in nets:
-        group = port_group_name(project, "net", net.name)
+        group, marks = port_group_name(project, "net", net.name), _ids(network=net.name)
         yield _group(project, group, members[net.name], network=net.name)
-        allowed = [f"ip4.src == {net.subnet}"]
-        for i, policy in enumerate(res.topology.policies):
-            if policy.to == net.name:
-                allowed.append(f"(ip4.src == {res.networks[policy.from_].subnet}{_proto(policy.proto, policy.ports)})")
-        marks = _ids(network=net.name)
-        rows.append((f"networks.{net.name}.isolation", marks, "to-lport", ISOLATION_DROP,
-                     f"outport == @{group} && ip4 && !({' || '.join(allowed)})", "drop"))
         if not net.icc:
-            rows.append((f"networks.{net.name}.icc", marks, "to-lport", ICC_DROP,
-                         f"outport == @{group} && inport == @{group} && ip4", "drop"))
+            out.add(group, f"networks.{net.name}.icc", marks, "to-lport", ICC_DROP,
+                    f"outport == @{group} && inport == @{group} && ip4", "drop")
+        flows: dict[str, list[str]] = {}   # source network → the match terms its policies into net allow
+        for policy in res.topology.policies:
+            if policy.to == net.name and policy.from_ != net.name:
+                flows.setdefault(policy.from_, []).append(_flow(policy.proto, policy.ports))
+        sources = [str(net.subnet)] + [str(res.networks[name].subnet) for name in flows]
+        out.add(group, f"networks.{net.name}.isolation", marks, "to-lport", ISOLATION_DROP,
+                f"outport == @{group} && ip4 && ip4.src != {_set(sources)}", "drop")
+        if not flows:
+            continue
+        open_ports = [p for p in members[net.name] if p.split("/")[2] not in guarded]
+        open_group = port_group_name(project, "net-open", net.name)
+        yield _group(project, open_group, open_ports, network=net.name)
+        for source, terms in flows.items():
+            subnet = res.networks[source].subnet
+            origin = f"networks.{net.name}.isolation (from {source})"
+            for i, term in enumerate(terms):
+                out.add(open_group, f"{origin} [{i}]", marks, "to-lport", POLICY_ALLOW,
+                        f"outport == @{open_group} && ip4 && ip4.src == {subnet}{term}", "allow-related")
+                for name in sorted(guarded):
+                    port = port_name(project, name, net.name)
+                    if port not in members[net.name]:
+                        continue
+                    for j, rule in enumerate(guarded[name].ingress):
+                        peer = _peer(res, rule.from_, "ip4.src")
+                        if peer is not None:
+                            out.add(group, f"{origin} [{i}] to {name} [{j}]", marks, "to-lport", POLICY_ALLOW,
+                                    f'outport == "{port}" && ip4 && ip4.src == {subnet}{term}{peer}'
+                                    f"{_flow(rule.proto, rule.ports)}", "allow-related")
+            out.add(group, f"{origin} (the rest)", marks, "to-lport", POLICY_DROP,
+                    f"outport == @{group} && ip4 && ip4.src == {subnet}", "drop")
     for c in res.containers.values():
         spec = res.topology.containers[c.name].firewall
         ports = [port_name(project, c.name, ep.network) for ep in c.endpoints
                  if res.networks[ep.network].driver == "ovn"]
         if spec is None or not ports or (spec.ingress is None and spec.egress is None):
             continue
-        group = port_group_name(project, "container", c.name)
+        group, marks = port_group_name(project, "container", c.name), _ids(container=c.name)
         yield _group(project, group, ports, container=c.name)
-        marks = _ids(container=c.name)
         for direction, acl_direction, port, field, rules in (
                 ("ingress", "to-lport", "outport", "ip4.src", spec.ingress),
                 ("egress", "from-lport", "inport", "ip4.dst", spec.egress)):
@@ -168,21 +210,26 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> 
                 continue
             origin = f"containers.{c.name}.firewall.{direction}"
             for i, rule in enumerate(rules):
-                peer = peer_addresses(res, rule.from_ if direction == "ingress" else rule.to)
-                v4 = [a for a in peer or () if ":" not in a]
-                if peer is not None and not v4:
-                    continue   # an IPv6-only peer: OVN networks carry IPv4 only
-                match = f"{port} == @{group} && ip4" + (f" && {field} == {_set(v4)}" if v4 else "")
-                rows.append((f"{origin}[{i}]", marks, acl_direction, FIREWALL_ALLOW,
-                             match + _proto(rule.proto, rule.ports), "allow-related"))
-            rows.append((f"{origin} (default drop)", marks, acl_direction, FIREWALL_DROP, f"{port} == @{group} && ip4",
-                         "drop"))
-    rows.append(("default allow (in)", {}, "to-lport", DEFAULT_ALLOW, f"outport == @{every} && ip4", "allow-related"))
-    rows.append(("default allow (out)", {}, "from-lport", DEFAULT_ALLOW, f"inport == @{every} && ip4", "allow-related"))
-    for origin, marks, direction, priority, match, action in rows:
-        yield r.nb_row("ovn_acl", f"nc/{project}/{origin}",
-                       {"direction": direction, "priority": priority, "match": match, "action": action,
-                        "external_ids": marks}, project, parent=("ovn_port_group", every))
+                peer = _peer(res, rule.from_ if direction == "ingress" else rule.to, field)
+                if peer is not None:
+                    out.add(group, f"{origin}[{i}]", marks, acl_direction, FIREWALL_ALLOW,
+                            f"{port} == @{group} && ip4{peer}{_flow(rule.proto, rule.ports)}", "allow-related")
+            out.add(group, f"{origin} (default drop)", marks, acl_direction, FIREWALL_DROP,
+                    f"{port} == @{group} && ip4", "drop")
+    out.add(every, "default allow (in)", {}, "to-lport", DEFAULT_ALLOW, f"outport == @{every} && ip4", "allow-related")
+    out.add(every, "default allow (out)", {}, "from-lport", DEFAULT_ALLOW, f"inport == @{every} && ip4",
+            "allow-related")
+    yield from out.rows
+
+
+def _peer(res: Resolved, peer: str | None, field: str) -> str | None:
+    """A firewall peer as a match term ("" for any); None for a peer without IPv4 (OVN
+    networks carry IPv4 only), which nothing matches."""
+    addresses = peer_addresses(res, peer)
+    if addresses is None:
+        return ""
+    v4 = [a for a in addresses if ":" not in a]
+    return f" && {field} == {_set(v4)}" if v4 else None
 
 
 # ---- the local slice ------------------------------------------------------------------------

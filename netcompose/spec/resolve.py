@@ -28,6 +28,8 @@ IPAddress = Union[IPv4Address, IPv6Address]
 IPInterface = Union[IPv4Interface, IPv6Interface]
 ULA = IPv6Network("fc00::/7")
 IPV6_MIN_MTU = 1280
+# An OVN network's default: a 1500-byte underlay less Geneve's 58 bytes (as OpenStack's).
+OVN_DEFAULT_MTU = 1442
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 _DEFAULT_DESTINATIONS = {version: ip_network(dst) for version, dst in DEFAULT_ROUTE.items()}  # parsed once
 # The field names of each family in the file, for messages.
@@ -317,7 +319,10 @@ class _Resolver:
             bridge = (net.ovs.bridge if net.ovs and net.ovs.bridge
                       else self.host_names[("net", name)])
             nat6 = bool(net.nat6 if net.nat6 is not None else subnet6 and subnet6.subnet_of(ULA))
-            out[name] = RNetwork(name, net.driver, subnet, gateway, net.mtu, bridge, net.nat, net.internal,
+            mtu = net.mtu
+            if net.driver == "ovn" and ("networks", name, "mtu") not in self.doc.values:
+                mtu = OVN_DEFAULT_MTU
+            out[name] = RNetwork(name, net.driver, subnet, gateway, mtu, bridge, net.nat, net.internal,
                                  net.icc, net.vlan, dict(vars(net.ovs)) if net.ovs else None, ip_range=net.ip_range,
                                  subnet6=subnet6, gateway6=gateway6, nat6=nat6)
         return out
