@@ -239,7 +239,8 @@ def cmd_down(args) -> int:
     if args.project_name and not args.file_given:  # as `docker compose -p NAME down`: by the marks alone
         options = {"stop_timeout": args.timeout} if args.timeout is not None else {}
         from .engine import Project
-        project = Project.by_name(args.project_name, lock_timeout=args.lock_timeout, ovsdb=args.ovsdb, **options)
+        project = Project.by_name(args.project_name, lock_timeout=args.lock_timeout, ovsdb=args.ovsdb,
+                                  host=args.host, ovn_nb=args.ovn_nb, **options)
     else:
         project = _project(args)
     report = project.down(all_hosts=args.all_hosts)

@@ -45,10 +45,10 @@ def _local_host(spec: Spec, given: str | None) -> str | None:
     host = given or os.environ.get("NETCOMPOSE_HOST") or None
     hosts = spec.topology.hosts
     if hosts is None:
-        if given:
+        if given and spec.topology.containers:   # (a project known only by name has none)
             raise SpecError(spec.doc.where(()), f"--host {given} is given but the file declares no hosts:",
                             "drop --host, or declare hosts: and each container's host:")
-        return None   # $NETCOMPOSE_HOST set for other files is no error for this one
+        return given if not spec.topology.containers else None   # $NETCOMPOSE_HOST may be meant for other files
     if host is None:
         raise SpecError(spec.doc.where(("hosts",), key=True), f"the file spans hosts ({', '.join(hosts)}): say "
                         "which one this machine is", "pass --host NAME or set NETCOMPOSE_HOST=NAME")
@@ -460,7 +460,10 @@ class Project:
         qdiscs = self._may_hold(namespaces | {HOST}, {self.netns_of(c) for c in shaped} | ({HOST} if ingress else set()),
                                 lambda key: key.startswith("qdisc:") and key[6:].rpartition("/")[0])
         return Scope(self.name, frozenset(namespaces), frozenset(host.values()) | wired,
-                     needs_ovs=needs_ovs, needs_ovn=bool(ovn), ovn_host=self.host, firewall_namespaces=tables, conditioned_namespaces=qdiscs,
+                     # With a Northbound DB given, rows of ours from an older file (or from a project
+                     # known only by name) are looked for there too.
+                     needs_ovs=needs_ovs, needs_ovn=bool(ovn) or self.ovn_nb is not None, ovn_host=self.host,
+                     firewall_namespaces=tables, conditioned_namespaces=qdiscs,
                      renamed={pair: name for pair, name in host.items() if name != names.host_ifname(self.name, *pair)})
 
     def _may_hold(self, namespaces: set[str], wanted: set[str], recorded_in) -> frozenset[str]:
@@ -554,8 +557,9 @@ class Project:
         if not empty:
             runnable.check(desired.resolved, self.spec.doc)
         everything = desired.complete()
-        target = {k: v for k, v in everything.items() if v.external or (keep_logical and k.startswith("nb:"))} \
-            if empty else everything
+        target = {k: v for k, v in everything.items() if v.external} if empty else everything
+        if keep_logical:   # as they are (a project known only by name has no desired rows)
+            target.update((k, v) for k, v in observed.items() if k.startswith("nb:") and v.owner == self.name)
         observed.update((res.key, res) for res in host.observe_named(list(target.values()), self.name))
         plan = make_plan(target, observed, self.name)
         classify(plan, self.applied.digests())

@@ -140,8 +140,8 @@ def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], proje
     for key, want in desired.items():
         have = observed.get(key)
         if want.external and have is None:
-            raise PlanError(f"{want.kind} '{want.attrs.get('name', key)}' does not exist; "
-                            "netcompose adopts it but never creates it: create it first or fix the name")
+            raise PlanError(f"{want.kind} '{want.attrs.get('name', key)}' does not exist; " + want.meta.get(
+                "missing", "netcompose adopts it but never creates it: create it first or fix the name"))
         if have is not None and have.owner != project and not want.external:
             raise _conflict(have)
     _check_namesakes(desired, observed, project)

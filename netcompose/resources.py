@@ -38,7 +38,9 @@ class Resource:
     parents: tuple[str, ...] = ()
     owner: str | None = None      # observed: the project that owns it; None: someone else
     external: bool = False        # must exist; netcompose never creates or deletes it
-    meta: dict[str, Any] = field(default_factory=dict)  # observed-only facts (ifindex, uuid); never diffed
+    # Never diffed: observed facts (ifindex, uuid); desired: "missing", what to do when an
+    # external resource is not there.
+    meta: dict[str, Any] = field(default_factory=dict)
     _zones: frozenset[str] | None = field(default=None, init=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:

@@ -223,3 +223,9 @@ def test_cli_errors_are_one_line_and_exit_3(tmp_path):
     path.write_text("networks:\n  a: {subnet: 10.1.0.0/24}\n")
     result = run_cli("-f", str(path), "up", "--host", "h1")
     assert result.returncode == 3 and "declares no hosts:" in result.stderr
+
+
+def test_a_host_without_br_int_is_told_to_start_ovn_controller(tmp_path):
+    from netcompose.plan import PlanError
+    with pytest.raises(PlanError, match="ovs_bridge 'br-int' does not exist; ovn-controller makes it"):
+        make_plan(compiled(tmp_path), {}, "demo")

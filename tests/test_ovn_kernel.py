@@ -14,6 +14,7 @@ hosts: {{h1: {{}}, h2: {{}}, h3: {{}}}}
 networks:
   tenant: {{driver: ovn, subnet: 10.50.1.0/24}}
   db: {{driver: ovn, subnet: 10.50.2.0/24}}
+  quiet: {{driver: ovn, subnet: 10.50.3.0/24, icc: false, internal: true}}
 containers:
   web: {{host: h1, networks: [tenant]}}
   api: {{host: h2, networks: [tenant, db]}}
@@ -26,6 +27,8 @@ containers:
     host: h3
     networks: [db]
     command: [python3, -m, http.server, "5432"]
+  q1: {{host: h1, networks: [quiet]}}
+  q2: {{host: h3, networks: [quiet]}}
 policies:
   - {{from: tenant, to: db, proto: tcp, ports: [5432]}}
 """
@@ -74,7 +77,7 @@ def test_issue_topology_across_three_hosts(ovn_lab, project_name, tmp_path):
         for host in (h1, h2, h3):
             nc(host, path, "up")
         # Each host made only its own sandboxes.
-        assert sandboxes(h1) == [f"{p}-web"] and sandboxes(h2) == [f"{p}-api", f"{p}-pg"]
+        assert sandboxes(h1) == [f"{p}-q1", f"{p}-web"] and sandboxes(h2) == [f"{p}-api", f"{p}-pg"]
         # The Northbound part is the same from every host: a second up anywhere changes nothing.
         for host in (h1, h3):
             assert "nothing to do" in nc(host, path, "up")
@@ -86,6 +89,10 @@ def test_issue_topology_across_three_hosts(ovn_lab, project_name, tmp_path):
         assert not ping(h1, web, "10.50.2.4")                  # ... for tcp/5432 only
         assert tcp_opens(h2, api, "10.50.2.3", 5432)           # pg's firewall lets api in
         assert not tcp(h1, web, "10.50.2.3", 5432)             # ... and nobody else
+        assert not ping(h1, f"{p}-q1", "10.50.3.3")            # icc: false, h1 → h3 ...
+        neighbour = h1.run(["ip", "-n", f"{p}-q1", "neigh", "show", "10.50.3.3"]).stdout
+        assert "lladdr" in neighbour, neighbour                # ... though the switch carries ARP
+        assert not ping(h1, web, "10.50.3.2")                  # internal: not on the router
 
         rows = json.loads(nc(h1, path, "ps", "--json"))
         states = {(r["container"], r["network"]): (r["host"], r["state"], r["ovn"]) for r in rows}

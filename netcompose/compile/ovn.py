@@ -244,7 +244,10 @@ def integration_bridge(res: Resolved) -> Iterable[Resource]:
     """br-int, which ovn-controller makes and netcompose only attaches ports to, when a
     container of this host has an OVN endpoint."""
     if any(res.networks[ep.network].driver == "ovn" for c in res.local_containers() for ep in c.endpoints):
-        yield r.ovs_bridge(INTEGRATION_BRIDGE, "", "", None, external=True)
+        bridge = r.ovs_bridge(INTEGRATION_BRIDGE, "", "", None, external=True)
+        bridge.meta["missing"] = ("ovn-controller makes it: start ovn-controller on this host, with "
+                                  "external_ids:ovn-remote (the Southbound DB) and system-id set in its OVS")
+        yield bridge
 
 
 def endpoint(project: str, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple[str, list[Resource]]:

@@ -129,7 +129,7 @@ class NorthboundDriver:
                 res.meta["uuid"] = row.uuid
                 out.append(res)
                 if kind == "ovn_switch_port" and owner == scope.project and row.up == [True] and \
-                        row.external_ids.get(HOST_MARK, "") == (scope.ovn_host or ""):
+                        row.external_ids.get(HOST_MARK) == (scope.ovn_host or ""):   # an endpoint of this host
                     out.append(r.ovn_port_up(name, scope.ovn_host, (res.key,), owner=owner))
         return out
 
