@@ -220,8 +220,8 @@ def test_cli_errors_are_one_line_and_exit_3(tmp_path):
     assert result.returncode == 3 and result.stderr.count("\n") == 1 and "--host NAME" in result.stderr
     result = run_cli("-f", str(path), "plan", "--host", "h5")
     assert result.returncode == 3 and "this host is 'h5'" in result.stderr
-    path.write_text("networks:\n  a: {subnet: 10.1.0.0/24}\n")
-    result = run_cli("-f", str(path), "up", "--host", "h1")
+    path.write_text("containers:\n  a: {}\n")
+    result = run_cli("-f", str(path), "plan", "--host", "h1")
     assert result.returncode == 3 and "declares no hosts:" in result.stderr
 
 
