@@ -122,7 +122,7 @@ def test_icc_false_and_internal(tmp_path):
     assert "nb:ovn_router_port/nc/demo/tenant/router" in found
     group = port_group_name("demo", "net", "tenant")
     icc = found["nb:ovn_acl/nc/demo/networks.tenant.icc"].attrs
-    assert icc["match"] == f"outport == @{group} && inport == @{group} && ip4" and icc["action"] == "drop"
+    assert icc["match"] == f"outport == @{group} && ip4.src == {{10.50.1.2, 10.50.1.3}}" and icc["action"] == "drop"
 
 
 def test_a_file_without_hosts_is_all_local(tmp_path):

@@ -91,7 +91,8 @@ def logical(res: Resolved) -> Iterable[Resource]:
                                                                "port_security": [], "options": {"router-port": lrp},
                                                                "external_ids": _ids(network=net.name)},
                            project, parent=("ovn_switch", switch))
-    members: dict[str, list[str]] = {net.name: [] for net in nets}
+    members: dict[str, list[str]] = {net.name: [] for net in nets}   # network → its endpoints' ports
+    addresses: dict[str, list[str]] = {net.name: [] for net in nets}   # ... and their addresses
     for c in res.containers.values():
         for ep in c.endpoints:
             net = res.networks[ep.network]
@@ -99,12 +100,13 @@ def logical(res: Resolved) -> Iterable[Resource]:
                 continue
             lsp = port_name(project, c.name, ep.network)
             members[ep.network].append(lsp)
+            addresses[ep.network].append(str(ep.address))
             address = f"{endpoint_mac(project, c, ep)} {ep.address}"
             yield r.nb_row("ovn_switch_port", lsp,
                            {"type": "", "addresses": [address], "port_security": [address], "options": {},
                             "external_ids": _ids(container=c.name, network=ep.network, host=c.host or "")},
                            project, parent=("ovn_switch", switch_name(project, ep.network)))
-    yield from acls(res, nets, members)
+    yield from acls(res, nets, members, addresses)
 
 
 def _group(project: str, name: str, ports: list[str], **ids: str) -> Resource:
@@ -141,11 +143,12 @@ class _Acls:
                                    "external_ids": marks}, self.project, parent=("ovn_port_group", group)))
 
 
-def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> Iterable[Resource]:
+def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]],
+         addresses: dict[str, list[str]]) -> Iterable[Resource]:
     """The CNM contract as ACLs, every match positive (OVN refuses `!=` on protocol fields
     and adds a field's prerequisite outside a `!`), so layered by priority:
 
-    - icc: false drops traffic between two ports of the network;
+    - icc: false drops traffic between two members of the network;
     - isolation drops what comes into a network's ports from any subnet but its own and
       those of policies into it (the router would connect every network otherwise);
     - from a policy's source network, what the policy allows passes (and, into a container
@@ -162,9 +165,11 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]]) -> 
     for net in nets:
         group, marks = port_group_name(project, "net", net.name), _ids(network=net.name)
         yield _group(project, group, members[net.name], network=net.name)
-        if not net.icc:
+        if not net.icc and addresses[net.name]:
+            # By the members' addresses (port security vouches for them): on the receiving
+            # host, `inport == @group` would only see the group's ports bound there.
             out.add(group, f"networks.{net.name}.icc", marks, "to-lport", ICC_DROP,
-                    f"outport == @{group} && inport == @{group} && ip4", "drop")
+                    f"outport == @{group} && ip4.src == {_set(addresses[net.name])}", "drop")
         flows: dict[str, list[str]] = {}   # source network → the match terms its policies into net allow
         for policy in res.topology.policies:
             if policy.to == net.name and policy.from_ != net.name:
