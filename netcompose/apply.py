@@ -13,7 +13,6 @@ import itertools
 import os
 import signal
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -101,6 +100,7 @@ def _apply_concurrently(batches: dict[str, tuple[object, list[Action]]]) -> dict
             return Outcome({actions[0].key: f"{type(exc).__name__}: {exc}"})
     if len(batches) <= 1:  # a level of only implicit actions has nothing to send
         return {name: guarded(driver, actions) for name, (driver, actions) in batches.items()}
+    from concurrent.futures import ThreadPoolExecutor   # with logging, 5 ms of every start-up otherwise
     with ThreadPoolExecutor(max_workers=len(batches)) as pool:
         futures = {name: pool.submit(guarded, driver, actions) for name, (driver, actions) in batches.items()}
         return {name: future.result() for name, future in futures.items()}

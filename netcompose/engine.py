@@ -483,7 +483,7 @@ class Project:
     def _source(self) -> str:
         """The file as loaded (includes, variables and templates applied): unchanged means
         only drift can differ, which the full sweep finds."""
-        return hashlib.blake2b(repr((self.name, self.spec.doc.data)).encode(), digest_size=16).hexdigest()
+        return hashlib.blake2b(repr((self.name, self.spec.digest)).encode(), digest_size=16).hexdigest()
 
     def _facts(self, host: Host, observed: dict[str, Resource] | None = None,
                check_space: bool = True) -> HostFacts | None:
@@ -615,8 +615,14 @@ class Project:
         return State(desired, observed, plan, scope, target, digests)
 
     def resolved(self) -> Resolved:
+        """The file resolved as `up` would: subnets and addresses from their record and the
+        host's address space (its own links, addresses and routes), without reading the
+        sandboxes; only when the record is lost are they read back from our marks."""
         with self._reading(), self._host() as host:
-            return self._links_and_resolution(host)[1]
+            facts = self._facts(host)
+            if facts is None:
+                return self._links_and_resolution(host)[1]
+            return resolve(self.spec.topology, self.spec.doc, self.name, self._with_ports(facts))
 
     def _reading(self) -> Lock:
         return Lock(self.name, self.lock_timeout, shared=True)

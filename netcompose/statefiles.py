@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Iterator
@@ -111,7 +110,7 @@ def write_text(path: str, text: str, sync: bool = False, mode: int = 0o644, priv
         if dirfd is None:
             raise OSError(f"{os.path.dirname(path)} is not a folder of netcompose's (a link or a file is there)")
         name = os.path.basename(path)
-        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
         try:
             with os.fdopen(fd, "w") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 import subprocess
@@ -42,11 +43,12 @@ def test_an_unchanged_file_loads_without_pydantic(tmp_path):
     load = ("from netcompose.spec import load\n"
             f"spec = load({str(tmp_path / 'topo.yaml')!r}, 'tmemo1')\n"
             "print(repr(spec.topology))")
-    first = subprocess.run([sys.executable, "-c", load + "\nimport sys; print('pydantic' in sys.modules)"],
+    loaded = "\nimport sys; print('pydantic' in sys.modules, 'yaml' in sys.modules)"
+    first = subprocess.run([sys.executable, "-c", load + loaded],
                            capture_output=True, text=True, cwd=REPO, check=True).stdout.splitlines()
-    second = subprocess.run([sys.executable, "-c", load + "\nimport sys; print('pydantic' in sys.modules)"],
+    second = subprocess.run([sys.executable, "-c", load + loaded],
                             capture_output=True, text=True, cwd=REPO, check=True).stdout.splitlines()
-    assert first[1] == "True" and second[1] == "False"
+    assert first[1] == "True True" and second[1] == "False False"   # a plain file: not even parsed again
     assert first[0] == second[0]   # the remembered records equal the freshly validated ones
 
 
@@ -198,3 +200,104 @@ def test_ctrl_c_inside_a_string_exec_at_start_up_exits_130(tmp_path):
     result = subprocess.run([sys.executable, "-m", "netcompose", "config", "-f", str(topology)], capture_output=True,
                             text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=60)
     assert (result.returncode, result.stderr) == (130, "error: interrupted\n")
+
+
+@needs_root
+@pytest.mark.kernel
+def test_config_resolves_from_the_record_without_reading_sandboxes(topo, monkeypatch):
+    """`config` (Project.resolved) reads the allocations record and the host's address space
+    only; the sandboxes are read (for our marks) only when the record is lost."""
+    from netcompose.drivers.netlink import NetlinkDriver
+    project = topo("networks: {n: {}}\ncontainers: {a: {networks: [n]}, b: {networks: [n]}}\n")
+    project.up()
+    swept = NetlinkDriver.observe
+
+    def addresses(resolved) -> dict:
+        return {c.name: str(ep.address) for c in resolved.containers.values() for ep in c.endpoints}
+    expected = addresses(project.resolved())
+    monkeypatch.setattr(NetlinkDriver, "observe", lambda *_: pytest.fail("config read every sandbox"))
+    assert addresses(project.resolved()) == expected and len(set(expected.values())) == 2
+    monkeypatch.setattr(NetlinkDriver, "observe", swept)
+    os.unlink(project.allocations.path)   # lost: read back from the marks on our veths
+    assert addresses(project.resolved()) == expected
+    project.down()
+
+
+def test_an_edited_file_validates_only_entries_it_has_not_seen(tmp_path, monkeypatch):
+    """An edit reuses the records of entries the file's (or the project's) last document had,
+    by content, and validates only the rest; whatever the path, the records equal a whole
+    validation, and errors are the whole document's."""
+    import yaml
+
+    from netcompose.errors import SpecError
+    from netcompose.spec import _validate, memo
+    from netcompose.spec.loader import parse_yaml
+    from netcompose.spec.model import Topology
+    monkeypatch.setattr(memo, "CACHE_DIR", str(tmp_path / "netcompose" / "validated"))
+    asked: list = []
+    real = memo.validated
+
+    def validated(doc, project, validate, text=None):
+        def counted(data):
+            asked.append(data)
+            return validate(data)
+        return real(doc, project, counted, text)
+    monkeypatch.setattr(memo, "validated", validated)
+    base = (REPO / "topologies/three-tier.yaml").read_text()
+    line = base[:base.index("links:")].count("\n") + 1   # where added containers go
+
+    def adding(*entries: str) -> str:
+        return base.replace("links:", "".join(f"  {entry}\n" for entry in entries) + "links:")
+
+    def load(text: str, file: str = "topo.yaml", project: str | None = None):
+        asked.clear()
+        records = _validate(parse_yaml(text, str(tmp_path / file), {}), project)[0]
+        assert records == memo.records(Topology.model_validate(yaml.safe_load(text)))   # as a whole validation
+        return records
+
+    load(base)
+    assert asked == [yaml.safe_load(base)]
+    load(base)
+    assert asked == []                                            # remembered
+    copied = adding("cache: {networks: {back: {ipv4_address: 10.20.0.30}}}")   # db's content, a new name
+    load(copied)
+    assert asked == []
+    load(adding("cache: {networks: {back: {ipv4_address: 10.20.0.31}}}"))
+    assert asked == [{"containers": {"cache": {"networks": {"back": {"ipv4_address": "10.20.0.31"}}}}}]
+    load(copied.replace("10.99.0.1/30", "10.99.0.5/30"))             # top-level keys: validated again
+    assert [set(data) for data in asked] == [{"name", "links"}]
+    # Another file of the same project (-p) builds on the project's last document.
+    load(copied, "other.yaml", "shop")
+    load(adding("cache: {networks: {back: {ipv4_address: 10.20.0.30}}}", "web2: {networks: [back]}"),
+         "other2.yaml", "shop")
+    assert asked == [{"containers": {"web2": {"networks": ["back"]}}}]
+    # Errors: a bad new name, a bad new entry, each at its place, as a whole validation says.
+    for entry, message in (("-x: {}", "invalid name '-x'"),
+                           ("x: {networks: {back: {ipv4_address: nope}}}", "containers.x.networks.back.ipv4_address")):
+        with pytest.raises(SpecError) as error:
+            load(adding(entry))
+        assert f":{line}:" in str(error.value) and message in str(error.value), str(error.value)
+
+
+def test_a_plain_file_seen_before_is_not_parsed_again(tmp_path, monkeypatch):
+    """A file without template, include or `$` is remembered by its text: loaded again, its
+    YAML is parsed only when a position is asked for (here: an error resolve finds)."""
+    from netcompose.errors import SpecError
+    from netcompose.spec import load, memo
+    from netcompose.spec.loader import UnparsedDocument
+    from netcompose.spec.resolve import resolve
+    monkeypatch.setattr(memo, "CACHE_DIR", str(tmp_path / "netcompose" / "validated"))
+    text = "networks: {n: {subnet: 10.1.0.0/24}}\ncontainers:\n  a: {networks: [n]}\n  b: {networks: [n, m]}\n"
+    for name, body, remembered in (("plain.yaml", text, True), ("dollar.yaml", text + "vars: {x: $$1}\n", False),
+                                   ("plain.yaml.j2", text, False)):
+        path = tmp_path / name
+        path.write_text(body)
+        first, second = load(path, "tplain"), load(path, "tplain")
+        assert isinstance(second.doc, UnparsedDocument) == remembered and not isinstance(first.doc, UnparsedDocument)
+        assert second.topology == first.topology and second.digest == first.digest
+        errors = []
+        for spec in (first, second):
+            with pytest.raises(SpecError) as error:
+                resolve(spec.topology, spec.doc, "tplain")
+            errors.append(str(error.value))
+        assert errors[0] == errors[1] and f"{name}:4:" in errors[0], errors

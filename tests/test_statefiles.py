@@ -211,20 +211,27 @@ def test_the_validation_memo_never_follows_a_link_nor_trusts_a_shared_folder(tmp
     outside = tmp_path / "outside"
     outside.mkdir()
     monkeypatch.setattr(memo, "CACHE_DIR", str(cache / "netcompose" / "validated"))
-    doc = parse_yaml("networks: {a: {}}\n", str(tmp_path / "topo.yaml"), {})
+    text = "networks: {a: {}}\n"
+    doc = parse_yaml(text, str(tmp_path / "topo.yaml"), {})
     records = memo.Record(networks={})
 
+    def remembered() -> bool:
+        """Stores the records as a run does; True when they were found without validating."""
+        validated: list = []
+        assert memo.validated(doc, "p", lambda data: validated.append(data) or records, text)[0] == records
+        return not validated
+
     (cache / "netcompose").symlink_to(outside)            # the top folder
-    memo.remember(doc, records)
-    assert list(outside.iterdir()) == [] and memo.remembered(doc) is None
+    assert not remembered() and not remembered() and memo.by_text(text, doc.file, "p") is None
+    assert list(outside.iterdir()) == []
     (cache / "netcompose").unlink()
     (cache / "netcompose").mkdir()
     (cache / "netcompose" / "validated").symlink_to(outside)   # the folder below it
-    memo.remember(doc, records)
-    assert list(outside.iterdir()) == [] and memo.remembered(doc) is None
+    assert not remembered() and not remembered() and memo.by_text(text, doc.file, "p") is None
+    assert list(outside.iterdir()) == []
 
     (cache / "netcompose" / "validated").unlink()
-    memo.remember(doc, records)                            # the real thing works
-    assert memo.remembered(doc) == records
+    assert not remembered() and remembered()               # the real thing works
+    assert memo.by_text(text, doc.file, "p")[0] == records
     os.chmod(cache / "netcompose" / "validated", 0o777)   # others may write: not trusted
-    assert memo.remembered(doc) is None
+    assert not remembered() and memo.by_text(text, doc.file, "p") is None

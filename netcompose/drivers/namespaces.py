@@ -120,10 +120,14 @@ _nsfs_dev: int | None = None
 
 def is_namespace(path: str) -> bool:
     """True when `path` is a namespace (on nsfs), not a bare file."""
+    return on_nsfs(os.stat(path))
+
+
+def on_nsfs(stat: os.stat_result) -> bool:
     global _nsfs_dev
     if _nsfs_dev is None:
         _nsfs_dev = os.stat("/proc/self/ns/net").st_dev
-    return os.stat(path).st_dev == _nsfs_dev
+    return stat.st_dev == _nsfs_dev
 
 
 def delete(name: str) -> None:

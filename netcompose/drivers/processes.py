@@ -101,13 +101,13 @@ def read_environ(pid: int) -> dict[str, str]:
 
 def namespace_inodes(candidates: Iterable[str]) -> dict[int, str]:
     out = {}
-    for ns in candidates:
+    for ns in dict.fromkeys(candidates):   # once each: a lab's sandboxes are both listed and named
         try:
-            path = ns if ns.startswith("/") else namespaces.netns_path(ns)
-            if namespaces.is_namespace(path):
-                out[os.stat(path).st_ino] = ns
+            stat = os.stat(ns if ns.startswith("/") else namespaces.netns_path(ns))
         except OSError:
             continue
+        if namespaces.on_nsfs(stat):
+            out[stat.st_ino] = ns
     return out
 
 

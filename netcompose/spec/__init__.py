@@ -13,7 +13,7 @@ from ..errors import Position, SpecError, excerpt, shorten
 from ..gcpause import gc_paused
 from ..inputs import read_text
 from . import memo, template
-from .loader import Document, parse_yaml, read_dotenv, read_env_file, safe_load
+from .loader import Document, UnparsedDocument, parse_yaml, read_dotenv, read_env_file, safe_load
 from .memo import Record
 from .patterns import HOSTNAME_PATTERN, IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 
@@ -41,6 +41,7 @@ class Spec:
     sources: list[Path]     # every file the topology was built from (watch mode follows them)
     format: str = "netcompose"
     notes: list[str] = field(default_factory=list)   # what a Compose/containerlab translation left out
+    digest: str = ""        # of the document as loaded (memo's name for its records)
 
 
 def _leading_vars(text: str, file: str) -> dict[str, Any]:
@@ -61,13 +62,18 @@ def render_template(text: str, path: Path, variables: dict[str, Any], pulled_in:
     return template.render(text, path, {**_leading_vars(text, str(path)), **variables}, pulled_in)
 
 
+def _is_template(path: Path, text: str) -> bool:
+    return path.name.endswith(".j2") or re.search(r"^template:\s*true\s*$", text, re.M) is not None
+
+
 def _load_document(path: Path, env: dict[str, str], variables: dict[str, Any], at: Position | None,
-                   sources: list[Path], confined_to: Path | None = None, name: str | None = None) -> Document:
-    """Read, render and parse one file; `sources` gains it and every file its template pulled in."""
-    text = read_text(path, at, confined_to, name=name)
+                   sources: list[Path], confined_to: Path | None = None, name: str | None = None,
+                   text: str | None = None) -> Document:
+    """Read (unless given its `text`), render and parse one file; `sources` gains it and
+    every file its template pulled in."""
+    text = read_text(path, at, confined_to, name=name) if text is None else text
     sources.append(path)
-    is_template = path.name.endswith(".j2") or re.search(r"^template:\s*true\s*$", text, re.M)
-    if is_template:
+    if _is_template(path, text):
         text = render_template(text, path, variables, sources)
     doc = parse_yaml(text, str(path), env)
     if doc.data is None:
@@ -169,18 +175,25 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
         dotenv.update(read_env_file(Path(env_file)))
     env = {**(dotenv if source.env_files else read_dotenv(path.parent)), **(os.environ if environ is None else environ)}
     from ..frontends import detect, translate
-    fmt = source.format or detect(read_text(path))
+    text = read_text(path)
+    fmt = source.format or detect(text)
     if fmt != "netcompose":
         translation = translate(fmt, [path, *map(Path, source.more_files)], env, list(source.profiles), project)
-        topology = _validate(translation.doc)
+        topology, digest = _validate(translation.doc, project)
         return Spec(path, translation.doc, topology, _project(path, topology, project), translation.sources, fmt,
-                    translation.summary())
+                    translation.summary(), digest)
     if source.more_files:
         raise SpecError(None, "-f is given more than once", "override files are for Compose files; "
                         "use include: in a netcompose topology")
+    # A plain file (no template, no include, no `$` in a value: its text alone says what it
+    # holds) seen before needs no YAML parsed: its records are remembered by its text.
+    plain = not _is_template(path, text)
+    if plain and (found := memo.by_text(text, str(path), project)) is not None:
+        return Spec(path, UnparsedDocument(text, str(path)), found[0], _project(path, found[0], project), [path],
+                    digest=found[1])
     variables = variables or {}
     sources: list[Path] = []
-    doc = _load_document(path, env, variables, None, sources)
+    doc = _load_document(path, env, variables, None, sources, text=text)
     includes = doc.data.get("include") or []
     if not isinstance(includes, list):
         raise SpecError(doc.where(("include",)), "include: must be a list of files", "write include: [a.yaml]")
@@ -194,23 +207,22 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
             raise SpecError(fragment.where(("include",), key=True), "nested include is not supported",
                             "list every fragment in the main file")
         _merge(doc, fragment)
-    topology = _validate(doc)
-    return Spec(path, doc, topology, _project(path, topology, project), sources)
+    topology, digest = _validate(doc, project, text if plain and not includes and not doc.interpolated else None)
+    return Spec(path, doc, topology, _project(path, topology, project), sources, digest=digest)
 
 
-def _validate(doc: Document) -> Record:
-    """The topology's records: remembered for this document, or validated now."""
-    topology = memo.remembered(doc)
-    if topology is None:
+def _validate(doc: Document, project: str | None, text: str | None = None) -> tuple[Record, str]:
+    """The topology's records and their digest: remembered, or validated by the models (see
+    memo); `text`: the whole text of a plain file."""
+    def validate(data: Any) -> Record:
         from pydantic import ValidationError
 
         from .model import Topology
         try:
-            topology = memo.records(Topology.model_validate(doc.data))
+            return memo.records(Topology.model_validate(data))
         except ValidationError as exc:
             raise _validation_error(doc, exc) from None
-        memo.remember(doc, topology)
-    return topology
+    return memo.validated(doc, project, validate, text)
 
 
 def check_project_name(project: str) -> str:

@@ -8,11 +8,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-import yaml
-from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from ..errors import Position, SpecError, excerpt, shorten
 from ..inputs import read_text
@@ -34,6 +32,7 @@ class Document:
     file: str
     values: dict[Path_, Position] = field(default_factory=dict)
     keys: dict[Path_, Position] = field(default_factory=dict)
+    interpolated: bool = False   # a scalar held a `$`: what it says depends on the environment
 
     def where(self, path: Path_, key: bool = False) -> Position:
         """The position of `path`, or of its nearest ancestor that has one."""
@@ -46,6 +45,24 @@ class Document:
                 return self.keys[path]
             path = path[:-1]
         return self.values.get((), Position(self.file, 1, 1))
+
+
+class UnparsedDocument(Document):
+    """A document known by its text, whose records are remembered (see memo.by_text): parsed
+    only when something asks for its data or positions (an error to place, a plan to annotate)."""
+
+    def __init__(self, text: str, file: str) -> None:   # data, values and keys: parsed on demand
+        self.text, self.file = text, file
+        self._parsed: Document | None = None
+
+    def _document(self) -> Document:
+        if self._parsed is None:
+            self._parsed = parse_yaml(self.text, self.file, {})
+        return self._parsed
+
+    data = property(lambda self: self._document().data)
+    values = property(lambda self: self._document().values)
+    keys = property(lambda self: self._document().keys)
 
 
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?=])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -108,7 +125,9 @@ _STR_TAG = "tag:yaml.org,2002:str"
 
 
 class _Builder:
-    def __init__(self, file: str, loader: yaml.SafeLoader, env: dict[str, str] | None, unset_is_empty: bool):
+    def __init__(self, file: str, loader, env: dict[str, str] | None, unset_is_empty: bool):
+        from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+        self.mapping, self.scalar, self.sequence = MappingNode, ScalarNode, SequenceNode
         self.file, self.loader, self.env, self.unset_is_empty = file, loader, env, unset_is_empty
         self.doc = Document(None, file)
         self.budget = MAX_VALUES
@@ -122,14 +141,14 @@ class _Builder:
             raise SpecError(self.pos(node), f"the file expands to more than {MAX_VALUES} values (through aliases?)",
                             "use fewer aliases, or split the topology")
         self.doc.values[path] = self.pos(node)
-        if isinstance(node, MappingNode):
+        if isinstance(node, self.mapping):
             own = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
             self.loader.flatten_mapping(node)
             merged = len(node.value) - own   # keys of `<<:` merges come first; later ones override them
             out: dict[Any, Any] = {}
             written: dict[Any, int] = {}
             for index, (key_node, value_node) in enumerate(node.value):
-                key = self.build_scalar(key_node, path) if isinstance(key_node, ScalarNode) else None
+                key = self.build_scalar(key_node, path) if isinstance(key_node, self.scalar) else None
                 if key is None or isinstance(key, (list, dict)):
                     raise SpecError(self.pos(key_node), "mapping keys must be plain scalars", "quote the key")
                 if key in out and written[key] >= merged:
@@ -138,14 +157,15 @@ class _Builder:
                 self.doc.keys[path + (key,)] = self.pos(key_node)
                 out[key] = self.build(value_node, path + (key,))
             return out
-        if isinstance(node, SequenceNode):
+        if isinstance(node, self.sequence):
             return [self.build(item, path + (index,)) for index, item in enumerate(node.value)]
         return self.build_scalar(node, path)
 
-    def build_scalar(self, node: ScalarNode, path: Path_) -> Any:
+    def build_scalar(self, node, path: Path_) -> Any:
         # Most scalars are strings (keys, names): their value is the node's text.
         value = node.value if node.tag == _STR_TAG else self.loader.construct_object(node, deep=True)
         if isinstance(value, str) and self.env is not None and "$" in value:
+            self.doc.interpolated = True
             value = interpolate(value, self.env, self.pos(node), self.unset_is_empty)
             if node.style is None:  # plain scalars are re-typed after interpolation, as in Compose
                 value = safe_load(value, self.pos(node)) if value.strip() else value
@@ -163,29 +183,37 @@ _BOOL_OR_NULL = frozenset("yes Yes YES no No NO true True TRUE false False FALSE
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
 
 
-class FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """libyaml's parser, which keeps the marks we report, at a tenth of the pure-Python
-    parser's cost; names and keys skip the resolver's regular expressions."""
+@lru_cache(maxsize=None)
+def _fast_loader() -> type:
+    """PyYAML is imported when a file is parsed (a remembered plain file is not: see memo)."""
+    import yaml
+    from yaml.nodes import ScalarNode
 
-    def resolve(self, kind, value, implicit):
-        if kind is ScalarNode and implicit[0] and (value[:1].isalpha() and value not in _BOOL_OR_NULL
-                                                   or ":" in value and _SEXAGESIMAL.fullmatch(value)):
-            return _STR_TAG
-        return super().resolve(kind, value, implicit)
+    class FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        """libyaml's parser, which keeps the marks we report, at a tenth of the pure-Python
+        parser's cost; names and keys skip the resolver's regular expressions."""
 
-    def flatten_mapping(self, node):
-        # Merge keys (`<<: [*a, *a]`) copy the merged pairs, so nested merges double at
-        # each level: stop before the copies outgrow the value budget.
-        super().flatten_mapping(node)
-        if len(node.value) > MAX_VALUES:
-            raise yaml.MarkedYAMLError(problem=f"merge keys expand to more than {MAX_VALUES} values",
-                                       problem_mark=node.start_mark)
+        def resolve(self, kind, value, implicit):
+            if kind is ScalarNode and implicit[0] and (value[:1].isalpha() and value not in _BOOL_OR_NULL
+                                                       or ":" in value and _SEXAGESIMAL.fullmatch(value)):
+                return _STR_TAG
+            return super().resolve(kind, value, implicit)
+
+        def flatten_mapping(self, node):
+            # Merge keys (`<<: [*a, *a]`) copy the merged pairs, so nested merges double at
+            # each level: stop before the copies outgrow the value budget.
+            super().flatten_mapping(node)
+            if len(node.value) > MAX_VALUES:
+                raise yaml.MarkedYAMLError(problem=f"merge keys expand to more than {MAX_VALUES} values",
+                                           problem_mark=node.start_mark)
+    return FastLoader
 
 
 def count_nodes(text: str, limit: int) -> int:
     """Nodes of a YAML text, counted from the parser's events without building them (a
     node costs a few hundred bytes once built); stops counting past `limit`."""
-    loader = FastLoader(text)
+    import yaml
+    loader = _fast_loader()(text)
     count = 0
     try:
         while count <= limit and loader.check_event():
@@ -197,11 +225,12 @@ def count_nodes(text: str, limit: int) -> int:
 
 def safe_load(text: str, at: Position | None = None) -> Any:
     """yaml.safe_load with the limits of a topology file (nodes, merge keys)."""
+    import yaml
     loader = None
     try:
         if len(text) > 64 << 10 and count_nodes(text, MAX_NODES) > MAX_NODES:
             raise SpecError(at, f"more than {MAX_NODES} YAML nodes", "split the data")
-        loader = FastLoader(text)
+        loader = _fast_loader()(text)
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "not valid YAML"
@@ -212,13 +241,14 @@ def safe_load(text: str, at: Position | None = None) -> Any:
 
 
 def parse_yaml(text: str, file: str, env: dict[str, str] | None, unset_is_empty: bool = False) -> Document:
+    import yaml
     loader = None
     try:
         # Counting costs a pass over the events: only where a file could be big enough to matter.
         if len(text) > 64 << 10 and count_nodes(text, MAX_NODES) > MAX_NODES:
             raise SpecError(Position(file, 1, 1), f"the file has more than {MAX_NODES} YAML nodes",
                             "split the topology")
-        loader = FastLoader(text)
+        loader = _fast_loader()(text)
         node = loader.get_single_node()
         builder = _Builder(file, loader, env, unset_is_empty)
         builder.doc.data = builder.build(node, ()) if node is not None else {}
