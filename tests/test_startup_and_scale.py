@@ -277,6 +277,10 @@ def test_an_edited_file_validates_only_entries_it_has_not_seen(tmp_path, monkeyp
         with pytest.raises(SpecError) as error:
             load(adding(entry))
         assert f":{line}:" in str(error.value) and message in str(error.value), str(error.value)
+    # Entries validated by other models (or another pydantic) are not reused.
+    monkeypatch.setattr(memo, "_code_stamp", lambda: b"other models")
+    load(adding("cache: {networks: {back: {ipv4_address: 10.20.0.30}}}", "more: {networks: [back]}"))
+    assert len(asked) == 1 and set(asked[0]["containers"]) == {"web", "app", "db", "cache", "more"}
 
 
 def test_a_plain_file_seen_before_is_not_parsed_again(tmp_path, monkeypatch):

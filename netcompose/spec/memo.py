@@ -170,7 +170,8 @@ def _write(file: str, project: str | None, name: str, encoded: Any | None = None
         statefiles.write_text(os.path.join(CACHE_DIR, file_name), content, mode=0o600, private=True)
     try:
         if encoded is not None:
-            store(name + ".json", json.dumps({"topology": encoded, "shape": shape}, check_circular=False))
+            entry = {"stamp": _code_stamp().hex(), "topology": encoded, "shape": shape}
+            store(name + ".json", json.dumps(entry, check_circular=False))
             _prune()
         for pointer in _pointers(file, project) + ([_text_pointer(text)] if text is not None else []):
             store(pointer, name)
@@ -209,7 +210,8 @@ def _assembled(doc: Document, project: str | None, shape: dict, validate: Callab
     for pointer in _pointers(doc.file, project):
         name = _read_bytes(pointer)
         entry = _read(name.decode(errors="replace")) if name else None
-        if entry is not None and isinstance(entry.get("shape"), dict):
+        # Records of other models or another pydantic may differ: only this code's are reused.
+        if entry is not None and isinstance(entry.get("shape"), dict) and entry.get("stamp") == _code_stamp().hex():
             bases.append(entry)
     if not bases:
         return None
