@@ -959,6 +959,14 @@ class Project:
         published = {c.name: [shown_port(port, host_port) for port, host_port in
                               zip(resolved.topology.containers[c.name].ports, c.host_ports)]
                      for c in resolved.containers.values()}
+        if resolved.topology.ovn is not None and resolved.topology.ovn.uplink is not None:
+            from .compile.ovn import published_ports
+            uplink = resolved.topology.ovn.uplink.address.ip
+            through_ovn: dict[str, list[str]] = {}   # every port of such a container: on the gateway router
+            for proto, ports in published_ports(resolved).items():
+                for host_port, (lsp, _, target) in ports.items():
+                    through_ovn.setdefault(lsp.split("/")[2], []).append(f"{uplink}:{host_port}->{target}/{proto}")
+            published.update(through_ovn)
         for row in rows:  # like `docker ps`, ephemeral host ports included
             row["ports"] = published[row["container"]]
             row["host"] = resolved.containers[row["container"]].host

@@ -162,11 +162,11 @@ BAD = [
     (ISSUE.replace("hosts:\n  h1: {}\n  h2: {}\n", ""), "12:15", "declares no hosts:"),
     (ISSUE.replace("    subnet: 10.50.1.0/24\n", ""), "9:13", "has no subnet:"),
     (ISSUE.replace("  northbound: tcp:10.240.0.1:6641\n", "  northbound: tcp:10.240.0.1:6641\n  gateway: h1\n"),
-     "7:12", "not supported yet"),
+     "7:12", "ovn.gateway needs ovn.uplink"),
     (ISSUE.replace("  northbound: tcp:10.240.0.1:6641\n", "  northbound: tcp:10.240.0.1:6641\n  gateway: h7\n"),
      "7:12", "unknown host 'h7'"),
     (ISSUE.replace("networks: [tenant]}", "networks: [tenant], ports: ['8080:80']}"), "15:47",
-     "not supported yet"),
+     "are published on the gateway router's uplink, and the file has none"),
     (ISSUE.replace("    subnet: 10.50.1.0/24\n", "    subnet: 10.50.1.0/24\n    subnet6: fd00:50::/64\n"), "11:14",
      "IPv6"),
     (ISSUE + "links:\n  - endpoints: ['web:w0', 'pg:p0']\n", "21:16", "cannot span hosts"),
@@ -229,3 +229,47 @@ def test_a_host_without_br_int_is_told_to_start_ovn_controller(tmp_path):
     from netcompose.plan import PlanError
     with pytest.raises(PlanError, match="ovs_bridge 'br-int' does not exist; ovn-controller makes it"):
         make_plan(compiled(tmp_path), {}, "demo")
+
+
+GATEWAY = ISSUE.replace("  northbound: tcp:10.240.0.1:6641\n", """\
+  northbound: tcp:10.240.0.1:6641
+  gateway: h1
+  uplink: {network: physnet1, address: 172.31.0.10/24, via: 172.31.0.1}
+""").replace("networks: [tenant]}", "networks: [tenant], ports: ['8080:80']}")
+
+
+def test_gateway_router_snat_and_published_ports(tmp_path):
+    found = compiled(tmp_path, GATEWAY, host="h2")   # the same rows from any host
+    gateway = found["nb:ovn_router/nc/demo/gateway"].attrs
+    assert gateway["options"] == {"chassis": "h1"} and gateway["load_balancer"] == ["nc/demo/published/tcp"]
+    assert found["nb:ovn_load_balancer/nc/demo/published/tcp"].attrs["vips"] == {"172.31.0.10:8080": "10.50.1.2:80"}
+    assert found["nb:ovn_switch_port/nc/demo/uplink/localnet"].attrs["options"] == {"network_name": "physnet1"}
+    snat = found["nb:ovn_nat/nc/demo/gateway/snat/db"].attrs
+    assert (snat["type"], snat["external_ip"], snat["logical_ip"]) == ("snat", "172.31.0.10", "10.50.2.0/24")
+    routes = {k: (v.attrs["ip_prefix"], v.attrs["nexthop"]) for k, v in found.items() if "ovn_static_route" in k}
+    assert routes == {"nb:ovn_static_route/nc/demo/route/default": ("0.0.0.0/0", "100.64.0.2"),
+                      "nb:ovn_static_route/nc/demo/gateway/route/default": ("0.0.0.0/0", "172.31.0.1"),
+                      "nb:ovn_static_route/nc/demo/gateway/route/tenant": ("10.50.1.0/24", "100.64.0.1"),
+                      "nb:ovn_static_route/nc/demo/gateway/route/db": ("10.50.2.0/24", "100.64.0.1")}
+    published = found["nb:ovn_acl/nc/demo/published tcp/8080 [0]"].attrs
+    assert published["match"] == ('outport == "nc/demo/web/tenant" && ip4 && ip4.src != {10.50.1.0/24, '
+                                  "10.50.2.0/24} && tcp.dst == 80")
+    # Published through OVN, not by the host's nftables.
+    assert not any(k.startswith("nft:") for k in compiled(tmp_path, GATEWAY, host="h1"))
+
+
+@pytest.mark.parametrize("change, where, words", [
+    (("  uplink: {network: physnet1, address: 172.31.0.10/24, via: 172.31.0.1}\n", ""), "7:12",
+     "ovn.gateway needs ovn.uplink"),
+    (("via: 172.31.0.1}", "via: 172.32.0.1}"), "8:61", "is not another address of 172.31.0.0/24"),
+    (("address: 172.31.0.10/24, via: 172.31.0.1", "address: 10.50.1.200/24, via: 10.50.1.1"), "12:13",
+     "overlaps the uplink"),
+    (("ports: ['8080:80']", "ports: ['80']"), "17:47", "needs its published port"),
+])
+def test_bad_gateway_files(tmp_path, change, where, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(GATEWAY.replace(*change))
+    with pytest.raises(SpecError) as info:
+        spec = load(path, environ={})
+        resolve(spec.topology, spec.doc, spec.project, HostFacts(host="h1"))
+    assert str(info.value).startswith(f"{path}:{where}: ") and words in str(info.value), str(info.value)

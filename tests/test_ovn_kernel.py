@@ -5,6 +5,8 @@ removes a host's slice, then (from the last host) the logical state."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from bench.ovn_lab import wait_for
 
@@ -121,3 +123,71 @@ def test_issue_topology_across_three_hosts(ovn_lab, project_name, tmp_path):
     finally:
         for host in (h1, h2, h3):
             host.netcompose("-f", str(path), "down", "--all-hosts")
+
+
+EGRESS = """\
+name: {p}
+hosts: {{h1: {{}}, h2: {{}}}}
+ovn:
+  gateway: h1
+  uplink: {{network: {p}, address: 172.31.0.10/24, via: 172.31.0.1}}
+networks:
+  tenant: {{driver: ovn, subnet: 10.50.1.0/24}}
+containers:
+  api: {{host: h2, networks: [tenant], ports: ["8080:80"], command: [python3, -m, http.server, "80"]}}
+"""
+
+SOURCE_SEEN = """
+import socket
+server = socket.create_server(("0.0.0.0", 7000))
+print("listening", flush=True)
+conn, (peer, _) = server.accept()
+conn.sendall(peer.encode())
+"""
+
+
+def test_egress_and_published_ports_through_the_gateway_host(ovn_lab, project_name, tmp_path):
+    """An "outside" namespace on h1 behind an uplink bridge that ovn-bridge-mappings names:
+    a container on h2 reaches it SNATed to the gateway router's address, and the outside
+    reaches the container's published port on that address."""
+    p = project_name
+    path = tmp_path / "topo.yaml"
+    path.write_text(EGRESS.format(p=p))
+    h1, h2 = ovn_lab.hosts["h1"], ovn_lab.hosts["h2"]
+    outside, uplink, bridge = f"{p}-out", f"{p}x", f"br{p}"
+    mappings = h1.vsctl("--if-exists", "get", "open", ".", "external_ids:ovn-bridge-mappings")
+    try:
+        for argv in (["ip", "netns", "add", outside],
+                     ["ip", "link", "add", uplink, "type", "veth", "peer", "name", "eth0", "netns", outside],
+                     ["ip", "-n", outside, "addr", "add", "172.31.0.1/24", "dev", "eth0"],
+                     ["ip", "-n", outside, "link", "set", "eth0", "up"],
+                     ["ip", "netns", "exec", outside, "ethtool", "-K", "eth0", "tx", "off"],
+                     ["ethtool", "-K", uplink, "tx", "off"], ["ip", "link", "set", uplink, "up"]):
+            h1.run(argv, check=True)
+        h1.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev", "--", "add-port", bridge,
+                 uplink, "--", "set", "open", ".", f"external_ids:ovn-bridge-mappings={p}:{bridge}")
+        for host in (h1, h2):
+            nc(host, path, "up")
+        server = subprocess.Popen(h1.holder.argv(["ip", "netns", "exec", outside, sys.executable, "-c", SOURCE_SEEN]),
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout.readline().strip() == "listening"
+            seen = h2.run(["ip", "netns", "exec", f"{p}-api", sys.executable, "-c",
+                           "import socket; print(socket.create_connection(('172.31.0.1', 7000), timeout=5)"
+                           ".recv(64).decode())"])
+            assert seen.stdout.strip() == "172.31.0.10", seen.stderr     # SNAT on the gateway router
+        finally:
+            server.kill()
+            server.wait()
+        assert tcp_opens(h1, outside, "172.31.0.10", 8080)         # DNAT to api on h2
+        rows = json.loads(nc(h1, path, "ps", "--json"))
+        assert rows[0]["ports"] == ["172.31.0.10:8080->80/tcp"] and rows[0]["state"] == "remote"
+    finally:
+        for host in (h1, h2):
+            host.netcompose("-f", str(path), "down", "--all-hosts")
+        h1.vsctl("--if-exists", "del-br", bridge)
+        if mappings:
+            h1.vsctl("set", "open", ".", f"external_ids:ovn-bridge-mappings={mappings}")
+        else:
+            h1.vsctl("remove", "open", ".", "external_ids", "ovn-bridge-mappings")
+        h1.run(["ip", "netns", "del", outside])

@@ -176,7 +176,7 @@ def host_table(res: Resolved) -> Table | None:
     for c, i, port in published:
         for version in sorted(published_families(port)):
             target = published_target(c, res.networks, version)
-            if target is not None:
+            if target is not None and target[1].driver != "ovn":   # those: on the OVN gateway router
                 local_only |= _publish(t, f"containers.{c.name}.ports[{i}]", port, c.host_ports[i], version,
                                        target[0])
     if local_only:
@@ -340,8 +340,8 @@ def needs_forwarding(res: Resolved, version: int) -> bool:
     routed = any((n.nat if version == 4 else True) and not n.internal for n in nets)
     policies = any(p.from_ in networks and res.networks[p.from_].subnet_of(version) and
                    res.networks[p.to].subnet_of(version) for p in res.topology.policies)
-    ports = any(published_target(c, res.networks, version) and version in published_families(port)
-                for c in res.local_containers() for port in res.topology.containers[c.name].ports)
+    ports = any((target := published_target(c, res.networks, version)) and target[1].driver != "ovn"
+                and version in published_families(port) for c in res.local_containers() for port in res.topology.containers[c.name].ports)
     return routed or policies or ports
 
 
@@ -352,6 +352,6 @@ def localhost_networks(res: Resolved) -> list[RNetwork]:
     for c in res.local_containers():
         for port in res.topology.containers[c.name].ports:
             target = published_target(c, res.networks, 4)
-            if target and reaches_ipv4_loopback(port):
+            if target and target[1].driver != "ovn" and reaches_ipv4_loopback(port):
                 found[target[1].name] = target[1]
     return list(found.values())

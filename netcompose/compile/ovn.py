@@ -18,13 +18,13 @@ from typing import Iterable
 from .. import names
 from .. import resources as r
 from ..resources import HOST, Resource
-from ..spec.resolve import RContainer, REndpoint, Resolved, RNetwork
+from ..spec.resolve import JOIN_SUBNET, RContainer, REndpoint, Resolved, RNetwork, published_target
 from .firewall import peer_addresses
 
 INTEGRATION_BRIDGE = "br-int"
 # ACL priorities (see `acls`): isolation beats a container's firewall, whose default drop
 # beats the project's default allow (stateful, so replies of allowed flows pass).
-ICC_DROP, ISOLATION_DROP, POLICY_ALLOW, POLICY_DROP = 3000, 2900, 2800, 2700
+PUBLISHED_ALLOW, ICC_DROP, ISOLATION_DROP, POLICY_ALLOW, POLICY_DROP = 3100, 3000, 2900, 2800, 2700
 FIREWALL_ALLOW, FIREWALL_DROP, DEFAULT_ALLOW = 2000, 1900, 1000
 
 
@@ -77,20 +77,14 @@ def logical(res: Resolved) -> Iterable[Resource]:
     routed = [n for n in nets if not n.internal]
     router = router_name(project)
     if routed:
-        yield r.nb_row("ovn_router", router, {"external_ids": {}}, project)
+        yield r.nb_row("ovn_router", router, {"options": {}, "load_balancer": [], "external_ids": {}}, project)
+        yield from gateway(res, routed)
     for net in nets:
         switch = switch_name(project, net.name)
         yield r.nb_row("ovn_switch", switch, {"external_ids": _ids(network=net.name)}, project)
         if not net.internal:
-            lrp = router_port_name(project, net.name)
-            yield r.nb_row("ovn_router_port", lrp, {"mac": mac_of(project, "router", net.name),
-                                                    "networks": [f"{net.gateway}/{net.subnet.prefixlen}"],
-                                                    "external_ids": _ids(network=net.name)},
-                           project, parent=("ovn_router", router))
-            yield r.nb_row("ovn_switch_port", f"{lrp}-peer", {"type": "router", "addresses": ["router"],
-                                                               "port_security": [], "options": {"router-port": lrp},
-                                                               "external_ids": _ids(network=net.name)},
-                           project, parent=("ovn_switch", switch))
+            yield from _router_link(project, router, switch, router_port_name(project, net.name),
+                                    f"{net.gateway}/{net.subnet.prefixlen}", network=net.name)
     members: dict[str, list[str]] = {net.name: [] for net in nets}   # network → its endpoints' ports
     addresses: dict[str, list[str]] = {net.name: [] for net in nets}   # ... and their addresses
     for c in res.containers.values():
@@ -107,6 +101,77 @@ def logical(res: Resolved) -> Iterable[Resource]:
                             "external_ids": _ids(container=c.name, network=ep.network, host=c.host or "")},
                            project, parent=("ovn_switch", switch_name(project, ep.network)))
     yield from acls(res, nets, members, addresses)
+
+
+def _router_link(project: str, router: str, switch: str, port: str, address: str, **marks: str) -> Iterable[Resource]:
+    """A port of `router` on `switch` with `address` (prefix included), and the switch's
+    port facing it."""
+    yield r.nb_row("ovn_router_port", port, {"mac": mac_of(project, "router", port), "networks": [address],
+                                             "external_ids": _ids(**marks)}, project, parent=("ovn_router", router))
+    yield r.nb_row("ovn_switch_port", f"{port}-peer", {"type": "router", "addresses": ["router"], "port_security": [],
+                                                        "options": {"router-port": port}, "external_ids": _ids(**marks)},
+                   project, parent=("ovn_switch", switch))
+
+
+def _route(project: str, router: str, name: str, prefix: str, nexthop: str) -> Resource:
+    return r.nb_row("ovn_static_route", f"{router}/route/{name}", {"ip_prefix": prefix, "nexthop": nexthop,
+                                                                     "external_ids": {}},
+                    project, parent=("ovn_router", router))
+
+
+def gateway(res: Resolved, routed: list[RNetwork]) -> Iterable[Resource]:
+    """Egress through a gateway router bound to the `ovn.gateway` host: joined to the
+    project's router by a /30, on the uplink by a localnet port (the gateway host maps
+    the uplink's physical network to a bridge with ovn-bridge-mappings), its default route
+    to the uplink's router, and SNAT of each network with `nat` to its uplink address."""
+    ovn, project = res.topology.ovn, res.project
+    if ovn is None or ovn.gateway is None:
+        return
+    uplink, host = ovn.uplink, res.topology.hosts[ovn.gateway]
+    router, gateway_router = router_name(project), f"nc/{project}/gateway"
+    inside, outside = (f"{ip}/{JOIN_SUBNET.prefixlen}" for ip in list(JOIN_SUBNET.hosts())[:2])
+    balancers = []
+    for proto, vips in sorted(published_ports(res).items()):
+        balancer = r.nb_row("ovn_load_balancer", f"nc/{project}/published/{proto}",
+                            {"protocol": proto, "vips": {f"{uplink.address.ip}:{port}": f"{address}:{target}"
+                                                         for port, (_, address, target) in vips.items()},
+                             "external_ids": {}}, project)
+        balancers.append(balancer)
+        yield balancer
+    yield r.nb_row("ovn_router", gateway_router, {"options": {"chassis": (host and host.chassis) or ovn.gateway},
+                                                  "load_balancer": [b.attrs["name"] for b in balancers],
+                                                  "external_ids": {}}, project, deps=tuple(b.key for b in balancers))
+    join, external = f"nc/{project}/join", f"nc/{project}/uplink"
+    for switch in (join, external):
+        yield r.nb_row("ovn_switch", switch, {"external_ids": {}}, project)
+    yield from _router_link(project, router, join, f"{join}/router", inside)
+    yield from _router_link(project, gateway_router, join, f"{join}/gateway", outside)
+    yield from _router_link(project, gateway_router, external, f"{external}/gateway", str(uplink.address))
+    yield r.nb_row("ovn_switch_port", f"{external}/localnet", {
+        "type": "localnet", "addresses": ["unknown"], "port_security": [],
+        "options": {"network_name": uplink.network}, "external_ids": {}}, project, parent=("ovn_switch", external))
+    yield _route(project, router, "default", "0.0.0.0/0", outside.split("/")[0])
+    yield _route(project, gateway_router, "default", "0.0.0.0/0", str(uplink.via))
+    for net in routed:
+        yield _route(project, gateway_router, net.name, str(net.subnet), inside.split("/")[0])
+        if net.nat:
+            yield r.nb_row("ovn_nat", f"{gateway_router}/snat/{net.name}",
+                           {"type": "snat", "external_ip": str(uplink.address.ip), "logical_ip": str(net.subnet),
+                            "external_ids": _ids(network=net.name)}, project, parent=("ovn_router", gateway_router))
+
+
+def published_ports(res: Resolved) -> dict[str, dict[int, tuple[str, str, int]]]:
+    """Ports published on the gateway router's uplink: protocol → published port →
+    (logical port, container address, target port)."""
+    found: dict[str, dict[int, tuple[str, str, int]]] = {}
+    for c in res.containers.values():
+        target = published_target(c, res.networks, 4)
+        if target is None or target[1].driver != "ovn":
+            continue
+        for port, published in zip(res.topology.containers[c.name].ports, c.host_ports):
+            found.setdefault(port.protocol, {})[published] = (port_name(res.project, c.name, target[1].name),
+                                                              target[0], port.target)
+    return found
 
 
 def _group(project: str, name: str, ports: list[str], **ids: str) -> Resource:
@@ -155,6 +220,8 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]],
       with an ingress firewall, what its firewall allows as well); the rest is dropped;
     - internal networks are not on the router at all (see `logical`);
     - a container's `firewall:` allows, then drops the rest;
+    - a port published on the gateway router (DNAT) is let in from outside the project's
+      subnets (as the container's firewall allows);
     - everything else is allowed statefully, so replies of allowed flows pass."""
     project = res.project
     every = port_group_name(project)
@@ -200,6 +267,19 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]],
                                     f"{_flow(rule.proto, rule.ports)}", "allow-related")
             out.add(group, f"{origin} (the rest)", marks, "to-lport", POLICY_DROP,
                     f"outport == @{group} && ip4 && ip4.src == {subnet}", "drop")
+    subnets = [str(net.subnet) for net in nets]
+    for proto, ports in sorted(published_ports(res).items()):
+        for published, (port, _, target) in sorted(ports.items()):
+            container, network = port.split("/")[2:4]
+            group, origin = port_group_name(project, "net", network), f"published {proto}/{published}"
+            match = f'outport == "{port}" && ip4 && ip4.src != {_set(subnets)} && {proto}.dst == {target}'
+            rules = guarded[container].ingress if container in guarded else [None]
+            for j, rule in enumerate(rules):   # into a container with a firewall, only as it allows
+                peer = _peer(res, rule.from_, "ip4.src") if rule else ""
+                if peer is not None:
+                    out.add(group, f"{origin} [{j}]", _ids(container=container, network=network), "to-lport",
+                            PUBLISHED_ALLOW, match + peer + (_flow(rule.proto, rule.ports) if rule else ""),
+                            "allow-related")
     for c in res.containers.values():
         spec = res.topology.containers[c.name].firewall
         ports = [port_name(project, c.name, ep.network) for ep in c.endpoints

@@ -472,13 +472,23 @@ class AddressPool(Strict):
 
 class HostEntry(Strict):
     """A machine of a multi-host topology; each runs `netcompose up --host NAME` for its slice."""
+    chassis: str | None = Field(None, description="its OVN chassis name (external_ids:system-id of its OVS); "
+                                                  "default: the host's name")
+
+
+class OvnUplink(Strict):
+    network: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)] = Field(
+        description="the physical network, as ovn-bridge-mappings on the gateway host names it")
+    address: IPv4Iface = Field(description="the gateway router's address there, e.g. 172.31.0.10/24")
+    via: IPv4Addr = Field(description="the router of that network, where the outside is")
 
 
 class Ovn(Strict):
     northbound: Annotated[str, Field(pattern=r"^(tcp|ssl|unix):\S+$")] | None = Field(
         None, description="the OVN Northbound DB remote, e.g. tcp:10.240.0.1:6641 (or --ovn-nb / NETCOMPOSE_OVN_NB)")
-    gateway: Name | None = Field(None, description="the host of the gateway router (egress SNAT, published "
-                                                   "ports): not supported yet")
+    gateway: Name | None = Field(None, description="the host of the gateway router: egress (SNAT) of driver: "
+                                                   "ovn networks through its uplink")
+    uplink: OvnUplink | None = Field(None, description="where the gateway router meets the outside")
 
 
 DEFAULT_POOLS = [AddressPool(base=IPv4Network(DEFAULT_IPV4_POOL), size=DEFAULT_POOL_SIZE[4])]

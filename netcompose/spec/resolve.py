@@ -30,6 +30,8 @@ ULA = IPv6Network("fc00::/7")
 IPV6_MIN_MTU = 1280
 # An OVN network's default: a 1500-byte underlay less Geneve's 58 bytes (as OpenStack's).
 OVN_DEFAULT_MTU = 1442
+# The link between a project's logical router and its gateway router (see compile.ovn).
+JOIN_SUBNET = IPv4Network("100.64.0.0/30")
 DEFAULT_ROUTE = {4: "0.0.0.0/0", 6: "::/0"}
 _DEFAULT_DESTINATIONS = {version: ip_network(dst) for version, dst in DEFAULT_ROUTE.items()}  # parsed once
 # The field names of each family in the file, for messages.
@@ -895,14 +897,32 @@ class _Resolver:
             if hosts is None or ovn.gateway not in hosts:
                 self.fail(("ovn", "gateway"), f"ovn.gateway names unknown host '{ovn.gateway}'",
                           f"use one of: {', '.join(hosts or {}) or 'none (declare hosts:)'}")
-            self.fail(("ovn", "gateway"), "an OVN gateway router (egress SNAT, published ports) is not supported yet",
-                      "remove ovn.gateway; containers of driver: ovn networks reach each other, not the outside")
+            if ovn.uplink is None:
+                self.fail(("ovn", "gateway"), "ovn.gateway needs ovn.uplink (where its router meets the outside)",
+                          "add uplink: {network: PHYSNET, address: A.B.C.D/NN, via: A.B.C.E}")
+        if ovn is not None and ovn.uplink is not None:
+            if ovn.gateway is None:
+                self.fail(("ovn", "uplink"), "ovn.uplink needs ovn.gateway (the host of the gateway router)",
+                          "add gateway: with one of the hosts", key=True)
+            up = ovn.uplink.address
+            if up.network.prefixlen > 30 or up.ip in (up.network.network_address, up.network.broadcast_address):
+                self.fail(("ovn", "uplink", "address"), f"{up} is not a host address of a subnet",
+                          "write the gateway router's address with its prefix, e.g. 172.31.0.10/24")
+            if ovn.uplink.via not in up.network or ovn.uplink.via == up.ip:
+                self.fail(("ovn", "uplink", "via"), f"via {ovn.uplink.via} is not another address of {up.network}",
+                          "name the outside router on the uplink's subnet")
 
     def ovn(self, networks: dict[str, RNetwork], containers: dict[str, RContainer]) -> None:
         """What OVN networks support (see compile.ovn), and what a multi-host file may span."""
         ovn_nets = {name for name, net in networks.items() if net.driver == "ovn"}
+        uplink = self.topo.ovn.uplink if self.topo.ovn else None
         for name in ovn_nets:
             spec, base = self.topo.networks[name], ("networks", name)
+            if uplink is not None and networks[name].subnet is not None and (networks[name].subnet.overlaps(uplink.address.network) or
+                                       networks[name].subnet.overlaps(JOIN_SUBNET)):
+                self.fail(base + ("subnet",), f"subnet {networks[name].subnet} of network '{name}' overlaps the "
+                          f"uplink {uplink.address.network} or the gateway's join link {JOIN_SUBNET}",
+                          "pick another subnet")
             if spec.subnet is None:
                 self.fail(base + ("driver",), f"network '{name}' (driver: ovn) has no subnet:",
                           "set subnet: explicitly (every host must compute the same addresses)")
@@ -934,10 +954,18 @@ class _Resolver:
                               "use driver: ovn, or put its containers on one host")
             for i, port in enumerate(c.ports):
                 target = published_target(containers[cname], networks, 4)
-                if target is not None and target[1].driver == "ovn":
-                    self.fail(("containers", cname, "ports", i), f"published ports of driver: ovn network "
-                              f"'{target[1].name}' need an OVN gateway router, which is not supported yet",
-                              "remove ports:, or publish through a bridge network")
+                if target is None or target[1].driver != "ovn":
+                    continue
+                path = ("containers", cname, "ports", i)
+                if uplink is None:
+                    self.fail(path, f"ports of driver: ovn network '{target[1].name}' are published on the gateway "
+                              "router's uplink, and the file has none", "set ovn.gateway and ovn.uplink")
+                if port.published is None:
+                    self.fail(path, "a port published through the OVN gateway router needs its published port",
+                              "write PUBLISHED:TARGET, e.g. 8080:80")
+                if port.host_ip is not None and port.host_ip != uplink.address.ip:
+                    self.fail(path, f"{port.host_ip} is not the uplink address {uplink.address.ip}, where ports of "
+                              "driver: ovn networks are published", "drop the host address")
         for i, link in enumerate(self.topo.links):
             ends = {e.partition(":")[0] for e in link.endpoints}
             where = {self.topo.containers[e].host for e in ends if e in self.topo.containers}
