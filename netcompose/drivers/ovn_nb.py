@@ -88,7 +88,6 @@ class NorthboundDriver:
     def __init__(self, remote: str | None) -> None:
         self.remote = remote
         self.idl = None
-        self.transactions = 0   # for tests: a no-op `up` must make none
 
     def connect(self):
         if self.idl is not None:
@@ -172,7 +171,6 @@ class NorthboundDriver:
             for action in actions:
                 self._stage(idl, txn, action, staged)
         failed, _ = transact(idl, actions, stage, "OVN Northbound")
-        self.transactions += 1
         return failed or Outcome()
 
     def _find(self, kind: str, name: str, staged: dict):
