@@ -495,6 +495,12 @@ class Project:
             if observed is None:
                 return None
             allocations = allocations_from_marks(observed, self.name)
+        if any(net.driver == "ovn" for net in self.spec.topology.networks.values()):
+            # Addresses on OVN networks are the same on every host: the Northbound DB's, where
+            # any host wrote them, win over this host's record (a host new to the project
+            # would otherwise allocate afresh).
+            subnets, addresses, *rest = allocations
+            allocations = (subnets, {**addresses, **host.northbound.port_addresses(self.name)}, *rest)
         if not check_space:
             return HostFacts((), *allocations, host=self.host)
         space = host.netlink.host_space if observed is not None else host.netlink.read_host_space(self.name)

@@ -273,3 +273,20 @@ def test_bad_gateway_files(tmp_path, change, where, words):
         spec = load(path, environ={})
         resolve(spec.topology, spec.doc, spec.project, HostFacts(host="h1"))
     assert str(info.value).startswith(f"{path}:{where}: ") and words in str(info.value), str(info.value)
+
+
+def test_addresses_on_ovn_networks_follow_the_northbound_db(tmp_path, project_name):
+    """A host new to the project takes the addresses other hosts wrote, whatever the file's
+    order would give it afresh."""
+    from ipaddress import IPv4Address
+    from types import SimpleNamespace
+    path = tmp_path / "topo.yaml"
+    path.write_text(ISSUE)
+    project = Project.load(path, project_name, host="h1")
+    written = {("api", "tenant"): IPv4Address("10.50.1.9")}
+    host = SimpleNamespace(northbound=SimpleNamespace(port_addresses=lambda name: written))
+    resolved = resolve(project.spec.topology, project.spec.doc, project.name,
+                       project._facts(host, observed={}, check_space=False))
+    assert {ep.network: str(ep.address) for ep in resolved.containers["api"].endpoints} == {
+        "tenant": "10.50.1.9", "db": "10.50.2.2"}
+    assert str(resolved.containers["web"].endpoints[0].address) == "10.50.1.2"

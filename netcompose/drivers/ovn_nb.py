@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 
 from .. import resources as r
 from ..errors import NetcomposeError
@@ -146,6 +147,22 @@ class NorthboundDriver:
         poll(idl, 0)
         return {row.name: row.up == [True] for row in self._rows("ovn_switch_port")
                 if row.external_ids.get(NB_MARK) == project}
+
+    def port_addresses(self, project: str) -> dict[tuple[str, str], IPv4Address]:
+        """(container, network) → the IPv4 address of its logical port, for every endpoint
+        port of `project` (addresses are "MAC IP")."""
+        idl = self.connect()
+        poll(idl, 0)
+        found = {}
+        for row in self._rows("ovn_switch_port"):
+            ids = row.external_ids
+            if ids.get(NB_MARK) == project and HOST_MARK in ids and row.addresses:
+                try:
+                    found[(ids["netcompose-container"], ids["netcompose-network"])] = \
+                        IPv4Address(row.addresses[0].split()[1])
+                except (KeyError, IndexError, ValueError):
+                    continue   # not as we write it: the plan repairs it
+        return found
 
     def bound_elsewhere(self, project: str, host: str | None) -> list[str]:
         """Endpoint ports of `project` that hosts other than `host` have bound (up); a router's
