@@ -231,7 +231,8 @@ def test_a_host_without_br_int_is_told_to_start_ovn_controller(tmp_path):
         make_plan(compiled(tmp_path), {}, "demo")
 
 
-GATEWAY = ISSUE.replace("  northbound: tcp:10.240.0.1:6641\n", """\
+GATEWAY = ISSUE.replace("  tenant:\n", "  default:\n    driver: ovn\n    subnet: 10.50.9.0/24\n  join:\n    driver: ovn\n"
+                        "    subnet: 10.50.8.0/24\n  tenant:\n").replace("  northbound: tcp:10.240.0.1:6641\n", """\
   northbound: tcp:10.240.0.1:6641
   gateway: h1
   uplink: {network: physnet1, address: 172.31.0.10/24, via: 172.31.0.1}
@@ -243,17 +244,21 @@ def test_gateway_router_snat_and_published_ports(tmp_path):
     gateway = found["nb:ovn_router/nc/demo/gateway"].attrs
     assert gateway["options"] == {"chassis": "h1"} and gateway["load_balancer"] == ["nc/demo/published/tcp"]
     assert found["nb:ovn_load_balancer/nc/demo/published/tcp"].attrs["vips"] == {"172.31.0.10:8080": "10.50.1.2:80"}
-    assert found["nb:ovn_switch_port/nc/demo/uplink/localnet"].attrs["options"] == {"network_name": "physnet1"}
+    assert found["nb:ovn_switch_port/nc/demo/-uplink/localnet"].attrs["options"] == {"network_name": "physnet1"}
     snat = found["nb:ovn_nat/nc/demo/gateway/snat/db"].attrs
     assert (snat["type"], snat["external_ip"], snat["logical_ip"]) == ("snat", "172.31.0.10", "10.50.2.0/24")
     routes = {k: (v.attrs["ip_prefix"], v.attrs["nexthop"]) for k, v in found.items() if "ovn_static_route" in k}
-    assert routes == {"nb:ovn_static_route/nc/demo/route/default": ("0.0.0.0/0", "100.64.0.2"),
-                      "nb:ovn_static_route/nc/demo/gateway/route/default": ("0.0.0.0/0", "172.31.0.1"),
+    assert routes == {"nb:ovn_static_route/nc/demo/route/-default": ("0.0.0.0/0", "100.64.0.2"),
+                      "nb:ovn_static_route/nc/demo/gateway/route/-default": ("0.0.0.0/0", "172.31.0.1"),
                       "nb:ovn_static_route/nc/demo/gateway/route/tenant": ("10.50.1.0/24", "100.64.0.1"),
-                      "nb:ovn_static_route/nc/demo/gateway/route/db": ("10.50.2.0/24", "100.64.0.1")}
+                      "nb:ovn_static_route/nc/demo/gateway/route/db": ("10.50.2.0/24", "100.64.0.1"),
+                      # Networks named like the gateway's own parts do not meet them.
+                      "nb:ovn_static_route/nc/demo/gateway/route/default": ("10.50.9.0/24", "100.64.0.1"),
+                      "nb:ovn_static_route/nc/demo/gateway/route/join": ("10.50.8.0/24", "100.64.0.1")}
+    assert found["nb:ovn_switch/nc/demo/join"].attrs["external_ids"]["netcompose-network"] == "join"
     published = found["nb:ovn_acl/nc/demo/published tcp/8080 [0]"].attrs
     assert published["match"] == ('outport == "nc/demo/web/tenant" && ip4 && ip4.src != {10.50.1.0/24, '
-                                  "10.50.2.0/24} && tcp.dst == 80")
+                                  "10.50.2.0/24, 10.50.8.0/24, 10.50.9.0/24} && tcp.dst == 80")
     # Published through OVN, not by the host's nftables.
     assert not any(k.startswith("nft:") for k in compiled(tmp_path, GATEWAY, host="h1"))
 
@@ -262,9 +267,9 @@ def test_gateway_router_snat_and_published_ports(tmp_path):
     (("  uplink: {network: physnet1, address: 172.31.0.10/24, via: 172.31.0.1}\n", ""), "7:12",
      "ovn.gateway needs ovn.uplink"),
     (("via: 172.31.0.1}", "via: 172.32.0.1}"), "8:61", "is not another address of 172.31.0.0/24"),
-    (("address: 172.31.0.10/24, via: 172.31.0.1", "address: 10.50.1.200/24, via: 10.50.1.1"), "12:13",
+    (("address: 172.31.0.10/24, via: 172.31.0.1", "address: 10.50.1.200/24, via: 10.50.1.1"), "18:13",
      "overlaps the uplink"),
-    (("ports: ['8080:80']", "ports: ['80']"), "17:47", "needs its published port"),
+    (("ports: ['8080:80']", "ports: ['80']"), "23:47", "needs its published port"),
 ])
 def test_bad_gateway_files(tmp_path, change, where, words):
     path = tmp_path / "bad.yaml"

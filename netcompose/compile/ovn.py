@@ -141,7 +141,8 @@ def gateway(res: Resolved, routed: list[RNetwork]) -> Iterable[Resource]:
     yield r.nb_row("ovn_router", gateway_router, {"options": {"chassis": (host and host.chassis) or ovn.gateway},
                                                   "load_balancer": [b.attrs["name"] for b in balancers],
                                                   "external_ids": {}}, project, deps=tuple(b.key for b in balancers))
-    join, external = f"nc/{project}/join", f"nc/{project}/uplink"
+    # '-' never starts a network's name: these never meet a network's switch.
+    join, external = f"nc/{project}/-join", f"nc/{project}/-uplink"
     for switch in (join, external):
         yield r.nb_row("ovn_switch", switch, {"external_ids": {}}, project)
     yield from _router_link(project, router, join, f"{join}/router", inside)
@@ -150,8 +151,8 @@ def gateway(res: Resolved, routed: list[RNetwork]) -> Iterable[Resource]:
     yield r.nb_row("ovn_switch_port", f"{external}/localnet", {
         "type": "localnet", "addresses": ["unknown"], "port_security": [],
         "options": {"network_name": uplink.network}, "external_ids": {}}, project, parent=("ovn_switch", external))
-    yield _route(project, router, "default", "0.0.0.0/0", outside.split("/")[0])
-    yield _route(project, gateway_router, "default", "0.0.0.0/0", str(uplink.via))
+    yield _route(project, router, "-default", "0.0.0.0/0", outside.split("/")[0])
+    yield _route(project, gateway_router, "-default", "0.0.0.0/0", str(uplink.via))
     for net in routed:
         yield _route(project, gateway_router, net.name, str(net.subnet), inside.split("/")[0])
         if net.nat:
