@@ -74,7 +74,7 @@ KINDS: dict[str, KindSpec] = {
     "macvlan": KindSpec("netlink", replace_on=("parent", "mode"), ordered=True),
     "link": KindSpec("netlink", ordered=True),   # observed only: a device of a kind we do not make
     "ovs_bridge": KindSpec("ovsdb", replace_on=("datapath_type",), transactional=True),
-    "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type"), transactional=True),
+    "ovs_port": KindSpec("ovsdb", replace_on=("bridge", "type", "attached"), transactional=True),
     "nft_table": KindSpec("nftables", compare=("chains",), identity=("ns", "name")),
     "port_proxy": KindSpec("proxies", replace_on=("target", "target_port")),
     "qdisc": KindSpec("tc"),
@@ -84,7 +84,7 @@ KINDS: dict[str, KindSpec] = {
     "exec": KindSpec("execs"),
     # OVN Northbound rows (drivers/ovn_nb.py maps each kind to its table and columns), all
     # written in one transaction (a row moving to another holder is made anew there); and
-    # the wait for a locally bound logical port to come up.
+    # the wait for ovn-controller to bind a logical port on this host (on its br-int port).
     "ovn_switch": KindSpec("ovn_nb", transactional=True),
     "ovn_switch_port": KindSpec("ovn_nb", replace_on=("parent",), transactional=True),
     "ovn_router": KindSpec("ovn_nb", transactional=True),
@@ -94,7 +94,7 @@ KINDS: dict[str, KindSpec] = {
     "ovn_load_balancer": KindSpec("ovn_nb", transactional=True),
     "ovn_port_group": KindSpec("ovn_nb", transactional=True),
     "ovn_acl": KindSpec("ovn_nb", replace_on=("parent",), transactional=True),
-    "ovn_port_up": KindSpec("ovn_nb"),
+    "ovn_port_up": KindSpec("ovsdb"),
 }
 
 
@@ -186,13 +186,15 @@ def ovs_bridge(name: str, datapath_type: str, fail_mode: str, project: str | Non
 
 
 def ovs_port(name: str, bridge: str, *, type: str, tag: int | None, trunks: list[int] | None,
-             external_ids: dict[str, str], owner: str | None = None) -> Resource:
-    """A port of type "" attaches the host device of its name (a veth end), which must exist."""
+             external_ids: dict[str, str], attached: bool = True, owner: str | None = None) -> Resource:
+    """A port of type "" attaches the host device of its name (a veth end), which must exist.
+    `attached` (observed): False once that device is gone, when ovs-vswitchd has let go of
+    it; the port is then made anew, as a device made again under its name is not picked up."""
     bridge_key = f"ovsbr:{bridge}"
     device = (link_key(HOST, name),) if type == "" else ()
     return Resource("ovs_port", f"ovsport:{name}",
                     {"name": name, "bridge": bridge, "type": type, "tag": tag, "trunks": sorted(trunks or []),
-                     "external_ids": external_ids},
+                     "external_ids": external_ids, "attached": attached},
                     deps=(bridge_key,) + device, parents=(bridge_key,), owner=owner)
 
 
@@ -322,7 +324,8 @@ def nb_row(kind: str, name: str, columns: dict[str, Any], project: str, *, paren
 
 
 def ovn_port_up(name: str, host: str | None, deps: tuple[str, ...], owner: str | None = None) -> Resource:
-    """Logical switch port `name` is up: bound here by ovn-controller (a wait, never a write)."""
+    """Logical switch port `name` is bound here: ovn-controller has claimed it and installed
+    its flows (external_ids:ovn-installed on its br-int Interface).  A wait, never a write."""
     return Resource("ovn_port_up", f"ovnup:{name}", {"name": name, "host": host or ""}, deps=deps, parents=deps,
                     owner=owner)
 
@@ -344,6 +347,8 @@ def zones_of(res: Resource) -> frozenset[str]:
     kind = res.kind
     if kind == "netns":
         return frozenset((f"ns:{a['name']}",))
+    if kind == "ovn_port_up":
+        return frozenset(("ovs",))
     if kind.startswith("ovn_"):
         return frozenset(("nb",))
     if kind in ("ovs_bridge", "ovs_port"):

@@ -110,6 +110,12 @@ def test_issue_topology_across_three_hosts(ovn_lab, project_name, tmp_path):
         nc(h1, path, "up")
         assert ovn_lab.nbctl("lsp-get-up", f"nc/{p}/web/tenant") == "up"
         assert ping(h1, web, "10.50.1.3")
+        # ... and so does a sandbox's veth: its br-int port is made anew (ovs-vswitchd does not
+        # pick a device up again under the same name), and up waits for the port to be up.
+        veth = next(r["host_ifname"] for r in rows if r["container"] == "web")
+        h1.run(["ip", "link", "del", veth], check=True)
+        assert "attached: False → True" in nc(h1, path, "up")
+        assert ping(h1, web, "10.50.1.3")
 
         # A host's down removes its slice only; the others keep working.
         nc(h1, path, "down")

@@ -8,14 +8,10 @@ Every row we write carries external_ids netcompose-project (ownership) and netco
 (the resource's name; a table with a name column also names rows by it, so a same-named
 row without our mark is seen, and is a conflict).  A batch is one transaction, verify()ing
 the holders' columns it changes and retried on TRY_AGAIN, as the OVS driver does.
-
-`ovn_port_up` is a wait, not a row: a logical port bound on this host comes up when
-ovn-controller has claimed it and ovn-northd reports it in Logical_Switch_Port.up.
 """
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
@@ -26,7 +22,6 @@ from ..resources import NB_MARK, NB_NAME, Resource
 from . import Outcome, Scope
 from .ovsdb import open_idl, poll, transact
 
-PORT_UP_TIMEOUT = 20.0
 HOST_MARK = "netcompose-host"
 
 
@@ -136,9 +131,6 @@ class NorthboundDriver:
                 res.attrs["external_ids"] = dict(row.external_ids)   # as found, mark or not
                 res.meta["uuid"] = row.uuid
                 out.append(res)
-                if kind == "ovn_switch_port" and owner == scope.project and row.up == [True] and \
-                        row.external_ids.get(HOST_MARK) == (scope.ovn_host or ""):   # an endpoint of this host
-                    out.append(r.ovn_port_up(name, scope.ovn_host, (res.key,), owner=owner))
         return out
 
     def port_states(self, project: str) -> dict[str, bool]:
@@ -173,14 +165,6 @@ class NorthboundDriver:
 
     # ---- apply -------------------------------------------------------------------------
     def apply(self, actions: list[Action]) -> Outcome:
-        rows = [a for a in actions if a.kind in TABLES]
-        waits = [a for a in actions if a.kind == "ovn_port_up" and a.op != "delete"]
-        outcome = self._transact(rows) if rows else Outcome()
-        if not outcome.errors and waits:
-            self._wait_up(waits, outcome)
-        return outcome
-
-    def _transact(self, actions: list[Action]) -> Outcome:
         idl = self.connect()
 
         def stage(txn) -> None:
@@ -232,20 +216,3 @@ class NorthboundDriver:
             elif how == "optional":
                 value = [] if value is None else [value]
             setattr(row, column, value)
-
-    def _wait_up(self, actions: list[Action], outcome: Outcome) -> None:
-        idl = self.idl
-        deadline = time.monotonic() + PORT_UP_TIMEOUT
-        waiting = {a.resource.attrs["name"]: a for a in actions}
-        while waiting:
-            up = {row.name for row in self._rows("ovn_switch_port") if row.name in waiting and row.up == [True]}
-            for name in up:
-                del waiting[name]
-            if not waiting or time.monotonic() > deadline:
-                break
-            poll(idl)
-        for name, action in sorted(waiting.items()):
-            outcome.errors[action.key] = (
-                f"logical port {name} did not come up within {PORT_UP_TIMEOUT:g}s: is ovn-controller running on "
-                "this host, with external_ids:ovn-remote pointing at the Southbound DB and its own system-id? "
-                "(ovn-sbctl show lists the chassis it registered)")

@@ -3,7 +3,8 @@
 Observes Bridge, Port and Interface rows from one IDL snapshot; applies every action of a
 batch in one transaction (verify() on the rows read, retried on TRY_AGAIN), bumps
 next_cfg and waits for ovs-vswitchd to reach it in cur_cfg, then checks each Interface
-for ofport -1 or an error.
+for ofport -1 or an error.  For an OVN endpoint (`ovn_port_up`), it waits until
+ovn-controller has bound the logical port here: external_ids:ovn-installed on its Interface.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from . import Outcome, Scope
 DEFAULT_REMOTE = "unix:/var/run/openvswitch/db.sock"
 PROJECT_ID = "netcompose-project"
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
-CONNECT_TIMEOUT, VSWITCHD_TIMEOUT, DATAPATH_TIMEOUT = 5.0, 15.0, 3.0
+CONNECT_TIMEOUT, VSWITCHD_TIMEOUT, DATAPATH_TIMEOUT, OVN_BIND_TIMEOUT = 5.0, 15.0, 3.0, 20.0
 
 ovs = None  # python-ovs, imported on the first connection: topologies without OVS never load it
 
@@ -147,29 +148,58 @@ class OvsdbDriver:
                 if port_owner != project:
                     continue
                 iface = port.interfaces[0] if port.interfaces else None
-                res = r.ovs_port(port.name, br.name, type=iface.type if iface else "",
-                                 tag=port.tag[0] if port.tag else None, trunks=list(port.trunks),
-                                 external_ids=dict(port.external_ids), owner=port_owner)
+                kind = iface.type if iface else ""
+                # ovs-vswitchd sets ifindex 0 when a system device goes (an internal port
+                # moved into a sandbox is not one: it keeps it).
+                attached = not (kind == "" and iface is not None and iface.ifindex == [0])
+                res = r.ovs_port(port.name, br.name, type=kind, tag=port.tag[0] if port.tag else None,
+                                 trunks=list(port.trunks), external_ids=dict(port.external_ids), attached=attached,
+                                 owner=port_owner)
                 res.meta.update(uuid=str(iface.uuid) if iface else None)
                 out.append(res)
+                lsp = port.external_ids.get("iface-id")
+                if lsp and iface is not None and iface.external_ids.get("ovn-installed") == "true":
+                    out.append(r.ovn_port_up(lsp, scope.ovn_host, (r.nb_key("ovn_switch_port", lsp), res.key),
+                                             owner=port_owner))
         return out
 
     # ---- apply -------------------------------------------------------------------------
     def apply(self, actions: list[Action]) -> Outcome:
         idl = self.connect()
-
-        def stage(txn) -> None:
-            root = next(iter(idl.tables["Open_vSwitch"].rows.values()))
-            for action in actions:
-                self._stage(idl, txn, root, action)
-            root.increment("next_cfg")
-        failed, txn = transact(idl, actions, stage, "OVSDB")
-        self.transactions += 1
-        if failed is not None:
-            return failed
+        waits = [a for a in actions if a.kind == "ovn_port_up"]   # deleting one is nothing to do
+        actions = [a for a in actions if a.kind != "ovn_port_up"]
         outcome = Outcome()
-        self._wait_vswitchd(idl, txn.get_increment_new_value(), actions, outcome)
+        if actions:
+            def stage(txn) -> None:
+                root = next(iter(idl.tables["Open_vSwitch"].rows.values()))
+                for action in actions:
+                    self._stage(idl, txn, root, action)
+                root.increment("next_cfg")
+            failed, txn = transact(idl, actions, stage, "OVSDB")
+            self.transactions += 1
+            if failed is not None:
+                return failed
+            self._wait_vswitchd(idl, txn.get_increment_new_value(), actions, outcome)
+        if not outcome.errors:
+            self._wait_bound([a for a in waits if a.op != "delete"], outcome)
         return outcome
+
+    def _wait_bound(self, actions: list[Action], outcome: Outcome) -> None:
+        """Wait until ovn-controller has bound each logical port to its br-int Interface."""
+        waiting = {a.resource.attrs["name"]: a for a in actions}
+        deadline = time.monotonic() + OVN_BIND_TIMEOUT
+        while waiting:
+            for iface in self.idl.tables["Interface"].rows.values():
+                if iface.external_ids.get("ovn-installed") == "true":
+                    waiting.pop(iface.external_ids.get("iface-id"), None)
+            if not waiting or time.monotonic() > deadline:
+                break
+            poll(self.idl)
+        for name, action in sorted(waiting.items()):
+            outcome.errors[action.key] = (
+                f"logical port {name} was not bound on this host within {OVN_BIND_TIMEOUT:g}s: is ovn-controller "
+                "running here, with external_ids:ovn-remote (the Southbound DB) and system-id set in this OVS? "
+                "(ovn-sbctl show lists the chassis that registered)")
 
     def _stage(self, idl, txn, root, action: Action) -> None:
         a = action.resource.attrs
