@@ -2,7 +2,11 @@
 and is removed afterwards by that prefix, even when the test fails."""
 from __future__ import annotations
 
+import fcntl
+import ipaddress
 import os
+import random
+import re
 import secrets
 import shutil
 import signal
@@ -63,6 +67,78 @@ def project_name():
     name = "t" + secrets.token_hex(3)[:5]
     yield name
     remove_by_prefix(name)
+
+
+# Stand-ins for the 10.A.0.0/16 blocks a test's topology names: octets no test names
+# literally and outside the default pool (10.128.0.0/9).
+STAND_INS = [*range(101, 128), *range(11, 20), *range(21, 30), *range(31, 40), *range(45, 50), *range(53, 60)]
+BLOCK_LOCKS = "/run/lock/netcompose-test-blocks"
+_TEN = re.compile(r"\b10\.(\d{1,3})\.")
+
+
+class Blocks:
+    """Rewrites the 10.A.x.y addresses of a text (a topology, an expected address or route)
+    into a block of the test's own, the same one for every A within a test: each stand-in is
+    held under a host-wide lock for the test's duration and was free on the host when taken,
+    so a parallel run of the same test, or another project, never holds its subnets.
+    10.0.x.y (broad ranges such as 10.0.0.0/8) and the default pool's 10.128.x.y stay."""
+
+    def __init__(self) -> None:
+        self.stand_in: dict[int, int] = {}
+        self.locks: list[int] = []
+
+    def __call__(self, text: str) -> str:
+        return _TEN.sub(lambda m: f"10.{self._of(int(m.group(1)))}.", text)
+
+    def _of(self, octet: int) -> int:
+        if octet in (0, 128) or octet > 255 or octet in self.stand_in.values():
+            return octet   # (a stand-in is no test's literal: a text moved twice stays put)
+        if octet not in self.stand_in:
+            self.stand_in[octet] = self._claim()
+        return self.stand_in[octet]
+
+    def _claim(self) -> int:
+        os.makedirs(BLOCK_LOCKS, exist_ok=True)
+        for candidate in random.sample(STAND_INS, len(STAND_INS)):
+            if candidate in self.stand_in.values():
+                continue
+            fd = os.open(f"{BLOCK_LOCKS}/{candidate}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            if candidate in _octets_on_the_host():   # a project that is no test's holds it
+                os.close(fd)
+                continue
+            self.locks.append(fd)
+            return candidate
+        raise RuntimeError("every 10.X.0.0/16 stand-in block is taken")
+
+    def release(self) -> None:
+        for fd in self.locks:
+            os.close(fd)
+        self.locks.clear()
+
+
+def _octets_on_the_host() -> set[int]:
+    """Second octets of 10/8 prefixes the host's routes and addresses use."""
+    found = set()
+    for args in (["route", "show", "table", "all"], ["addr", "show"]):
+        text = subprocess.run(["ip", "-4", "-o", *args], capture_output=True, text=True).stdout
+        for prefix in re.findall(r"\b10\.\d{1,3}\.\d{1,3}\.\d{1,3}(?:/\d{1,2})?", text):
+            network = ipaddress.ip_network(prefix, strict=False)
+            if network.prefixlen >= 16:
+                found.add(network.network_address.packed[1])
+    return found
+
+
+@pytest.fixture
+def blocks():
+    """A Blocks of this test's (see there): `topo(blocks(TEXT))`, `ping(ns, blocks("10.10.0.2"))`."""
+    held = Blocks()
+    yield held
+    held.release()
 
 
 @pytest.fixture

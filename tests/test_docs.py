@@ -89,11 +89,11 @@ containers:
 
 @needs_root
 @pytest.mark.kernel
-def test_readme_example_comes_up_and_passes_its_own_check(tmp_path, project_name, private_ovs):
+def test_readme_example_comes_up_and_passes_its_own_check(tmp_path, project_name, private_ovs, blocks):
     # Host-side names carry the test's prefix; the host interfaces the example only uses (a
     # macvlan's parent, a host bridge) are made by the test.
     adopted, parent, bridge = f"{project_name}-adopted", f"{project_name}-mvp", f"{project_name}-hbr"
-    text = readme_topology().replace("existing-ns", adopted).replace("br-lab", f"{project_name}-lab")
+    text = blocks(readme_topology()).replace("existing-ns", adopted).replace("br-lab", f"{project_name}-lab")
     text = re.sub(r"(host_interface: )(\S+)", lambda m: f"{m[1]}{project_name}-{m[2][-4:]}", text)
     text = re.sub(r"(host_bridge: |parent: )(\S+?)([,}\s])",
                   lambda m: m[1] + (parent if m[1] == "parent: " else bridge) + m[3], text)

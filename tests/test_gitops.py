@@ -68,11 +68,11 @@ def nth_fault(n: int):
 
 
 @pytest.mark.parametrize("scenario", ["cold", "change"])
-def test_fault_at_every_operation_rolls_back(topo, private_ovs, scenario):
-    before_text = SWEEP if scenario == "change" else None
+def test_fault_at_every_operation_rolls_back(topo, private_ovs, scenario, blocks):
+    before_text = blocks(SWEEP) if scenario == "change" else None
     if before_text:
         topo(before_text, ovsdb=private_ovs.remote).up()
-    target = topo(CHANGED if scenario == "change" else SWEEP, ovsdb=private_ovs.remote)
+    target = topo(blocks(CHANGED) if scenario == "change" else blocks(SWEEP), ovsdb=private_ovs.remote)
     pre = snapshot(target)
     size = len(target.plan().plan.changes)
     assert size >= 30 or scenario == "change"
@@ -85,12 +85,12 @@ def test_fault_at_every_operation_rolls_back(topo, private_ovs, scenario):
     assert not target.plan().plan
 
 
-def test_a_driver_failing_beside_others_rolls_back_all_of_them(topo, project_name):
+def test_a_driver_failing_beside_others_rolls_back_all_of_them(topo, project_name, blocks):
     """Netlink and files apply one level at once; a real error in one undoes both."""
     blocker = Path(f"/etc/netns/.netcompose/{project_name}/n")   # where the group's folder goes
     blocker.parent.mkdir(parents=True)
     blocker.write_text("someone's file where the shared folder goes\n")
-    project = topo("networks: {n: {subnet: 10.69.0.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    project = topo(blocks("networks: {n: {subnet: 10.69.0.0/24}}\ncontainers: {web: {networks: [n]}}\n"))
     pre = snapshot(project)
     with pytest.raises(ApplyError, match="rolled back: the host is as it was before"):
         project.up()
@@ -101,17 +101,17 @@ def test_a_driver_failing_beside_others_rolls_back_all_of_them(topo, project_nam
     assert not project.plan().plan
 
 
-def test_a_folder_of_someone_else_where_a_link_goes_is_a_conflict(topo, project_name):
+def test_a_folder_of_someone_else_where_a_link_goes_is_a_conflict(topo, project_name, blocks):
     folder = Path(f"/etc/netns/{project_name}-web")
     folder.mkdir()
-    project = topo("networks: {n: {subnet: 10.70.0.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    project = topo(blocks("networks: {n: {subnet: 10.70.0.0/24}}\ncontainers: {web: {networks: [n]}}\n"))
     with pytest.raises(ConflictError, match="another tool"):
         project.up()
     assert folder.is_dir() and f"{project_name}-web" not in namespaces.list_named()
 
 
-def test_no_rollback_keeps_partial_state_and_next_up_converges(topo, private_ovs):
-    project = topo(SWEEP, ovsdb=private_ovs.remote)
+def test_no_rollback_keeps_partial_state_and_next_up_converges(topo, private_ovs, blocks):
+    project = topo(blocks(SWEEP), ovsdb=private_ovs.remote)
     hook, _ = nth_fault(12)
     with pytest.raises(ApplyError, match="--no-rollback"):
         project.up(rollback=False, fault=hook)
@@ -120,8 +120,8 @@ def test_no_rollback_keeps_partial_state_and_next_up_converges(topo, private_ovs
     assert not project.plan().plan
 
 
-def test_ctrl_c_during_apply_rolls_back(topo, private_ovs):
-    project = topo(SWEEP, ovsdb=private_ovs.remote)
+def test_ctrl_c_during_apply_rolls_back(topo, private_ovs, blocks):
+    project = topo(blocks(SWEEP), ovsdb=private_ovs.remote)
     pre = snapshot(project)
     calls = []
 
@@ -134,8 +134,8 @@ def test_ctrl_c_during_apply_rolls_back(topo, private_ovs):
     assert snapshot(project) == pre and raised.value.exit_code == 130
 
 
-def test_kill_9_at_random_moments_then_up_converges(topo, project_name, tmp_path):
-    text = SWEEP.replace("  lab: {driver: ovs, subnet: 10.93.0.0/24, vlan: 7, ovs: {datapath_type: netdev}}\n", "")
+def test_kill_9_at_random_moments_then_up_converges(topo, project_name, tmp_path, blocks):
+    text = blocks(SWEEP.replace("  lab: {driver: ovs, subnet: 10.93.0.0/24, vlan: 7, ovs: {datapath_type: netdev}}\n", ""))
     text = text.replace(", lab: {}", "").replace("[back, lab]", "[back]")
     project = topo(text)
     path = str(tmp_path / "topo.yaml")
@@ -163,8 +163,8 @@ def test_kill_9_at_random_moments_then_up_converges(topo, project_name, tmp_path
                                                for v in project.plan().observed.values())
 
 
-def test_exit_codes_json_and_saved_plans(topo, project_name, tmp_path):
-    topo(SWEEP.split("  lab:")[0] + "containers:\n  c: {networks: [front]}\n")
+def test_exit_codes_json_and_saved_plans(topo, project_name, tmp_path, blocks):
+    topo(blocks(SWEEP).split("  lab:")[0] + "containers:\n  c: {networks: [front]}\n")
     path = str(tmp_path / "topo.yaml")
     args = ("-f", path, "-p", project_name)
     assert run_cli("plan", "--detailed-exitcode", *args).returncode == 2

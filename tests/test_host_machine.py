@@ -20,14 +20,14 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from netcompose import Project, names
 from netcompose.drivers import namespaces
 
-from .conftest import REPO, needs_root, remove_by_prefix
+from .conftest import REPO, Blocks, needs_root, remove_by_prefix
 from .test_host import leftovers, sh
 
 pytestmark = [needs_root, pytest.mark.kernel]
 
 
-def test_sigint_at_random_moments_of_a_large_up_leaves_the_old_or_the_new_state(topo, project_name, tmp_path):
-    text = "networks: {n: {subnet: 10.176.0.0/24}}\ncontainers:\n" + "".join(
+def test_sigint_at_random_moments_of_a_large_up_leaves_the_old_or_the_new_state(topo, project_name, tmp_path, blocks):
+    text = blocks("networks: {n: {subnet: 10.176.0.0/24}}\ncontainers:\n") + "".join(
         f"  c{i}: {{networks: [n]}}\n" for i in range(100))
     project = topo(text)
     command = [sys.executable, "-m", "netcompose", "up", "-f", str(tmp_path / "topo.yaml"), "-p", project_name]
@@ -70,10 +70,12 @@ class HostMachine(RuleBasedStateMachine):
         self.containers: dict[str, list[str]] = {}
         self.given: dict[tuple[str, str], str] = {}    # (container, network) → address it was given
         self.next_name = 0
+        self.blocks = Blocks()
+        self.networks = {name: self.blocks(subnet) for name, subnet in NETWORKS.items()}
 
     # ---- the file ------------------------------------------------------------------
     def write(self) -> Path:
-        lines = ["networks:"] + [f"  {n}: {{subnet: {s}}}" for n, s in NETWORKS.items()]
+        lines = ["networks:"] + [f"  {n}: {{subnet: {s}}}" for n, s in self.networks.items()]
         lines += ["containers:"] + [f"  {c}: {{networks: [{', '.join(nets)}]}}" for c, nets in self.containers.items()]
         if not self.containers:
             lines[-1] = "containers: {}"
@@ -130,7 +132,8 @@ class HostMachine(RuleBasedStateMachine):
         else:
             sh("ip", "addr", "flush", "dev", "eth0", ns=ns)
             if how == "move address":
-                sh("ip", "addr", "add", f"{NETWORKS[self.containers[container][0]][:-4]}250/24", "dev", "eth0", ns=ns)
+                subnet = self.networks[self.containers[container][0]]
+                sh("ip", "addr", "add", f"{subnet[:-4]}250/24", "dev", "eth0", ns=ns)
 
     # ---- runs ----------------------------------------------------------------------
     @rule(verb=st.sampled_from(["up", "down"]), delay=st.floats(0.2, 0.8))
@@ -174,6 +177,7 @@ class HostMachine(RuleBasedStateMachine):
         for path in sorted(self.folder.glob("*")):
             path.unlink()
         self.folder.rmdir()
+        self.blocks.release()
 
 
 TestHostMachine = HostMachine.TestCase

@@ -54,15 +54,15 @@ links:
 """
 
 
-def test_dual_stack_and_v6_only_networks(topo, project_name):
+def test_dual_stack_and_v6_only_networks(topo, project_name, blocks):
     web, db, solo = (f"{project_name}-{c}" for c in ("web", "db", "solo"))
-    project = topo(DUAL)
+    project = topo(blocks(DUAL))
     project.up()
-    assert both(db, "10.231.0.10", "fd00:91::10") == (True, True)
+    assert both(db, blocks("10.231.0.10"), "fd00:91::10") == (True, True)
     assert ping(solo, "fd00:92::10") and ping(solo, "fd00:92::1")          # IPv6-only: peer and gateway
-    assert both(web, "10.239.9.2", "fd00:9a::2") == (True, True)           # a dual-stack wire
+    assert both(web, blocks("10.239.9.2"), "fd00:9a::2") == (True, True)           # a dual-stack wire
     with listener(web, 80):
-        assert tcp_peer(db, "10.231.0.10", 80) == "10.231.0.20"
+        assert tcp_peer(db, blocks("10.231.0.10"), 80) == blocks("10.231.0.20")
         assert tcp_peer(db, "fd00:91::10", 80) == "fd00:91::20"
         assert tcp_peer(solo, "fd00:92::10", 80) == "fd00:92::30"
     # No address left tentative by DAD, no link-local, router advertisements off.
@@ -77,7 +77,7 @@ def test_dual_stack_and_v6_only_networks(topo, project_name):
     assert "default via fd00:92::1 dev eth0 proto 157" in ip("-6", "route", ns=solo)
     assert "default" not in ip("-4", "route", ns=solo)                      # no IPv4 at all
     hosts = open(f"/etc/netns/{solo}/hosts").read()
-    assert "fd00:92::10\tweb" in hosts and "10.231.0.10" not in hosts
+    assert "fd00:92::10\tweb" in hosts and blocks("10.231.0.10") not in hosts
     rows = {(r["container"], r["network"]): r for r in project.ps()}
     assert rows[("web", "front")]["ipv6"] == "fd00:91::10/64" and rows[("solo", "v6only")]["ipv4"] is None
     assert all(r["state"] == "up" for r in rows.values())
@@ -115,20 +115,20 @@ expect:
 """
 
 
-def test_isolation_policies_and_firewalls_match_in_both_families(topo, project_name, tmp_path):
+def test_isolation_policies_and_firewalls_match_in_both_families(topo, project_name, tmp_path, blocks):
     web, client, db = (f"{project_name}-{c}" for c in ("web", "client", "db"))
-    project = topo(PARITY)
+    project = topo(blocks(PARITY))
     project.up()
     with listener(db, 5432), listener(db, 22), listener(web, 80), listener(web, 81):
         # Between networks: the policy's one port, one way, for both families alike.
-        assert both(web, "10.234.0.10", "fd00:94::10", tcp_connect, 5432) == (True, True)
-        assert both(web, "10.234.0.10", "fd00:94::10", tcp_connect, 22, 0.5) == (False, False)
-        assert both(web, "10.234.0.10", "fd00:94::10", ping, 0.5) == (False, False)
-        assert both(db, "10.233.0.10", "fd00:93::10", tcp_connect, 80, 0.5) == (False, False)
+        assert both(web, blocks("10.234.0.10"), "fd00:94::10", tcp_connect, 5432) == (True, True)
+        assert both(web, blocks("10.234.0.10"), "fd00:94::10", tcp_connect, 22, 0.5) == (False, False)
+        assert both(web, blocks("10.234.0.10"), "fd00:94::10", ping, 0.5) == (False, False)
+        assert both(db, blocks("10.233.0.10"), "fd00:93::10", tcp_connect, 80, 0.5) == (False, False)
         # A container peer matches both families; a v4 CIDR peer matches v4 only.
-        assert both(client, "10.233.0.10", "fd00:93::10", tcp_connect, 80) == (True, True)
-        assert both(client, "10.233.0.10", "fd00:93::10", tcp_connect, 81, 0.5) == (True, False)
-        assert both(client, "10.233.0.10", "fd00:93::10", ping, 0.5) == (False, False)
+        assert both(client, blocks("10.233.0.10"), "fd00:93::10", tcp_connect, 80) == (True, True)
+        assert both(client, blocks("10.233.0.10"), "fd00:93::10", tcp_connect, 81, 0.5) == (True, False)
+        assert both(client, blocks("10.233.0.10"), "fd00:93::10", ping, 0.5) == (False, False)
     probes = project.check()
     assert {p.family for p in probes} == {4, 6} and all(p.ok for p in probes), [p for p in probes if not p.ok]
     pairs = {(p.source, p.target, p.proto, p.port, p.family): p.actual for p in probes}
@@ -182,9 +182,9 @@ def _from_host(address: str, port: int) -> str | None:
         return None
 
 
-def test_published_ports_per_family(topo, project_name, upstream6):
+def test_published_ports_per_family(topo, project_name, upstream6, blocks):
     web = f"{project_name}-web"
-    project = topo(PORTS)
+    project = topo(blocks(PORTS))
     project.up()
     with listener(web, 80), listener(web, 81), listener(web, 82), listener(web, 83):
         assert tcp_peer(upstream6, HOST6, 8080) == UPSTREAM6          # both families; the real source
@@ -208,9 +208,9 @@ def test_published_ports_per_family(topo, project_name, upstream6):
     assert _from_host("::1", 8083) is None
 
 
-def test_ovs_network_with_ipv6(topo, project_name, private_ovs):
+def test_ovs_network_with_ipv6(topo, project_name, private_ovs, blocks):
     a1, a2 = f"{project_name}-a1", f"{project_name}-a2"
-    project = topo(f"""
+    project = topo(blocks(f"""
 networks:
   lab:
     driver: ovs
@@ -220,10 +220,10 @@ networks:
 containers:
   a1: {{networks: {{lab: {{ipv6_address: "fd00:99::11"}}}}}}
   a2: {{networks: {{lab: {{ipv6_address: "fd00:99::12", type: ovs-internal}}}}}}
-""", ovsdb=private_ovs.remote)
+"""), ovsdb=private_ovs.remote)
     project.up()
     assert ping(a1, "fd00:99::12") and ping(a2, "fd00:99::11") and ping(a1, "fd00:99::1")   # gateway port
-    assert ping(a1, "10.239.0.3")                                            # and IPv4 beside it
+    assert ping(a1, blocks("10.239.0.3"))                                            # and IPv4 beside it
     with listener(a2, 80):
         assert tcp_peer(a1, "fd00:99::12", 80) == "fd00:99::11"
     assert ip("-6", "addr", "show", "tentative", ns=a2).strip() == ""

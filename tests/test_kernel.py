@@ -51,30 +51,33 @@ class CountingWrites:
 
 
 @pytest.fixture
-def three_tier(project_name):
-    project = Project.load(REPO / "topologies/three-tier.yaml", project=project_name)
+def three_tier(project_name, blocks, tmp_path):
+    path = tmp_path / "three-tier.yaml"   # its subnets moved to blocks of the test's own
+    path.write_text(blocks((REPO / "topologies/three-tier.yaml").read_text()))
+    project = Project.load(path, project=project_name)
     project.up()
     return project
 
 
-def test_three_tier_reachability_and_settings(three_tier, project_name):
+def test_three_tier_reachability_and_settings(three_tier, project_name, blocks):
     web, app, db = (f"{project_name}-{c}" for c in ("web", "app", "db"))
-    assert ping(web, "10.10.0.20") and ping(app, "10.20.0.30") and ping(app, "10.99.0.2")
+    assert ping(web, blocks("10.10.0.20")) and ping(app, blocks("10.20.0.30")) and ping(app, blocks("10.99.0.2"))
     with listener(db, 5432):
-        assert tcp_connect(app, "10.20.0.30", 5432)
-        assert tcp_connect(app, "10.99.0.2", 5432)   # over the p2p wire
+        assert tcp_connect(app, blocks("10.20.0.30"), 5432)
+        assert tcp_connect(app, blocks("10.99.0.2"), 5432)   # over the p2p wire
     with listener(app, 8080):
-        assert tcp_connect(web, "10.10.0.20", 8080)
+        assert tcp_connect(web, blocks("10.10.0.20"), 8080)
     links = link_facts(web)
     assert links["eth0"].mac == "02:42:0a:0a:00:0a" and links["eth0"].mtu == 1500 and links["lo"].up
     assert link_facts(db)["eth0"].mtu == 1400
     routes = ip("route", ns=app)
-    assert "default via 10.10.0.1 dev eth0" in routes and "10.30.0.0/24 via 10.20.0.1 dev eth1" in routes
-    assert "10.99.0.1/30" in ip("-4", "addr", "show", "p2p0", ns=app)
+    assert blocks("default via 10.10.0.1 dev eth0") in routes
+    assert blocks("10.30.0.0/24 via 10.20.0.1 dev eth1") in routes
+    assert blocks("10.99.0.1/30") in ip("-4", "addr", "show", "p2p0", ns=app)
     resolv = Path(f"/etc/netns/{web}/resolv.conf").read_text()
-    assert "nameserver 10.10.0.1" in resolv and "search shop.lab" in resolv
+    assert blocks("nameserver 10.10.0.1") in resolv and "search shop.lab" in resolv
     hosts = Path(f"/etc/netns/{app}/hosts").read_text()
-    assert "10.20.0.99\tcache" in hosts and "10.20.0.30\tdb" in hosts
+    assert blocks("10.20.0.99\tcache") in hosts and blocks("10.20.0.30\tdb") in hosts
     # /etc/netns/<ns> is a symlink to a shared folder; `ip netns exec` follows it.
     assert os.path.islink(f"/etc/netns/{web}")
     seen = subprocess.run(["ip", "netns", "exec", web, "cat", "/etc/resolv.conf", "/etc/hosts"],
@@ -91,25 +94,27 @@ def test_second_up_changes_nothing_and_writes_nothing(three_tier, monkeypatch):
     assert not report.plan and writes.count == 0
 
 
-def test_incremental_change_touches_only_what_changed(topo, project_name, monkeypatch):
-    base = """
+def test_incremental_change_touches_only_what_changed(topo, project_name, monkeypatch, blocks):
+    base = blocks("""
 networks:
   a: {subnet: 10.61.0.0/24}
   b: {subnet: 10.62.0.0/24}
 containers:
   one: {networks: {a: {ipv4_address: 10.61.0.5}}}
   two: {networks: [a, b]}
-"""
+""")
     topo(base).up()
     inode = namespaces.inode(namespaces.netns_path(f"{project_name}-one"))
     before = link_facts()
-    changed = base.replace("10.61.0.5", "10.61.0.6").replace("  b: {subnet: 10.62.0.0/24}\n", "")
+    changed = base.replace(blocks("10.61.0.5"), blocks("10.61.0.6"))
+    changed = changed.replace(blocks("  b: {subnet: 10.62.0.0/24}\n"), "")
     changed = changed.replace("two: {networks: [a, b]}", "two: {networks: [a]}\n  three: {networks: [a]}")
     project = topo(changed)
     plan = project.plan().plan
     ops = {(a.op, a.key) for a in plan.changes}
     one = f"{project_name}-one"
-    assert ("delete", f"addr:{one}/eth0/10.61.0.5/24") in ops and ("create", f"addr:{one}/eth0/10.61.0.6/24") in ops
+    assert ("delete", blocks(f"addr:{one}/eth0/10.61.0.5/24")) in ops
+    assert ("create", blocks(f"addr:{one}/eth0/10.61.0.6/24")) in ops
     assert ("create", f"netns:{project_name}-three") in ops
     assert any(op == "delete" and key.startswith("link:/") for op, key in ops)  # network b's bridge
     assert not any(key == f"netns:{one}" for _, key in ops)
@@ -118,21 +123,21 @@ containers:
     assert namespaces.inode(namespaces.netns_path(one)) == inode
     kept = [n for n in before if n in after and n.startswith(project_name)]
     assert kept and all(before[n].index == after[n].index for n in kept)
-    assert "10.61.0.6/24" in ip("-4", "addr", ns=one)
+    assert blocks("10.61.0.6/24") in ip("-4", "addr", ns=one)
 
 
-def test_drift_is_shown_and_repaired(three_tier, project_name):
+def test_drift_is_shown_and_repaired(three_tier, project_name, blocks):
     app, db = f"{project_name}-app", f"{project_name}-db"
     ip("link", "del", "p2p0", ns=app)           # deletes the wire (both ends)
     ip("addr", "flush", "dev", "eth0", ns=db)
     ip("link", "set", "eth1", "mtu", "1300", ns=app)
     keys = {(a.op, a.key) for a in three_tier.plan().plan.changes}
     assert ("create", f"link:{app}/p2p0") in keys
-    assert ("create", f"addr:{db}/eth0/10.20.0.30/24") in keys
+    assert ("create", blocks(f"addr:{db}/eth0/10.20.0.30/24")) in keys
     assert any(a.op == "update" and "peer_mtu" in a.changes for a in three_tier.plan().plan.changes)
     three_tier.up()
     assert not three_tier.plan().plan
-    assert ping(app, "10.99.0.2") and ping(app, "10.20.0.30")
+    assert ping(app, blocks("10.99.0.2")) and ping(app, blocks("10.20.0.30"))
 
 
 def test_down_removes_everything_and_spares_decoys(three_tier, project_name):
@@ -153,25 +158,25 @@ def test_down_removes_everything_and_spares_decoys(three_tier, project_name):
     assert not three_tier.down().plan     # idempotent
 
 
-def test_adopted_namespace_keeps_living(topo, project_name):
+def test_adopted_namespace_keeps_living(topo, project_name, blocks):
     legacy = f"{project_name}-legacy"
     namespaces.create(legacy)
-    project = topo(f"""
+    project = topo(blocks(f"""
 networks: {{n: {{subnet: 10.63.0.0/24}}}}
 containers:
   mine: {{networks: [n]}}
   old: {{netns: {legacy}, networks: [n]}}
-""")
+"""))
     project.up()
-    assert ping(legacy, "10.63.0.2")
+    assert ping(legacy, blocks("10.63.0.2"))
     project.down()
     assert legacy in namespaces.list_named()
     assert set(link_facts(legacy)) == {"lo"}
 
 
-def test_name_collision_with_foreign_namespace_is_an_error(topo, project_name):
+def test_name_collision_with_foreign_namespace_is_an_error(topo, project_name, blocks):
     namespaces.create(f"{project_name}-web")
-    project = topo("networks: {n: {subnet: 10.64.0.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    project = topo(blocks("networks: {n: {subnet: 10.64.0.0/24}}\ncontainers: {web: {networks: [n]}}\n"))
     from netcompose.errors import ConflictError
     with pytest.raises(ConflictError, match="another tool"):
         project.up()
@@ -185,8 +190,8 @@ def record_compiled_units(monkeypatch) -> list[str]:
     return compiled
 
 
-def test_an_edit_observes_only_where_it_lands(topo, project_name, monkeypatch):
-    base = """
+def test_an_edit_observes_only_where_it_lands(topo, project_name, monkeypatch, blocks):
+    base = blocks("""
 networks:
   a: {subnet: 10.63.0.0/24}
   b: {subnet: 10.64.0.0/24}
@@ -194,7 +199,7 @@ containers:
   one: {networks: [a]}
   two: {networks: [a]}
   three: {networks: {b: {ipv4_address: 10.64.0.7}}}
-"""
+""")
     topo(base).up()
     one, two, three, four = (f"{project_name}-{c}" for c in ("one", "two", "three", "four"))
     # Members of a network share one hosts file.
@@ -212,9 +217,9 @@ containers:
     assert {a.key for a in report.plan.changes} >= {f"netns:{four}", f"file:/etc/netns/.netcompose/{project_name}/a/hosts"}
     assert f"file:/etc/netns/{one}" not in {a.key for a in report.plan.changes}
     assert "\tfour\n" in Path(f"/etc/netns/{one}/hosts").read_text()
-    assert ping(four, "10.63.0.2") and ping(one, "10.63.0.4")
+    assert ping(four, blocks("10.63.0.2")) and ping(one, blocks("10.63.0.4"))
     # The full view finds only the drift the edit did not touch; a refresh repairs it.
-    assert {(a.op, a.key) for a in grown.plan().plan.changes} == {("create", f"addr:{three}/eth0/10.64.0.7/24"),
+    assert {(a.op, a.key) for a in grown.plan().plan.changes} == {("create", blocks(f"addr:{three}/eth0/10.64.0.7/24")),
                                                                    ("create", f"route:{three}/0.0.0.0/0")}
     grown.up(refresh=True)
     assert not grown.plan().plan
@@ -227,32 +232,32 @@ containers:
     assert not shrunk.plan().plan
 
 
-def test_an_edit_converges_the_unchanged_containers_it_reaches(topo, project_name, monkeypatch):
+def test_an_edit_converges_the_unchanged_containers_it_reaches(topo, project_name, monkeypatch, blocks):
     """A wire added or removed between two unchanged containers is observed in both
     sandboxes, so both compile again and converge with it (nothing of theirs looks unwanted)."""
-    base = """
+    base = blocks("""
 networks:
   a: {subnet: 10.66.0.0/24}
 containers:
   left: {networks: [a]}
   right: {networks: [a]}
   aside: {networks: [a]}
-"""
+""")
     topo(base).up()
     compiled = record_compiled_units(monkeypatch)
-    linked = topo(base + 'links:\n  - endpoints: ["left:p0", "right:p0"]\n'
-                         '    addresses: ["10.67.0.1/30", "10.67.0.2/30"]\n')
+    linked = topo(base + blocks('links:\n  - endpoints: ["left:p0", "right:p0"]\n'
+                         '    addresses: ["10.67.0.1/30", "10.67.0.2/30"]\n'))
     report = linked.up()
     assert sorted(compiled) == ["left", "right"]
     assert report.plan.counts()["delete"] == 0, [a.key for a in report.plan.changes]
-    assert ping(f"{project_name}-left", "10.67.0.2")
+    assert ping(f"{project_name}-left", blocks("10.67.0.2"))
     assert not linked.plan().plan
     compiled.clear()
     unlinked = topo(base)
     report = unlinked.up()
     assert sorted(compiled) == ["left", "right"]
     assert {a.key for a in report.plan.changes if not a.implicit} == {f"link:{project_name}-left/p0"}
-    assert ping(f"{project_name}-left", "10.66.0.3") and not unlinked.plan().plan
+    assert ping(f"{project_name}-left", blocks("10.66.0.3")) and not unlinked.plan().plan
 
 
 def test_pipelined_writes_report_each_failure(project_name):

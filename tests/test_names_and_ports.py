@@ -43,9 +43,9 @@ def host_names(path, project: str) -> dict:
     return found
 
 
-def test_colliding_hashes_resolve_to_distinct_deterministic_names(tmp_path, colliding):
+def test_colliding_hashes_resolve_to_distinct_deterministic_names(tmp_path, colliding, blocks):
     path = tmp_path / "lab.yaml"
-    path.write_text(LAB)
+    path.write_text(blocks(LAB))
     first = host_names(path, "p")
     assert len(set(first.values())) == len(first)
     # The pair that sorts first keeps the plain digest; the others are salted.
@@ -54,21 +54,21 @@ def test_colliding_hashes_resolve_to_distinct_deterministic_names(tmp_path, coll
     assert all(len(name) <= 15 for name in first.values())
     assert host_names(path, "p") == first                          # deterministic
     # Declaration order does not matter, and the scope observes the same names.
-    path.write_text("containers:\n  db: {networks: [back]}\n  web: {networks: [front, back]}\n"
-                    "networks:\n  back: {subnet: 10.78.0.0/24}\n  front: {subnet: 10.77.0.0/24}\n")
+    path.write_text(blocks("containers:\n  db: {networks: [back]}\n  web: {networks: [front, back]}\n"
+                    "networks:\n  back: {subnet: 10.78.0.0/24}\n  front: {subnet: 10.77.0.0/24}\n"))
     assert host_names(path, "p") == first
     scope = Project(load(path, "p", environ={})).scope()
     assert scope.host_ifnames == frozenset(first.values())
 
 
 @needs_root
-def test_colliding_hashes_come_up_and_stay_converged(topo, project_name, colliding):
-    project = topo(LAB)
+def test_colliding_hashes_come_up_and_stay_converged(topo, project_name, colliding, blocks):
+    project = topo(blocks(LAB))
     project.up()
-    assert not topo(LAB).plan().plan       # observed under the same names: nothing to do
-    ps = {(row["container"], row["network"]): row for row in topo(LAB).ps()}
+    assert not topo(blocks(LAB)).plan().plan       # observed under the same names: nothing to do
+    ps = {(row["container"], row["network"]): row for row in topo(blocks(LAB)).ps()}
     assert len({row["host_ifname"] for row in ps.values()}) == 3 and all(row["state"] == "up" for row in ps.values())
-    topo(LAB).down()
+    topo(blocks(LAB)).down()
 
 
 PORTS = ("networks:\n  front: {subnet: 10.79.0.0/24}\ncontainers:\n"
@@ -83,9 +83,9 @@ def host_ports(path, facts=HostFacts()) -> dict[str, list[int]]:
     return {c.name: c.host_ports for c in res.containers.values()}
 
 
-def test_target_only_ports_get_stable_distinct_ephemeral_host_ports(tmp_path):
+def test_target_only_ports_get_stable_distinct_ephemeral_host_ports(tmp_path, blocks):
     path = tmp_path / "ports.yaml"
-    path.write_text(PORTS)
+    path.write_text(blocks(PORTS))
     first = host_ports(path)
     (web80, web8080, web53), (api80,) = first["web"], first["api"]
     assert web8080 == 8080 and web80 != api80
@@ -101,12 +101,12 @@ def test_target_only_ports_get_stable_distinct_ephemeral_host_ports(tmp_path):
     assert host_ports(path, sticky) == first
     assert host_ports(path, replace(sticky, other_ports=taken))["web"][0] != web80
     # An explicit port of the file wins over a remembered ephemeral one.
-    path.write_text(PORTS.replace("'8080:81'", f"'{web80}:81'"))
+    path.write_text(blocks(PORTS).replace("'8080:81'", f"'{web80}:81'"))
     assert host_ports(path, sticky)["web"][0] != web80
 
 
 @needs_root
-def test_target_only_port_is_published_stable_and_shown_by_ps(tmp_path, project_name):
+def test_target_only_port_is_published_stable_and_shown_by_ps(tmp_path, project_name, blocks):
     import json
     import socket
 
@@ -114,7 +114,8 @@ def test_target_only_port_is_published_stable_and_shown_by_ps(tmp_path, project_
 
     from .conftest import run_cli
     path = tmp_path / "ports.yaml"
-    path.write_text("networks:\n  front: {subnet: 10.79.0.0/24}\ncontainers:\n  web: {networks: [front], ports: ['80']}\n")
+    path.write_text(blocks("networks:\n  front: {subnet: 10.79.0.0/24}\n"
+                           "containers:\n  web: {networks: [front], ports: ['80']}\n"))
     assert run_cli("up", "-f", str(path), "-p", project_name).returncode == 0
     rows = json.loads(run_cli("ps", "--json", "-f", str(path), "-p", project_name).stdout)
     shown = rows[0]["ports"]
@@ -122,7 +123,7 @@ def test_target_only_port_is_published_stable_and_shown_by_ps(tmp_path, project_
     assert shown == [f"0.0.0.0:{port}->80/tcp, :::{port}->80/tcp"]
     assert EPHEMERAL_PORTS[0] <= port <= EPHEMERAL_PORTS[1]
     with listener(f"{project_name}-web", 80):   # from the host, to its address on the network
-        with socket.create_connection(("10.79.0.1", port), timeout=2) as conn:
+        with socket.create_connection((blocks("10.79.0.1"), port), timeout=2) as conn:
             assert conn.recv(64)
     with socket.socket() as squatter:   # a host socket on the port now: the port still stays
         squatter.bind(("127.0.0.1", port))

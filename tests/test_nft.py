@@ -54,30 +54,30 @@ containers:
 """
 
 
-def test_networks_isolated_until_a_policy_allows_one_port(topo, project_name):
+def test_networks_isolated_until_a_policy_allows_one_port(topo, project_name, blocks):
     web, db = f"{project_name}-web", f"{project_name}-db"
-    topo(POLICY_TOPO).up()
+    topo(blocks(POLICY_TOPO)).up()
     with listener(db, 5432), listener(db, 22), listener(web, 80):
-        assert not tcp_connect(web, "10.82.0.10", 5432, 0.5) and not ping(web, "10.82.0.10", 0.5)
-        assert not tcp_connect(db, "10.81.0.10", 80, 0.5) and not ping(db, "10.81.0.10", 0.5)
-        topo(POLICY_TOPO + "policies:\n  - {from: front, to: back, proto: tcp, ports: [5432]}\n").up()
-        assert tcp_peer(web, "10.82.0.10", 5432) == "10.81.0.10"     # replies pass (conntrack)
-        assert not tcp_connect(web, "10.82.0.10", 22, 0.5) and not ping(web, "10.82.0.10", 0.5)
-        assert not tcp_connect(db, "10.81.0.10", 80, 0.5)             # policies are one-way
+        assert not tcp_connect(web, blocks("10.82.0.10"), 5432, 0.5) and not ping(web, blocks("10.82.0.10"), 0.5)
+        assert not tcp_connect(db, blocks("10.81.0.10"), 80, 0.5) and not ping(db, blocks("10.81.0.10"), 0.5)
+        topo(blocks(POLICY_TOPO) + "policies:\n  - {from: front, to: back, proto: tcp, ports: [5432]}\n").up()
+        assert tcp_peer(web, blocks("10.82.0.10"), 5432) == blocks("10.81.0.10")     # replies pass (conntrack)
+        assert not tcp_connect(web, blocks("10.82.0.10"), 22, 0.5) and not ping(web, blocks("10.82.0.10"), 0.5)
+        assert not tcp_connect(db, blocks("10.81.0.10"), 80, 0.5)             # policies are one-way
 
 
-def test_icc_false_blocks_peers_but_not_the_gateway(topo, project_name):
-    topo("""
+def test_icc_false_blocks_peers_but_not_the_gateway(topo, project_name, blocks):
+    topo(blocks("""
 networks: {back: {subnet: 10.84.0.0/24, icc: false}}
 containers:
   a: {networks: {back: {ipv4_address: 10.84.0.11}}}
   b: {networks: {back: {ipv4_address: 10.84.0.12}}}
-""").up()
+""")).up()
     a = f"{project_name}-a"
-    assert ping(a, "10.84.0.1")
-    assert not ping(a, "10.84.0.12", 0.5) and not ping(f"{project_name}-b", "10.84.0.11", 0.5)
+    assert ping(a, blocks("10.84.0.1"))
+    assert not ping(a, blocks("10.84.0.12"), 0.5) and not ping(f"{project_name}-b", blocks("10.84.0.11"), 0.5)
     with listener(f"{project_name}-b", 7000):
-        assert not tcp_connect(a, "10.84.0.12", 7000, 0.5)
+        assert not tcp_connect(a, blocks("10.84.0.12"), 7000, 0.5)
 
 
 NAT_TOPO = """
@@ -92,23 +92,23 @@ containers:
 """
 
 
-def test_nat_out_and_internal_network(topo, project_name, upstream):
+def test_nat_out_and_internal_network(topo, project_name, upstream, blocks):
     web, vault = f"{project_name}-web", f"{project_name}-vault"
-    topo(NAT_TOPO).up()
+    topo(blocks(NAT_TOPO)).up()
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         assert f.read().strip() == "1"
     with listener(upstream, 9000):
         assert tcp_peer(web, UPSTREAM, 9000) == HOST_SIDE        # masqueraded to the host's address
         assert not tcp_connect(vault, UPSTREAM, 9000, 0.5)        # internal: nothing leaves
     assert not ping(vault, UPSTREAM, 0.5)
-    ip("route", "add", "10.86.0.0/24", "via", HOST_SIDE, ns=upstream)
-    assert not ping(upstream, "10.86.0.10", 0.5)                  # ... and nothing enters
+    ip("route", "add", blocks("10.86.0.0/24"), "via", HOST_SIDE, ns=upstream)
+    assert not ping(upstream, blocks("10.86.0.10"), 0.5)                  # ... and nothing enters
     with listener(vault, 22):
-        assert not tcp_connect(upstream, "10.86.0.10", 22, 0.5)
-        assert not tcp_connect(web, "10.86.0.10", 22, 0.5)        # nor from the project's other networks
+        assert not tcp_connect(upstream, blocks("10.86.0.10"), 22, 0.5)
+        assert not tcp_connect(web, blocks("10.86.0.10"), 22, 0.5)        # nor from the project's other networks
         # As with Docker's internal networks, the host and the members reach each other.
-        assert tcp_connect("/proc/self/ns/net", "10.86.0.10", 22, 1.0)
-    assert ping(vault, "10.86.0.1") and ping("/proc/self/ns/net", "10.86.0.10")
+        assert tcp_connect("/proc/self/ns/net", blocks("10.86.0.10"), 22, 1.0)
+    assert ping(vault, blocks("10.86.0.1")) and ping("/proc/self/ns/net", blocks("10.86.0.10"))
 
 
 def _udp_frame(src_mac: bytes, dst_mac: bytes, src: str, dst: str, dport: int) -> bytes:
@@ -123,9 +123,9 @@ def _udp_frame(src_mac: bytes, dst_mac: bytes, src: str, dst: str, dport: int) -
     return dst_mac + src_mac + b"\x08\x00" + header + udp
 
 
-def test_published_ports_keep_source_and_loopback_ports_stay_local(topo, project_name, upstream):
+def test_published_ports_keep_source_and_loopback_ports_stay_local(topo, project_name, upstream, blocks):
     web = f"{project_name}-web"
-    topo(NAT_TOPO).up()
+    topo(blocks(NAT_TOPO)).up()
     with listener(web, 80):
         assert tcp_peer(upstream, HOST_SIDE, 8080) == UPSTREAM        # DNAT, no proxy: real source
     # From the host itself: to a non-loopback host address, and the loopback-only port.
@@ -139,7 +139,7 @@ def test_published_ports_keep_source_and_loopback_ports_stay_local(topo, project
                 sock.sendto(b"netcompose-probe", ("127.0.0.1", port))
                 assert sock.recv(64) == b"netcompose-probe"
     with listener(web, 80):            # as with Docker, a port on all addresses answers at 127.0.0.1
-        assert tcp_peer("/proc/self/ns/net", "127.0.0.1", 8080) == "10.85.0.1"
+        assert tcp_peer("/proc/self/ns/net", "127.0.0.1", 8080) == blocks("10.85.0.1")
     # A LAN host aiming at 127.0.0.1 through the host's MAC (moby#45610), even with
     # route_localnet on its way in, never reaches the container.
     ip("link", "set", f"{project_name}-upl", "up")
@@ -177,31 +177,31 @@ expect:
 """
 
 
-def test_container_firewall_both_directions(topo, project_name):
+def test_container_firewall_both_directions(topo, project_name, blocks):
     web, client, db = (f"{project_name}-{c}" for c in ("web", "client", "db"))
-    topo(FIREWALL_TOPO).up()
+    topo(blocks(FIREWALL_TOPO)).up()
     with listener(web, 80), listener(web, 81), listener(db, 5432), listener(db, 22):
-        assert tcp_connect(client, "10.87.0.10", 80)
-        assert not tcp_connect(client, "10.87.0.10", 81, 0.5)
-        assert not tcp_connect(db, "10.87.0.10", 80, 0.5)           # ingress names the client only
-        assert not ping(client, "10.87.0.10", 0.5)
-        assert tcp_connect(web, "10.87.0.30", 5432)
-        assert not tcp_connect(web, "10.87.0.30", 22, 0.5)
-        assert not ping(web, "10.87.0.20", 0.5)
-        assert ping(client, "10.87.0.30")                            # others are unaffected
+        assert tcp_connect(client, blocks("10.87.0.10"), 80)
+        assert not tcp_connect(client, blocks("10.87.0.10"), 81, 0.5)
+        assert not tcp_connect(db, blocks("10.87.0.10"), 80, 0.5)           # ingress names the client only
+        assert not ping(client, blocks("10.87.0.10"), 0.5)
+        assert tcp_connect(web, blocks("10.87.0.30"), 5432)
+        assert not tcp_connect(web, blocks("10.87.0.30"), 22, 0.5)
+        assert not ping(web, blocks("10.87.0.20"), 0.5)
+        assert ping(client, blocks("10.87.0.30"))                            # others are unaffected
     # An edit that drops the firewall removes web's table (found through the last apply's record).
-    opened = FIREWALL_TOPO.replace("""    firewall:
+    opened = blocks(FIREWALL_TOPO).replace("""    firewall:
       ingress: [{from: client, proto: tcp, ports: [80]}]
       egress: [{to: db, proto: tcp, ports: [5432]}]
 """, "").split("expect:")[0]
     topo(opened).up()
-    assert ping(client, "10.87.0.10") and ping(web, "10.87.0.20")
+    assert ping(client, blocks("10.87.0.10")) and ping(web, blocks("10.87.0.20"))
     assert not subprocess.run(["ip", "netns", "exec", web, "nft", "list", "tables"], capture_output=True,
                               text=True, check=True).stdout.strip()
 
 
-def test_check_passes_then_names_the_broken_pair(topo, project_name, tmp_path):
-    project = topo(FIREWALL_TOPO)
+def test_check_passes_then_names_the_broken_pair(topo, project_name, tmp_path, blocks):
+    project = topo(blocks(FIREWALL_TOPO))
     project.up()
     probes = project.check()
     assert probes and all(p.ok for p in probes), [p for p in probes if not p.ok]
@@ -220,26 +220,26 @@ def test_check_passes_then_names_the_broken_pair(topo, project_name, tmp_path):
     assert "FAIL web → db tcp:5432" in result.stdout
 
 
-def test_table_drift_is_repaired_and_port_changes_touch_only_nft(topo, project_name):
-    project = topo(NAT_TOPO)
+def test_table_drift_is_repaired_and_port_changes_touch_only_nft(topo, project_name, blocks):
+    project = topo(blocks(NAT_TOPO))
     project.up()
     subprocess.run(["nft", "delete", "table", "inet", f"netcompose-{project_name}"], check=True)
     plan = project.plan().plan
     assert [(a.op, a.kind) for a in plan.changes] == [("create", "nft_table")]
     project.up()
     before = link_facts()
-    changed = topo(NAT_TOPO.replace('"8080:80"', '"8080:80", "9090:90"'))
+    changed = topo(blocks(NAT_TOPO).replace('"8080:80"', '"8080:80", "9090:90"'))
     assert {a.kind for a in changed.plan().plan.changes} == {"nft_table"}
     changed.up()
     after = link_facts()
     assert {n: l.index for n, l in before.items()} == {n: l.index for n, l in after.items()}
     listing = subprocess.run(["nft", "list", "table", "inet", f"netcompose-{project_name}"],
                              capture_output=True, text=True).stdout
-    assert "dnat ip to 10.85.0.10:90" in listing
+    assert blocks("dnat ip to 10.85.0.10:90") in listing
 
 
-def test_failed_nft_transaction_keeps_old_table(topo, project_name, monkeypatch):
-    project = topo(NAT_TOPO)
+def test_failed_nft_transaction_keeps_old_table(topo, project_name, monkeypatch, blocks):
+    project = topo(blocks(NAT_TOPO))
     project.up()
     table = ["nft", "list", "table", "inet", f"netcompose-{project_name}"]
     before = subprocess.run(table, capture_output=True, text=True).stdout
@@ -251,28 +251,28 @@ def test_failed_nft_transaction_keeps_old_table(topo, project_name, monkeypatch)
                                              "chain": "no-such-chain", "expr": [{"accept": None}]}}}]
     monkeypatch.setattr(nftables.NftablesDriver, "_commands", staticmethod(poisoned))
     with pytest.raises(ApplyError, match="rolled back"):
-        topo(NAT_TOPO.replace('"8080:80"', '"8081:80"')).up()
+        topo(blocks(NAT_TOPO).replace('"8080:80"', '"8081:80"')).up()
     assert subprocess.run(table, capture_output=True, text=True).stdout == before
 
 
-def test_foreign_rules_are_byte_identical_after_up_and_down(topo, project_name):
+def test_foreign_rules_are_byte_identical_after_up_and_down(topo, project_name, blocks):
     decoy = f"{project_name}-decoy"
     subprocess.run(["nft", "add", "table", "inet", decoy], check=True)
     subprocess.run(["nft", "add", "chain", "inet", decoy, "forward",
                     "{ type filter hook forward priority 10; policy accept; }"], check=True)
-    subprocess.run(["nft", "add", "rule", "inet", decoy, "forward", "ip", "saddr", "10.88.0.0/24", "counter",
+    subprocess.run(["nft", "add", "rule", "inet", decoy, "forward", "ip", "saddr", blocks("10.88.0.0/24"), "counter",
                     "accept", "comment", f'"{decoy}"'], check=True)
     chain = f"{project_name.upper()}-DECOY"
     # iptables-nft creates its `ip filter` table on first use; remove it after only if we caused it.
     had_filter = subprocess.run(["nft", "list", "table", "ip", "filter"], capture_output=True).returncode == 0
     subprocess.run(["iptables", "-N", chain], check=True)
-    subprocess.run(["iptables", "-A", chain, "-s", "10.89.0.0/24", "-j", "ACCEPT"], check=True)
+    subprocess.run(["iptables", "-A", chain, "-s", blocks("10.89.0.0/24"), "-j", "ACCEPT"], check=True)
     try:
         def snapshot() -> tuple[str, str]:
             return (subprocess.run(["nft", "list", "table", "inet", decoy], capture_output=True, text=True).stdout,
                     subprocess.run(["iptables", "-S", chain], capture_output=True, text=True).stdout)
         before = snapshot()
-        project = topo(NAT_TOPO)
+        project = topo(blocks(NAT_TOPO))
         project.up()
         assert snapshot() == before
         project.down()

@@ -45,9 +45,9 @@ containers:
 
 
 @pytest.fixture
-def ovs_topo(topo, private_ovs):
+def ovs_topo(topo, private_ovs, blocks):
     def make(text: str):
-        return topo(text, ovsdb=private_ovs.remote)
+        return topo(blocks(text), ovsdb=private_ovs.remote)
     return make
 
 
@@ -60,14 +60,14 @@ def l2_reachable(src_ns: str, dst_ip: str) -> bool:
         ip("route", "del", dst_ip, "dev", "eth0", ns=src_ns)
 
 
-def test_same_network_reachable_vlans_isolated_and_retag_in_place(ovs_topo, project_name, private_ovs):
+def test_same_network_reachable_vlans_isolated_and_retag_in_place(ovs_topo, project_name, private_ovs, blocks):
     a1, a2, b1 = (f"{project_name}-{c}" for c in ("a1", "a2", "b1"))
     project = ovs_topo(tenants(project_name))
     project.up()
-    assert ping(a1, "10.71.0.12") and ping(a2, "10.71.0.11") and ping(a1, "10.71.0.1")
+    assert ping(a1, blocks("10.71.0.12")) and ping(a2, blocks("10.71.0.11")) and ping(a1, blocks("10.71.0.1"))
     with listener(a2, 8080):  # TCP needs TX checksum offload off on the OVS veths
-        assert tcp_peer(a1, "10.71.0.12", 8080) == "10.71.0.11"
-    assert not l2_reachable(a1, "10.72.0.11")
+        assert tcp_peer(a1, blocks("10.71.0.12"), 8080) == blocks("10.71.0.11")
+    assert not l2_reachable(a1, blocks("10.72.0.11"))
 
     host_end = project.resolved().containers["b1"].endpoints[0].host_ifname
     uuid_before = private_ovs.vsctl("get", "Interface", host_end, "_uuid")
@@ -79,7 +79,7 @@ def test_same_network_reachable_vlans_isolated_and_retag_in_place(ovs_topo, proj
     assert private_ovs.vsctl("get", "Interface", host_end, "_uuid") == uuid_before
     assert link_facts()[host_end].index == index_before
     assert private_ovs.vsctl("get", "Port", host_end, "tag") == "30"
-    assert ping(b1, "10.72.0.1") and not l2_reachable(a1, "10.72.0.11")
+    assert ping(b1, blocks("10.72.0.1")) and not l2_reachable(a1, blocks("10.72.0.11"))
 
 
 def test_second_up_makes_no_ovsdb_transaction(ovs_topo, project_name, monkeypatch):
@@ -122,23 +122,23 @@ def _capture_vlans(ns: str, stop: threading.Event, seen: set[int]) -> socket.soc
     return sock
 
 
-def test_trunk_carries_both_tags_both_ways(ovs_topo, project_name):
+def test_trunk_carries_both_tags_both_ways(ovs_topo, project_name, blocks):
     router, a1 = f"{project_name}-router", f"{project_name}-a1"
     ovs_topo(tenants(project_name)).up()
     stop, seen = threading.Event(), set()
     sock = _capture_vlans(router, stop, seen)
     try:
         # Broadcast ARP from each tenant reaches the trunk with the tenant's tag.
-        ping(a1, "10.71.0.99", timeout=0.3)
-        ping(f"{project_name}-b1", "10.72.0.99", timeout=0.3)
+        ping(a1, blocks("10.71.0.99"), timeout=0.3)
+        ping(f"{project_name}-b1", blocks("10.72.0.99"), timeout=0.3)
         # The router reaches tenant a with a frame it tags itself: an ARP request for a1.
         router_mac = bytes.fromhex(link_facts(router)["eth0"].mac.replace(":", ""))
-        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, router_mac, socket.inet_aton("10.71.0.200"),
-                          b"\0" * 6, socket.inet_aton("10.71.0.11"))
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, router_mac, socket.inet_aton(blocks("10.71.0.200")),
+                          b"\0" * 6, socket.inet_aton(blocks("10.71.0.11")))
         frame = b"\xff" * 6 + router_mac + struct.pack("!HHH", 0x8100, 10, 0x0806) + arp
         sock.send(frame)
         time.sleep(0.5)
-        assert "10.71.0.200" in ip("neigh", ns=a1)   # a1 learnt the router from the tagged request
+        assert blocks("10.71.0.200") in ip("neigh", ns=a1)   # a1 learnt the router from the tagged request
     finally:
         stop.set()
         time.sleep(0.2)
@@ -146,7 +146,7 @@ def test_trunk_carries_both_tags_both_ways(ovs_topo, project_name):
     assert {10, 20} <= seen
 
 
-def test_drift_foreign_ports_and_down(ovs_topo, project_name, private_ovs):
+def test_drift_foreign_ports_and_down(ovs_topo, project_name, private_ovs, blocks):
     bridge = f"{project_name}-lab"
     project = ovs_topo(tenants(project_name))
     project.up()
@@ -154,7 +154,7 @@ def test_drift_foreign_ports_and_down(ovs_topo, project_name, private_ovs):
     private_ovs.vsctl("del-port", bridge, a1_port)
     assert ("create", f"ovsport:{a1_port}") in {(a.op, a.key) for a in project.plan().plan.changes}
     project.up()
-    assert ping(f"{project_name}-a1", "10.71.0.12")
+    assert ping(f"{project_name}-a1", blocks("10.71.0.12"))
 
     foreign = f"{project_name}-frn"
     private_ovs.vsctl("add-port", bridge, foreign, "--", "set", "Interface", foreign, "type=internal")
@@ -166,8 +166,8 @@ def test_drift_foreign_ports_and_down(ovs_topo, project_name, private_ovs):
     assert bridge not in private_ovs.vsctl("list-br").split()
 
 
-def test_mixed_bridge_and_ovs_endpoints(ovs_topo, project_name):
-    project = ovs_topo("""
+def test_mixed_bridge_and_ovs_endpoints(ovs_topo, project_name, blocks):
+    project = ovs_topo(blocks("""
 networks:
   lan: {subnet: 10.74.0.0/24}
   ovsnet: {driver: ovs, subnet: 10.75.0.0/24, ovs: {datapath_type: netdev}}
@@ -175,12 +175,12 @@ containers:
   both: {networks: {lan: {ipv4_address: 10.74.0.2}, ovsnet: {ipv4_address: 10.75.0.2}}}
   left: {networks: {lan: {ipv4_address: 10.74.0.3}}}
   right: {networks: {ovsnet: {ipv4_address: 10.75.0.3}}}
-""")
+"""))
     project.up()
     both = f"{project_name}-both"
-    assert ping(both, "10.74.0.3") and ping(both, "10.75.0.3")
+    assert ping(both, blocks("10.74.0.3")) and ping(both, blocks("10.75.0.3"))
     with listener(f"{project_name}-right", 9000):
-        assert tcp_peer(both, "10.75.0.3", 9000) == "10.75.0.2"
+        assert tcp_peer(both, blocks("10.75.0.3"), 9000) == blocks("10.75.0.2")
 
 
 def test_unreachable_ovsdb_is_one_clear_error_and_changes_nothing(topo, project_name, tmp_path):

@@ -62,13 +62,13 @@ def one_line_conflict(result: subprocess.CompletedProcess, *words: str) -> None:
 
 
 @pytest.mark.parametrize("family", ["inet", "ip"])
-def test_hand_made_nft_table_with_our_name_is_a_conflict(tmp_path, project_name, family):
+def test_hand_made_nft_table_with_our_name_is_a_conflict(tmp_path, project_name, family, blocks):
     table = f"netcompose-{project_name}"
     subprocess.run(["nft", "add", "table", family, table], check=True)
     subprocess.run(["nft", "add", "chain", family, table, "keep", "{ type filter hook forward priority 5; }"],
                    check=True)
     path = tmp_path / "topo.yaml"
-    path.write_text(NAT_TOPO)
+    path.write_text(blocks(NAT_TOPO))
     before = host_snapshot(project_name)
     one_line_conflict(cli(project_name, path, "up"), table, "another tool")
     assert host_snapshot(project_name) == before
@@ -76,9 +76,9 @@ def test_hand_made_nft_table_with_our_name_is_a_conflict(tmp_path, project_name,
     assert host_snapshot(project_name) == before
 
 
-def test_our_nft_table_carries_its_mark_and_goes_with_down(tmp_path, project_name):
+def test_our_nft_table_carries_its_mark_and_goes_with_down(tmp_path, project_name, blocks):
     path = tmp_path / "topo.yaml"
-    path.write_text(NAT_TOPO)
+    path.write_text(blocks(NAT_TOPO))
     assert cli(project_name, path, "up").returncode == 0
     listing = subprocess.run(["nft", "list", "table", "inet", f"netcompose-{project_name}"],
                              capture_output=True, text=True, check=True).stdout
@@ -94,7 +94,7 @@ containers: {web: {networks: [front]}}
 """
 
 
-def test_foreign_links_with_netcompose_looking_aliases(tmp_path, project_name):
+def test_foreign_links_with_netcompose_looking_aliases(tmp_path, project_name, blocks):
     """Aliases copied onto devices of the wrong kind or name are not ours: plan, up and down
     work around them and leave them as they were; one at a name we need is a conflict."""
     p = project_name
@@ -113,7 +113,7 @@ def test_foreign_links_with_netcompose_looking_aliases(tmp_path, project_name):
             ip("link", "add", name, "type", kind)
         ip("link", "set", name, "alias", alias)
     path = tmp_path / "topo.yaml"
-    path.write_text(LINK_TOPO)
+    path.write_text(blocks(LINK_TOPO))
 
     def decoy_facts():
         links = link_facts()
@@ -135,9 +135,9 @@ def test_foreign_links_with_netcompose_looking_aliases(tmp_path, project_name):
     assert cli(p, path, "down").returncode == 0 and host_snapshot(p) == snapshot
 
 
-def test_exec_refuses_a_namespace_plan_calls_foreign(tmp_path, project_name):
+def test_exec_refuses_a_namespace_plan_calls_foreign(tmp_path, project_name, blocks):
     path = tmp_path / "topo.yaml"
-    path.write_text(LINK_TOPO)
+    path.write_text(blocks(LINK_TOPO))
     namespaces.create(f"{project_name}-web")   # ours by name only
     exec_ = run_cli("exec", "-f", str(path), "-p", project_name, "web", "--", "true")
     one_line_conflict(exec_, f"{project_name}-web", "another tool")
@@ -147,7 +147,7 @@ def test_exec_refuses_a_namespace_plan_calls_foreign(tmp_path, project_name):
     assert missing.returncode == 1 and "not up" in missing.stderr, missing.stderr
     assert cli(project_name, path, "up").returncode == 0
     inside = run_cli("exec", "-f", str(path), "-p", project_name, "web", "--", "ip", "-br", "addr")
-    assert inside.returncode == 0 and "10.152.0.2" in inside.stdout, inside.stderr
+    assert inside.returncode == 0 and blocks("10.152.0.2") in inside.stdout, inside.stderr
 
 
 PLANT_TOPO = """
@@ -210,13 +210,13 @@ def outside_snapshot(folder: Path) -> dict:
             for p in [folder, *folder.rglob("*")]}
 
 
-def test_symlinks_planted_where_up_writes_never_lead_outside(tmp_path, project_name):
+def test_symlinks_planted_where_up_writes_never_lead_outside(tmp_path, project_name, blocks):
     outside = tmp_path / "outside"
     (outside / "folder").mkdir(parents=True)
     (outside / "file").write_text("precious\n")
     (outside / "folder" / "kept").write_text("also precious\n")
     path = tmp_path / "topo.yaml"
-    path.write_text(PLANT_TOPO)
+    path.write_text(blocks(PLANT_TOPO))
     before = outside_snapshot(outside)
     run = subprocess.run(["unshare", "--net", "--mount", "--", "python3", "-c", PLANTER, str(path), project_name,
                           str(outside)], capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -234,12 +234,12 @@ def test_symlinks_planted_where_up_writes_never_lead_outside(tmp_path, project_n
             assert len(result["stderr"].strip().splitlines()) == 1, result
 
 
-def test_down_removes_the_project_state_folder_and_the_lock_stays_exclusive(tmp_path, project_name):
+def test_down_removes_the_project_state_folder_and_the_lock_stays_exclusive(tmp_path, project_name, blocks):
     import threading
     from netcompose.engine import Lock
     from netcompose.errors import LockTimeout
     path = tmp_path / "topo.yaml"
-    path.write_text(LINK_TOPO)
+    path.write_text(blocks(LINK_TOPO))
     state = Path(f"/run/netcompose/{project_name}")
     assert cli(project_name, path, "up").returncode == 0 and (state / "applied.json").exists()
     assert cli(project_name, path, "down").returncode == 0 and not state.exists()
@@ -279,10 +279,10 @@ containers:
 
 
 def test_a_port_added_to_our_ovs_bridge_just_before_down_commits_survives(topo, project_name, private_ovs,
-                                                                          monkeypatch):
+                                                                          monkeypatch, blocks):
     import ovs.db.idl
     bridge, intruder = f"{project_name}-br", f"{project_name}-fp"
-    project = topo(ovs_topo_text(project_name), ovsdb=private_ovs.remote)
+    project = topo(blocks(ovs_topo_text(project_name)), ovsdb=private_ovs.remote)
     try:
         project.up()
         # Every row netcompose inserts carries its mark, the bridge-local Port and Interface too.
@@ -309,10 +309,10 @@ def test_a_port_added_to_our_ovs_bridge_just_before_down_commits_survives(topo, 
 
 
 @pytest.mark.skipif(os.path.exists("/sys/module/openvswitch"), reason="the kernel datapath works here")
-def test_kernel_datapath_missing_fails_with_what_ovs_rows_show(topo, project_name, private_ovs):
+def test_kernel_datapath_missing_fails_with_what_ovs_rows_show(topo, project_name, private_ovs, blocks):
     from netcompose.errors import ApplyError
     bridge = f"{project_name}-br"
-    project = topo(ovs_topo_text(project_name, "system"), ovsdb=private_ovs.remote)
+    project = topo(blocks(ovs_topo_text(project_name, "system")), ovsdb=private_ovs.remote)
     try:
         with pytest.raises(ApplyError) as failure:
             project.up()
@@ -326,12 +326,12 @@ def test_kernel_datapath_missing_fails_with_what_ovs_rows_show(topo, project_nam
 
 
 @needs_root
-def test_a_file_where_a_namespace_goes_is_removed_only_when_it_is_our_placeholder(topo, project_name):
+def test_a_file_where_a_namespace_goes_is_removed_only_when_it_is_our_placeholder(topo, project_name, blocks):
     """A create that died before its mount leaves its file, holding the namespace's mark;
     any other file at that path is someone else's."""
     from netcompose import names
     path = Path("/run/netns") / f"{project_name}-web"
-    project = topo("networks: {n: {subnet: 10.67.9.0/24}}\ncontainers: {web: {networks: [n]}}\n")
+    project = topo(blocks("networks: {n: {subnet: 10.67.9.0/24}}\ncontainers: {web: {networks: [n]}}\n"))
     path.write_text("someone's notes\n")
     try:
         with pytest.raises(Exception, match="did not make"):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -340,10 +341,19 @@ def test_stop_kills_what_outlives_the_leader(topo, project_name):
     text = lab(a=f"command: {json.dumps(LEAVES_CHILDREN)}\nenvironment: {{ROUND: '1'}}", b="")
     project = topo(text, stop_timeout=1)
 
+    def ignores_term(pid: int) -> bool:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        return bool(int(status.split("SigIgn:")[1].split()[0], 16) & 1 << (signal.SIGTERM - 1))
+
     def children() -> set[int]:
+        """The leader's children, once both ignore SIGTERM (not merely started)."""
         leader = running(project_name).get("a")
         procs = processes.scan(processes.namespace_inodes([f"{project_name}-a"]))
-        return {p.pid for p in procs if p.mark() == f"{project_name}/a" and (leader is None or p.pid != leader.pid)}
+        return {p.pid for p in procs if p.mark() == f"{project_name}/a" and (leader is None or p.pid != leader.pid)
+                and ignores_term(p.pid)}
 
     def gone(pids: set[int]) -> bool:
         return not any(processes.stat(pid) and processes.stat(pid)[0] not in ("Z", "X") for pid in pids)

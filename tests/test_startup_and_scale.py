@@ -64,10 +64,10 @@ def test_remembered_records_round_trip_every_example():
 
 @needs_root
 @pytest.mark.kernel
-def test_ps_lists_direct_wires_and_their_state(three_tier, project_name):  # noqa: F811
+def test_ps_lists_direct_wires_and_their_state(three_tier, project_name, blocks):  # noqa: F811
     rows = [r for r in three_tier.ps() if r["link"]]
     assert {(r["container"], r["link"], r["ipv4"], r["state"]) for r in rows} == {
-        ("app", "db:p2p0", "10.99.0.1/30", "up"), ("db", "app:p2p0", "10.99.0.2/30", "up")}
+        ("app", "db:p2p0", blocks("10.99.0.1/30"), "up"), ("db", "app:p2p0", blocks("10.99.0.2/30"), "up")}
     ip("link", "set", "p2p0", "down", ns=f"{project_name}-db")
     states = {r["container"]: r["state"] for r in three_tier.ps() if r["link"]}
     assert states == {"app": "up", "db": "down"}
@@ -77,16 +77,16 @@ def test_ps_lists_direct_wires_and_their_state(three_tier, project_name):  # noq
 
 @needs_root
 @pytest.mark.kernel
-def test_ps_shows_ovs_internal_endpoints_as_they_are(ovs_topo, project_name):  # noqa: F811
-    project = ovs_topo(f"""
+def test_ps_shows_ovs_internal_endpoints_as_they_are(ovs_topo, project_name, blocks):  # noqa: F811
+    project = ovs_topo(blocks(f"""
 networks:
   lan: {{driver: ovs, subnet: 10.74.0.0/24, ovs: {{bridge: {project_name}-ps, datapath_type: netdev}}}}
 containers:
   port: {{networks: {{lan: {{ipv4_address: 10.74.0.11, type: ovs-internal}}}}}}
   pair: {{networks: {{lan: {{ipv4_address: 10.74.0.12}}}}}}
-""")
+"""))
     project.up()
-    assert ping(f"{project_name}-pair", "10.74.0.11")
+    assert ping(f"{project_name}-pair", blocks("10.74.0.11"))
     rows = {r["container"]: r for r in project.ps()}
     assert rows["port"]["state"] == "up" and rows["port"]["mac"] and rows["pair"]["state"] == "up"
     ip("link", "set", "eth0", "down", ns=f"{project_name}-port")

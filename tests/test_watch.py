@@ -49,13 +49,13 @@ def start_watch(tmp_path, project_name):
             terminate(child)
 
 
-def test_watch_debounces_survives_bad_edits_and_repairs_drift(start_watch, project_name):
-    path, next_event, events, child = start_watch("topo.yaml", BASE)
+def test_watch_debounces_survives_bad_edits_and_repairs_drift(start_watch, project_name, blocks):
+    path, next_event, events, child = start_watch("topo.yaml", blocks(BASE))
     first = next_event(20)
     assert first["event"] == "reconcile" and first["trigger"] == "start" and first["create"] > 0
 
     for i in range(3):                            # three saves within 300 ms: one apply
-        path.write_text(BASE + "".join(f"  n{j}: {{networks: [lan]}}\n" for j in range(i + 1)))
+        path.write_text(blocks(BASE) + "".join(f"  n{j}: {{networks: [lan]}}\n" for j in range(i + 1)))
         time.sleep(0.05)
     event = next_event()
     assert event["event"] == "reconcile" and event["trigger"] == "file" and event["create"] > 0
@@ -66,12 +66,12 @@ def test_watch_debounces_survives_bad_edits_and_repairs_drift(start_watch, proje
     assert extra is None, (event["trigger"], extra["trigger"])
     assert all(f"{project_name}-n{j}" in namespaces.list_named() for j in range(3))
 
-    path.write_text(BASE + "  broken: {networks: [nowhere]}\n")
+    path.write_text(blocks(BASE) + "  broken: {networks: [nowhere]}\n")
     event = next_event()
     assert event["event"] == "error" and "topo.yaml:5:" in event["error"] and child.poll() is None
     assert f"{project_name}-n0" in namespaces.list_named()   # last good state kept
 
-    path.write_text(BASE)
+    path.write_text(blocks(BASE))
     event = next_event()
     assert event["event"] == "reconcile" and event["delete"] > 0
 
