@@ -15,6 +15,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from . import __version__, errors
+from .inputs import STDIN
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STYLES = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1"}
@@ -182,6 +183,9 @@ def cmd_plan(args) -> int:
 
 
 def cmd_watch(args) -> int:
+    if STDIN in args.files:
+        raise errors.SpecError(None, "watch reads the file again on every edit, and standard input cannot be "
+                               "watched", "name the file: -f topo.yaml")
     import signal
     from .watch import Watcher
 
@@ -643,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.file_given = args.file is not None
-    args.files = args.file or ["netcompose.yaml"]
+    # `-f -`: the topology from standard input (Compose's spelling), read once and bounded.
+    args.files = [STDIN if name == "-" else name for name in args.file or ["netcompose.yaml"]]
     args.file = args.files[0]
     try:
         return args.func(args)

@@ -16,6 +16,7 @@ from typing import Any
 from . import statefiles
 from .drivers import namespaces, processes
 from .drivers.processes import ProcInfo
+from .inputs import STDIN
 
 
 @dataclass
@@ -217,7 +218,7 @@ def projects() -> list[dict[str, Any]]:
 
 def remember_file(project: str, path: str) -> None:
     """The file a project was last applied from, for `ls` (an annotation, never proof of ownership)."""
-    statefiles.write_json(os.path.join(processes.STATE_ROOT, project, "project.json"), {"file": os.path.abspath(path)})
+    statefiles.write_json(os.path.join(processes.STATE_ROOT, project, "project.json"), {"file": path if path == STDIN else os.path.abspath(path)})
 
 
 def forget(project: str) -> None:
