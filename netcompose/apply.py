@@ -53,11 +53,14 @@ def batches(plan: Plan):
 
 
 def execute(plan: Plan, drivers: dict, fault: FaultHook | None = None,
-            interrupted: Callable[[], bool] = lambda: False) -> Progress:
+            interrupted: Callable[[], bool] = lambda: False,
+            advanced: Callable[[int], None] = lambda done: None) -> Progress:
     """Apply every action; stop at the first failed level (or, once `interrupted`, before
-    the next level) and say which actions completed."""
+    the next level) and say which actions completed (`advanced` hears their number after
+    each level)."""
     progress = Progress()
     for by_driver in batches(plan):
+        advanced(len(progress.done))
         if interrupted():
             progress.interrupted = True
             return progress
@@ -72,6 +75,7 @@ def execute(plan: Plan, drivers: dict, fault: FaultHook | None = None,
             _record(work[name], outcome, progress)
         if progress.failed is not None:
             return progress
+    advanced(len(progress.done))
     return progress
 
 

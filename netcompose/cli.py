@@ -227,7 +227,9 @@ def cmd_up(args) -> int:
     if args.plan:
         from .saved import read_plan
         fingerprint = read_plan(args.plan, project)
-    report = project.up(rollback=not args.no_rollback, plan_fingerprint=fingerprint, refresh=args.refresh)
+    with _progress_bar(args, "up") as progress:
+        report = project.up(rollback=not args.no_rollback, plan_fingerprint=fingerprint, refresh=args.refresh,
+                            progress=progress)
     _report(report, args, "up")
     if args.wait:
         not_ready = project.wait(args.wait_timeout)
@@ -247,9 +249,16 @@ def cmd_down(args) -> int:
                                   host=args.host, ovn_nb=args.ovn_nb, **options)
     else:
         project = _project(args)
-    report = project.down(all_hosts=args.all_hosts)
+    with _progress_bar(args, "down") as progress:
+        report = project.down(all_hosts=args.all_hosts, progress=progress)
     _report(report, args, "down")
     return errors.EXIT_OK
+
+
+def _progress_bar(args, verb: str):
+    """On a terminal, a bar once the command has taken a second (not with --json)."""
+    from .progressbar import ProgressBar
+    return ProgressBar(verb, wanted=not args.json)
 
 
 def _report(report, args, verb: str) -> None:

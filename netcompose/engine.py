@@ -68,6 +68,15 @@ def _check_northbound(spec: Spec, remote: str | None) -> None:
                             "NETCOMPOSE_OVN_NB")
 
 
+# What `up` and `down` are doing, for a progress display: (phase, actions done, actions in
+# all); phase is planning, applying, verifying or rolling back; a total of 0 is unknown.
+ProgressHook = Callable[[str, int, int], None]
+
+
+def _silent(phase: str, done: int, total: int) -> None:
+    pass
+
+
 @dataclass
 class Report:
     plan: Plan
@@ -639,25 +648,28 @@ class Project:
 
     # ---- changes ---------------------------------------------------------------------
     def up(self, rollback: bool = True, fault: FaultHook | None = None, plan_fingerprint: str | None = None,
-           refresh: bool = False, supervise: bool = False) -> Report:
+           refresh: bool = False, supervise: bool = False, progress: ProgressHook = _silent) -> Report:
         """Converge; with `plan_fingerprint` (from `plan -o`), only if nothing changed since.
 
         After an edit of the file, only what the edit touches is observed and converged
         (O(change)); `refresh` observes everything of the project, as an unchanged file does.
         `supervise` (watch): a process that exited is started again only as its restart
         policy and back-off say; otherwise every declared process that is not running starts.
+        `progress` hears each phase (see ProgressHook).
         """
         return self._converge(empty=False, rollback=rollback, fault=fault, fingerprint=plan_fingerprint,
-                              refresh=refresh or plan_fingerprint is not None, supervise=supervise)
+                              refresh=refresh or plan_fingerprint is not None, supervise=supervise, progress=progress)
 
-    def down(self, fault: FaultHook | None = None, all_hosts: bool = False) -> Report:
+    def down(self, fault: FaultHook | None = None, all_hosts: bool = False, progress: ProgressHook = _silent) -> Report:
         """Remove this host's slice; the OVN logical state too when no other host has a port
         of the project bound, or with `all_hosts`."""
-        return self._converge(empty=True, rollback=True, fault=fault, all_hosts=all_hosts)
+        return self._converge(empty=True, rollback=True, fault=fault, all_hosts=all_hosts, progress=progress)
 
     def _converge(self, empty: bool, rollback: bool, fault: FaultHook | None, fingerprint: str | None = None,
-                  refresh: bool = True, supervise: bool = False, all_hosts: bool = False) -> Report:
+                  refresh: bool = True, supervise: bool = False, all_hosts: bool = False,
+                  progress: ProgressHook = _silent) -> Report:
         started = time.monotonic()
+        progress("planning", 0, 0)
         with Lock(self.name, self.lock_timeout) as lock, self._host() as host, \
                 ExitStack() as held:
             host.processes.supervising = supervise
@@ -696,7 +708,7 @@ class Project:
                 getattr(host.drivers[name], "preflight", lambda _: None)(actions)
             self.journal.write(state.plan)
             with deferred_interrupts() as interrupted:
-                self._apply(host, state, report, rollback, fault, interrupted)
+                self._apply(host, state, report, rollback, fault, interrupted, progress)
                 # Applied and verified: Ctrl-C from here on is too late to undo anything.
                 if empty:
                     from .workload import forget
@@ -711,19 +723,26 @@ class Project:
             return report
 
     def _apply(self, host: Host, state: State, report: Report, rollback: bool, fault: FaultHook | None,
-               interrupted: Callable[[], bool]) -> None:
+               interrupted: Callable[[], bool], hook: ProgressHook) -> None:
         """Apply and verify the plan, or roll back and raise.  Ctrl-C at any moment of it
         (also after the last action, before the result is recorded) rolls back."""
+        total = len(state.plan.actions)
+
+        def undo() -> str | None:
+            hook("rolling back", 0, 0)
+            return self._rollback(host, state)
         try:
             try:
-                progress = execute(state.plan, host.drivers, fault, interrupted)
+                progress = execute(state.plan, host.drivers, fault, interrupted,
+                                   lambda done: hook("applying", done, total))
             except KeyboardInterrupt:  # a test's fault hook presses Ctrl-C in place of an action
                 progress = Progress(interrupted=True)
             report.applied = len(progress.done)
             report.notes += host.processes.stopped + host.execs.notes
             if progress.failed is not None:
-                raise_failure(progress, self._rollback(host, state) if rollback else False)
+                raise_failure(progress, undo() if rollback else False)
             if not progress.interrupted:
+                hook("verifying", total, total)
                 if any(a.kind == "netns" and a.op == "delete" for a in state.plan.actions):
                     report.notes += self._settle(host)
                 remaining = make_plan(state.target, self._observe(host, state.scope, list(state.target.values())),
@@ -732,15 +751,15 @@ class Project:
                 remaining.actions = [a for a in remaining.actions if a.kind != "process" or a.op == "delete"]
                 if remaining:
                     detail = "; ".join(describe(remaining.changes[:5]))
-                    problem = self._rollback(host, state) if rollback else False
+                    problem = undo() if rollback else False
                     raise ApplyError(f"verify failed: the host still differs after apply ({detail}); "
                                      + rollback_outcome(problem))
             if progress.interrupted or interrupted():
-                raise Interrupted(f"interrupted; {rollback_outcome(self._rollback(host, state))}")
+                raise Interrupted(f"interrupted; {rollback_outcome(undo())}")
         except NetcomposeError:
             raise
         except Exception as exc:  # whatever broke, the host goes back (or says what still differs)
-            problem = self._rollback(host, state) if rollback else False
+            problem = undo() if rollback else False
             raise ApplyError(f"{type(exc).__name__}: {exc}; {rollback_outcome(problem)}") from exc
 
     def _settle(self, host: Host) -> list[str]:
