@@ -173,8 +173,8 @@ def cmd_plan(args) -> int:
     from .origins import Origins, annotate
     project = _project(args)
     state = project.plan(down=getattr(args, "destroy", False), all_hosts=getattr(args, "all_hosts", False))
-    origins = Origins(state.resolved)
-    annotate(state.plan.actions, origins, project.spec.doc.where)   # provenance, also in a saved plan
+    origins = Origins(state.resolved, project.spec.doc.where)
+    annotate(state.plan.actions, origins)   # provenance, also in a saved plan
     if args.out:
         from .saved import save_plan
         save_plan(args.out, project, state)

@@ -10,6 +10,7 @@ words (`endpoint db → back`).
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Iterable
 
 from .resources import HOST, Resource
@@ -18,8 +19,9 @@ Path = tuple[Any, ...]
 
 
 class Origins:
-    def __init__(self, resolved: Any) -> None:
-        self.resolved = resolved
+    def __init__(self, resolved: Any, where: Any = None) -> None:
+        """`where`: the document's path → file:line:col (Document.where)."""
+        self.resolved, self.where = resolved, where
         self.container_of = {c.netns: c.name for c in resolved.containers.values()}
         self.interfaces: dict[tuple[str, str], Path] = {}
         self.bridges: dict[str, Path] = {}
@@ -30,6 +32,10 @@ class Origins:
                 path = ("containers", c.name, "networks", ep.network)
                 self.interfaces[(c.netns, ep.ifname)] = path
                 self.interfaces[(HOST, ep.host_ifname)] = path
+        # Declarations in the order of the document: one line of a template declares many.
+        self.rank = {element: i for i, element in enumerate(
+            [("networks", n) for n in resolved.networks] + [("containers", c) for c in resolved.containers]
+            + [("links", i) for i in range(len(resolved.links))])}
         for i, link in enumerate(resolved.links):
             for container, ifname in (link.a, link.b):
                 ns = resolved.containers[container].netns if container is not None else HOST
@@ -65,6 +71,39 @@ class Origins:
             return ("containers", container, *tail)
         if res.kind == "nft_table" and self.resolved.topology.policies:
             return ("policies",)
+        return self._removed(res)
+
+    def _removed(self, res: Resource) -> Path:
+        """What a container the file no longer declares leaves behind, placed under it by its
+        sandbox's name (`<project>-<container>`): a label for the reader, never a proof of
+        ownership (the plan acts on marked objects only)."""
+        a = res.attrs
+        prefix = f"{self.resolved.project}-"
+        for ns in (a.get("ns"), a.get("peer_ns"), a.get("name") if res.kind == "netns" else None,
+                   str(a.get("path", "")).rsplit("/", 1)[-1] if res.kind == "file" else None):
+            if ns and ns != HOST and ns.startswith(prefix):
+                return ("containers", ns[len(prefix):])
+        return ()
+
+    def source(self, path: Path) -> str | None:
+        """The file:line:col that declares `path` (None for no path, or without `where`)."""
+        if not path or self.where is None:
+            return None
+        return str(self.where(path, key=isinstance(path[-1], str)))
+
+    def rule_path(self, comment: str) -> Path:
+        """The element of the file a firewall rule comes from, from its comment
+        (`containers.web.firewall.egress[0] [92dd9090]`, see compile.firewall): names may
+        hold dots, so the known names are matched, longest first."""
+        text = re.sub(r" \[[0-9a-f]+\]$", "", comment)
+        text = re.sub(r" \([^)]*\)$", "", text)
+        for section, names in (("containers", self.resolved.containers), ("networks", self.resolved.networks)):
+            for name in sorted(names, key=len, reverse=True):
+                head = f"{section}.{name}"
+                if text == head or text.startswith(head + "."):
+                    return (section, name, *_dotted(text[len(head) + 1:]))
+        if re.fullmatch(r"\w+(\[\d+\])*", text):
+            return _dotted(text)
         return ()
 
     @staticmethod
@@ -85,6 +124,8 @@ class Origins:
 
     def label(self, path: Path) -> str:
         match path:
+            case ("containers", c) if c not in self.resolved.containers:
+                return f"container {c} (no longer in the file)"
             case ("networks", name, *_):
                 return f"network {name}"
             case ("containers", c, "networks", net, *_):
@@ -108,6 +149,15 @@ class Origins:
             case ("ovn", *_):
                 return "OVN logical router and policies"
         return "project"
+
+
+def _dotted(text: str) -> Path:
+    """`firewall.egress[0]` → ("firewall", "egress", 0)."""
+    path: list[Any] = []
+    for part in filter(None, text.split(".")):
+        name, *indexes = part.split("[")
+        path += [name] + [int(i.rstrip("]")) for i in indexes]
+    return tuple(path)
 
 
 def object_name(res: Resource) -> str:
@@ -137,19 +187,44 @@ def file_diff(before: str | None, after: str | None, path: str) -> list[str]:
         (before or "").splitlines(True), (after or "").splitlines(True), f"a{path}", f"b{path}", n=1)]
 
 
-def annotate(actions: Iterable[Any], origins: Origins, where: Any) -> None:
+def annotate(actions: Iterable[Any], origins: Origins) -> None:
     """Set each action's `origin` (a path into the document) and `source` (file:line:col)."""
     for action in actions:
         action.origin = origins.path(action.resource)
-        action.source = str(where(action.origin, key=isinstance(action.origin[-1], str))) if action.origin else None
+        action.source = origins.source(action.origin)
 
 
 SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
 COLLAPSE_AFTER = 10   # more groups than this of one kind, all created (or all deleted): one line
 
 
-def _line(action: Any) -> list[str]:
-    changes = {k: v for k, v in action.changes.items() if not (action.kind == "file" and k == "content")}
+def _rule_changes(before: dict | None, after: dict | None, origins: Origins) -> list[str]:
+    """An nft table's change, rule by rule: each rule's comment names its element of the file."""
+    before, after = before or {}, after or {}
+    lines = []
+    for chain in list(after) + [c for c in before if c not in after]:
+        old, new = before.get(chain), after.get(chain)
+        if old is None or new is None:
+            shown = new or old
+            lines.append(f"{'+' if old is None else '-'} chain {chain} (hook {shown['hook']}, "
+                         f"policy {shown['policy']}, {len(shown['rules'])} rules)")
+            continue
+        for key in ("type", "hook", "prio", "policy"):
+            if old.get(key) != new.get(key):
+                lines.append(f"~ chain {chain}: {key} {old.get(key)} → {new.get(key)}")
+        gone = [r for r in old["rules"] if r not in new["rules"]]
+        made = [r for r in new["rules"] if r not in old["rules"]]
+        for symbol, rules in (("-", gone), ("+", made)):
+            for rule in rules:
+                source = origins.source(origins.rule_path(rule))
+                lines.append(f"{symbol} chain {chain}: rule {rule}" + (f"  ({source})" if source else ""))
+    return lines
+
+
+def _line(action: Any, origins: Origins) -> list[str]:
+    chains = action.kind == "nft_table" and "chains" in action.changes
+    changes = {k: v for k, v in action.changes.items()
+               if not (action.kind == "file" and k == "content") and not (chains and k == "chains")}
     extra = " (" + ", ".join(f"{k}: {b!r} → {c!r}" for k, (b, c) in changes.items()) + ")" if changes else ""
     note = " (removed with its parent)" if action.implicit else ""
     note += f" [{action.cause}]" if action.cause != "config" else ""
@@ -157,6 +232,8 @@ def _line(action: Any) -> list[str]:
     if action.kind == "file" and "content" in action.changes:
         before, after = action.changes["content"]
         lines += ["    " + d for d in file_diff(before, after, action.resource.attrs["path"])]
+    if chains:
+        lines += ["    " + d for d in _rule_changes(*action.changes["chains"], origins)]
     return lines
 
 
@@ -168,6 +245,11 @@ def _file_order(source: str | None) -> tuple[str, int, int]:
     return (file, int(line), int(column))
 
 
+def _document_order(origins: Origins, path: tuple, source: str | None) -> tuple:
+    """The file's order; among the elements one template line declares, the document's."""
+    return (*_file_order(source), origins.rank.get(path[:2], -1), len(path))
+
+
 def render(actions: list[Any], origins: Origins, verbose: bool = False) -> Iterable[tuple[Any, str]]:
     """(action or None, line) pairs: a heading per declaring element of the file with its
     position, its kernel objects indented beneath; many like elements made or removed
@@ -175,25 +257,32 @@ def render(actions: list[Any], origins: Origins, verbose: bool = False) -> Itera
     groups: dict[tuple, list[Any]] = {}
     for action in actions:
         groups.setdefault(action.origin or (), []).append(action)
-    groups = dict(sorted(groups.items(), key=lambda g: _file_order(g[1][0].source)))
+    groups = dict(sorted(groups.items(), key=lambda g: _document_order(origins, g[0], g[1][0].source)))
+    # An element of the file (`container n7`) with the groups beneath it (its endpoints, sysctls).
+    parts: dict[tuple, list[tuple]] = {}
+    for path in groups:
+        if len(path) >= 2:
+            parts.setdefault(path[:2], []).append(path)
     collapsed: dict[tuple[str, str], list[tuple]] = {}
     if not verbose:
-        for path, members in groups.items():
-            ops = {a.op for a in members}
-            if len(path) == 2 and len(ops) == 1:
-                collapsed.setdefault((path[0], ops.pop()), []).append(path)
+        for element, paths in parts.items():
+            ops = {a.op for p in paths for a in groups[p]}
+            if len(ops) == 1:
+                collapsed.setdefault((element[0], ops.pop()), []).append(element)
         collapsed = {k: v for k, v in collapsed.items() if len(v) > COLLAPSE_AFTER}
-    hidden = {path for paths in collapsed.values() for path in paths}
-    for (section, op), paths in collapsed.items():
-        names = [str(p[1]) for p in paths]
-        objects = sum(len(groups[p]) for p in paths)
-        yield groups[paths[0]][0], (f"{SYMBOLS[op]} {len(paths)} {section} ({names[0]} … {names[-1]}): "
-                                    f"{objects} kernel objects; --verbose lists them")
+    hidden = {path for elements in collapsed.values() for element in elements for path in parts[element]}
+    for (section, op), elements in collapsed.items():
+        names = [str(e[1]) for e in elements]
+        on = list(dict.fromkeys(p[3] for e in elements for p in parts[e] if len(p) > 3 and p[2] == "networks"))
+        where = f" on {', '.join(on[:5])}{', …' if len(on) > 5 else ''}" if on else ""
+        objects = sum(len(groups[p]) for e in elements for p in parts[e])
+        yield groups[parts[elements[0]][0]][0], (f"{SYMBOLS[op]} {len(elements)} {section} ({names[0]} … {names[-1]})"
+                                                 f"{where}: {objects} kernel objects; --verbose lists them")
     for path, members in groups.items():
         if path in hidden:
             continue
         source = members[0].source
         yield None, origins.label(path) + (f"  ({source})" if source else "")
         for action in members:
-            for line in _line(action):
+            for line in _line(action, origins):
                 yield action, "  " + line

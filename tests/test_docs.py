@@ -54,7 +54,7 @@ TOPOLOGIES = sorted(p for p in (REPO / "topologies").rglob("*") if p.name.endswi
 def test_topology_validates_loads_and_names_a_schema_that_resolves(path):
     text = path.read_text()
     # A template validates once rendered (editors see the raw text, which is not YAML yet).
-    validate(render_template(text, path, {}) if path.name.endswith(".j2") else text, path.name)
+    validate(render_template(text, path, {})[0] if path.name.endswith(".j2") else text, path.name)
     spec = load(path, "docs")
     resolve(spec.topology, spec.doc, spec.project)
     # yaml-language-server resolves a relative $schema against the file's own folder.

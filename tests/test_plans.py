@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from netcompose.compile import compile_resources
 from netcompose.origins import Origins, annotate, render
@@ -33,8 +36,8 @@ def _plan(tmp_path: Path, before: str | None, after: str):
     spec, res = _load(after, tmp_path)
     plan = make_plan(compile_resources(res), observed, "shop")
     classify(plan, applied)
-    origins = Origins(res)
-    annotate(plan.actions, origins, spec.doc.where)
+    origins = Origins(res, spec.doc.where)
+    annotate(plan.actions, origins)
     return plan, origins
 
 
@@ -103,6 +106,86 @@ def test_many_like_elements_are_counted_unless_verbose(tmp_path):
     containers = "".join(f"  n{i}: {{networks: [lan]}}\n" for i in range(30))
     plan, origins = _plan(tmp_path, None, f"networks: {{lan: {{}}}}\ncontainers:\n{containers}")
     text = _text(plan, origins, tmp_path)
-    assert "+ 30 containers (n0 … n29): 60 kernel objects; --verbose lists them" in text
-    assert "container n7 " not in text
+    # A container's endpoints are part of it: counted with it, never listed apart.
+    assert "+ 30 containers (n0 … n29) on lan: 150 kernel objects; --verbose lists them" in text
+    assert "container n7 " not in text and "endpoint n7 " not in text
     assert "container n7  (DIR/topo.yaml:10:3)" in _text(plan, origins, tmp_path, verbose=True)
+
+
+# An edit of each example topology: (folder, file, variables before and after, [(old, new)]
+# replacements, a resource the host lost meanwhile (drift), {heading: text of the line that
+# declares it}).  Between them they change every kind of declaration: networks, endpoints,
+# addresses, containers added and removed, firewalls, policies, sysctls, processes, links.
+EDITS = {
+    "three-tier": ("topologies", "three-tier.yaml", None, None,
+                   [("mtu: 1400", "mtu: 1450"), ("ipv4_address: 10.20.0.30", "ipv4_address: 10.20.0.31"),
+                    ('sysctls: {net.ipv4.ip_forward: "1"}', 'sysctls: {net.ipv4.ip_forward: "0"}'),
+                    ('"10.99.0.1/30", "10.99.0.2/30"', '"10.99.0.5/30", "10.99.0.6/30"')],
+                   "addr:shop-web/eth0/10.10.0.10/24",
+                   {"network back": "  back:", "endpoint db → back": "back: {ipv4_address: 10.20.0.31}",
+                    "sysctls of app": "sysctls:", "link app:p2p0 ↔ db:p2p0": '- endpoints: ["app:p2p0"',
+                    "endpoint web → front": "  web:\n    networks:\n      front:"}),
+    "policies": ("topologies", "policies.yaml", None, None,
+                 [("to: front, proto: tcp, ports: [80]", "to: front, proto: tcp, ports: [8080]"), ("ports: [5432]", "ports: [5433]"),
+                  ("  l2:\n    networks: [lockers]\n", "  kiosk2:\n    networks: [guests]\n")],
+                 "addr:shop-kiosk/eth0/10.63.0.2/24",
+                 {"policies": "policies:", "firewall of web": "    firewall:", "container kiosk2": "  kiosk2:",
+                  "endpoint kiosk → guests": "  kiosk:\n    networks: [guests]"}),
+    "minimal": ("topologies", "minimal.yaml", None, None,
+                [("  lan: {}", "  lan: {mtu: 1400}"), ("  beta:\n    networks: [lan]\n",
+                                                       "  beta:\n    networks: [lan]\n  gamma:\n    networks: [lan]\n")],
+                "route:shop-alpha/0.0.0.0/0",
+                {"network lan": "  lan:", "container gamma": "  gamma:"}),
+    "ospf": ("topologies/ospf", "ospf.yaml.j2", None, None,
+             [("addresses: [10.201.23.1/30, 10.201.23.2/30]", "addresses: [10.201.23.5/30, 10.201.23.6/30]"),
+              ('http.server, "8080"]', 'http.server, "8081"]')],
+             "sysctl:shop-r1/net.ipv4.ip_forward",
+             {"link r2:to-r3 ↔ r3:to-r2": '- {endpoints: ["r2:to-r3"', "process of h2": "command: [python3",
+              "sysctls of r1": "    sysctls:"}),
+    "lab200": ("topologies", "lab200.yaml.j2", {"count": 12}, {"count": 14}, [],
+               "route:shop-node0/0.0.0.0/0",
+               {"container node13": "  node{{ i }}:", "endpoint node12 → net0": "    networks: [net"}),
+}
+
+
+def _example_plan(tmp_path: Path, example: str):
+    folder, name, before_vars, after_vars, edits, lost, _ = EDITS[example]
+    shutil.copytree(REPO / folder, tmp_path / "lab")
+    path = tmp_path / "lab" / name
+    before = path.read_text()
+    after = before
+    for old, new in edits:
+        assert after.count(old) == 1, old
+        after = after.replace(old, new)
+    old_spec = load(path, "shop", before_vars)
+    observed = {k: v.with_owner("shop") for k, v in
+                compile_resources(resolve(old_spec.topology, old_spec.doc, "shop")).items()}
+    applied = {k: digest(v) for k, v in observed.items()}
+    del observed[lost]
+    path.write_text(after)
+    spec = load(path, "shop", after_vars)
+    res = resolve(spec.topology, spec.doc, "shop")
+    plan = make_plan(compile_resources(res), observed, "shop")
+    classify(plan, applied)
+    origins = Origins(res, spec.doc.where)
+    annotate(plan.actions, origins)
+    return plan, origins, after
+
+
+@pytest.mark.parametrize("example", list(EDITS))
+def test_golden_plans_of_an_edit_of_each_example(tmp_path, example):
+    plan, origins, after = _example_plan(tmp_path, example)
+    folder = str(tmp_path / "lab")
+    _check_golden(f"plan-edit-{example}.txt", _text(plan, origins, tmp_path).replace("DIR/lab", "DIR"))
+    doc = json.loads(json.dumps(plan.to_json(), ensure_ascii=False).replace(folder, "DIR"))
+    _check_golden(f"plan-edit-{example}.json", json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    # Provenance: each heading names the line that declares it (a template's own line).
+    headings = {line.split("  (")[0]: line.rsplit(":", 2)[1] for _, line in render(plan.actions, origins)
+                if not line.startswith(" ") and "  (" in line}
+    for heading, needle in EDITS[example][6].items():   # the line of the needle's last line
+        assert headings[heading] == str(after[:after.index(needle) + len(needle)].count("\n") + 1), heading
+    # Reasons: what the host lost is drift; what the edit makes again is a consequence; the rest the edit asks.
+    lost = EDITS[example][5]
+    assert {a.cause for a in plan.actions if a.key == lost} == {"drift"}
+    assert doc["resource_drift"] and all(a["key"] == lost for a in doc["resource_drift"])
+    assert all(a["cause"] in ("config", "consequence") for a in doc["resource_changes"])

@@ -13,6 +13,7 @@ from netcompose.inputs import MAX_FILE_BYTES
 from .conftest import REPO
 
 MINIMAL = (REPO / "topologies/minimal.yaml").read_text()
+THREE_TIER = (REPO / "topologies/three-tier.yaml").read_text()   # fixed subnets: no allocation that others' labs move
 
 
 def _cli(*args: str, stdin: bytes | str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -22,12 +23,12 @@ def _cli(*args: str, stdin: bytes | str, cwd: Path = REPO) -> subprocess.Complet
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
-@pytest.mark.parametrize("command", [["config"], ["graph", "-T", "mermaid"], ["explain", "alpha", "beta"]])
+@pytest.mark.parametrize("command", [["config"], ["graph", "-T", "mermaid"], ["explain", "app", "db"]])
 def test_stdin_reads_as_the_file_does(command):
-    from_file = _cli(*command, "-f", "topologies/minimal.yaml", stdin=b"")
-    from_stdin = _cli(*command, "-f", "-", stdin=MINIMAL)
+    from_file = _cli(*command, "-f", "topologies/three-tier.yaml", stdin=b"")
+    from_stdin = _cli(*command, "-f", "-", stdin=THREE_TIER)
     assert from_stdin.returncode == from_file.returncode == 0, from_stdin.stderr
-    assert from_stdin.stdout == from_file.stdout.replace("topologies/minimal.yaml", "<stdin>")
+    assert from_stdin.stdout == from_file.stdout.replace("topologies/three-tier.yaml", "<stdin>")
 
 
 def test_errors_name_stdin_with_line_and_column():

@@ -57,8 +57,10 @@ def _leading_vars(text: str, file: str) -> dict[str, Any]:
     return (data.get("vars") if isinstance(data, dict) else None) or {}
 
 
-def render_template(text: str, path: Path, variables: dict[str, Any], pulled_in: list[Path] | None = None) -> str:
-    """Render a template; `pulled_in` gains the files it includes or imports (watch mode follows them)."""
+def render_template(text: str, path: Path, variables: dict[str, Any],
+                    pulled_in: list[Path] | None = None) -> tuple[str, list[int]]:
+    """Render a template: its text and the template line of each of its lines (see
+    template.render); `pulled_in` gains the files it includes or imports (watch mode follows them)."""
     return template.render(text, path, {**_leading_vars(text, str(path)), **variables}, pulled_in)
 
 
@@ -73,9 +75,10 @@ def _load_document(path: Path, env: dict[str, str], variables: dict[str, Any], a
     every file its template pulled in."""
     text = read_text(path, at, confined_to, name=name) if text is None else text
     sources.append(path)
+    lines = None
     if _is_template(path, text):
-        text = render_template(text, path, variables, sources)
-    doc = parse_yaml(text, str(path), env)
+        text, lines = render_template(text, path, variables, sources)
+    doc = parse_yaml(text, str(path), env, lines=lines)
     if doc.data is None:
         doc.data = {}
     if not isinstance(doc.data, dict):

@@ -124,16 +124,23 @@ def read_env_file(path: Path, confined_to: Path | None = None) -> dict[str, str]
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
+def _position(file: str, lines: list[int] | None, line: int, column: int) -> Position:
+    """A position in the text parsed; in a template's source when `lines` maps its lines there."""
+    return Position(file, lines[line - 1] if lines and line <= len(lines) else line, column)
+
+
 class _Builder:
-    def __init__(self, file: str, loader, env: dict[str, str] | None, unset_is_empty: bool):
+    def __init__(self, file: str, loader, env: dict[str, str] | None, unset_is_empty: bool,
+                 lines: list[int] | None = None):
         from yaml.nodes import MappingNode, ScalarNode, SequenceNode
         self.mapping, self.scalar, self.sequence = MappingNode, ScalarNode, SequenceNode
         self.file, self.loader, self.env, self.unset_is_empty = file, loader, env, unset_is_empty
+        self.lines = lines
         self.doc = Document(None, file)
         self.budget = MAX_VALUES
 
     def pos(self, node) -> Position:
-        return Position(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+        return _position(self.file, self.lines, node.start_mark.line + 1, node.start_mark.column + 1)
 
     def build(self, node, path: Path_) -> Any:
         self.budget -= 1
@@ -240,7 +247,9 @@ def safe_load(text: str, at: Position | None = None) -> Any:
             loader.dispose()
 
 
-def parse_yaml(text: str, file: str, env: dict[str, str] | None, unset_is_empty: bool = False) -> Document:
+def parse_yaml(text: str, file: str, env: dict[str, str] | None, unset_is_empty: bool = False,
+               lines: list[int] | None = None) -> Document:
+    """The document of `text`; `lines`: a rendered template's map from its lines to the template's."""
     import yaml
     loader = None
     try:
@@ -250,16 +259,16 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None, unset_is_empty:
                             "split the topology")
         loader = _fast_loader()(text)
         node = loader.get_single_node()
-        builder = _Builder(file, loader, env, unset_is_empty)
+        builder = _Builder(file, loader, env, unset_is_empty, lines)
         builder.doc.data = builder.build(node, ()) if node is not None else {}
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        position = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
+        position = _position(file, lines, mark.line + 1, mark.column + 1) if mark else Position(file, 1, 1)
         raise SpecError(position, f"invalid YAML: {shorten(exc.problem or exc.context)}",
                         "check indentation, quoting and colons") from None
     except yaml.reader.ReaderError as exc:
         before = text[:exc.position]
-        position = Position(file, before.count("\n") + 1, len(before) - before.rfind("\n"))
+        position = _position(file, lines, before.count("\n") + 1, len(before) - before.rfind("\n"))
         char = exc.character if isinstance(exc.character, str) else chr(exc.character)  # libyaml gives a code
         raise SpecError(position, f"invalid character {char!r} in YAML", "remove it") from None
     except yaml.YAMLError as exc:

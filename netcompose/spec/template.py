@@ -27,9 +27,10 @@ MAX_OUTPUT_BYTES = MAX_FILE_BYTES
 CHILD_MEMORY_BYTES = 256 << 20      # address space the child may add to what it inherits
 
 
-def render(text: str, path: Path, context: dict[str, Any], pulled_in: list[Path] | None = None) -> str:
-    """The rendered text, or a SpecError naming the template's line; `pulled_in` gains the
-    files the template included or imported."""
+def render(text: str, path: Path, context: dict[str, Any], pulled_in: list[Path] | None = None) -> tuple[str, list[int]]:
+    """The rendered text and, for each of its lines, the template's line it came from (what
+    a plan, `explain` or an error points at); or a SpecError naming the template's line.
+    `pulled_in` gains the files the template included or imported."""
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():  # Python 3.12 warns about fork beside threads; the child only renders
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -51,10 +52,10 @@ def render(text: str, path: Path, context: dict[str, Any], pulled_in: list[Path]
         _reap(pid)
     kind, payload = reply
     if kind == "ok":
-        rendered, files = payload
+        rendered, lines, files = payload
         if pulled_in is not None:
             pulled_in.extend(Path(f) for f in files)
-        return rendered
+        return rendered, lines
     raise SpecError(*payload)
 
 
@@ -90,13 +91,17 @@ def _render_here(text: str, path: Path, context: dict[str, Any]) -> tuple[str, A
     where = str(path)
     try:
         out, size = [], 0
-        for chunk in env.from_string(text).generate(**context):
+        compiled = env.from_string(text)
+        lines = _LineMap(compiled, env, text)
+        stream = compiled.generate(**context)
+        for chunk in stream:
             size += len(chunk)
             if size > MAX_OUTPUT_BYTES:
                 return "error", (Position(where, _template_line(), 1), f"template output exceeds {MAX_OUTPUT_BYTES} "
                                  "bytes", "generate less (check loop bounds)")
             out.append(chunk)
-        return "ok", ("".join(out), pulled_in)
+            lines.add(chunk, stream)
+        return "ok", ("".join(out), lines.lines, pulled_in)
     except SpecError as exc:
         return "error", (exc.position, exc.problem, exc.fix)
     except jinja2.TemplateSyntaxError as exc:
@@ -119,6 +124,45 @@ def _render_here(text: str, path: Path, context: dict[str, Any]) -> tuple[str, A
     except Exception as exc:  # a template's own arithmetic or filter errors
         return "error", (Position(where, _template_line(exc), 1), f"template: {shorten(str(exc))}",
                          "fix the expression")
+
+
+class _LineMap:
+    """For each output line, the template line its first visible character came from.
+
+    Jinja yields output piece by piece, each from one node of the template; while the root
+    render function is suspended at a yield, its frame's line is that yield's, which the
+    template maps to the line of the last node that recorded one: exact for an expression,
+    at most the line of a piece of literal text, which is then the first literal of the
+    same text from that line on (the lexer knows where each starts).  Newlines inside a
+    piece move on by one template line each.  What an `{% include %}` yields is placed on
+    the include's line."""
+
+    def __init__(self, template: Any, environment: Any, source: str) -> None:
+        self.template = template
+        self.literals: dict[str, list[int]] = {}   # literal text → the lines it starts on, ascending
+        for line, kind, value in environment.lex(source):
+            if kind == "data":
+                self.literals.setdefault(value, []).append(line)
+        self.lines: list[int] = []
+        self.line = 1              # the template line at the current output position
+        self.visible = False       # the current output line has shown a non-blank character
+
+    def add(self, chunk: str, stream: Any) -> None:
+        root = stream.gi_yieldfrom   # Template.generate delegates to the root render function
+        nested = root is not None and root.gi_yieldfrom is not None
+        if root is not None and root.gi_frame is not None:
+            self.line = self.template.get_corresponding_lineno(root.gi_frame.f_lineno)
+            if not nested:
+                self.line = next((line for line in self.literals.get(chunk, ()) if line >= self.line), self.line)
+        if not self.lines:
+            self.lines.append(self.line)
+        for i, piece in enumerate(chunk.split("\n")):
+            if i:
+                self.line += not nested
+                self.lines.append(self.line)
+                self.visible = False
+            if not self.visible and piece.strip():
+                self.lines[-1], self.visible = self.line, True
 
 
 def _template_line(exc: BaseException | None = None) -> int:
