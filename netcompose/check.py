@@ -284,7 +284,17 @@ def expected_probes(res: Resolved, everything: bool | None = None, rng: random.R
     return Probes(list(probes.values()), groups)
 
 
-def _listen(stack: ExitStack, ns: str, proto: str, port: int) -> None:
+def send(ns: str, proto: str, address: str, port: int | None, timeout: float = TIMEOUT) -> bool:
+    """One probe from namespace `ns`: whether it was answered."""
+    if proto == "icmp":
+        return probe.ping(ns, address, timeout)
+    if proto == "tcp":
+        return probe.tcp_connect(ns, address, port, timeout)
+    return probe.udp_exchange(ns, address, port, timeout)
+
+
+def listen(stack: ExitStack, ns: str, proto: str, port: int) -> None:
+    """A listener on ns:port for the block of `stack`, unless a real server listens there."""
     try:
         stack.enter_context(probe.listener(ns, port, proto))
     except OSError as exc:
@@ -393,14 +403,10 @@ def run(res: Resolved, everything: bool | None = None, workers: int = 256,
     with ExitStack() as stack:
         stack.callback(table.close)
         for key in sorted({(p.target, p.proto, p.port) for p in probes if p.port}):
-            _listen(stack, ns[key[0]], key[1], key[2])
+            listen(stack, ns[key[0]], key[1], key[2])
 
         def attempt(p: Probe) -> bool:
-            if p.proto == "icmp":
-                return probe.ping(ns[p.source], p.address, TIMEOUT)
-            if p.proto == "tcp":
-                return probe.tcp_connect(ns[p.source], p.address, p.port, TIMEOUT)
-            return probe.udp_exchange(ns[p.source], p.address, p.port, TIMEOUT)
+            return send(ns[p.source], p.proto, p.address, p.port)
 
         def probe_all(batch: list[Probe]) -> bool:
             """Probe in waves the neighbour table can hold, giving each wave's entries back

@@ -377,10 +377,10 @@ def cmd_config(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain, render
+    from .explain import render
     project = _project(args)
     proto = args.proto or ("tcp" if args.port else "icmp")
-    answers = explain(project.resolved(), project.spec.doc.where, args.source, args.target, proto, args.port)
+    answers = project.explain(args.source, args.target, proto, args.port, live=args.live)
     if args.json:
         _print_json(answers)
     else:
@@ -601,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target")
     p.add_argument("--proto", choices=["tcp", "udp", "icmp"], help="default: tcp with --port, else icmp")
     p.add_argument("--port", type=int)
+    p.add_argument("--live", action="store_true",
+                   help="also send one probe on the running lab, traced by nftables, and show what decided")
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("graph", parents=[common], help="draw the topology")
     p.add_argument("-o", "--out", help="write to this file (its extension picks the format)")

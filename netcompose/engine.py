@@ -814,6 +814,30 @@ class Project:
                 resolved = self._links_and_resolution(host)[1]
             return check.run(resolved, everything)
 
+    def explain(self, source: str, target: str, proto: str = "icmp", port: int | None = None,
+                live: bool = False) -> list[dict]:
+        """Why `source` can or cannot reach `target` (netcompose.explain), from the model; with
+        `live`, each answer also holds one probe on the running lab traced by nftables
+        (netcompose.livetrace): the chain and rule that decided, mapped to the file."""
+        from .explain import explain
+        where = self.spec.doc.where
+        if not live:
+            return explain(self.resolved(), where, source, target, proto, port)
+        from . import livetrace
+        from .origins import Origins
+        with Lock(self.name, self.lock_timeout), _host(self.ovsdb, self.stop_timeout) as host:
+            resolved = self._links_and_resolution(host)[1]
+            answers = explain(resolved, where, source, target, proto, port)
+            for container in (source, target):
+                self.sandbox(container)   # up, and ours
+            origins = Origins(resolved, where)
+            for answer in answers:
+                if answer["source_address"] and answer["target_address"]:
+                    answer["live"] = livetrace.trace(resolved, origins, host.drivers["nftables"], host.nss, source,
+                                                     target, proto, port, answer["source_address"],
+                                                     answer["target_address"])
+            return answers
+
     def _links_and_resolution(self, host: Host) -> tuple[dict[str, Resource], Resolved]:
         """What netlink shows of the project, and the file resolved against it (subnets and
         addresses stay where they were): what `ps` and `check` need, without a plan."""

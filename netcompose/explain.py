@@ -43,4 +43,7 @@ def render(answers: list[dict[str, Any]], source: str, target: str, proto: str, 
         lines.append(f"{source} {verdict} {target} over {what}, IPv{ans['family']}{addresses}: {ans['reason']}")
         for step in ans["steps"]:
             lines.append(f"  {'✓' if step['allows'] else '✗'} {step['text']}  ({step['source']})")
+        if "live" in ans:
+            from .livetrace import render as render_live
+            lines += render_live(ans["live"], ans["reachable"])
     return lines

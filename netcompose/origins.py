@@ -104,7 +104,7 @@ class Origins:
                     return (section, name, *_dotted(text[len(head) + 1:]))
         if re.fullmatch(r"\w+(\[\d+\])*", text):
             return _dotted(text)
-        return ()
+        return PROJECT_RULES.get(text, ())
 
     @staticmethod
     def _ovn_path(res: Resource) -> Path:
@@ -194,6 +194,10 @@ def annotate(actions: Iterable[Any], origins: Origins) -> None:
         action.source = origins.source(action.origin)
 
 
+# Rules no single element declares, placed where the file decides them: isolation between
+# networks holds unless a policy says otherwise; what is published is under containers.
+PROJECT_RULES = {"isolation between networks": ("networks",), "no unsolicited inbound": ("networks",),
+                 "published ports": ("containers",)}
 SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
 COLLAPSE_AFTER = 10   # more groups than this of one kind, all created (or all deleted): one line
 

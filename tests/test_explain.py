@@ -1,16 +1,20 @@
 """`explain`: verdicts and their reasons, with positions, for a policy-heavy topology."""
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from netcompose.errors import SpecError
+from netcompose import Project
+from netcompose.errors import ConflictError, SpecError
 from netcompose.explain import explain
 from netcompose.spec import load
 from netcompose.spec.resolve import resolve
 
-from .conftest import run_cli
+from .conftest import needs_root, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGY = REPO / "topologies/policies.yaml"
@@ -71,3 +75,78 @@ def test_cli_text(model):
         "kiosk can reach web over tcp port 80, IPv4 (10.63.0.2 → 10.61.0.2): policy guests → front"
     assert f"✓ policy guests → front  (topologies/policies.yaml:{_line('- {from: guests')}:5)" in result.stdout
     assert run_cli("explain", "-f", "topologies/policies.yaml", "web", "nope").returncode == 3
+
+
+# --live on the running lab: (source, target, proto, port) → [(verdict, line of the deciding
+# declaration)] that the traced probe must meet (the bridge drops l1's ARP request: icc: false).
+LIVE = {
+    ("kiosk", "web", "tcp", 80): [("accept", _line("- {from: guests, to: front")),
+                                  ("accept", _line("- {from: any, proto: tcp, ports: [80]}"))],
+    ("kiosk", "web", "tcp", 22): [("drop", _line("networks:"))],
+    ("kiosk", "db", "icmp", None): [("drop", _line("networks:"))],
+    ("web", "db", "tcp", 5432): [("accept", _line("- {to: db, proto: tcp, ports: [5432]}"))],
+    ("web", "db", "icmp", None): [("drop", _line("egress:"))],
+    ("db", "web", "icmp", None): [("drop", _line("ingress:"))],
+    ("l1", "l2", "icmp", None): [("drop", _line("lockers: {subnet"))],
+}
+
+
+def _running(tmp_path, project_name) -> Project:
+    """The example up under the test's name, its subnets left to IPAM (free on this shared
+    host); every line stays where it is."""
+    path = tmp_path / "policies.yaml"
+    path.write_text(re.sub(r"\{subnet: [0-9./]+(, )?", "{", TOPOLOGY.read_text()))
+    project = Project.load(path, project_name)
+    project.up()
+    return project
+
+
+def _trace_tables(project) -> list[str]:
+    found = []
+    for ns in ["", *(project.netns_of(c) for c in project.spec.topology.containers)]:
+        argv = ["nft", "list", "tables"] if not ns else ["ip", "netns", "exec", ns, "nft", "list", "tables"]
+        found += [line for line in subprocess.run(argv, capture_output=True, text=True).stdout.splitlines()
+                  if "netcompose-trace-" in line]
+    return found
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables")
+def test_live_trace_confirms_the_model_and_names_the_rule(tmp_path, project_name):
+    project = _running(tmp_path, project_name)
+    try:
+        for case, expected in LIVE.items():
+            [answer] = project.explain(*case, live=True)
+            live = answer["live"]
+            assert live["traced"] and live["answered"] is answer["reachable"], (case, live)
+            met = {(s["verdict"], int(s["source"].split(":")[-2])) for s in live["steps"] if s["source"]}
+            assert set(expected) <= met, (case, live["steps"])
+            if not answer["reachable"]:
+                decided = live["steps"][live["decided"]]
+                assert (decided["verdict"], int(decided["source"].split(":")[-2])) == expected[0]
+            assert _trace_tables(project) == [], case   # removed after each probe
+        # The command line: the model's answer, then the traced verdict with its line.
+        result = run_cli("explain", "-f", str(project.spec.path), "-p", project_name, "web", "db", "--live")
+        assert result.returncode == 0, result.stderr
+        assert "live: dropped in web by chain output; the model agrees" in result.stdout
+        assert (f"✗ in web: inet netcompose-{project_name} chain output policy drop (no rule matched): "
+                f"containers.web.firewall.egress  ({project.spec.path}:{_line('egress:')}:7)") in result.stdout
+    finally:
+        project.down()
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables")
+def test_live_trace_never_replaces_a_table_it_did_not_make(tmp_path, project_name):
+    project = _running(tmp_path, project_name)
+    try:
+        subprocess.run(["nft", "add", "table", "inet", f"netcompose-trace-{project_name}"], check=True)
+        with pytest.raises(ConflictError, match="already exists and is not netcompose's"):
+            project.explain("kiosk", "web", "tcp", 80, live=True)
+        assert subprocess.run(["nft", "list", "table", "inet", f"netcompose-trace-{project_name}"],
+                              capture_output=True).returncode == 0   # still there, untouched
+        not_up = run_cli("explain", "-f", str(project.spec.path), "-p", f"{project_name}b", "web", "db", "--live")
+        assert not_up.returncode == 1 and "is not up" in not_up.stderr   # nothing to probe
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", f"netcompose-trace-{project_name}"], capture_output=True)
+        project.down()

@@ -48,7 +48,8 @@ class NftablesDriver:
         raise UnsupportedError("nftables is not installed (`nft` is not on the PATH; Debian package `nftables`): "
                                "it is needed for isolation, NAT, published ports and firewalls")
 
-    def _run(self, ns: str, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    def run(self, ns: str, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+        """`nft ARGS` (an argv, never a shell line) inside namespace `ns`."""
         if self.nft is None:
             self._missing()
         fd = None if ns == HOST else self.nss.fd(ns)
@@ -72,7 +73,7 @@ class NftablesDriver:
         return out
 
     def _read(self, ns: str, family: str, name: str, project: str) -> Resource:
-        result = self._run(ns, ["-j", "list", "table", family, name])
+        result = self.run(ns, ["-j", "list", "table", family, name])
         chains: dict[str, dict] = {}
         rules: dict[str, list] = {}   # as nft lists them: enough to write the table back (rollback)
         if result.returncode == 0:
@@ -109,7 +110,7 @@ class NftablesDriver:
             commands: list[dict] = []
             for action in group:
                 commands.extend(self._commands(action))
-            result = self._run(ns, ["-j", "-f", "-"], json.dumps({"nftables": commands}))
+            result = self.run(ns, ["-j", "-f", "-"], json.dumps({"nftables": commands}))
             if result.returncode != 0:
                 error = " ".join(result.stderr.split())[:300] or f"nft exited {result.returncode}"
                 for action in group:
