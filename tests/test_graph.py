@@ -18,7 +18,7 @@ from .conftest import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests/golden"
-EXAMPLES = ["three-tier.yaml", "policies.yaml", "minimal.yaml"]
+EXAMPLES = ["three-tier.yaml", "policies.yaml", "minimal.yaml", "ospf/ospf.yaml.j2", "lab200.yaml.j2"]
 
 
 def _resolved(name: str):
@@ -30,7 +30,7 @@ def _resolved(name: str):
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_golden(name, fmt):
     text = RENDER[fmt](_resolved(name))
-    path = GOLDEN / f"graph-{name.removesuffix('.yaml')}.{fmt}"
+    path = GOLDEN / f"graph-{Path(name).name.removesuffix('.j2').removesuffix('.yaml')}.{fmt}"
     if not path.exists():   # a new golden file is written once, then reviewed and committed
         path.write_text(text)
     assert text == path.read_text()
