@@ -825,7 +825,7 @@ class Project:
             return explain(self.resolved(), where, source, target, proto, port)
         from . import livetrace
         from .origins import Origins
-        with Lock(self.name, self.lock_timeout), _host(self.ovsdb, self.stop_timeout) as host:
+        with Lock(self.name, self.lock_timeout), self._host() as host:
             resolved = self._links_and_resolution(host)[1]
             answers = explain(resolved, where, source, target, proto, port)
             for container in (source, target):
