@@ -452,7 +452,7 @@ def cmd_check(args) -> int:
                   f"{'reachable' if p.expected else 'blocked'} ({p.reason}), {got}")
             if not p.ok and not p.inconclusive:
                 options = f" --proto {p.proto}" + (f" --port {p.port}" if p.port else "")
-                print(f"     why: netcompose explain {p.source} {p.target}{options}")
+                print(f"     why: netcompose explain {p.source} {p.target}{options} --live")
     print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
     return errors.EXIT_FAILURE if bad else errors.EXIT_OK
 
@@ -575,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("up", parents=[common], help="create or repair everything")
     p.add_argument("--dry-run", action="store_true", help="same as plan")
+    p.add_argument("-v", "--verbose", action="store_true", help="with --dry-run: list every element of long lists")
     p.add_argument("--no-rollback", action="store_true", help="keep partial state after a failure")
     p.add_argument("--plan", help="apply only if the host and file still match this saved plan")
     p.add_argument("--refresh", action="store_true",

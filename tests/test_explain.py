@@ -14,9 +14,8 @@ from netcompose.explain import explain
 from netcompose.spec import load
 from netcompose.spec.resolve import resolve
 
-from .conftest import needs_root, run_cli
+from .conftest import REPO, needs_root, run_cli
 
-REPO = Path(__file__).resolve().parent.parent
 TOPOLOGY = REPO / "topologies/policies.yaml"
 LINES = TOPOLOGY.read_text().splitlines()
 
@@ -149,4 +148,27 @@ def test_live_trace_never_replaces_a_table_it_did_not_make(tmp_path, project_nam
         assert not_up.returncode == 1 and "is not up" in not_up.stderr   # nothing to probe
     finally:
         subprocess.run(["nft", "delete", "table", "inet", f"netcompose-trace-{project_name}"], capture_output=True)
+        project.down()
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables")
+def test_check_hints_live_which_names_a_drop_the_model_does_not_know(topo, blocks, project_name):
+    project = topo(blocks((REPO / "topologies/three-tier.yaml").read_text()))
+    project.up()
+    foreign = f"{project_name}x"   # a table of someone else's in db's sandbox, dropping what comes in
+    in_db = ["ip", "netns", "exec", project.netns_of("db"), "nft"]
+    try:
+        subprocess.run([*in_db, "add", "table", "inet", foreign], check=True)
+        subprocess.run([*in_db, "add", "chain", "inet", foreign, "input",
+                        "{ type filter hook input priority -10 ; policy drop ; }"], check=True)
+        check = run_cli("check", "-f", str(project.spec.path), "-p", project_name)
+        assert check.returncode == 1
+        assert "why: netcompose explain app db --proto icmp --live" in check.stdout
+        result = run_cli("explain", "-f", str(project.spec.path), "-p", project_name, "app", "db", "--live")
+        assert result.returncode == 0, result.stderr
+        assert "live: dropped in db by chain input; the model DISAGREES" in result.stdout
+        assert (f"✗ in db: inet {foreign} chain input policy drop (no rule matched) (not this project's)"
+                in result.stdout)
+    finally:
         project.down()
