@@ -345,6 +345,32 @@ def test_a_file_where_a_namespace_goes_is_removed_only_when_it_is_our_placeholde
     project.down()
 
 
+@needs_root
+def test_a_create_killed_at_any_moment_leaves_no_file_or_a_marked_one(project_name):
+    """kill -9 while the placeholder is being written: before, an empty file stayed at
+    /run/netns/<name> that nobody could prove ours, and every later up refused it."""
+    path = f"/run/netns/{project_name}-killed"
+    child = os.fork()
+    if child == 0:   # dies as kill -9 would, in the middle of writing the mark
+        os.write = lambda fd, data: os._exit(9)
+        try:
+            namespaces._place_marked_file(path, "mark")
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(child, 0)
+    try:
+        assert os.waitstatus_to_exitcode(status) == 9
+        assert not os.path.lexists(path)
+    finally:
+        if os.path.lexists(path):
+            os.unlink(path)
+    namespaces._place_marked_file(path, "mark")
+    try:
+        assert open(path).read() == "mark"
+    finally:
+        os.unlink(path)
+
+
 UPGRADE_TOPO = """
 networks: {front: {}}
 containers:

@@ -81,11 +81,7 @@ def create(name: str, mark: str = "") -> None:
             raise FileExistsError(errno.EEXIST, f"{path} is a file netcompose did not make; remove it or rename "
                                   "the container")
         os.unlink(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
-    try:
-        os.write(fd, mark.encode())
-    finally:
-        os.close(fd)
+    _place_marked_file(path, mark)
     home = own_netns_fd()
     try:
         _check(_libc.unshare(CLONE_NEWNET), "unshare")
@@ -99,6 +95,36 @@ def create(name: str, mark: str = "") -> None:
         raise
     finally:
         os.close(home)
+
+
+def _place_marked_file(path: str, mark: str) -> None:
+    """Make the placeholder file at `path` already holding `mark`: it is written unnamed
+    (O_TMPFILE) and then linked in, so a kill -9 at any moment leaves either no file or a
+    marked one, never an empty file nobody can prove ours.  Fails if `path` exists."""
+    try:
+        fd = os.open(os.path.dirname(path), os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o444)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+        fd = None   # a file system without unnamed files: create, then write (a small window)
+    if fd is None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+        try:
+            os.write(fd, mark.encode())
+        finally:
+            os.close(fd)
+        return
+    try:
+        os.write(fd, mark.encode())
+        # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the unnamed file; os.link takes
+        # that path only when given a directory descriptor (else it calls plain link()).
+        fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.link(str(fd), path, src_dir_fd=fds, follow_symlinks=True)
+        finally:
+            os.close(fds)
+    finally:
+        os.close(fd)
 
 
 def _placeholder_text(path: str) -> str | None:
