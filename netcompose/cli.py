@@ -21,10 +21,13 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STYLES = {"green": "32", "yellow": "33", "red": "31", "dim": "2", "bold": "1"}
 
 
+def _colour(stream=None) -> bool:
+    """ANSI colour on a terminal, unless NO_COLOR is set (no-color.org); never into pipes and files."""
+    return not os.environ.get("NO_COLOR") and (stream or sys.stdout).isatty()
+
+
 def _styled(text: str, style: str, stream=None) -> str:
-    """ANSI colour on a terminal (unless NO_COLOR is set); plain text into pipes and files."""
-    stream = stream or sys.stdout
-    if os.environ.get("NO_COLOR") or not stream.isatty():
+    if not _colour(stream):
         return text
     return f"\x1b[{_STYLES[style]}m{text}\x1b[0m"
 
@@ -316,7 +319,7 @@ def cmd_logs(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         logs.show(project.name, containers, tail=args.tail, timestamps=args.timestamps,
-                  colour=sys.stdout.isatty() and not args.no_color, follow_until=stop.is_set if args.follow else None)
+                  colour=_colour() and not args.no_color, follow_until=stop.is_set if args.follow else None)
     except KeyboardInterrupt:
         pass
     return errors.EXIT_OK

@@ -1,5 +1,6 @@
 """`up` and `down` on a terminal: a progress bar (rich) once they take a second, erased
-before the usual summary; into a pipe, the summary alone; NO_COLOR leaves the bar uncoloured."""
+before the usual summary; into a pipe, the summary alone; NO_COLOR leaves the bar uncoloured,
+and `logs` too."""
 from __future__ import annotations
 
 import os
@@ -82,3 +83,24 @@ def test_no_bar_in_json(tmp_path, project_name):
     assert code == 0 and b"up: applying" not in output and output.lstrip().startswith(b"{")
     code, output = _on_a_terminal(["down", "--json", "-f", str(path), "-p", project_name], {})
     assert code == 0 and b"down: " not in output
+
+
+@needs_root
+def test_logs_colour_only_without_no_color(tmp_path, project_name):
+    path = tmp_path / "topo.yaml"
+    path.write_text('networks:\n  lan: {}\ncontainers:\n  a:\n    networks: [lan]\n'
+                    '    command: [sh, -c, "echo hello; sleep 30"]\n')
+    common = ["-f", str(path), "-p", project_name]
+    try:
+        assert subprocess.run(["python3", "-m", "netcompose", "up", *common], cwd=REPO, capture_output=True,
+                              timeout=120).returncode == 0
+        deadline = time.monotonic() + 30
+        logs = ["logs", "--file", str(path), "-p", project_name]   # logs takes -f as --follow
+        while b"hello" not in (output := _on_a_terminal(logs, {"NO_COLOR": ""})[1]):
+            assert time.monotonic() < deadline, output
+            time.sleep(0.2)
+        assert SGR_COLOUR.search(output)   # a colour-coded prefix
+        code, output = _on_a_terminal(logs, {"NO_COLOR": "1"})
+        assert code == 0 and b"hello" in output and b"\x1b[" not in output
+    finally:
+        subprocess.run(["python3", "-m", "netcompose", "down", *common], cwd=REPO, capture_output=True, timeout=120)
