@@ -206,27 +206,31 @@ def _shape(data: Any) -> dict | None:
 def _assembled(doc: Document, project: str | None, shape: dict, validate: Callable[[Any], Record]) -> Any | None:
     """The tagged records of `doc` from the entries of the last documents of its file and
     project, validating only what they lack; None when no such document is stored."""
-    bases = []
+    known: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    rest, used = None, set()
     for pointer in _pointers(doc.file, project):
         name = _read_bytes(pointer)
-        entry = _read(name.decode(errors="replace")) if name else None
+        if not name or name in used:
+            continue
+        used.add(name)
+        base = _read(name.decode(errors="replace"))
         # Records of other models or another pydantic may differ: only this code's are reused.
-        if entry is not None and isinstance(entry.get("shape"), dict) and entry.get("stamp") == _code_stamp().hex():
-            bases.append(entry)
-    if not bases:
-        return None
-    known: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    rest = None
-    try:
-        for base in bases:
+        if base is None or base.get("stamp") != _code_stamp().hex():
+            continue
+        try:
             fields = base["topology"][1]
             for section in SECTIONS:
                 entries = fields[section][1]
-                for name, digest in base["shape"][section].items():
-                    known[section].setdefault(digest, entries[name])
+                for entry, digest in base["shape"][section].items():
+                    known[section].setdefault(digest, entries[entry])
             if rest is None and base["shape"]["rest"] == shape["rest"]:
                 rest = fields
-    except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError, AttributeError):
+            continue
+        if rest is not None and all(digest in known[section] for section in SECTIONS
+                                    for digest in shape[section].values()):
+            break   # the file's last document had it all: the project's is not read
+    if not used:
         return None
     data = doc.data
     unknown = {section: {name: value for name, value in data.get(section, {}).items()
