@@ -22,6 +22,7 @@ from ..resources import NB_MARK, NB_NAME, Resource
 from . import Outcome, Scope
 from .ovsdb import open_idl, poll, transact
 
+WRITES = "netcompose-writes"   # NB_Global external_ids: our transactions' counter (see _transact)
 HOST_MARK = "netcompose-host"
 
 
@@ -95,7 +96,8 @@ class NorthboundDriver:
         def unavailable(why: str) -> NorthboundUnavailable:
             return NorthboundUnavailable(f"cannot reach the OVN Northbound DB at {self.remote} ({why}); start the "
                                          "OVN central databases (ovn-ctl start_northd) or fix ovn.northbound / --ovn-nb")
-        self.idl = open_idl(self.remote, "OVN_Northbound", [t.name for t in TABLES.values()], unavailable)
+        self.idl = open_idl(self.remote, "OVN_Northbound", [t.name for t in TABLES.values()] + ["NB_Global"],
+                            unavailable)
         return self.idl
 
     def close(self) -> None:
@@ -168,6 +170,15 @@ class NorthboundDriver:
         idl = self.connect()
 
         def stage(txn) -> None:
+            # Every host writes the same logical state, maybe at the same time: our writes
+            # take turns on a counter in NB_Global (verify()ed, so a concurrent write makes
+            # this one TRY_AGAIN, staged again from rows that now show the other's work).
+            root = next(iter(idl.tables["NB_Global"].rows.values()), None)
+            if root is not None:
+                root.verify("external_ids")
+                turns = dict(root.external_ids)
+                turns[WRITES] = str(int(turns.get(WRITES, "0")) + 1)
+                root.external_ids = turns
             staged: dict[tuple[str, str], object] = {}   # (kind, name) → row inserted in this transaction
             for action in actions:
                 self._stage(idl, txn, action, staged)
@@ -197,7 +208,10 @@ class NorthboundDriver:
                 holder.delvalue(table.holder[1], row.uuid)
             row.delete()
             return
-        if action.op == "create":
+        made_meanwhile = self._made_meanwhile(action) if action.op == "create" and action.observed is None else None
+        if made_meanwhile is not None:   # by another host since we looked: write it as ours
+            row = made_meanwhile
+        elif action.op == "create":
             row = txn.insert(idl.tables[table.name])
             if table.named:
                 row.name = a["name"]
@@ -216,3 +230,15 @@ class NorthboundDriver:
             elif how == "optional":
                 value = [] if value is None else [value]
             setattr(row, column, value)
+
+    def _made_meanwhile(self, action: Action):
+        """The row a create names, when another writer of the project has made it since the
+        plan was made; a same-named row of anyone else is a conflict."""
+        try:
+            row = self._find(action.kind, action.resource.attrs["name"], {})
+        except LookupError:
+            return None
+        if row.external_ids.get(NB_MARK) != action.resource.attrs["external_ids"][NB_MARK]:
+            raise LookupError(f"OVN Northbound: {TABLES[action.kind].name} '{action.resource.attrs['name']}' "
+                              "appeared meanwhile and is not ours")
+        return row
