@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import random
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -238,11 +239,16 @@ def sampled_pairs(groups: dict[str, list[RContainer]], rng: random.Random) -> li
 class Probes(list):
     """The probes of one check, and the classes they were drawn from."""
 
-    def __init__(self, probes: list[Probe], groups: dict[str, list[RContainer]]) -> None:
+    def __init__(self, probes: list[Probe], classes: dict[str, dict], elsewhere: int = 0) -> None:
         super().__init__(probes)
-        self.classes = {name: {"members": [c.name for c in members],
-                               "networks": list(dict.fromkeys(ep.network for ep in members[0].endpoints))}
-                        for name, members in groups.items()}
+        self.classes = classes
+        self.elsewhere = elsewhere   # TCP/UDP probes left out: their targets listen on other hosts
+
+
+def _summary(groups: dict[str, list[RContainer]]) -> dict[str, dict]:
+    return {name: {"members": [c.name for c in members],
+                   "networks": list(dict.fromkeys(ep.network for ep in members[0].endpoints))}
+            for name, members in groups.items()}
 
 
 def expected_probes(res: Resolved, everything: bool | None = None, rng: random.Random | None = None) -> Probes:
@@ -281,7 +287,7 @@ def expected_probes(res: Resolved, everything: bool | None = None, rng: random.R
         port = exp.port or (int(port_text) if port_text else None)
         proto = exp.proto or ("tcp" if port else "icmp")
         add(res.containers[exp.from_], res.containers[target], proto, port, exp.reachable)
-    return Probes(list(probes.values()), groups)
+    return Probes(list(probes.values()), _summary(groups))
 
 
 def send(ns: str, proto: str, address: str, port: int | None, timeout: float = TIMEOUT) -> bool:
@@ -315,9 +321,10 @@ class NeighbourTable:
         self.addresses |= {cidr.split("/")[0] for link in res.links for pair in (link.addresses, link.addresses6)
                            for cidr in pair or ()}
         self.addresses |= {str(gw) for net in res.networks.values() for gw, _ in net.gateways()}
-        # Where the host keeps its entries for the containers: the devices carrying the gateways.
+        # Where the host keeps its entries for the containers: the devices carrying the gateways
+        # (an OVN network's gateway is a port of its logical router, nothing on the host).
         self.host_devices = [net.bridge if net.driver == "bridge" else gateway_port(res, net)
-                             for net in res.networks.values()]
+                             for net in res.networks.values() if net.driver != "ovn"]
 
     @staticmethod
     def _read_int(path: str, default: int) -> int:
@@ -396,14 +403,26 @@ def _waves(res: Resolved, probes: list[Probe], room: int) -> list[tuple[list[Pro
 
 
 def run(res: Resolved, everything: bool | None = None, workers: int = 256,
-        rng: random.Random | None = None) -> Probes:
-    probes = expected_probes(res, everything, rng)
+        rng: random.Random | None = None, with_other_hosts: Callable[[], None] | None = None,
+        done: Callable[[Probes], None] | None = None) -> Probes:
+    """Probe from this host's containers (all of a file without hosts:).  Their TCP and UDP
+    probes of containers on other hosts need those hosts' listeners: alone they are left
+    out (counted in `Probes.elsewhere`); `with_other_hosts` (see netcompose.across) is called
+    once this host listens and returns when every host does, and `done` gets the results
+    while the listeners still run."""
+    everyone = expected_probes(res, everything, rng)
+    local = {c.name for c in res.local_containers()}
+    mine = [p for p in everyone if p.source in local]
+    probes = Probes([p for p in mine if with_other_hosts or not p.port or p.target in local], everyone.classes)
+    probes.elsewhere = len(mine) - len(probes)
     ns = {c.name: c.netns for c in res.containers.values()}
     table = NeighbourTable(res)
     with ExitStack() as stack:
         stack.callback(table.close)
-        for key in sorted({(p.target, p.proto, p.port) for p in probes if p.port}):
+        for key in sorted({(p.target, p.proto, p.port) for p in everyone if p.port and p.target in local}):
             listen(stack, ns[key[0]], key[1], key[2])
+        if with_other_hosts is not None:
+            with_other_hosts()
 
         def attempt(p: Probe) -> bool:
             return send(ns[p.source], p.proto, p.address, p.port)
@@ -427,4 +446,15 @@ def run(res: Resolved, everything: bool | None = None, workers: int = 256,
                         p.inconclusive = (f"the host's neighbour table overflowed (net.ipv{p.family}.neigh."
                                           f"default.gc_thresh3 = {table.limits[p.family]}, shared by every "
                                           "namespace)")
+        # The first packets to another host may be lost while the tunnel's next hop is
+        # resolved: what should have passed across OVN is probed once more.
+        lost = [p for p in probes if p.expected and not p.actual and not p.inconclusive and _over_ovn(res, p)]
+        if lost:
+            probe_all(lost)
+        if done is not None:
+            done(probes)
     return probes
+
+
+def _over_ovn(res: Resolved, p: Probe) -> bool:
+    return any(res.networks[ep.network].driver == "ovn" for ep in res.containers[p.source].endpoints)

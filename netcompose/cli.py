@@ -282,7 +282,12 @@ def _report(report, args, verb: str) -> None:
 
 def cmd_ps(args) -> int:
     from .workload import uptime_text
-    rows = _project(args).ps()
+    if args.all_hosts:
+        from . import across
+        hosts, via, arguments, spec = _across(args)
+        rows = across.ps(hosts, via, arguments, list(spec.topology.containers))
+    else:
+        rows = _project(args).ps()
     if args.json:
         _print_json(rows)
         return errors.EXIT_OK
@@ -432,9 +437,36 @@ def cmd_exec(args) -> int:
     os.execvp(argv[0], argv)
 
 
+def _across(args) -> tuple[list[str], str, list[str], Any]:
+    """For `--all-hosts`: the file's hosts, the --via command, the arguments each host's
+    netcompose gets (the file and options as given) and the spec."""
+    from . import across
+    from .spec import load
+    via = args.via or os.environ.get("NETCOMPOSE_VIA")
+    if not via:
+        raise errors.SpecError(None, "--all-hosts needs a way to run netcompose on each host",
+                               "pass --via 'ssh {host} netcompose' (or set NETCOMPOSE_VIA)")
+    spec = load(args.file, args.project_name, _variables(args), source=_source(args))
+    arguments = [args.command, "-q", "-p", spec.project, *(f"--file={f}" for f in args.files)]
+    for option, values in (("--format", [args.format] if args.format else []), ("--env-file", args.env_file or []),
+                           ("--profile", args.profile or []), ("--var", args.var or []),
+                           ("--vars-file", [args.vars_file] if args.vars_file else []),
+                           ("--ovn-nb", [args.ovn_nb] if args.ovn_nb else []),
+                           ("--lock-timeout", [str(args.lock_timeout)] if args.lock_timeout != LOCK_TIMEOUT else [])):
+        arguments += [f"{option}={value}" for value in values]
+    return across.hosts_of(spec), via, arguments, spec
+
+
 def cmd_check(args) -> int:
     from .check import FULL_MATRIX_UP_TO
-    probes = _project(args).check(everything=True if args.all else None)
+    if args.peer:
+        return _check_peer(args)
+    if args.all_hosts:
+        from . import across
+        hosts, via, arguments, _ = _across(args)
+        probes = across.check(hosts, via, arguments + (["--all"] if args.all else []))
+    else:
+        probes = _project(args).check(everything=True if args.all else None)
     bad = [p for p in probes if not p.ok]
     if args.json:
         _print_json({"probes": [p.to_json() for p in probes], "classes": probes.classes, "mismatches": len(bad)})
@@ -457,7 +489,26 @@ def cmd_check(args) -> int:
                 options = f" --proto {p.proto}" + (f" --port {p.port}" if p.port else "")
                 print(f"     why: netcompose explain {p.source} {p.target}{options} --live")
     print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
+    if probes.elsewhere:
+        print(f"note: {probes.elsewhere} TCP/UDP probes of containers on other hosts left out (their listeners run "
+              "there): check --all-hosts probes them")
     return errors.EXIT_FAILURE if bad else errors.EXIT_OK
+
+
+def _check_peer(args) -> int:
+    """This host's part of `check --all-hosts` (see netcompose.across): JSON lines out, "go"
+    and the end in."""
+    def listening() -> None:
+        print(json.dumps({"listening": True}), flush=True)
+        if sys.stdin.readline().strip() != "go":
+            raise errors.NetcomposeError("the check across hosts went away")
+
+    def done(probes) -> None:
+        print(json.dumps({"probes": [p.to_json() for p in probes], "classes": probes.classes}), flush=True)
+        sys.stdin.read()   # until every host has probed: their probes may need our listeners
+    _project(args).check(everything=True if args.all else None, seed=args.seed, with_other_hosts=listening,
+                         done=done)
+    return errors.EXIT_OK
 
 
 def _cell(probes: list) -> str:
@@ -531,6 +582,16 @@ def _timeout_option(p: argparse.ArgumentParser) -> None:
                    help="when stopping processes: SIGKILL after this long (default 10)")
 
 
+LOCK_TIMEOUT = 30.0   # seconds, --lock-timeout's default
+
+
+def _across_options(p) -> None:
+    p.add_argument("--all-hosts", action="store_true",
+                   help="run on every host of hosts: (through --via) and merge the answers")
+    p.add_argument("--via", metavar="COMMAND", help="with --all-hosts: the command that runs netcompose on a host, "
+                   "{host} standing for its name, e.g. 'ssh {host} netcompose' (default: $NETCOMPOSE_VIA)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netcompose", description="Declarative container network topologies.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -556,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("--var", action="append", metavar="NAME=VALUE", default=default(None),
                             help="template variable")
         target.add_argument("--vars-file", default=default(None), help="YAML file of template variables")
-        target.add_argument("--lock-timeout", type=float, default=default(30.0),
+        target.add_argument("--lock-timeout", type=float, default=default(LOCK_TIMEOUT),
                             help="seconds to wait for the project lock")
         target.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
         target.add_argument("--ovsdb", default=default(None),
@@ -598,7 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also remove the OVN logical state while other hosts still have ports bound")
     _timeout_option(p)
     p.set_defaults(func=cmd_down)
-    sub.add_parser("ps", parents=[common], help="list containers and endpoints").set_defaults(func=cmd_ps)
+    p = sub.add_parser("ps", parents=[common], help="list containers and endpoints")
+    _across_options(p)
+    p.set_defaults(func=cmd_ps)
     sub.add_parser("config", parents=[common], help="print the resolved topology").set_defaults(func=cmd_config)
     p = sub.add_parser("explain", parents=[common], help="why a container can or cannot reach another")
     p.add_argument("source")
@@ -626,6 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="probe every ordered pair of containers (default: all up to 20 containers, "
                         "beyond that by classes of containers that behave alike)")
+    _across_options(p)
+    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)     # of a host's part of --all-hosts
+    p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("convert", parents=[common],
                        help="write a Compose or containerlab file as a netcompose topology")

@@ -806,13 +806,16 @@ class Project:
             return f"{type(exc).__name__}: {exc}"
 
     # ---- reading -----------------------------------------------------------------------
-    def check(self, everything: bool | None = None) -> list:
-        """Probe the reachability the topology promises; see netcompose.check."""
+    def check(self, everything: bool | None = None, seed: int | None = None, **across) -> list:
+        """Probe the reachability the topology promises from this host's containers; see
+        netcompose.check (`seed` draws the sample of pairs; `across`: run's hooks for a
+        check across hosts, see netcompose.across)."""
+        import random
         from . import check
         with self._reading():  # probes too: never in the middle of an apply
             with self._host() as host:
                 resolved = self._links_and_resolution(host)[1]
-            return check.run(resolved, everything)
+            return check.run(resolved, everything, rng=random.Random(seed) if seed is not None else None, **across)
 
     def explain(self, source: str, target: str, proto: str = "icmp", port: int | None = None,
                 live: bool = False) -> list[dict]:
