@@ -301,6 +301,7 @@ class OvnLab:
         self.nb_socket, self.sb_socket = f"unix:{self.folder}/nb.sock", f"unix:{self.folder}/sb.sock"
         self.hosts = {f"h{i}": Host(self, f"h{i}", i) for i in range(1, hosts + 1)}
         self.on_host = self.folder / "on-host"
+        self.counting_transactions: int | None = None   # where the NB log was when counting began
 
     def __enter__(self) -> "OvnLab":
         try:
@@ -332,6 +333,19 @@ class OvnLab:
         self.on_host.chmod(0o755)
         wait_for("every host's chassis in the Southbound DB",
                  lambda: set(self.sbctl("--bare", "--columns=name", "list", "chassis").split()) >= set(self.hosts))
+
+    def nb_transactions(self) -> int:
+        """Transactions the hosts sent the Northbound DB (over TCP; ovn-northd's own, on the
+        socket, are not counted) since the first call, which turns on the server's jsonrpc
+        debug log that they are counted in."""
+        log = self.folder / "ovsdb-server-nb.log"
+        if self.counting_transactions is None:
+            subprocess.run(["ovs-appctl", "-t", f"{self.folder}/ovsdb-server-nb.ctl", "vlog/set", "jsonrpc:file:dbg"],
+                           check=True, capture_output=True, env=self.central.env)
+            self.counting_transactions = log.stat().st_size
+        with log.open("rb") as f:
+            f.seek(self.counting_transactions)
+            return sum(1 for line in f if b'|tcp:' in line and b'received request, method="transact"' in line)
 
     def nbctl(self, *args: str) -> str:
         return self._ctl("ovn-nbctl", self.nb_socket, args)
