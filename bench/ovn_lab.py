@@ -333,6 +333,12 @@ class OvnLab:
         self.on_host.chmod(0o755)
         wait_for("every host's chassis in the Southbound DB",
                  lambda: set(self.sbctl("--bare", "--columns=name", "list", "chassis").split()) >= set(self.hosts))
+        # The userspace datapath drops a tunnelled packet whose next hop it has not resolved
+        # yet: hosts that have talked on the underlay (as real ones have) lose no first packets.
+        for host in self.hosts.values():
+            for other in self.hosts.values():
+                if other is not host:
+                    host.run(["ping", "-c1", "-W2", other.address])
 
     def nb_transactions(self) -> int:
         """Transactions the hosts sent the Northbound DB (over TCP; ovn-northd's own, on the

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -107,8 +108,9 @@ def deployed(ovn_lab, tmp_path_factory):
     path.write_text(TOPOLOGY)
     deployment = Deployment(ovn_lab, project, path)
     try:
-        for host in ("h1", "h2", "h3"):
-            deployment.up(host)
+        # All hosts at once, as real ones would: they write the same logical state together.
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(deployment.up, ("h1", "h2", "h3")))
         yield deployment
     finally:
         deployment.remove()
@@ -116,6 +118,11 @@ def deployed(ovn_lab, tmp_path_factory):
 
 def test_traffic_across_hosts_same_switch_routed_policy_and_firewall(deployed):
     d = deployed
+    # The hosts' concurrent ups made each logical row once.
+    switches = d.lab.nbctl("--bare", "--columns=name", "find", "Logical_Switch",
+                           f"external_ids:netcompose-project={d.project}").split()
+    assert sorted(switches) == [f"nc/{d.project}/db", f"nc/{d.project}/tenant"]
+    assert len(d.nb_rows()["Logical_Router"]) == 1 and len(d.nb_rows()["Logical_Router_Port"]) == 2
     assert d.reaches("web", "api", attempts=5), "same switch, h1 → h2"
     assert d.reaches("api", "pg") is False, "pg's firewall admits only api's TCP 5432"
     assert d.reaches("api", "cache"), "same switch, h2 → h3"
@@ -212,3 +219,41 @@ def test_across_hosts_needs_hosts_and_names_the_host_that_failed(tmp_path):
         assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
         assert re.match(r"error: host (h[123]): error: no such thing on \1 \(ran: sh -c", result.stderr), \
             result.stderr
+
+
+STALE_WRITER = """
+import sys
+from netcompose import Project
+from netcompose.drivers.ovn_nb import NorthboundDriver
+project = Project.load(sys.argv[1], sys.argv[2])
+rows = [a for a in project.plan().plan.actions if a.kind.startswith("ovn_") and a.kind != "ovn_port_up"]
+print(len(rows), flush=True)
+sys.stdin.readline()          # meanwhile another host writes the same rows
+driver = NorthboundDriver(project.ovn_nb)
+outcome = driver.apply(rows)
+print(sorted(outcome.errors.values())[:1] or "ok", flush=True)
+"""
+
+
+def test_a_host_writing_logical_rows_another_host_made_meanwhile_adopts_them(ovn_lab, tmp_path):
+    """Two hosts' `up` at once: h1 planned every logical row as missing, h2 made them all
+    before h1 wrote; h1's transaction makes none twice and fails none."""
+    import secrets
+    d = Deployment(ovn_lab, "t" + secrets.token_hex(3)[:5], tmp_path / "topo.yaml")
+    d.path.write_text(TOPOLOGY)
+    h1 = ovn_lab.hosts["h1"]
+    writer = subprocess.Popen(h1.holder.argv([sys.executable, "-c", STALE_WRITER, str(d.path), d.project], REPO),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=h1.env())
+    try:
+        assert int(writer.stdout.readline() or 0) > 10, writer.stderr.read()
+        d.up("h2")
+        before = d.nb_rows()
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "ok", writer.stderr.read()
+        assert d.nb_rows() == before
+    finally:
+        writer.kill()
+        writer.wait()
+        d.remove()
