@@ -413,8 +413,8 @@ def run(res: Resolved, everything: bool | None = None, workers: int = 256,
     everyone = expected_probes(res, everything, rng)
     local = {c.name for c in res.local_containers()}
     mine = [p for p in everyone if p.source in local]
-    probes = Probes([p for p in mine if with_other_hosts or not p.port or p.target in local], everyone.classes)
-    probes.elsewhere = len(mine) - len(probes)
+    kept = [p for p in mine if with_other_hosts or not p.port or p.target in local]
+    probes = Probes(kept, everyone.classes, elsewhere=len(mine) - len(kept))
     ns = {c.name: c.netns for c in res.containers.values()}
     table = NeighbourTable(res)
     with ExitStack() as stack:

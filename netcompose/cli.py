@@ -469,7 +469,8 @@ def cmd_check(args) -> int:
         probes = _project(args).check(everything=True if args.all else None)
     bad = [p for p in probes if not p.ok]
     if args.json:
-        _print_json({"probes": [p.to_json() for p in probes], "classes": probes.classes, "mismatches": len(bad)})
+        _print_json({"probes": [p.to_json() for p in probes], "classes": probes.classes, "mismatches": len(bad),
+                     "left_out": probes.elsewhere})
         return errors.EXIT_FAILURE if bad else errors.EXIT_OK
     icmp = [p for p in probes if p.proto == "icmp"]
     names = sorted({p.source for p in icmp} | {p.target for p in icmp})

@@ -162,6 +162,8 @@ def test_check_and_ps_across_hosts(deployed):
     alone = d.cli("h1", "check")
     assert alone.returncode == 0, alone.stdout + alone.stderr
     assert "3 TCP/UDP probes of containers on other hosts left out" in alone.stdout
+    alone = json.loads(d.cli("h1", "check", "--json").stdout)
+    assert alone["left_out"] == 3 and {p["source"] for p in alone["probes"]} == {"web"}
     ps = d.across("ps", "--json")
     assert ps.returncode == 0, ps.stderr
     rows = [(row["container"], row["host"], row["network"], row["state"], row["ovn"]) for row in json.loads(ps.stdout)]
