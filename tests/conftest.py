@@ -69,51 +69,56 @@ def project_name():
     remove_by_prefix(name)
 
 
-# Stand-ins for the 10.A.0.0/16 blocks a test's topology names: octets no test names
-# literally and outside the default pool (10.128.0.0/9).
-STAND_INS = [*range(101, 128), *range(11, 20), *range(21, 30), *range(31, 40), *range(45, 50), *range(53, 60)]
+# Stand-ins for the 10.A.0.0/16 and fd00:G::/32 blocks a test's topology names: values no
+# test names literally, and outside the default pools (10.128.0.0/9; a ULA /48 per project).
+STAND_INS = {4: [*range(101, 128), *range(11, 20), *range(21, 30), *range(31, 40), *range(45, 50), *range(53, 60)],
+             6: list(range(0xb101, 0xb200))}
 BLOCK_LOCKS = "/run/lock/netcompose-test-blocks"
 _TEN = re.compile(r"\b10\.(\d{1,3})\.")
+_ULA = re.compile(r"\bfd00:([0-9a-f]{1,4}):", re.IGNORECASE)
 
 
 class Blocks:
-    """Rewrites the 10.A.x.y addresses of a text (a topology, an expected address or route)
-    into a block of the test's own, the same one for every A within a test: each stand-in is
-    held under a host-wide lock for the test's duration and was free on the host when taken,
-    so a parallel run of the same test, or another project, never holds its subnets.
-    10.0.x.y (broad ranges such as 10.0.0.0/8) and the default pool's 10.128.x.y stay."""
+    """Rewrites the 10.A.x.y and fd00:G:... addresses of a text (a topology, an expected
+    address or route) into blocks of the test's own, the same one for every A (G) within a
+    test: each stand-in is held under a host-wide lock for the test's duration and was free on
+    the host when taken, so a parallel run of the same test, or another project, never holds
+    its subnets.  10.0.x.y (broad ranges such as 10.0.0.0/8) and the default pool's
+    10.128.x.y stay."""
 
     def __init__(self) -> None:
-        self.stand_in: dict[int, int] = {}
+        self.stand_in: dict[int, dict[int, int]] = {4: {}, 6: {}}
         self.locks: list[int] = []
 
     def __call__(self, text: str) -> str:
-        return _TEN.sub(lambda m: f"10.{self._of(int(m.group(1)))}.", text)
+        text = _TEN.sub(lambda m: f"10.{self._of(4, int(m.group(1)))}.", text)
+        return _ULA.sub(lambda m: f"fd00:{self._of(6, int(m.group(1), 16)):x}:", text)
 
-    def _of(self, octet: int) -> int:
-        if octet in (0, 128) or octet > 255 or octet in self.stand_in.values():
-            return octet   # (a stand-in is no test's literal: a text moved twice stays put)
-        if octet not in self.stand_in:
-            self.stand_in[octet] = self._claim()
-        return self.stand_in[octet]
+    def _of(self, family: int, value: int) -> int:
+        table = self.stand_in[family]
+        if value in table.values() or (family == 4 and (value in (0, 128) or value > 255)):
+            return value   # (a stand-in is no test's literal: a text moved twice stays put)
+        if value not in table:
+            table[value] = self._claim(family)
+        return table[value]
 
-    def _claim(self) -> int:
+    def _claim(self, family: int) -> int:
         os.makedirs(BLOCK_LOCKS, exist_ok=True)
-        for candidate in random.sample(STAND_INS, len(STAND_INS)):
-            if candidate in self.stand_in.values():
+        for candidate in random.sample(STAND_INS[family], len(STAND_INS[family])):
+            if candidate in self.stand_in[family].values():
                 continue
-            fd = os.open(f"{BLOCK_LOCKS}/{candidate}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(f"{BLOCK_LOCKS}/{family}-{candidate}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
-            if candidate in _octets_on_the_host():   # a project that is no test's holds it
+            if candidate in _blocks_on_the_host(family):   # a project that is no test's holds it
                 os.close(fd)
                 continue
             self.locks.append(fd)
             return candidate
-        raise RuntimeError("every 10.X.0.0/16 stand-in block is taken")
+        raise RuntimeError(f"every IPv{family} stand-in block is taken")
 
     def release(self) -> None:
         for fd in self.locks:
@@ -121,11 +126,15 @@ class Blocks:
         self.locks.clear()
 
 
-def _octets_on_the_host() -> set[int]:
-    """Second octets of 10/8 prefixes the host's routes and addresses use."""
+def _blocks_on_the_host(family: int) -> set[int]:
+    """The blocks (second octet of 10/8, second group of fd00::/16) the host's routes and
+    addresses use."""
     found = set()
     for args in (["route", "show", "table", "all"], ["addr", "show"]):
-        text = subprocess.run(["ip", "-4", "-o", *args], capture_output=True, text=True).stdout
+        text = subprocess.run(["ip", f"-{family}", "-o", *args], capture_output=True, text=True).stdout
+        if family == 6:
+            found.update(int(group, 16) for group in _ULA.findall(text))
+            continue
         for prefix in re.findall(r"\b10\.\d{1,3}\.\d{1,3}\.\d{1,3}(?:/\d{1,2})?", text):
             network = ipaddress.ip_network(prefix, strict=False)
             if network.prefixlen >= 16:

@@ -58,13 +58,13 @@ def test_dual_stack_and_v6_only_networks(topo, project_name, blocks):
     web, db, solo = (f"{project_name}-{c}" for c in ("web", "db", "solo"))
     project = topo(blocks(DUAL))
     project.up()
-    assert both(db, blocks("10.231.0.10"), "fd00:91::10") == (True, True)
-    assert ping(solo, "fd00:92::10") and ping(solo, "fd00:92::1")          # IPv6-only: peer and gateway
-    assert both(web, blocks("10.239.9.2"), "fd00:9a::2") == (True, True)           # a dual-stack wire
+    assert both(db, blocks("10.231.0.10"), blocks("fd00:91::10")) == (True, True)
+    assert ping(solo, blocks("fd00:92::10")) and ping(solo, blocks("fd00:92::1"))          # IPv6-only: peer and gateway
+    assert both(web, blocks("10.239.9.2"), blocks("fd00:9a::2")) == (True, True)           # a dual-stack wire
     with listener(web, 80):
         assert tcp_peer(db, blocks("10.231.0.10"), 80) == blocks("10.231.0.20")
-        assert tcp_peer(db, "fd00:91::10", 80) == "fd00:91::20"
-        assert tcp_peer(solo, "fd00:92::10", 80) == "fd00:92::30"
+        assert tcp_peer(db, blocks("fd00:91::10"), 80) == blocks("fd00:91::20")
+        assert tcp_peer(solo, blocks("fd00:92::10"), 80) == blocks("fd00:92::30")
     # No address left tentative by DAD, no link-local, router advertisements off.
     for ns in (web, db, solo):
         assert ip("-6", "addr", "show", "tentative", ns=ns).strip() == ""
@@ -74,12 +74,12 @@ def test_dual_stack_and_v6_only_networks(topo, project_name, blocks):
         assert f.read().strip() == "1"
     assert subprocess.run(["ip", "netns", "exec", solo, "sysctl", "-n", "net.ipv6.conf.eth0.accept_ra"],
                           capture_output=True, text=True).stdout.strip() == "0"
-    assert "default via fd00:92::1 dev eth0 proto 157" in ip("-6", "route", ns=solo)
+    assert blocks("default via fd00:92::1 dev eth0 proto 157") in ip("-6", "route", ns=solo)
     assert "default" not in ip("-4", "route", ns=solo)                      # no IPv4 at all
     hosts = open(f"/etc/netns/{solo}/hosts").read()
-    assert "fd00:92::10\tweb" in hosts and blocks("10.231.0.10") not in hosts
+    assert blocks("fd00:92::10\tweb") in hosts and blocks("10.231.0.10") not in hosts
     rows = {(r["container"], r["network"]): r for r in project.ps()}
-    assert rows[("web", "front")]["ipv6"] == "fd00:91::10/64" and rows[("solo", "v6only")]["ipv4"] is None
+    assert rows[("web", "front")]["ipv6"] == blocks("fd00:91::10/64") and rows[("solo", "v6only")]["ipv4"] is None
     assert all(r["state"] == "up" for r in rows.values())
     assert not project.plan().plan                                          # converged, both families
 
@@ -89,7 +89,7 @@ def test_dual_stack_and_v6_only_networks(topo, project_name, blocks):
     changes = {(a.op, a.kind, a.cause) for a in project.plan().plan.changes}
     assert ("create", "address", "drift") in changes and ("create", "route", "drift") in changes
     project.up()
-    assert ping(solo, "fd00:92::10") and "default via fd00:91::1" in ip("-6", "route", ns=db)
+    assert ping(solo, blocks("fd00:92::10")) and blocks("default via fd00:91::1") in ip("-6", "route", ns=db)
     assert not project.plan().plan
 
 
@@ -121,14 +121,14 @@ def test_isolation_policies_and_firewalls_match_in_both_families(topo, project_n
     project.up()
     with listener(db, 5432), listener(db, 22), listener(web, 80), listener(web, 81):
         # Between networks: the policy's one port, one way, for both families alike.
-        assert both(web, blocks("10.234.0.10"), "fd00:94::10", tcp_connect, 5432) == (True, True)
-        assert both(web, blocks("10.234.0.10"), "fd00:94::10", tcp_connect, 22, 0.5) == (False, False)
-        assert both(web, blocks("10.234.0.10"), "fd00:94::10", ping, 0.5) == (False, False)
-        assert both(db, blocks("10.233.0.10"), "fd00:93::10", tcp_connect, 80, 0.5) == (False, False)
+        assert both(web, blocks("10.234.0.10"), blocks("fd00:94::10"), tcp_connect, 5432) == (True, True)
+        assert both(web, blocks("10.234.0.10"), blocks("fd00:94::10"), tcp_connect, 22, 0.5) == (False, False)
+        assert both(web, blocks("10.234.0.10"), blocks("fd00:94::10"), ping, 0.5) == (False, False)
+        assert both(db, blocks("10.233.0.10"), blocks("fd00:93::10"), tcp_connect, 80, 0.5) == (False, False)
         # A container peer matches both families; a v4 CIDR peer matches v4 only.
-        assert both(client, blocks("10.233.0.10"), "fd00:93::10", tcp_connect, 80) == (True, True)
-        assert both(client, blocks("10.233.0.10"), "fd00:93::10", tcp_connect, 81, 0.5) == (True, False)
-        assert both(client, blocks("10.233.0.10"), "fd00:93::10", ping, 0.5) == (False, False)
+        assert both(client, blocks("10.233.0.10"), blocks("fd00:93::10"), tcp_connect, 80) == (True, True)
+        assert both(client, blocks("10.233.0.10"), blocks("fd00:93::10"), tcp_connect, 81, 0.5) == (True, False)
+        assert both(client, blocks("10.233.0.10"), blocks("fd00:93::10"), ping, 0.5) == (False, False)
     probes = project.check()
     assert {p.family for p in probes} == {4, 6} and all(p.ok for p in probes), [p for p in probes if not p.ok]
     pairs = {(p.source, p.target, p.proto, p.port, p.family): p.actual for p in probes}
@@ -152,9 +152,9 @@ containers:
 """
 
 
-def test_nat66_on_for_ula_off_for_global(topo, project_name, upstream6):
+def test_nat66_on_for_ula_off_for_global(topo, project_name, upstream6, blocks):
     a, b, c = (f"{project_name}-{n}" for n in "abc")
-    topo(NAT).up()
+    topo(blocks(NAT)).up()
     ip("-6", "route", "add", "2001:db8:96::/64", "via", HOST6, ns=upstream6)
     with listener(upstream6, 9000):
         assert tcp_peer(a, UPSTREAM6, 9000) == HOST6                   # ULA: masqueraded
@@ -192,7 +192,7 @@ def test_published_ports_per_family(topo, project_name, upstream6, blocks):
         assert not tcp_connect(upstream6, HOST6, 8081, 0.5)           # 0.0.0.0 never opens IPv6
         assert _from_host(HOST6, 8080) == "2001:db8:51::1"            # from the host itself
         # [::1]: the host only, through the relay (the container sees the host's address on its network).
-        assert _from_host("::1", 8083) == "fd00:98::1"
+        assert _from_host("::1", 8083) == blocks("fd00:98::1")
         assert not tcp_connect(upstream6, HOST6, 8083, 0.5) and not tcp_connect(upstream6, "::1", 8083, 0.5)
         # A relay that died is drift: planned, and started again.
         [record] = glob.glob(f"/run/netcompose/{project_name}/proxies/*.json")
@@ -203,7 +203,7 @@ def test_published_ports_per_family(topo, project_name, upstream6, blocks):
             time.sleep(0.01)
         assert [(a.op, a.kind, a.cause) for a in project.plan().plan.changes] == [("create", "port_proxy", "drift")]
         project.up()
-        assert _from_host("::1", 8083) == "fd00:98::1"
+        assert _from_host("::1", 8083) == blocks("fd00:98::1")
     project.down()
     assert _from_host("::1", 8083) is None
 
@@ -222,9 +222,10 @@ containers:
   a2: {{networks: {{lab: {{ipv6_address: "fd00:99::12", type: ovs-internal}}}}}}
 """), ovsdb=private_ovs.remote)
     project.up()
-    assert ping(a1, "fd00:99::12") and ping(a2, "fd00:99::11") and ping(a1, "fd00:99::1")   # gateway port
+    assert ping(a1, blocks("fd00:99::12")) and ping(a2, blocks("fd00:99::11"))
+    assert ping(a1, blocks("fd00:99::1"))   # gateway port
     assert ping(a1, blocks("10.239.0.3"))                                            # and IPv4 beside it
     with listener(a2, 80):
-        assert tcp_peer(a1, "fd00:99::12", 80) == "fd00:99::11"
+        assert tcp_peer(a1, blocks("fd00:99::12"), 80) == blocks("fd00:99::11")
     assert ip("-6", "addr", "show", "tentative", ns=a2).strip() == ""
     assert not project.plan().plan
