@@ -10,6 +10,7 @@ The tests share one deployment, in file order: reads first, then drift."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -60,11 +61,13 @@ class Deployment:
         assert result.returncode == 0, f"up on {host}: {result.stderr}"
         return result.stdout
 
-    def across(self, *args: str) -> subprocess.CompletedProcess:
+    def across(self, *args: str, via_from_environment: bool = False) -> subprocess.CompletedProcess:
         """A command across all hosts, from this machine, through the lab's on-host."""
+        via = f"{self.lab.on_host} {{host}} {sys.executable} -m netcompose"
         return subprocess.run([sys.executable, "-m", "netcompose", *args, "-f", str(self.path), "-p", self.project,
-                               "--all-hosts", "--via", f"{self.lab.on_host} {{host}} {sys.executable} -m netcompose"],
-                              capture_output=True, text=True, cwd=REPO, timeout=300)
+                               "--all-hosts", *([] if via_from_environment else ["--via", via])],
+                              capture_output=True, text=True, cwd=REPO, timeout=300,
+                              env={**os.environ, "NETCOMPOSE_VIA": via} if via_from_environment else None)
 
     def reaches(self, source: str, target: str, attempts: int = 1) -> bool:
         """One ping from source's sandbox (on its host) to target's address; `attempts`
@@ -169,7 +172,7 @@ def test_check_and_ps_across_hosts(deployed):
     rows = [(row["container"], row["host"], row["network"], row["state"], row["ovn"]) for row in json.loads(ps.stdout)]
     assert rows == [("web", "h1", "tenant", "up", "up"), ("api", "h2", "tenant", "up", "up"),
                     ("api", "h2", "db", "up", "up"), ("pg", "h3", "db", "up", "up"), ("cache", "h3", "db", "up", "up")]
-    table = d.across("ps").stdout
+    table = d.across("ps", via_from_environment=True).stdout
     assert table.splitlines()[0].split()[:2] == ["CONTAINER", "HOST"] and " OVN " in table.splitlines()[0]
 
 
