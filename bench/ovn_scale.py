@@ -5,7 +5,7 @@ for its logical ports to come up), until the Northbound DB shows every port up, 
 `check --all-hosts` (probes from every host, merged) has passed; then a no-op `up` on every
 host and the `down`s.
 
-    python3 -m bench.ovn_scale [--hosts 3] [--containers 100] [--networks 2]
+    python3 -m bench.ovn_scale [--hosts 3] [--containers 100] [--networks 2] [--one-at-a-time]
 
 Each container sits on one of the OVN networks (round robin); the networks are joined by
 the project's logical router and a policy lets them talk, so `check` probes switched and
@@ -38,9 +38,9 @@ def topology(hosts: list[str], containers: int, networks: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def on_every_host(lab: OvnLab, *args: str) -> tuple[float, dict[str, float]]:
-    """`netcompose ARGS` on every host at once: the wall time until the last one returned,
-    and each host's own."""
+def on_every_host(lab: OvnLab, *args: str, one_at_a_time: bool = False) -> tuple[float, dict[str, float]]:
+    """`netcompose ARGS` on every host at once (or one after the other): the wall time until
+    the last one returned, and when each one did."""
     started = time.perf_counter()
 
     def run(host) -> float:
@@ -48,7 +48,7 @@ def on_every_host(lab: OvnLab, *args: str) -> tuple[float, dict[str, float]]:
         if result.returncode:
             raise RuntimeError(f"{host.name}: netcompose {' '.join(args)}: {result.stderr.strip()}")
         return time.perf_counter() - started
-    with ThreadPoolExecutor(len(lab.hosts)) as pool:
+    with ThreadPoolExecutor(1 if one_at_a_time else len(lab.hosts)) as pool:
         each = dict(zip(lab.hosts, pool.map(run, lab.hosts.values())))
     return time.perf_counter() - started, each
 
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--containers", type=int, default=100, help="per host")
     parser.add_argument("--networks", type=int, default=2)
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="the hosts' first `up` one after the other instead of all at once")
     args = parser.parse_args()
     project = "bo" + secrets.token_hex(2)
     started = time.perf_counter()
@@ -78,7 +80,7 @@ def main() -> None:
         results: list[tuple[str, str]] = []
         try:
             begun = time.perf_counter()
-            up_wall, up_each = on_every_host(lab, "up", *common)
+            up_wall, up_each = on_every_host(lab, "up", *common, one_at_a_time=args.one_at_a_time)
             up, count = wait_for("every logical port up", lambda: (lambda u, n: (u, n) if u == n == total else None)(
                 *ports_up(lab, project)), timeout=300)
             all_up = time.perf_counter() - begun
@@ -110,7 +112,8 @@ def main() -> None:
             raise
         results += [
             ("lab start (central, northd, hosts with OVS and ovn-controller)", f"{lab_seconds:.1f} s"),
-            (f"`up` on {args.hosts} hosts at once, {total} containers (each waits for its ports up)",
+            (f"`up` on {args.hosts} hosts {'one after the other' if args.one_at_a_time else 'at once'}, {total} "
+             "containers (each waits for its ports up; when each returned)",
              f"{up_wall:.1f} s (" + ", ".join(f"{h} {s:.1f} s" for h, s in up_each.items()) + ")"),
             (f"every logical port up in the Northbound DB ({up}/{count})", f"{all_up:.1f} s after the start"),
             ("`check --all-hosts` passing", f"{checked:.1f} s after the start ({checked - all_up:.1f} s of check; "
