@@ -18,6 +18,6 @@ def test_bench_smoke_run():
 
 
 def test_bench_modules_do_not_need_pytest():
-    blocked = "import sys; sys.modules['pytest'] = None; import bench.run, bench.ovs_scale, bench.ovn_lab"
+    blocked = "import sys; sys.modules['pytest'] = None; import bench.run, bench.ovs_scale, bench.ovn_lab, bench.ovn_scale"
     result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
