@@ -28,7 +28,7 @@ from .check import listen, send
 from .drivers import rtnl
 from .drivers.nftables import FAMILIES, OWNER_CHAIN, owner_comment
 from .errors import ConflictError
-from .compile.firewall import table_name
+from .compile.firewall import table_name, trace_table_name
 from .resources import HOST
 
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
@@ -42,11 +42,7 @@ VERDICTS = {0: "drop", 1: "accept", 2: "stolen", 3: "queue", -1: "continue", -2:
             -4: "goto", -5: "return"}
 PRIORITY = -350                     # before raw (-300), conntrack (-200) and every table of ours
 DRAIN_SECONDS = 0.3                 # events still in flight after the answer (they are queued synchronously)
-TIMEOUT = 1.0
-
-
-def trace_table(project: str) -> str:
-    return f"netcompose-trace-{project}"
+TIMEOUT = 2.0                       # for the answer: generous on a loaded host
 
 
 @dataclass
@@ -148,7 +144,7 @@ def _resolution(source: str, target: str) -> list[dict]:
 
 
 def _commands(family: str, project: str, hooks: list[str], *selectors: list[dict]) -> list[dict]:
-    name = trace_table(project)
+    name = trace_table_name(project)
     table = {"family": family, "name": name}
     commands: list[dict] = [{"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}},
                             {"add": {"chain": {**_in(table), "name": OWNER_CHAIN}}},
@@ -177,7 +173,7 @@ class Tracer:
 
     def _refuse_foreign(self, ns: str, family: str) -> None:
         """A same-named table without our mark is someone else's: never replaced."""
-        name = trace_table(self.project)
+        name = trace_table_name(self.project)
         if (family, name) not in [(FAMILIES.get(f, str(f)), n) for f, n in rtnl.nft_tables(self.nss.nft_sock(ns))]:
             return
         listed = self.nft.run(ns, ["-j", "list", "table", family, name])
@@ -196,7 +192,7 @@ class Tracer:
         self.installed.append((ns, family))
 
     def remove(self) -> None:
-        name = trace_table(self.project)
+        name = trace_table_name(self.project)
         for ns, family in reversed(self.installed):
             table = {"family": family, "name": name}
             self.nft.run(ns, ["-j", "-f", "-"], json.dumps({"nftables": [{"add": {"table": table}},
@@ -274,7 +270,7 @@ def _verdicts(res: Any, origins: Any, nft: Any, places: list[tuple[str, str]], e
               answered: bool) -> dict[str, Any]:
     """The verdicts that count: a rule of this project that accepted or dropped, a chain of
     this project whose policy applied, and anything else that dropped the packet."""
-    ours, traced = table_name(res.project), trace_table(res.project)
+    ours, traced = table_name(res.project), trace_table_name(res.project)
     listings: dict[tuple[str, str], dict] = {}
     steps = []
     for ns, where in places:

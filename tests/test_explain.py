@@ -124,6 +124,19 @@ def test_live_trace_confirms_the_model_and_names_the_rule(tmp_path, project_name
                 decided = live["steps"][live["decided"]]
                 assert (decided["verdict"], int(decided["source"].split(":")[-2])) == expected[0]
             assert _trace_tables(project) == [], case   # removed after each probe
+        # A trace table left behind (explain killed mid-probe) is the project's: up removes it.
+        from netcompose.drivers.netlink import Namespaces
+        from netcompose.drivers.nftables import NftablesDriver
+        from netcompose.livetrace import Tracer
+        nss = Namespaces()
+        try:
+            Tracer(NftablesDriver(nss), nss, project_name).install("", "inet", ["prerouting"], [])
+        finally:
+            nss.close()
+        assert len(_trace_tables(project)) == 1
+        assert [a.op for a in project.plan().plan.actions if "trace" in a.key] == ["delete"]
+        project.up()
+        assert _trace_tables(project) == []
         # The command line: the model's answer, then the traced verdict with its line.
         result = run_cli("explain", "-f", str(project.spec.path), "-p", project_name, "web", "db", "--live")
         assert result.returncode == 0, result.stderr

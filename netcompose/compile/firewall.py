@@ -33,6 +33,11 @@ def table_name(project: str) -> str:
     return f"netcompose-{project}"
 
 
+def trace_table_name(project: str) -> str:
+    """The table `explain --live` traces a probe with (see netcompose.livetrace)."""
+    return f"netcompose-trace-{project}"
+
+
 def project_of(table: str) -> str:
     return table.removeprefix("netcompose-")
 

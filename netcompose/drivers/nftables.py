@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 from .. import resources as r
-from ..compile.firewall import project_of, table_name
+from ..compile.firewall import project_of, table_name, trace_table_name
 from ..errors import UnsupportedError
 from ..plan import Action
 from ..resources import HOST, Resource
@@ -62,13 +62,15 @@ class NftablesDriver:
         return [(FAMILIES.get(family, str(family)), name) for family, name in rtnl.nft_tables(sock)]
 
     def observe(self, scope: Scope) -> list[Resource]:
-        ours = table_name(scope.project)
+        # A trace table `explain --live` could not remove (killed) is ours too: desired by no
+        # one, the next up or down removes it.
+        ours = (table_name(scope.project), trace_table_name(scope.project))
         out = []
         places = [HOST] if scope.sees("nft") else []
         places += [n for n in scope.firewall_namespaces if scope.sees(f"ns:{n}") and self.nss.exists(n)]
         for ns in places:
             for family, name in self._tables_in(ns):
-                if name == ours:
+                if name in ours:
                     out.append(self._read(ns, family, name, scope.project))
         return out
 
