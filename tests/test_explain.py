@@ -105,7 +105,7 @@ def _trace_tables(project) -> list[str]:
     for ns in ["", *(project.netns_of(c) for c in project.spec.topology.containers)]:
         argv = ["nft", "list", "tables"] if not ns else ["ip", "netns", "exec", ns, "nft", "list", "tables"]
         found += [line for line in subprocess.run(argv, capture_output=True, text=True).stdout.splitlines()
-                  if "netcompose-trace-" in line]
+                  if line.endswith(f" netcompose-trace-{project.name}")]   # the host has others' too
     return found
 
 
