@@ -660,6 +660,15 @@ class Project:
         return self._converge(empty=False, rollback=rollback, fault=fault, fingerprint=plan_fingerprint,
                               refresh=refresh or plan_fingerprint is not None, supervise=supervise, progress=progress)
 
+    def _forget(self, lock) -> None:
+        """Nothing of the project stays: its records, journal and lock, its entry in the list
+        of projects, and folders a killed run left empty under /etc/netns."""
+        from .drivers.files import remove_empty_folders
+        from .workload import forget
+        forget(self.name)
+        remove_empty_folders(self.name)
+        lock.remove_folder()
+
     def down(self, fault: FaultHook | None = None, all_hosts: bool = False, progress: ProgressHook = _silent) -> Report:
         """Remove this host's slice; the OVN logical state too when no other host has a port
         of the project bound, or with `all_hosts`."""
@@ -699,9 +708,7 @@ class Project:
                     self.applied.write(state.desired, state.digests, self._source)
                 self.journal.clear()
                 if empty:
-                    from .workload import forget
-                    forget(self.name)
-                    lock.remove_folder()
+                    self._forget(lock)
                 report.seconds = time.monotonic() - started
                 return report
             for name, actions in _by_driver(state.plan).items():  # e.g. a missing tool: before any change
@@ -711,9 +718,7 @@ class Project:
                 self._apply(host, state, report, rollback, fault, interrupted, progress)
                 # Applied and verified: Ctrl-C from here on is too late to undo anything.
                 if empty:
-                    from .workload import forget
-                    forget(self.name)
-                    lock.remove_folder()   # records, journal and lock: nothing of the project stays
+                    self._forget(lock)
                 else:
                     self.applied.write(state.desired, state.digests, self._source)
                     from .workload import remember_file

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -369,6 +370,25 @@ def test_a_create_killed_at_any_moment_leaves_no_file_or_a_marked_one(project_na
         assert open(path).read() == "mark"
     finally:
         os.unlink(path)
+
+
+@needs_root
+def test_down_removes_folders_a_killed_run_left_empty_and_keeps_what_others_put_there(topo, project_name, blocks):
+    shared = Path("/etc/netns/.netcompose") / project_name
+    project = topo(blocks("networks: {n: {subnet: 10.67.10.0/24}}\ncontainers: {web: {networks: [n]}}\n"))
+    project.up()
+    (shared / "left-empty").mkdir()            # made, then the run was killed before its file
+    project.down()
+    assert not shared.exists()
+    project.up()
+    (shared / "kept").mkdir()
+    (shared / "kept" / "notes").write_text("someone's\n")
+    try:
+        project.down()
+        assert (shared / "kept" / "notes").read_text() == "someone's\n"
+        assert sorted(p.name for p in shared.iterdir()) == ["kept"]
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 UPGRADE_TOPO = """

@@ -394,6 +394,24 @@ def _remove_emptied(folders: Folders, folder: str) -> None:
         folders.forget(SHARED_ETC)
 
 
+def remove_empty_folders(project: str) -> None:
+    """After the project's last file is gone: its empty folders under /etc/netns/.netcompose
+    (a run killed between making a group's folder and writing its file leaves one that no
+    file resource stands for).  A folder holding anything but our temporary files stays."""
+    shared = shared_etc_dir(project)
+    with _folders() as folders:
+        try:
+            groups = _listdir(folders, shared)
+        except ConflictError:
+            return   # a link or file where the project's folder goes: not ours
+        for group in groups:
+            mode = os.lstat(group, dir_fd=folders.fds[shared]).st_mode
+            if stat.S_ISDIR(mode) and not group.startswith(_TMP):
+                _remove_emptied(folders, f"{shared}/{group}")
+        if folders.open(shared, create=False) is not None:
+            _remove_emptied(folders, shared)
+
+
 def _write_sysctl(name: str, value: str) -> None:
     path = _sysctl_path(name)
     if not os.path.exists(path):
