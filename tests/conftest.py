@@ -172,6 +172,24 @@ def terminate(child: subprocess.Popen) -> None:
         child.wait()
 
 
+def fault_at(n: int, error=None):
+    """An apply `fault` hook that raises at the n-th action: `error(action)`, else an
+    InjectedFault naming it; and the keys of the actions it saw."""
+    from netcompose.apply import InjectedFault
+    seen = []
+
+    def hook(action):
+        seen.append(action.key)
+        if len(seen) == n:
+            raise error(action) if error else InjectedFault(f"operation {n} ({action.key})")
+    return hook, seen
+
+
+def interrupt_at(n: int):
+    """A `fault` hook that presses Ctrl-C in place of the n-th action."""
+    return fault_at(n, lambda action: KeyboardInterrupt())[0]
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["python3", "-m", "netcompose", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=timeout)

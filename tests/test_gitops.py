@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 
 from netcompose import Project
-from netcompose.apply import InjectedFault
 from netcompose.engine import Lock
 from netcompose.drivers import namespaces
 from netcompose.errors import ApplyError, ConflictError, Interrupted
 
-from .conftest import REPO, needs_root, run_cli
+from .conftest import REPO, fault_at, interrupt_at, needs_root, run_cli
 from .test_kernel import ip
 
 pytestmark = [needs_root, pytest.mark.kernel]
@@ -57,16 +56,6 @@ def snapshot(project: Project) -> dict:
     return {k: (v.kind, v.attrs) for k, v in state.observed.items() if v.owner == project.name}
 
 
-def nth_fault(n: int):
-    seen = []
-
-    def hook(action):
-        seen.append(action.key)
-        if len(seen) == n:
-            raise InjectedFault(f"operation {n} ({action.key})")
-    return hook, seen
-
-
 @pytest.mark.parametrize("scenario", ["cold", "change"])
 def test_fault_at_every_operation_rolls_back(topo, private_ovs, scenario, blocks):
     before_text = blocks(SWEEP) if scenario == "change" else None
@@ -77,7 +66,7 @@ def test_fault_at_every_operation_rolls_back(topo, private_ovs, scenario, blocks
     size = len(target.plan().plan.changes)
     assert size >= 30 or scenario == "change"
     for n in range(1, size + 1):
-        hook, seen = nth_fault(n)
+        hook, seen = fault_at(n)
         with pytest.raises(ApplyError, match="rolled back: the host is as it was before"):
             target.up(fault=hook)
         assert snapshot(target) == pre, f"fault at operation {n} ({seen[-1]}) left the host changed"
@@ -112,7 +101,7 @@ def test_a_folder_of_someone_else_where_a_link_goes_is_a_conflict(topo, project_
 
 def test_no_rollback_keeps_partial_state_and_next_up_converges(topo, private_ovs, blocks):
     project = topo(blocks(SWEEP), ovsdb=private_ovs.remote)
-    hook, _ = nth_fault(12)
+    hook, _ = fault_at(12)
     with pytest.raises(ApplyError, match="--no-rollback"):
         project.up(rollback=False, fault=hook)
     assert snapshot(project)                       # something was left for debugging
@@ -123,14 +112,8 @@ def test_no_rollback_keeps_partial_state_and_next_up_converges(topo, private_ovs
 def test_ctrl_c_during_apply_rolls_back(topo, private_ovs, blocks):
     project = topo(blocks(SWEEP), ovsdb=private_ovs.remote)
     pre = snapshot(project)
-    calls = []
-
-    def interrupt(action):
-        calls.append(action)
-        if len(calls) == 9:
-            raise KeyboardInterrupt
     with pytest.raises(Interrupted, match="interrupted; rolled back") as raised:
-        project.up(fault=interrupt)
+        project.up(fault=interrupt_at(9))
     assert snapshot(project) == pre and raised.value.exit_code == 130
 
 

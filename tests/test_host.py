@@ -17,7 +17,7 @@ import pytest
 from netcompose.drivers import namespaces
 from netcompose.errors import ApplyError, ConflictError
 
-from .conftest import REPO, needs_root, run_cli
+from .conftest import REPO, interrupt_at, needs_root, run_cli
 
 pytestmark = [needs_root, pytest.mark.kernel]
 
@@ -315,14 +315,8 @@ def test_addresses_stay_through_inserts_deleted_veths_and_hand_made_changes(topo
 def test_ctrl_c_in_place_of_an_action_rolls_back_with_exit_130(topo, project_name):
     from netcompose.errors import Interrupted
     project = topo(LAB)
-    calls = []
-
-    def interrupt(action):
-        calls.append(action)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
     with pytest.raises(Interrupted, match="interrupted; rolled back: the host is as it was before") as caught:
-        project.up(fault=interrupt)
+        project.up(fault=interrupt_at(7))
     assert caught.value.exit_code == 130 and not leftovers(project_name)
 
 
