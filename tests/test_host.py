@@ -339,7 +339,7 @@ class SimulatedHost:
                     f"ip addr add 198.51.100.10/24 dev {p}up", f"ip addr add 203.0.113.7/32 dev {p}up",
                     f"ip link set {p}up addrgenmode none", f"ip link set {p}up up",
                     f"ip -n {p}-out addr add 198.51.100.1/24 dev {p}lan", f"ip -n {p}-out link set {p}lan up",
-                    "ip route add default via 198.51.100.1", f"ip route add 172.31.0.0/16 via 198.51.100.1"):
+                    "ip route add default via 198.51.100.1", "ip route add 172.31.0.0/16 via 198.51.100.1"):
             self.run(*cmd.split())
         return self
 
