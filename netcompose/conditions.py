@@ -150,9 +150,7 @@ def describe(conditions: dict[str, Any] | None) -> str:
 
 
 def describe_both(egress: dict[str, Any] | None, ingress: dict[str, Any] | None) -> str:
-    """For `ps`: both directions of an endpoint (a wire's conditions are the same both ways)."""
-    if egress is ingress:
-        return describe(egress)
+    """For `ps`: both directions of an endpoint (a wire's are the same both ways: `describe`)."""
     return "; ".join(f"{direction} {describe(spec)}" for direction, spec in (("out", egress), ("in", ingress)) if spec)
 
 

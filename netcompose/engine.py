@@ -949,7 +949,7 @@ class Project:
         return {"container": container, "netns": netns, "network": None, "link": far, "ifname": ifname,
                 "ipv4": None, "mac": mac, "host_ifname": host_ifname,
                 "state": "up" if up else _absent_state(observed, netns),
-                "conditions": conditions.describe_both(link.conditions, link.conditions)}
+                "conditions": conditions.describe(link.conditions)}
 
     def ps(self) -> list[dict[str, Any]]:
         """A row per endpoint and per end of a direct wire (`links:`), each looked up by key in
@@ -980,7 +980,7 @@ class Project:
                      "ipv6": next((a for a in addresses if ":" in a), None),
                      "mac": wire.attrs.get(f"{side}mac") if intact else None,
                      "host_ifname": None, "state": "up" if up else _absent_state(observed, netns[i]),
-                     "conditions": conditions.describe_both(link.conditions, link.conditions)})
+                     "conditions": conditions.describe(link.conditions)})
         rows = []
         for c in resolved.containers.values():
             for ep in c.endpoints:
