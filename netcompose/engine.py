@@ -841,9 +841,8 @@ class Project:
             origins = Origins(resolved, where)
             for answer in answers:
                 if answer["source_address"] and answer["target_address"]:
-                    answer["live"] = livetrace.trace(resolved, origins, host.drivers["nftables"], host.nss, source,
-                                                     target, proto, port, answer["source_address"],
-                                                     answer["target_address"])
+                    answer["live"] = livetrace.trace(resolved, origins, host.drivers["nftables"], source, target,
+                                                     proto, port, answer["source_address"], answer["target_address"])
             return answers
 
     def _links_and_resolution(self, host: Host) -> tuple[dict[str, Resource], Resolved]:

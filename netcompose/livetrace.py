@@ -26,7 +26,7 @@ from typing import Any
 from . import probe
 from .check import listen, send
 from .drivers import rtnl
-from .drivers.nftables import FAMILIES, OWNER_CHAIN, owner_comment
+from .drivers.nftables import FAMILIES, table_commands
 from .errors import ConflictError
 from .compile.firewall import table_name, trace_table_name
 from .resources import HOST
@@ -143,60 +143,41 @@ def _resolution(source: str, target: str) -> list[dict]:
             _match({"payload": {"protocol": "arp", "field": "daddr ip"}}, target)]
 
 
-def _commands(family: str, project: str, hooks: list[str], *selectors: list[dict]) -> list[dict]:
-    name = trace_table_name(project)
-    table = {"family": family, "name": name}
-    commands: list[dict] = [{"add": {"table": table}}, {"delete": {"table": table}}, {"add": {"table": table}},
-                            {"add": {"chain": {**_in(table), "name": OWNER_CHAIN}}},
-                            {"add": {"rule": {**_in(table), "chain": OWNER_CHAIN, "comment": owner_comment(project),
-                                              "expr": [{"counter": None}]}}}]
-    for hook in hooks:
-        commands.append({"add": {"chain": {**_in(table), "name": hook, "type": "filter", "hook": hook,
-                                           "prio": PRIORITY, "policy": "accept"}}})
-        for selector in selectors:
-            commands.append({"add": {"rule": {**_in(table), "chain": hook, "comment": "explain --live: trace the probe",
-                                              "expr": selector + [{"mangle": {"key": {"meta": {"key": "nftrace"}},
-                                                                              "value": 1}}]}}})
-    return commands
-
-
-def _in(table: dict) -> dict:
-    return {"family": table["family"], "table": table["name"]}
+def _chains(hooks: list[str], *selectors: list[dict]) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """The trace table's chains, one per hook, each setting `nftrace` on what a selector matches."""
+    chains = {hook: {"type": "filter", "hook": hook, "prio": PRIORITY, "policy": "accept"} for hook in hooks}
+    rule = [{"comment": "explain --live: trace the probe",
+             "expr": selector + [{"mangle": {"key": {"meta": {"key": "nftrace"}}, "value": 1}}]}
+            for selector in selectors]
+    return chains, {hook: rule for hook in hooks}
 
 
 class Tracer:
     """The trace tables of one probe: installed on entering, removed on leaving."""
 
-    def __init__(self, nft: Any, nss: Any, project: str) -> None:
-        self.nft, self.nss, self.project = nft, nss, project
+    def __init__(self, nft: Any, project: str) -> None:
+        self.nft, self.project = nft, project
+        self.name = trace_table_name(project)
         self.installed: list[tuple[str, str]] = []
 
     def _refuse_foreign(self, ns: str, family: str) -> None:
         """A same-named table without our mark is someone else's: never replaced."""
-        name = trace_table_name(self.project)
-        if (family, name) not in [(FAMILIES.get(f, str(f)), n) for f, n in rtnl.nft_tables(self.nss.nft_sock(ns))]:
-            return
-        listed = self.nft.run(ns, ["-j", "list", "table", family, name])
-        marks = [item["rule"].get("comment") for item in json.loads(listed.stdout or '{"nftables": []}')["nftables"]
-                 if "rule" in item and item["rule"].get("chain") == OWNER_CHAIN] if listed.returncode == 0 else []
-        if marks != [owner_comment(self.project)]:
-            raise ConflictError(f"nft table {family} {name} already exists and is not netcompose's "
+        if (family, self.name) in self.nft.tables_in(ns) and \
+                self.nft.read(ns, family, self.name, self.project).owner != self.project:
+            raise ConflictError(f"nft table {family} {self.name} already exists and is not netcompose's "
                                 f"(project '{self.project}'): rename or remove it")
 
     def install(self, ns: str, family: str, hooks: list[str], *selectors: list[dict]) -> None:
         self._refuse_foreign(ns, family)
-        done = self.nft.run(ns, ["-j", "-f", "-"], json.dumps({"nftables": _commands(family, self.project, hooks,
-                                                                                      *selectors)}))
+        commands = table_commands(family, self.name, self.project, *_chains(hooks, *selectors))
+        done = self.nft.run(ns, ["-j", "-f", "-"], json.dumps({"nftables": commands}))
         if done.returncode != 0:
             raise RuntimeError(f"nft: {' '.join(done.stderr.split())[:300]}")
         self.installed.append((ns, family))
 
     def remove(self) -> None:
-        name = trace_table_name(self.project)
         for ns, family in reversed(self.installed):
-            table = {"family": family, "name": name}
-            self.nft.run(ns, ["-j", "-f", "-"], json.dumps({"nftables": [{"add": {"table": table}},
-                                                                         {"delete": {"table": table}}]}))
+            self.nft.run(ns, ["-j", "-f", "-"], json.dumps({"nftables": table_commands(family, self.name)}))
         self.installed.clear()
 
 
@@ -224,7 +205,7 @@ def _common(paths: list[tuple]) -> tuple:
     return prefix
 
 
-def trace(res: Any, origins: Any, nft: Any, nss: Any, source: str, target: str, proto: str, port: int | None,
+def trace(res: Any, origins: Any, nft: Any, source: str, target: str, proto: str, port: int | None,
           source_address: str, target_address: str) -> dict[str, Any]:
     """Send one probe from `source` to `target_address` with tracing on; what each namespace's
     rules decided, mapped to the file, and whether it was answered."""
@@ -232,7 +213,7 @@ def trace(res: Any, origins: Any, nft: Any, nss: Any, source: str, target: str, 
     places = [(a.netns, f"in {source}"), (HOST, "on the host"), (b.netns, f"in {target}")]
     selector = _selector(source_address, target_address, proto, port)
     events: list[Event] = []
-    tracer = Tracer(nft, nss, res.project)
+    tracer = Tracer(nft, res.project)
     with ExitStack() as stack:
         sockets = {}
         for ns, _ in places:

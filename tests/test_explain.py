@@ -130,7 +130,7 @@ def test_live_trace_confirms_the_model_and_names_the_rule(tmp_path, project_name
         from netcompose.livetrace import Tracer
         nss = Namespaces()
         try:
-            Tracer(NftablesDriver(nss), nss, project_name).install("", "inet", ["prerouting"], [])
+            Tracer(NftablesDriver(nss), project_name).install("", "inet", ["prerouting"], [])
         finally:
             nss.close()
         assert len(_trace_tables(project)) == 1

@@ -57,7 +57,7 @@ class NftablesDriver:
                               pass_fds=(fd,) if fd is not None else (),
                               preexec_fn=(lambda: namespaces.setns(fd)) if fd is not None else None)
 
-    def _tables_in(self, ns: str) -> list[tuple[str, str]]:
+    def tables_in(self, ns: str) -> list[tuple[str, str]]:
         sock = self.nss.nft_sock(ns)
         return [(FAMILIES.get(family, str(family)), name) for family, name in rtnl.nft_tables(sock)]
 
@@ -69,12 +69,12 @@ class NftablesDriver:
         places = [HOST] if scope.sees("nft") else []
         places += [n for n in scope.firewall_namespaces if scope.sees(f"ns:{n}") and self.nss.exists(n)]
         for ns in places:
-            for family, name in self._tables_in(ns):
+            for family, name in self.tables_in(ns):
                 if name in ours:
-                    out.append(self._read(ns, family, name, scope.project))
+                    out.append(self.read(ns, family, name, scope.project))
         return out
 
-    def _read(self, ns: str, family: str, name: str, project: str) -> Resource:
+    def read(self, ns: str, family: str, name: str, project: str) -> Resource:
         result = self.run(ns, ["-j", "list", "table", family, name])
         chains: dict[str, dict] = {}
         rules: dict[str, list] = {}   # as nft lists them: enough to write the table back (rollback)
@@ -122,21 +122,29 @@ class NftablesDriver:
     @staticmethod
     def _commands(action: Action) -> list[dict]:
         a = action.resource.attrs
-        table = {"family": a["family"], "name": a["name"]}
-        # "add" then "delete" makes the delete idempotent; all of it is one transaction.
-        commands: list[dict] = [{"add": {"table": table}}, {"delete": {"table": table}}]
         if action.op == "delete":
-            return commands
-        commands.append({"add": {"table": table}})
-        commands.append({"add": {"chain": {"family": a["family"], "table": a["name"], "name": OWNER_CHAIN}}})
-        commands.append({"add": {"rule": {"family": a["family"], "table": a["name"], "chain": OWNER_CHAIN,
-                                          "comment": owner_comment(project_of(a["name"])),
-                                          "expr": [{"counter": None}]}}})
-        for name, chain in a["chains"].items():
-            commands.append({"add": {"chain": {"family": a["family"], "table": a["name"], "name": name,
-                                               "type": chain["type"], "hook": chain["hook"], "prio": chain["prio"],
-                                               "policy": chain["policy"]}}})
-            for rule in a["rules"][name]:
-                commands.append({"add": {"rule": {"family": a["family"], "table": a["name"], "chain": name,
-                                                  "comment": rule["comment"], "expr": rule["expr"]}}})
+            return table_commands(a["family"], a["name"])
+        return table_commands(a["family"], a["name"], project_of(a["name"]), a["chains"], a["rules"])
+
+
+def table_commands(family: str, name: str, project: str | None = None, chains: dict[str, dict] | None = None,
+                   rules: dict[str, list[dict]] | None = None) -> list[dict]:
+    """One transaction that removes table `name` if it is there and, given `chains`, makes it
+    anew with the ownership mark of `project`, those chains and the `rules` of each."""
+    table = {"family": family, "name": name}
+    # "add" then "delete" makes the delete idempotent; all of it is one transaction.
+    commands: list[dict] = [{"add": {"table": table}}, {"delete": {"table": table}}]
+    if chains is None:
         return commands
+    commands.append({"add": {"table": table}})
+    commands.append({"add": {"chain": {"family": family, "table": name, "name": OWNER_CHAIN}}})
+    commands.append({"add": {"rule": {"family": family, "table": name, "chain": OWNER_CHAIN,
+                                      "comment": owner_comment(project), "expr": [{"counter": None}]}}})
+    for chain_name, chain in chains.items():
+        commands.append({"add": {"chain": {"family": family, "table": name, "name": chain_name,
+                                           "type": chain["type"], "hook": chain["hook"], "prio": chain["prio"],
+                                           "policy": chain["policy"]}}})
+        for rule in rules[chain_name]:  # type: ignore[index]
+            commands.append({"add": {"rule": {"family": family, "table": name, "chain": chain_name,
+                                              "comment": rule["comment"], "expr": rule["expr"]}}})
+    return commands
