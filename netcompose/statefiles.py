@@ -67,10 +67,10 @@ def folder(path: str, create: bool = False, mode: int = 0o755, private: bool = F
             os.close(fd)
 
 
-def open_file(path: str) -> BinaryIO | None:
+def open_file(path: str, private: bool = False) -> BinaryIO | None:
     """Our regular file at `path`, open for reading; None when it is missing, or a link,
-    FIFO or device is in its place."""
-    with folder(path) as dirfd:
+    FIFO or device is in its place; `private` as for `folder`."""
+    with folder(path, private=private) as dirfd:
         if dirfd is None:
             return None
         try:

@@ -136,17 +136,13 @@ def _text_pointer(text: str) -> str:
 def _read_bytes(name: str) -> bytes | None:
     """A file of the memo's folder, entered without following a link, and only when it is
     ours and nobody else may write it (see statefiles)."""
-    with statefiles.folder(os.path.join(CACHE_DIR, name), private=True) as dirfd:
-        if dirfd is None:
-            return None
+    f = statefiles.open_file(os.path.join(CACHE_DIR, name), private=True)
+    if f is None:
+        return None
+    with f:
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
-        except OSError:
-            return None
-        try:
-            with os.fdopen(fd, "rb") as f:
-                os.utime(f.fileno())   # recently used: pruned last
-                return f.read()
+            os.utime(f.fileno())   # recently used: pruned last
+            return f.read()
         except OSError:
             return None
 
@@ -285,12 +281,13 @@ def validated(doc: Document, project: str | None, validate: Callable[[Any], Reco
 def by_text(text: str, file: str, project: str | None) -> tuple[Record, str] | None:
     """The records of a plain file (one without include, template or variable: its text
     alone says what it holds) remembered by its text: no YAML parsed, no PyYAML imported."""
-    name = _read_bytes(_text_pointer(text))
-    topology = _remembered(name.decode(errors="replace")) if name else None
+    found = _read_bytes(_text_pointer(text))
+    name = found.decode(errors="replace") if found else None
+    topology = _remembered(name) if name else None
     if topology is None:
         return None
-    _write(file, project, name.decode())
-    return topology, name.decode()
+    _write(file, project, name)
+    return topology, name
 
 
 def _prune() -> None:
