@@ -205,14 +205,10 @@ class FilesDriver:
     def close(self) -> None:
         pass
 
-    def _record_of(self, project: str) -> SysctlRecord:
-        if self.record is None:
-            self.record = SysctlRecord(os.path.join(STATE_DIR, project, "sysctls.json"))
-        return self.record
-
     def observe(self, scope: Scope) -> list[Resource]:
         out = self._observe_files(scope)
-        for (ns, name) in self._record_of(scope.project).read():
+        self.record = SysctlRecord(os.path.join(STATE_DIR, scope.project, "sysctls.json"))
+        for (ns, name) in self.record.read():
             if ns != HOST and scope.sees(f"ns:{ns}") and (value := self._read_sysctl(ns, name)) is not None:
                 out.append(r.sysctl(ns, name, value, owner=scope.project, restore=True))
         return out
