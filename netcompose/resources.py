@@ -38,8 +38,10 @@ class Resource:
     parents: tuple[str, ...] = ()
     owner: str | None = None      # observed: the project that owns it; None: someone else
     external: bool = False        # must exist; netcompose never creates or deletes it
-    # Never diffed: observed facts (ifindex, uuid); desired: "missing", what to do when an
-    # external resource is not there.
+    # Never diffed.  Observed: facts (ifindex, uuid), "conflict_hint" (how to clear a conflict,
+    # where the driver knows better than "rename or remove it"), "incomplete" (half-seen: a
+    # rollback never makes it again); desired: "missing" (what to do when an external
+    # resource is not there).
     meta: dict[str, Any] = field(default_factory=dict)
     _zones: frozenset[str] | None = field(default=None, init=False, repr=False)
 
