@@ -13,9 +13,6 @@ from typing import Any
 
 from .spec.resolve import Resolved
 
-FORMATS = ("dot", "mermaid", "svg", "html")
-
-
 def model(res: Resolved) -> dict[str, list[dict[str, Any]]]:
     """Nodes and edges, in file order: what every format draws."""
     nodes, edges = [], []
@@ -82,8 +79,8 @@ def svg(res: Resolved) -> str:
         done = subprocess.run(["dot", "-Tsvg"], input=dot(res), capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         from .errors import UnsupportedError
-        raise UnsupportedError("graph --format svg needs Graphviz's `dot`: install the graphviz package "
-                               "(scripts/install-deps.sh), or use --format dot or mermaid") from None
+        raise UnsupportedError("graph -T svg (and html) needs Graphviz's `dot`: install the graphviz package "
+                               "(scripts/install-deps.sh), or use -T dot or -T mermaid") from None
     if done.returncode != 0:
         raise RuntimeError(f"dot failed: {done.stderr.strip()}")
     return done.stdout
