@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from .check import expectation
 from .errors import SpecError
+from .origins import declared_at
 from .spec.resolve import Resolved
 
 
@@ -29,7 +30,7 @@ def explain(res: Resolved, where: Callable[..., Any], source: str, target: str, 
         answers.append({"family": version, "source_address": src, "target_address": dst, "reachable": allowed,
                         "reason": reason,
                         "steps": [{"text": s.text, "allows": s.allows, "path": list(s.where),
-                                   "source": str(where(s.where, key=isinstance(s.where[-1], str)))}
+                                   "source": declared_at(where, s.where)}
                                   for s in steps]})
     return answers
 

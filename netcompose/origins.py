@@ -18,6 +18,14 @@ from .resources import HOST, Resource
 Path = tuple[Any, ...]
 
 
+def declared_at(where: Any, path: Path) -> str | None:
+    """The file:line:col that declares `path` (None for no path, or without `where`, the
+    document's Document.where): a mapping's key where the path ends at one, else the value."""
+    if not path or where is None:
+        return None
+    return str(where(path, key=isinstance(path[-1], str)))
+
+
 class Origins:
     def __init__(self, resolved: Any, where: Any = None) -> None:
         """`where`: the document's path → file:line:col (Document.where)."""
@@ -86,10 +94,7 @@ class Origins:
         return ()
 
     def source(self, path: Path) -> str | None:
-        """The file:line:col that declares `path` (None for no path, or without `where`)."""
-        if not path or self.where is None:
-            return None
-        return str(self.where(path, key=isinstance(path[-1], str)))
+        return declared_at(self.where, path)
 
     def rule_path(self, comment: str) -> Path:
         """The element of the file a firewall rule comes from, from its comment
