@@ -13,6 +13,7 @@ import difflib
 import re
 from typing import Any, Iterable
 
+from .plan import SYMBOLS, changed, note
 from .resources import HOST, Resource
 
 Path = tuple[Any, ...]
@@ -203,7 +204,6 @@ def annotate(actions: Iterable[Any], origins: Origins) -> None:
 # networks holds unless a policy says otherwise; what is published is under containers.
 PROJECT_RULES = {"isolation between networks": ("networks",), "no unsolicited inbound": ("networks",),
                  "published ports": ("containers",)}
-SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
 COLLAPSE_AFTER = 10   # more groups than this of one kind, all created (or all deleted): one line
 
 
@@ -234,10 +234,7 @@ def _line(action: Any, origins: Origins) -> list[str]:
     chains = action.kind == "nft_table" and "chains" in action.changes
     changes = {k: v for k, v in action.changes.items()
                if not (action.kind == "file" and k == "content") and not (chains and k == "chains")}
-    extra = " (" + ", ".join(f"{k}: {b!r} → {c!r}" for k, (b, c) in changes.items()) + ")" if changes else ""
-    note = " (removed with its parent)" if action.implicit else ""
-    note += f" [{action.cause}]" if action.cause != "config" else ""
-    lines = [f"{SYMBOLS[action.op]} {object_name(action.resource)}{extra}{note}"]
+    lines = [f"{SYMBOLS[action.op]} {object_name(action.resource)}{changed(changes)}{note(action)}"]
     if action.kind == "file" and "content" in action.changes:
         before, after = action.changes["content"]
         lines += ["    " + d for d in file_diff(before, after, action.resource.attrs["path"])]

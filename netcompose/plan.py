@@ -301,12 +301,19 @@ def summarize(plan: Plan) -> str:
     return f"{c['create']} to create, {c['update']} to update, {c['delete']} to delete"
 
 
+SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
+
+
 def describe(actions: Iterable[Action]) -> Iterable[str]:
-    symbols = {"create": "+", "update": "~", "delete": "-"}
     for a in actions:
-        extra = ""
-        if a.changes:
-            extra = " (" + ", ".join(f"{k}: {b!r} → {c!r}" for k, (b, c) in a.changes.items()) + ")"
-        note = " (removed with its parent)" if a.implicit else ""
-        note += f" [{a.cause}]" if a.cause != "config" else ""
-        yield f"{symbols[a.op]} {a.key}{extra}{note}"
+        yield f"{SYMBOLS[a.op]} {a.key}{changed(a.changes)}{note(a)}"
+
+
+def changed(changes: dict[str, tuple[Any, Any]]) -> str:
+    """` (mtu: 1400 → 1450, …)`, or nothing without changes."""
+    return " (" + ", ".join(f"{k}: {b!r} → {c!r}" for k, (b, c) in changes.items()) + ")" if changes else ""
+
+
+def note(a: Action) -> str:
+    """Why an action has nothing to send, or is not the file's own change."""
+    return (" (removed with its parent)" if a.implicit else "") + (f" [{a.cause}]" if a.cause != "config" else "")
