@@ -31,7 +31,7 @@ from .errors import ConflictError
 from .compile.firewall import table_name, trace_table_name
 from .resources import HOST
 
-SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
+NETLINK_ADD_MEMBERSHIP = 1
 NFNLGRP_NFTRACE = 9
 NFT_MSG_TRACE = (10 << 8) | 17      # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE
 TRACE_TABLE, TRACE_CHAIN, TRACE_RULE_HANDLE, TRACE_TYPE, TRACE_VERDICT, TRACE_ID = 1, 2, 3, 4, 5, 6
@@ -113,7 +113,7 @@ def _listener(ns: str) -> socket.socket:
     args = (socket.AF_NETLINK, socket.SOCK_RAW, rtnl.NETLINK_NETFILTER)
     sock = socket.socket(*args) if ns == HOST else probe.socket_in(ns, *args)
     sock.bind((0, 0))
-    sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
+    sock.setsockopt(rtnl.SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
     sock.setblocking(False)
     return sock
 
