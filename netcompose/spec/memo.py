@@ -35,7 +35,7 @@ from typing import Any, Callable
 from .. import statefiles
 from ..errors import SpecError
 from .loader import Document
-from .patterns import NAME_PATTERN
+from .patterns import NAME_MAX_LENGTH, NAME_PATTERN
 
 CACHE_DIR = "/var/cache/netcompose/validated"
 # The least recently used entries go first, past this many or this many bytes (each edit
@@ -193,7 +193,7 @@ def _shape(data: Any) -> dict | None:
     for section in SECTIONS:
         entries = data.get(section, {})
         if not isinstance(entries, dict) or not all(
-                isinstance(name, str) and len(name) <= 48 and _NAME.fullmatch(name) for name in entries):
+                isinstance(name, str) and len(name) <= NAME_MAX_LENGTH and _NAME.fullmatch(name) for name in entries):
             return None
         shape[section] = {name: _content(value) for name, value in entries.items()}
     return shape

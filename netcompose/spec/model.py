@@ -12,9 +12,9 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from .. import conditions
 from ..errors import excerpt
 from .patterns import (DEFAULT_IPV4_POOL, DEFAULT_POOL_SIZE, HOSTNAME_PATTERN, IFNAME_PATTERN, MAC_PATTERN,
-                       NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES)
+                       NAME_MAX_LENGTH, NAME_PATTERN, PROJECT_PATTERN, RESERVED_IFNAMES)
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=NAME_MAX_LENGTH)]
 ProjectName = Annotated[str, Field(pattern=PROJECT_PATTERN, min_length=1, max_length=32)]
 # IFNAMSIZ is 16 bytes with the terminating NUL.
 IfName = Annotated[str, Field(pattern=IFNAME_PATTERN, min_length=1, max_length=15)]

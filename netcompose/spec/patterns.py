@@ -2,6 +2,7 @@
 resolver use them on every run; the models in model.py import them from here)."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_MAX_LENGTH = 48   # of a network or container name
 IFNAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
