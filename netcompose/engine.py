@@ -1020,8 +1020,8 @@ class Project:
             uplink = resolved.topology.ovn.uplink.address.ip
             through_ovn: dict[str, list[str]] = {}   # every port of such a container: on the gateway router
             for proto, ports in published_ports(resolved).items():
-                for host_port, (lsp, _, target) in ports.items():
-                    through_ovn.setdefault(lsp.split("/")[2], []).append(f"{uplink}:{host_port}->{target}/{proto}")
+                for host_port, (container, _, _, target) in ports.items():
+                    through_ovn.setdefault(container, []).append(f"{uplink}:{host_port}->{target}/{proto}")
             published.update(through_ovn)
         for row in rows:  # like `docker ps`, ephemeral host ports included
             row["ports"] = published[row["container"]]

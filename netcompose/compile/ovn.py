@@ -134,7 +134,7 @@ def gateway(res: Resolved, routed: list[RNetwork]) -> Iterable[Resource]:
     for proto, vips in sorted(published_ports(res).items()):
         balancer = r.nb_row("ovn_load_balancer", f"nc/{project}/published/{proto}",
                             {"protocol": proto, "vips": {f"{uplink.address.ip}:{port}": f"{address}:{target}"
-                                                         for port, (_, address, target) in vips.items()},
+                                                         for port, (_, _, address, target) in vips.items()},
                              "external_ids": {}}, project)
         balancers.append(balancer)
         yield balancer
@@ -161,17 +161,16 @@ def gateway(res: Resolved, routed: list[RNetwork]) -> Iterable[Resource]:
                             "external_ids": _ids(network=net.name)}, project, parent=("ovn_router", gateway_router))
 
 
-def published_ports(res: Resolved) -> dict[str, dict[int, tuple[str, str, int]]]:
+def published_ports(res: Resolved) -> dict[str, dict[int, tuple[str, str, str, int]]]:
     """Ports published on the gateway router's uplink: protocol → published port →
-    (logical port, container address, target port)."""
-    found: dict[str, dict[int, tuple[str, str, int]]] = {}
+    (container, its network, its address there, target port)."""
+    found: dict[str, dict[int, tuple[str, str, str, int]]] = {}
     for c in res.containers.values():
         target = published_target(c, res.networks, 4)
         if target is None or target[1].driver != "ovn":
             continue
         for port, published in zip(res.topology.containers[c.name].ports, c.host_ports):
-            found.setdefault(port.protocol, {})[published] = (port_name(res.project, c.name, target[1].name),
-                                                              target[0], port.target)
+            found.setdefault(port.protocol, {})[published] = (c.name, target[1].name, target[0], port.target)
     return found
 
 
@@ -247,7 +246,10 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]],
                 f"outport == @{group} && ip4 && ip4.src != {_set(sources)}", "drop")
         if not flows:
             continue
-        open_ports = [p for p in members[net.name] if p.split("/")[2] not in guarded]
+        joined = set(members[net.name])
+        firewalled = {name: port for name in sorted(guarded)   # members with an ingress firewall: their ports
+                      if (port := port_name(project, name, net.name)) in joined}
+        open_ports = [p for p in members[net.name] if p not in firewalled.values()]
         open_group = port_group_name(project, "net-open", net.name)
         yield _group(project, open_group, open_ports, network=net.name)
         for source, terms in flows.items():
@@ -256,10 +258,7 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]],
             for i, term in enumerate(terms):
                 out.add(open_group, f"{origin} [{i}]", marks, "to-lport", POLICY_ALLOW,
                         f"outport == @{open_group} && ip4 && ip4.src == {subnet}{term}", "allow-related")
-                for name in sorted(guarded):
-                    port = port_name(project, name, net.name)
-                    if port not in members[net.name]:
-                        continue
+                for name, port in firewalled.items():
                     for j, rule in enumerate(guarded[name].ingress):
                         peer = _peer(res, rule.from_, "ip4.src")
                         if peer is not None:
@@ -270,8 +269,8 @@ def acls(res: Resolved, nets: list[RNetwork], members: dict[str, list[str]],
                     f"outport == @{group} && ip4 && ip4.src == {subnet}", "drop")
     subnets = [str(net.subnet) for net in nets]
     for proto, ports in sorted(published_ports(res).items()):
-        for published, (port, _, target) in sorted(ports.items()):
-            container, network = port.split("/")[2:4]
+        for published, (container, network, _, target) in sorted(ports.items()):
+            port = port_name(project, container, network)
             group, origin = port_group_name(project, "net", network), f"published {proto}/{published}"
             match = f'outport == "{port}" && ip4 && ip4.src != {_set(subnets)} && {proto}.dst == {target}'
             rules = guarded[container].ingress if container in guarded else [None]
