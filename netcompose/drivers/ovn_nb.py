@@ -135,22 +135,23 @@ class NorthboundDriver:
                 out.append(res)
         return out
 
-    def port_states(self, project: str) -> dict[str, bool]:
-        """Each logical switch port of `project`: up (bound by an ovn-controller) or not."""
+    def _ports_of(self, project: str) -> list:
+        """The logical switch ports of `project`, as the DB has them now."""
         idl = self.connect()
         poll(idl, 0)
-        return {row.name: row.up == [True] for row in self._rows("ovn_switch_port")
-                if row.external_ids.get(NB_MARK) == project}
+        return [row for row in self._rows("ovn_switch_port") if row.external_ids.get(NB_MARK) == project]
+
+    def port_states(self, project: str) -> dict[str, bool]:
+        """Each logical switch port of `project`: up (bound by an ovn-controller) or not."""
+        return {row.name: row.up == [True] for row in self._ports_of(project)}
 
     def port_addresses(self, project: str) -> dict[tuple[str, str], IPv4Address]:
         """(container, network) → the IPv4 address of its logical port, for every endpoint
         port of `project` (addresses are "MAC IP")."""
-        idl = self.connect()
-        poll(idl, 0)
         found = {}
-        for row in self._rows("ovn_switch_port"):
+        for row in self._ports_of(project):
             ids = row.external_ids
-            if ids.get(NB_MARK) == project and HOST_MARK in ids and row.addresses:
+            if HOST_MARK in ids and row.addresses:
                 try:
                     found[(ids["netcompose-container"], ids["netcompose-network"])] = \
                         IPv4Address(row.addresses[0].split()[1])
@@ -161,9 +162,8 @@ class NorthboundDriver:
     def bound_elsewhere(self, project: str, host: str | None) -> list[str]:
         """Endpoint ports of `project` that hosts other than `host` have bound (up); a router's
         ports are always up and belong to no host."""
-        return sorted(row.name for row in self._rows("ovn_switch_port") if row.external_ids.get(NB_MARK) == project
-                      and HOST_MARK in row.external_ids and row.up == [True]
-                      and row.external_ids[HOST_MARK] != (host or ""))
+        return sorted(row.name for row in self._ports_of(project) if HOST_MARK in row.external_ids
+                      and row.up == [True] and row.external_ids[HOST_MARK] != (host or ""))
 
     # ---- apply -------------------------------------------------------------------------
     def apply(self, actions: list[Action]) -> Outcome:
