@@ -917,10 +917,10 @@ class _Resolver:
         ovn_nets = {name for name, net in networks.items() if net.driver == "ovn"}
         uplink = self.topo.ovn.uplink if self.topo.ovn else None
         for name in ovn_nets:
-            spec, base = self.topo.networks[name], ("networks", name)
-            if uplink is not None and networks[name].subnet is not None and (networks[name].subnet.overlaps(uplink.address.network) or
-                                       networks[name].subnet.overlaps(JOIN_SUBNET)):
-                self.fail(base + ("subnet",), f"subnet {networks[name].subnet} of network '{name}' overlaps the "
+            spec, base, subnet = self.topo.networks[name], ("networks", name), networks[name].subnet
+            if uplink is not None and subnet is not None and (subnet.overlaps(uplink.address.network)
+                                                              or subnet.overlaps(JOIN_SUBNET)):
+                self.fail(base + ("subnet",), f"subnet {subnet} of network '{name}' overlaps the "
                           f"uplink {uplink.address.network} or the gateway's join link {JOIN_SUBNET}",
                           "pick another subnet")
             if spec.subnet is None:
