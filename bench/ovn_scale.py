@@ -81,8 +81,7 @@ def main() -> None:
         try:
             begun = time.perf_counter()
             up_wall, up_each = on_every_host(lab, "up", *common, one_at_a_time=args.one_at_a_time)
-            up, count = wait_for("every logical port up", lambda: (lambda u, n: (u, n) if u == n == total else None)(
-                *ports_up(lab, project)), timeout=300)
+            wait_for("every logical port up", lambda: ports_up(lab, project) == (total, total), timeout=300)
             all_up = time.perf_counter() - begun
             # Hosts writing the same logical state at once must not make it twice.
             switches = lab.nbctl("--bare", "--columns=name", "find", "Logical_Switch",
@@ -115,7 +114,7 @@ def main() -> None:
             (f"`up` on {args.hosts} hosts {'one after the other' if args.one_at_a_time else 'at once'}, {total} "
              "containers (each waits for its ports up; when each returned)",
              f"{up_wall:.1f} s (" + ", ".join(f"{h} {s:.1f} s" for h, s in up_each.items()) + ")"),
-            (f"every logical port up in the Northbound DB ({up}/{count})", f"{all_up:.1f} s after the start"),
+            (f"every logical port up in the Northbound DB ({total}/{total})", f"{all_up:.1f} s after the start"),
             ("`check --all-hosts` passing", f"{checked:.1f} s after the start ({checked - all_up:.1f} s of check; "
              f"{summary})"),
             ("no-op `up` on every host at once", f"{noop_wall:.1f} s, {noop_transactions} Northbound transactions"),
