@@ -179,66 +179,87 @@ class NorthboundDriver:
                 turns = dict(root.external_ids)
                 turns[WRITES] = str(int(turns.get(WRITES, "0")) + 1)
                 root.external_ids = turns
-            staged: dict[tuple[str, str], object] = {}   # (kind, name) → row inserted in this transaction
+            rows = _Rows(idl)
             for action in actions:
-                self._stage(idl, txn, action, staged)
+                self._stage(idl, txn, action, rows)
         failed, _ = transact(idl, actions, stage, "OVN Northbound")
         return failed or Outcome()
 
-    def _find(self, kind: str, name: str, staged: dict):
-        if (kind, name) in staged:
-            return staged[(kind, name)]
-        table = TABLES[kind]
-        for row in self._rows(kind):
-            if (row.name if table.named else row.external_ids.get(NB_NAME)) == name:
-                return row
-        raise LookupError(f"OVN Northbound: no {table.name} row '{name}'")
-
-    def _stage(self, idl, txn, action: Action, staged: dict) -> None:
+    def _stage(self, idl, txn, action: Action, rows: "_Rows") -> None:
         table = TABLES[action.kind]
         a = action.resource.attrs
-        holder = self._find(table.holder[0], a["parent"], staged) if table.holder and a.get("parent") else None
+        holder = rows.find(table.holder[0], a["parent"]) if table.holder and a.get("parent") else None
         if action.op == "delete":
             try:
-                row = self._find(action.kind, a["name"], {})
+                row = rows.existing(action.kind, a["name"])
             except LookupError:
                 return   # gone already
             if holder is not None:
                 holder.verify(table.holder[1])
                 holder.delvalue(table.holder[1], row.uuid)
-            row.delete()
+            rows.delete(action.kind, a["name"])
             return
-        made_meanwhile = self._made_meanwhile(action) if action.op == "create" and action.observed is None else None
+        made_meanwhile = self._made_meanwhile(action, rows) if action.op == "create" and action.observed is None \
+            else None
         if made_meanwhile is not None:   # by another host since we looked: write it as ours
             row = made_meanwhile
         elif action.op == "create":
             row = txn.insert(idl.tables[table.name])
             if table.named:
                 row.name = a["name"]
-            staged[(action.kind, a["name"])] = row
+            rows.inserted[(action.kind, a["name"])] = row
             if holder is not None:
                 holder.verify(table.holder[1])
                 holder.addvalue(table.holder[1], row.uuid)
         else:
-            row = self._find(action.kind, a["name"], staged)
+            row = rows.find(action.kind, a["name"])
         for column, how in table.columns.items():
             if action.op == "update" and column not in action.changes:
                 continue
             value = a[column]
             if how.startswith("ref:"):
-                value = [self._find(how[4:], name, staged).uuid for name in value]
+                value = [rows.find(how[4:], name).uuid for name in value]
             elif how == "optional":
                 value = [] if value is None else [value]
             setattr(row, column, value)
 
-    def _made_meanwhile(self, action: Action):
+    def _made_meanwhile(self, action: Action, rows: "_Rows"):
         """The row a create names, when another writer of the project has made it since the
         plan was made; a same-named row of anyone else is a conflict."""
         try:
-            row = self._find(action.kind, action.resource.attrs["name"], {})
+            row = rows.existing(action.kind, action.resource.attrs["name"])
         except LookupError:
             return None
         if row.external_ids.get(NB_MARK) != action.resource.attrs["external_ids"][NB_MARK]:
             raise LookupError(f"OVN Northbound: {TABLES[action.kind].name} '{action.resource.attrs['name']}' "
                               "appeared meanwhile and is not ours")
         return row
+
+
+class _Rows:
+    """The rows one staging of a transaction finds by kind and name: those it inserted, then
+    the database's, indexed once per kind (a port group's ports would otherwise scan the
+    table once each)."""
+
+    def __init__(self, idl) -> None:
+        self.idl = idl
+        self.inserted: dict[tuple[str, str], object] = {}
+        self._existing: dict[str, dict[str, object]] = {}
+
+    def find(self, kind: str, name: str):
+        return self.inserted[(kind, name)] if (kind, name) in self.inserted else self.existing(kind, name)
+
+    def existing(self, kind: str, name: str):
+        table = TABLES[kind]
+        if kind not in self._existing:
+            index: dict[str, object] = {}
+            for row in self.idl.tables[table.name].rows.values():
+                index.setdefault(row.name if table.named else row.external_ids.get(NB_NAME), row)
+            self._existing[kind] = index
+        row = self._existing[kind].get(name)
+        if row is None:
+            raise LookupError(f"OVN Northbound: no {table.name} row '{name}'")
+        return row
+
+    def delete(self, kind: str, name: str) -> None:
+        self._existing[kind].pop(name).delete()
