@@ -553,10 +553,7 @@ class Project:
     def _claim(self, observed: dict[str, Resource]) -> dict[str, Resource]:
         # Unmarked objects that a crashed run was creating are ours (see Journal).
         claims = self.journal.claims()
-        # A device of a kind no driver manages (an OVS internal port not yet marked) stays
-        # unclaimed: the OVS port that made it takes it away.
-        return {k: (v.with_owner(self.name) if v.owner is None and k in claims and v.kind in KINDS else v)
-                for k, v in observed.items()}
+        return {k: (v.with_owner(self.name) if v.owner is None and k in claims else v) for k, v in observed.items()}
 
     def _state(self, host: Host, empty: bool = False, refresh: bool = True, all_hosts: bool = False) -> State:
         if not (refresh or empty):
