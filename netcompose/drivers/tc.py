@@ -72,9 +72,9 @@ def netem_options(netem: dict) -> bytes:
     return options
 
 
-def qdisc_requests(index: int, attrs: dict, replace: bool = True) -> list[rtnl.Request]:
+def qdisc_requests(index: int, attrs: dict) -> list[rtnl.Request]:
     """What makes (or changes in place) the root qdisc `attrs` describes on device `index`."""
-    flags = rtnl.NLM_F_CREATE | (rtnl.NLM_F_REPLACE if replace else rtnl.NLM_F_EXCL)
+    flags = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
     out = []
     if attrs["rate"] is not None:
         out.append(rtnl.Request(RTM_NEWQDISC, flags, tcmsg(index, HANDLE, TC_H_ROOT) + rtnl.attr_str(TCA_KIND, "tbf")
