@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO, Iterator
 
 TOP = "netcompose"          # our top folder's name: /run/netcompose, /var/log/netcompose
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A folder of ours, never a link in its place (the files driver opens /etc/netns alike).
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _split(path: str) -> tuple[str, list[str]]:
@@ -50,7 +51,7 @@ def folder(path: str, create: bool = False, mode: int = 0o755, private: bool = F
                 except FileExistsError:
                     pass
             try:
-                child = os.open(part, _DIR, dir_fd=fd)
+                child = os.open(part, DIR_FLAGS, dir_fd=fd)
             except OSError:
                 child = -1
             os.close(fd)

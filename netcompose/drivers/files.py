@@ -30,7 +30,6 @@ from . import Outcome, Scope, namespaces
 
 _MARKER = re.compile(r"^# netcompose project=(\S+) ")
 _TMP = ".tmp-"   # temporary files, in the project's folder (no group or namespace starts with ".")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)
 
 
@@ -52,7 +51,7 @@ class Folders:
         if fd is not None:
             return fd
         if path == NETNS_ETC:
-            parent, name = os.open("/etc", _DIR_FLAGS & ~os.O_NOFOLLOW), "netns"
+            parent, name = os.open("/etc", statefiles.DIR_FLAGS & ~os.O_NOFOLLOW), "netns"
         else:
             parent_path, _, name = path.rpartition("/")
             parent = self.open(parent_path, create)
@@ -61,7 +60,7 @@ class Folders:
         try:
             for _attempt in range(3):  # another project may remove an empty shared folder meanwhile
                 try:
-                    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                    fd = os.open(name, statefiles.DIR_FLAGS, dir_fd=parent)
                     break
                 except FileNotFoundError:
                     if not create:
