@@ -468,6 +468,10 @@ def cmd_check(args) -> int:
     else:
         probes = _project(args).check(everything=True if args.all else None)
     bad = [p for p in probes if not p.ok]
+    import shlex
+    # The explain hint names the file and project as given, so it runs as printed from here.
+    same_file = "".join(f" -f {shlex.quote('-' if f == STDIN else f)}" for f in args.files) + \
+        (f" -p {shlex.quote(args.project_name)}" if args.project_name else "")
     if args.json:
         _print_json({"probes": [p.to_json() for p in probes], "classes": probes.classes, "mismatches": len(bad),
                      "left_out": probes.elsewhere})
@@ -488,7 +492,7 @@ def cmd_check(args) -> int:
                   f"{'reachable' if p.expected else 'blocked'} ({p.reason}), {got}")
             if not p.ok and not p.inconclusive:
                 options = f" --proto {p.proto}" + (f" --port {p.port}" if p.port else "")
-                print(f"     why: netcompose explain {p.source} {p.target}{options} --live")
+                print(f"     why: netcompose explain {p.source} {p.target}{options} --live{same_file}")
     print(f"check: {len(probes) - len(bad)} of {len(probes)} probes as expected")
     if probes.elsewhere:
         print(f"note: {probes.elsewhere} TCP/UDP probes of containers on other hosts left out (their listeners run "

@@ -178,6 +178,7 @@ def test_check_hints_live_which_names_a_drop_the_model_does_not_know(topo, block
         check = run_cli("check", "-f", str(project.spec.path), "-p", project_name)
         assert check.returncode == 1
         assert "why: netcompose explain app db --proto icmp --live" in check.stdout
+        assert f"--live -f {project.spec.path} -p {project_name}\n" in check.stdout   # runs as printed
         result = run_cli("explain", "-f", str(project.spec.path), "-p", project_name, "app", "db", "--live")
         assert result.returncode == 0, result.stderr
         assert "live: dropped in db by chain input; the model DISAGREES" in result.stdout
