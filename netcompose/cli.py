@@ -597,8 +597,18 @@ def _across_options(p) -> None:
                    "{host} standing for its name, e.g. 'ssh {host} netcompose' (default: $NETCOMPOSE_VIA)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A command line it rejects is invalid input (exit 3, one line), as a bad file is: never
+    exit 2, which `plan --detailed-exitcode` gives "changes pending" (a pipeline that reads 2
+    as such would take a typo in a flag for a pending change).  Subcommands' parsers are of
+    the same class (argparse makes them with their parent's)."""
+
+    def error(self, message: str):
+        self.exit(errors.EXIT_INVALID, f"error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netcompose", description="Declarative container network topologies.")
+    parser = _Parser(prog="netcompose", description="Declarative container network topologies.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"netcompose {__version__}")
     # The file/project options work before or after the subcommand, as in `docker compose -f X up`.

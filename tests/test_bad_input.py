@@ -275,6 +275,22 @@ def test_command_line_errors_exit_3_without_position_and_exec_needs_the_containe
     assert result.returncode == 1 and len(lines) == 1 and "container 'a' is not up" in lines[0], result.stderr
 
 
+@pytest.mark.parametrize("argv,words", [
+    (["plan", "--detailed-exitcode", "--bogus"], "unrecognized arguments: --bogus"),
+    (["plan", "--detailed-exitcode", "-o"], "-o/--out: expected one argument"),
+    (["frob"], "invalid choice: 'frob'"),
+    ([], "required: command"),
+    (["exec"], "required: container, command"),
+], ids=["unknown-option", "missing-value", "unknown-command", "no-command", "exec-without-container"])
+def test_a_command_line_the_parser_rejects_exits_3_never_the_changes_pending_code(argv, words):
+    """Exit 2 means "changes pending" to a pipeline running `plan --detailed-exitcode`: a typo
+    in a flag must not read as that.  One line, naming the command's --help."""
+    result = run_cli(*argv)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 3 and len(lines) == 1 and lines[0].startswith("error: "), (argv, result.stderr)
+    assert words in lines[0] and lines[0].endswith("--help'"), lines
+
+
 @needs_root
 def test_down_by_name_refuses_a_project_name_that_is_a_path(tmp_path):
     """`down -p NAME` without a file names folders under /run/netcompose and /var/log/netcompose
