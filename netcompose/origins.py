@@ -14,7 +14,7 @@ import re
 from typing import Any, Iterable
 
 from .plan import SYMBOLS, changed, note
-from .resources import HOST, Resource
+from .resources import HOST, Resource, mark_key
 
 Path = tuple[Any, ...]
 
@@ -119,7 +119,7 @@ class Origins:
             container, network = res.attrs["name"].split("/")[2:4]
             return ("containers", container, "networks", network)
         ids = res.attrs.get("external_ids", {})
-        container, network = ids.get("netcompose-container"), ids.get("netcompose-network")
+        container, network = ids.get(mark_key("container")), ids.get(mark_key("network"))
         if container and network:
             return ("containers", container, "networks", network)
         if container:

@@ -306,7 +306,13 @@ def qdisc(ns: str, ifname: str, link: str, *, rate: int | None = None, burst: in
 
 # ---- OVN Northbound rows ---------------------------------------------------------------------
 
-NB_MARK, NB_NAME = "netcompose-project", "netcompose-name"   # external_ids of every row we write
+def mark_key(field: str) -> str:
+    """The external_ids key of one of our marks on an OVSDB row, of OVS or of the OVN
+    Northbound DB: compile writes them, drivers and plan annotations read them back."""
+    return f"netcompose-{field}"
+
+
+NB_MARK, NB_NAME = mark_key("project"), mark_key("name")   # external_ids of every row we write
 
 
 def nb_key(kind: str, name: str) -> str:

@@ -64,7 +64,7 @@ def endpoint_mac(project: str, c: RContainer, ep: REndpoint) -> str:
 
 
 def _ids(**extra: str) -> dict[str, str]:
-    return {f"netcompose-{k}": v for k, v in extra.items()}
+    return {r.mark_key(k): v for k, v in extra.items()}
 
 
 # ---- the logical state (the same on every host) -----------------------------------------------
@@ -342,7 +342,6 @@ def endpoint(project: str, c: RContainer, ep: REndpoint, net: RNetwork) -> tuple
                   peer_alias=names.alias(project, "ep-peer", ident), peer_mac=endpoint_mac(project, c, ep),
                   tx_checksum=False)
     port = r.ovs_port(ep.host_ifname, INTEGRATION_BRIDGE, type="", tag=None, trunks=None,
-                      external_ids={"netcompose-project": project, "netcompose-network": net.name,
-                                    "netcompose-endpoint": ident, "iface-id": lsp})
+                      external_ids={**_ids(project=project, network=net.name, endpoint=ident), "iface-id": lsp})
     up = r.ovn_port_up(lsp, c.host, (r.nb_key("ovn_switch_port", lsp), port.key))
     return veth.key, [veth, port, up]

@@ -13,9 +13,9 @@ from .bridge import endpoint_veth, gateway_addresses
 
 
 def _ids(project: str, net: RNetwork, endpoint: str | None = None) -> dict[str, str]:
-    ids = {"netcompose-project": project, "netcompose-network": net.name}
+    ids = {r.mark_key("project"): project, r.mark_key("network"): net.name}
     if endpoint:
-        ids["netcompose-endpoint"] = endpoint
+        ids[r.mark_key("endpoint")] = endpoint
     return ids
 
 

@@ -22,8 +22,8 @@ from ..resources import NB_MARK, NB_NAME, Resource
 from . import Outcome, Scope
 from .ovsdb import open_idl, poll, transact
 
-WRITES = "netcompose-writes"   # NB_Global external_ids: our transactions' counter (see _transact)
-HOST_MARK = "netcompose-host"
+WRITES = r.mark_key("writes")   # NB_Global external_ids: our transactions' counter (see _transact)
+HOST_MARK = r.mark_key("host")
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class NorthboundDriver:
             ids = row.external_ids
             if HOST_MARK in ids and row.addresses:
                 try:
-                    found[(ids["netcompose-container"], ids["netcompose-network"])] = \
+                    found[(ids[r.mark_key("container")], ids[r.mark_key("network")])] = \
                         IPv4Address(row.addresses[0].split()[1])
                 except (KeyError, IndexError, ValueError):
                     continue   # not as we write it: the plan repairs it

@@ -18,7 +18,7 @@ from ..resources import Resource
 from . import Outcome, Scope
 
 DEFAULT_REMOTE = "unix:/var/run/openvswitch/db.sock"
-PROJECT_ID = "netcompose-project"
+PROJECT_ID = r.mark_key("project")
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 CONNECT_TIMEOUT, VSWITCHD_TIMEOUT, DATAPATH_TIMEOUT, OVN_BIND_TIMEOUT = 5.0, 15.0, 3.0, 20.0
 
