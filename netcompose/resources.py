@@ -114,12 +114,12 @@ def link_key(ns: str, ifname: str) -> str:
     return f"link:{ns}/{ifname}"
 
 
-def _ns_parents(*namespaces: str) -> tuple[str, ...]:
-    keys: list[str] = []
-    for ns in namespaces:
-        if ns != HOST and (key := f"netns:{ns}") not in keys:
-            keys.append(key)
-    return tuple(keys)
+def _ns_parents(ns: str, peer_ns: str = HOST) -> tuple[str, ...]:
+    """The namespaces whose removal takes an object along: its own and its peer's (a veth
+    end's), never the host's.  (Called for nearly every resource a run builds.)"""
+    if peer_ns == HOST or peer_ns == ns:
+        return () if ns == HOST else (f"netns:{ns}",)
+    return (f"netns:{peer_ns}",) if ns == HOST else (f"netns:{ns}", f"netns:{peer_ns}")
 
 
 # ---- constructors ----------------------------------------------------------------------
@@ -138,12 +138,12 @@ def veth(ns: str, ifname: str, peer_ns: str, peer_ifname: str, *, mtu: int, alia
          tx_checksum: bool | None = None, owner: str | None = None) -> Resource:
     """A veth pair, keyed by its first end.  tx_checksum=False turns TX checksum offload
     off on both ends (the OVS userspace datapath forwards partial checksums as they are)."""
-    deps = _ns_parents(ns, peer_ns) + ((link_key(HOST, master),) if master else ())
+    parents = _ns_parents(ns, peer_ns)
     return Resource("veth", link_key(ns, ifname),
                     {"ns": ns, "ifname": ifname, "mtu": mtu, "mac": mac, "master": master, "alias": alias,
                      "up": True, "peer_ns": peer_ns, "peer_ifname": peer_ifname, "peer_mtu": mtu,
                      "peer_mac": peer_mac, "peer_alias": peer_alias, "peer_up": True, "tx_checksum": tx_checksum},
-                    deps=deps, parents=_ns_parents(ns, peer_ns), owner=owner)
+                    deps=parents + ((link_key(HOST, master),) if master else ()), parents=parents, owner=owner)
 
 
 def vxlan(ns: str, ifname: str, *, vni: int, remote: str, port: int, mtu: int, alias: str,

@@ -45,7 +45,8 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork], netem
         net = networks[ep.network]
         link_key, parts = NETWORK_DRIVERS[net.driver].endpoint(project, c, ep, net)
         devices[ep.ifname] = link_key
-        yield from conditions.endpoint(c, ep, link_key, parts, netem)
+        if ep.egress or ep.ingress or ep.down:
+            yield from conditions.endpoint(c, ep, link_key, parts, netem)
         yield from parts
         for ip, prefixlen in ep.addresses():
             addr = r.address(c.netns, ep.ifname, str(ip), prefixlen, link_key)
@@ -53,14 +54,14 @@ def _container(project: str, c: RContainer, networks: dict[str, RNetwork], netem
             yield addr
         if ep.address6 is not None:
             yield from no_router_advertisements(c, ep.ifname, link_key)
-    routes = [route for route in _routes(c, addr_keys) if route.attrs["dev"] not in down_ends]
+    routes = [route for route in _routes(c, addr_keys) if not down_ends or route.attrs["dev"] not in down_ends]
     yield from routes
     etc = _etc_link(project, c) if not c.adopted else None
     if etc is not None:
         yield etc
     sysctls = [r.sysctl(c.netns, name, value, device=devices.get(name.split(".")[3]) if name.count(".") > 3 else None,
                          restore=c.adopted)
-               for name, value in c.sysctls.items()]
+               for name, value in c.sysctls.items()] if c.sysctls else []
     yield from sysctls
     if c.process is not None:
         # Started once its sandbox is complete: a server binds its address, a router
@@ -147,12 +148,14 @@ class Unit:
 
 def units(res: Resolved) -> dict[str, Unit]:
     shown = {name: repr(net) for name, net in res.networks.items()}
-    down = conditions.down_ends(res)
+    down: dict[str, set[str]] = {}
+    for name, ifname in conditions.down_ends(res):
+        down.setdefault(name, set()).add(ifname)
     out = {}
     for c in res.local_containers():   # the others are other hosts' to make
         networks = {ep.network: res.networks[ep.network] for ep in c.endpoints}
         out[c.name] = Unit(res.project, c, networks, "".join(shown[name] for name in networks), res.netem,
-                           frozenset(ifname for name, ifname in down if name == c.name))
+                           frozenset(down.get(c.name, ())))
     return out
 
 
@@ -173,11 +176,9 @@ def collect(parts: Iterable[Iterable[Resource]], into: dict[str, Resource] | Non
     out = {} if into is None else into
     for part in parts:
         for resource in part:
-            if resource.key in out:
-                if out[resource.key].to_json() == resource.to_json():
-                    continue  # e.g. an OVS bridge shared by several networks
+            have = out.setdefault(resource.key, resource)
+            if have is not resource and have.to_json() != resource.to_json():  # alike: an OVS bridge shared by networks
                 raise ValueError(f"two resources compile to {resource.key}")
-            out[resource.key] = resource
     return out
 
 

@@ -49,10 +49,12 @@ def loss_rules(res: Resolved, c: RContainer) -> list[tuple[str, str, float, str]
     """(direction, ifname, percent, origin) of the random-drop rules a sandbox's table holds
     when the kernel has no netem."""
     netem = res.netem
+    if netem:   # loss is netem's then
+        return []
     found = []
     for ep in c.endpoints:
         origin = f"containers.{c.name}.networks.{ep.network}"
-        for direction, wanted in (("egress", ep.egress), ("ingress", ep.ingress)):
+        for direction, wanted in (("egress", ep.egress), ("ingress", ep.ingress)) if ep.egress or ep.ingress else ():
             loss = conditions.loss_percent(wanted, netem)
             if loss:
                 found.append((direction, ep.ifname, loss, f"{origin}.{direction}.loss"))

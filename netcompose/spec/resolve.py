@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_network
 from typing import Any, Iterator, Union
 
@@ -445,14 +446,19 @@ class _Resolver:
         # Addresses given before stay with their container and network, whatever was
         # inserted or reordered since: claimed before any new one is handed out.
         self.claimed_addresses: dict[tuple[str, str, int], IPAddress] = {}
+        # Per network, each family it has: its subnet, the record of that family and the
+        # subnet's addresses no endpoint may hold (worked out once, not per member).
+        families = {n: [(version, subnet, self.facts.sticky_addresses(version),
+                         {subnet.network_address, subnet.broadcast_address} if version == 4
+                         else {subnet.network_address})
+                        for version, subnet in ((4, net.subnet), (6, net.subnet6)) if subnet is not None]
+                    for n, net in networks.items()}
         for cname, c in self.topo.containers.items():
             for nname, ep in c.networks.items():
-                for version, given in ((4, ep.ipv4_address), (6, ep.ipv6_address)):
-                    sticky = self.facts.sticky_addresses(version).get((cname, nname))
-                    subnet = networks[nname].subnet_of(version)
-                    if given is None and sticky is not None and subnet is not None and sticky in subnet \
-                            and sticky not in explicit[nname] and sticky != subnet.network_address \
-                            and (version == 6 or sticky != subnet.broadcast_address):
+                for version, subnet, recorded, unusable in families[nname]:
+                    sticky = recorded.get((cname, nname))
+                    if sticky is not None and (ep.ipv4_address if version == 4 else ep.ipv6_address) is None \
+                            and sticky in subnet and sticky not in explicit[nname] and sticky not in unusable:
                         explicit[nname].add(sticky)
                         self.claimed_addresses[(cname, nname, version)] = sticky
         link_ifnames = self.link_ifnames()
@@ -490,8 +496,10 @@ class _Resolver:
                                            ep.trunks, self.host_names[("ep", f"{cname}/{nname}")],
                                            aliases=list(ep.aliases), address6=address6,
                                            prefixlen6=net.subnet6.prefixlen if net.subnet6 else None,
-                                           egress=self.link_conditions(path + ("egress",), ep.egress, net.mtu),
-                                           ingress=self.link_conditions(path + ("ingress",), ep.ingress, net.mtu),
+                                           egress=None if ep.egress is None else
+                                           self.link_conditions(path + ("egress",), ep.egress, net.mtu),
+                                           ingress=None if ep.ingress is None else
+                                           self.link_conditions(path + ("ingress",), ep.ingress, net.mtu),
                                            down=ep.state == "down"))
                 if (ep.ingress is not None or ep.state == "down") and ep.type == "ovs-internal":
                     self.fail(path + ("ingress" if ep.ingress is not None else "state",),
@@ -558,12 +566,16 @@ class _Resolver:
                       f"of container '{cname}'", f"use one of: {', '.join(by_network) or 'none'}")
         gateway, ifname = self.default_route(c, by_network, networks, 4)
         gateway6, ifname6 = self.default_route(c, by_network, networks, 6)
-        # Connected subnets: (ifname, own address, subnet) of every endpoint and addressed link end.
-        connected = [(ep.ifname, ip, networks[ep.network].subnet_of(ip.version)) for ep in endpoints
-                     for ip, _ in ep.addresses()]
-        connected += [(ifname, address.ip, address.network) for ifname, address in self.link_addresses(cname)]
-        routes = self.routes(cname, c, connected, [gw for gw in (gateway, gateway6) if gw is not None])
-        ifnames = {ep.ifname for ep in endpoints} | {ifname for ifname, _ in link_ends} | {"lo", "all", "default"}
+        routes = []
+        if c.routes:
+            # Connected subnets: (ifname, own address, subnet) of every endpoint and addressed link end.
+            connected = [(ep.ifname, ip, networks[ep.network].subnet_of(ip.version)) for ep in endpoints
+                         for ip, _ in ep.addresses()]
+            connected += [(ifname, address.ip, address.network)
+                          for ifname, address in self.link_addresses.get(cname, ())]
+            routes = self.routes(cname, c, connected, [gw for gw in (gateway, gateway6) if gw is not None])
+        ifnames = {ep.ifname for ep in endpoints} | {ifname for ifname, _ in link_ends} | {"lo", "all", "default"} \
+            if c.sysctls else set()
         for key, value in c.sysctls.items():
             path = base + ("sysctls", key)
             why = sysctls.problem(key)
@@ -586,7 +598,7 @@ class _Resolver:
         adopted = c.netns is not None or c.pid is not None
         netns = c.netns or (f"/proc/{c.pid}/ns/net" if c.pid else names.netns_name(self.project, cname))
         host_gateway = gateway or gateway6 or next((gw for ep in endpoints for gw, _ in networks[ep.network].gateways()),
-                                                   None)
+                                                   None) if c.extra_hosts else None
         extra_hosts = []
         for host, ip in c.extra_hosts.items():
             if ip == "host-gateway" and host_gateway is None:
@@ -677,15 +689,15 @@ class _Resolver:
                            "metric": route.metric})
         return routes
 
-    def link_addresses(self, cname: str) -> list[tuple[str, IPInterface]]:
-        """(ifname, address) of the container's addressed link ends, of both families."""
-        found = []
+    @cached_property
+    def link_addresses(self) -> dict[str, list[tuple[str, IPInterface]]]:
+        """(ifname, address) of each container's addressed link ends, of both families."""
+        found: dict[str, list[tuple[str, IPInterface]]] = {}
         for link in self.topo.links:
             for pair in (link.addresses, link.addresses6):
                 for end, address in zip(link.endpoints, pair or ()):
                     container, _, ifname = end.partition(":")
-                    if container == cname:
-                        found.append((ifname, address))
+                    found.setdefault(container, []).append((ifname, address))
         return found
 
     def fill_hosts(self, containers: dict[str, RContainer]) -> dict[str, list[tuple[str, str]]]:
