@@ -127,14 +127,23 @@ class Allocations:
 
     def __init__(self, project: str) -> None:
         self.path = os.path.join(STATE_DIR, project, "allocations.json")
+        self._cached: tuple[tuple[int, int], tuple[dict, ...] | None] | None = None  # by (inode, mtime)
 
     def read(self) -> tuple[dict, ...] | None:
-        data = statefiles.read_json(self.path)
-        try:
-            return tuple({n: ip_network(s) for n, s in data[key].items()} if key.startswith("subnets")
-                         else {(c, n): _ip(ip) for c, n, ip in data[key]} for key in self.KEYS)
-        except (ValueError, KeyError, TypeError):
+        found = statefiles.read_bytes(self.path)
+        if found is None:
             return None
+        stamp, text = found
+        if self._cached is not None and self._cached[0] == (stamp.st_ino, stamp.st_mtime_ns):
+            return self._cached[1]   # (write compares with what _facts read: parsed once)
+        try:
+            data = json.loads(text)
+            parsed = tuple({n: ip_network(s) for n, s in data[key].items()} if key.startswith("subnets")
+                           else {(c, n): _ip(ip) for c, n, ip in data[key]} for key in self.KEYS)
+        except (ValueError, KeyError, TypeError):
+            parsed = None
+        self._cached = ((stamp.st_ino, stamp.st_mtime_ns), parsed)
+        return parsed
 
     def write(self, resolved: Resolved) -> None:
         nets, containers = resolved.networks.values(), resolved.containers.values()
@@ -454,20 +463,21 @@ class Project:
     def scope(self) -> Scope:
         self._refuse_host_namespace()
         topo = self.spec.topology
-        namespaces = {self.netns_of(c) for c in topo.containers if self.is_local(c)}
+        local = [c for c, spec in topo.containers.items() if spec.host in (None, self.host)]
+        namespaces = {self.netns_of(c) for c in local}
         host = kernel_names(self.name, topo)
         ovn = {name for name, n in topo.networks.items() if n.driver == "ovn"}
-        needs_ovs = any(n.driver == "ovs" for n in topo.networks.values()) or any(
-            ovn.intersection(spec.networks) for c, spec in topo.containers.items() if self.is_local(c))
+        needs_ovs = any(n.driver == "ovs" for n in topo.networks.values()) or bool(ovn) and any(
+            ovn.intersection(topo.containers[c].networks) for c in local)
         wired = {link.host_interface for link in topo.links if link.host_interface}
         wired |= {link.macvlan.parent for link in topo.links if link.macvlan}
         wired |= {link.host_bridge for link in topo.links if link.host_bridge}
         shaped, lossy, ingress = conditions.conditioned_containers(topo)
         firewalled = {c for c, spec in topo.containers.items() if spec.firewall} | lossy
-        tables = self._may_hold(namespaces, {self.netns_of(c) for c in firewalled},
-                                lambda key: key.startswith("nft:") and key[4:].rpartition("/")[0].rpartition("/")[0])
+        tables = self._may_hold(namespaces, {self.netns_of(c) for c in firewalled},   # nft:NS/FAMILY/NAME
+                                "nft:", lambda rest: rest.rpartition("/")[0].rpartition("/")[0])
         qdiscs = self._may_hold(namespaces | {HOST}, {self.netns_of(c) for c in shaped} | ({HOST} if ingress else set()),
-                                lambda key: key.startswith("qdisc:") and key[6:].rpartition("/")[0])
+                                "qdisc:", lambda rest: rest.rpartition("/")[0])   # qdisc:NS/IFNAME
         return Scope(self.name, frozenset(namespaces), frozenset(host.values()) | wired,
                      # With a Northbound DB given, rows of ours from an older file (or from a project
                      # known only by name) are looked for there too.
@@ -475,9 +485,11 @@ class Project:
                      firewall_namespaces=tables, conditioned_namespaces=qdiscs,
                      renamed={pair: name for pair, name in host.items() if name != names.host_ifname(self.name, *pair)})
 
-    def _may_hold(self, namespaces: set[str], wanted: set[str], recorded_in) -> frozenset[str]:
+    def _may_hold(self, namespaces: set[str], wanted: set[str], prefix: str,
+                  namespace_in: Callable[[str], str]) -> frozenset[str]:
         """Where a table (or qdisc) of ours may be: sandboxes that have one in the file or in
-        the last apply (`recorded_in` names the namespace of a recorded key, else False);
+        the last apply (a recorded key starting with `prefix`; `namespace_in` names its
+        namespace from the rest of the key);
         when the last apply is unknown or did not finish, also every sandbox that exists
         already (one this run creates holds nothing old: a cold `up` of 1000 sandboxes would
         otherwise open 1000 sockets to verify)."""
@@ -485,7 +497,7 @@ class Project:
         if not recorded or self.journal.claims():
             return frozenset(ns for ns in namespaces if ns in wanted or ns == HOST
                              or os.path.exists(Namespaces.path(ns)))
-        had = {ns for key in recorded if (ns := recorded_in(key)) is not False}
+        had = {namespace_in(key[len(prefix):]) for key in recorded if key.startswith(prefix)}
         return frozenset(namespaces & (wanted | had))
 
     @cached_property

@@ -24,7 +24,8 @@ _BASE32_PAIRS = [a + b for a in _BASE32 for b in _BASE32]
 def digest(*parts: str) -> str:
     """The first 40 bits of SHA-256 in base32: 8 characters."""
     bits = int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:5], "big")
-    return "".join(_BASE32_PAIRS[(bits >> shift) & 1023] for shift in (30, 20, 10, 0))
+    pairs = _BASE32_PAIRS   # spelled out: a lab hashes thousands of names per run
+    return pairs[bits >> 30] + pairs[(bits >> 20) & 1023] + pairs[(bits >> 10) & 1023] + pairs[bits & 1023]
 
 
 @lru_cache(maxsize=64)

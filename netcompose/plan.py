@@ -89,9 +89,9 @@ class Plan:
 
 def diff_attrs(desired: Resource, observed: Resource) -> dict[str, tuple[Any, Any]]:
     spec = KINDS[desired.kind]
-    fields = spec.compare if spec.compare is not None else desired.attrs.keys()
-    return {k: (observed.attrs.get(k), desired.attrs[k]) for k in fields
-            if desired.attrs.get(k) is not None and desired.attrs[k] != observed.attrs.get(k)}
+    want, have = desired.attrs, observed.attrs
+    fields = spec.compare if spec.compare is not None else want.keys()
+    return {k: (have.get(k), value) for k in fields if (value := want.get(k)) is not None and value != have.get(k)}
 
 
 def _conflict(have: Resource) -> ConflictError:
@@ -137,28 +137,25 @@ def _topo_order(resources: dict[str, Resource]) -> list[str]:
 
 
 def make_plan(desired: dict[str, Resource], observed: dict[str, Resource], project: str) -> Plan:
-    for key, want in desired.items():
-        have = observed.get(key)
-        if want.external and have is None:
-            raise PlanError(f"{want.kind} '{want.attrs.get('name', key)}' does not exist; " + want.meta.get(
-                "missing", "netcompose adopts it but never creates it: create it first or fix the name"))
-        if have is not None and have.owner != project and not want.external:
-            raise _conflict(have)
-    _check_namesakes(desired, observed, project)
-
     actions: dict[str, Action] = {}
     removed: set[str] = set()
     for key, want in desired.items():
         have = observed.get(key)
         if have is None:
+            if want.external:
+                raise PlanError(f"{want.kind} '{want.attrs.get('name', key)}' does not exist; " + want.meta.get(
+                    "missing", "netcompose adopts it but never creates it: create it first or fix the name"))
             actions[key] = Action("create", key, want.kind, want, None)
+        elif have.owner != project and not want.external:
+            raise _conflict(have)
         elif not want.external and want.attrs != have.attrs:
             changes = diff_attrs(want, have)
-            if have.kind != want.kind or any(k in KINDS[want.kind].replace_on for k in changes):
+            if have.kind != want.kind or changes and any(k in KINDS[want.kind].replace_on for k in changes):
                 actions[key] = Action("create", key, want.kind, want, have, changes)
                 removed.add(key)
             elif changes:
                 actions[key] = Action("update", key, want.kind, want, have, changes)
+    _check_namesakes(desired, observed, project)   # (after every desired key's own conflict)
     deletes: dict[str, Action] = {}
     for key, have in observed.items():
         if key not in desired and have.owner == project and not have.external:

@@ -266,7 +266,7 @@ LOSS_SCALE = 10000   # numgen draws 0..9999: loss in steps of 0.01%
 
 def container_table(res: Resolved, c: RContainer) -> Table | None:
     spec = res.topology.containers[c.name].firewall
-    if c.endpoints and all(res.networks[ep.network].driver == "ovn" for ep in c.endpoints) and \
+    if spec is not None and c.endpoints and all(res.networks[ep.network].driver == "ovn" for ep in c.endpoints) and \
             not any(c.name in (link.a[0], link.b[0]) for link in res.links):
         spec = None   # enforced by OVN ACLs (see compile.ovn)
     losses = conditions.loss_rules(res, c)
@@ -345,9 +345,10 @@ def needs_forwarding(res: Resolved, version: int) -> bool:
     routed = any((n.nat if version == 4 else True) and not n.internal for n in nets)
     policies = any(p.from_ in networks and res.networks[p.from_].subnet_of(version) and
                    res.networks[p.to].subnet_of(version) for p in res.topology.policies)
-    ports = any((target := published_target(c, res.networks, version)) and target[1].driver != "ovn"
-                and version in published_families(port) for c in res.local_containers() for port in res.topology.containers[c.name].ports)
-    return routed or policies or ports
+    return routed or policies or any(  # (published ports looked for only when it still matters)
+        (target := published_target(c, res.networks, version)) and target[1].driver != "ovn"
+        and version in published_families(port) for c in res.local_containers()
+        for port in res.topology.containers[c.name].ports)
 
 
 def localhost_networks(res: Resolved) -> list[RNetwork]:

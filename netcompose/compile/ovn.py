@@ -328,7 +328,8 @@ def network(res: Resolved, net: RNetwork) -> Iterable[Resource]:
 def integration_bridge(res: Resolved) -> Iterable[Resource]:
     """br-int, which ovn-controller makes and netcompose only attaches ports to, when a
     container of this host has an OVN endpoint."""
-    if any(res.networks[ep.network].driver == "ovn" for c in res.local_containers() for ep in c.endpoints):
+    ovn = {name for name, net in res.networks.items() if net.driver == "ovn"}
+    if ovn and any(ep.network in ovn for c in res.local_containers() for ep in c.endpoints):
         bridge = r.ovs_bridge(INTEGRATION_BRIDGE, "", "", None, external=True)
         bridge.meta["missing"] = ("ovn-controller makes it: start ovn-controller on this host, with "
                                   "external_ids:ovn-remote (the Southbound DB) and system-id set in its OVS")

@@ -222,6 +222,7 @@ class Resolved:
     host_names: dict[tuple[str, str], str] = field(default_factory=dict)   # see kernel_names
     netem: bool = False      # link conditions use netem (the kernel has it)
     host: str | None = None  # the machine this run applies the slice of (see HostFacts.host)
+    _local: list[RContainer] | None = field(default=None, init=False, repr=False, compare=False)
 
     def is_local(self, container: str) -> bool:
         """Whether this machine runs `container` (makes its sandbox): every container of a
@@ -229,7 +230,9 @@ class Resolved:
         return self.containers[container].host in (None, self.host)
 
     def local_containers(self) -> list[RContainer]:
-        return [c for c in self.containers.values() if c.host in (None, self.host)]
+        if self._local is None:   # most parts of compile go through them: listed once
+            self._local = [c for c in self.containers.values() if c.host in (None, self.host)]
+        return self._local
 
 
 # Matched with fullmatch: `$` would accept a trailing newline.
