@@ -204,33 +204,64 @@ class AppliedState:
     compile and look only where the edit lands.
 
     Only an annotation: ownership never depends on it.  Losing it makes every pending
-    action count as a file change and the next apply observe everything."""
+    action count as a file change and the next apply observe everything.
 
-    FORMAT = 5
+    The file is one JSON object whose first line holds what every run asks (the source
+    applied, the ports published, where its tables and qdiscs are, how many keys); the
+    entries after it are parsed only when a run needs them (an edit, or a plan with
+    changes to tell drift in)."""
+
+    FORMAT = 6
+    # The namespaces holding recorded keys of a kind, on the first line (see Project._may_hold):
+    # field → (key prefix, the namespace from the rest of the key).
+    HELD: dict[str, tuple[str, Callable[[str], str]]] = {
+        "tables": ("nft:", lambda rest: rest.rpartition("/")[0].rpartition("/")[0]),   # nft:NS/FAMILY/NAME
+        "qdiscs": ("qdisc:", lambda rest: rest.rpartition("/")[0])}                     # qdisc:NS/IFNAME
 
     def __init__(self, project: str) -> None:
         self.path = os.path.join(STATE_DIR, project, "applied.json")
-        self._cached: tuple[tuple[int, int], dict[str, Any]] | None = None  # by (inode, mtime)
+        # By (inode, mtime): the file's text and its first line, then the whole record, then its entries.
+        self._cached: tuple[tuple[int, int], bytes, dict[str, Any]] | None = None
+        self._record: tuple[bytes, dict[str, Any]] | None = None
         self._entries: tuple[dict[str, Any], dict[str, list]] | None = None
 
     def read(self) -> dict[str, Any]:
+        """The first line: format, source, facts, held and keys; {} without a record."""
         found = statefiles.read_bytes(self.path)
         if found is None:
             return {}
         stamp, text = found
         if self._cached is not None and self._cached[0] == (stamp.st_ino, stamp.st_mtime_ns):
-            return self._cached[1]
-        try:
-            data = json.loads(text)
+            return self._cached[2]
+        first, newline, _ = text.partition(b"\n")
+        try:   # the line ends with the comma before the entries
+            head = json.loads(first[:-1] + b"}") if newline else {}
         except ValueError:
+            head = {}
+        head = head if isinstance(head, dict) and head.get("format") == self.FORMAT else {}
+        self._cached = ((stamp.st_ino, stamp.st_mtime_ns), text, head)
+        return head
+
+    def _whole(self) -> dict[str, Any]:
+        """The whole record, parsed once per text `read` found."""
+        if not self.read():
             return {}
-        data = data if isinstance(data, dict) and data.get("format") == self.FORMAT else {}
-        self._cached = ((stamp.st_ino, stamp.st_mtime_ns), data)
-        return data
+        text = self._cached[1]
+        if self._record is None or self._record[0] is not text:
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = {}
+            self._record = (text, record if isinstance(record, dict) else {})
+        return self._record[1]
+
+    def units(self) -> dict[str, list]:
+        """Each recorded unit's [digest, {key: [digest, zones]}]."""
+        return self._whole().get("units", {})
 
     def entries(self) -> dict[str, list]:
         """Every recorded key's [digest, zones]: the shared ones and each unit's."""
-        data = self.read()
+        data = self._whole()
         if self._entries is None or self._entries[0] is not data:
             flat = dict(data.get("shared", {}))
             for _, unit_entries in data.get("units", {}).values():
@@ -247,7 +278,7 @@ class AppliedState:
         # The host ports target-only `ports:` entries got (subnets and addresses: see Allocations).
         facts = {"ports": [[c.name, port_key(port), host_port] for c in resolved.containers.values()
                            for port, host_port in zip(resolved.topology.containers[c.name].ports, c.host_ports)]}
-        recorded, recorded_units = self.entries(), self.read().get("units", {})
+        recorded, recorded_units = self.entries(), self.units()
 
         def entry(key: str) -> list:
             res, old = desired.resources[key], recorded.get(key)
@@ -258,8 +289,13 @@ class AppliedState:
         shared = {key: entry(key) for key in desired.resources if key not in in_units}
         units = {name: [unit.digest, {key: entry(key) for key in desired.unit_keys[name]}]
                  if name in desired.unit_keys else recorded_units[name] for name, unit in desired.units.items()}
-        data = {"format": self.FORMAT, "source": source, "facts": facts, "shared": shared, "units": units}
-        statefiles.write_json(self.path, data)
+        keys = [*shared, *(key for _, unit_entries in units.values() for key in unit_entries)]
+        held = {field: sorted({namespace_in(key[len(prefix):]) for key in keys if key.startswith(prefix)})
+                for field, (prefix, namespace_in) in self.HELD.items()}
+        head = {"format": self.FORMAT, "source": source, "facts": facts, "held": held, "keys": len(keys)}
+        # json.dumps is the C encoder (json.dump is not), and the data has no cycles to look for.
+        text = json.dumps(head)[:-1] + ",\n" + json.dumps({"shared": shared, "units": units}, check_circular=False)[1:]
+        statefiles.write_text(self.path, text)
 
 
 # Held while an apply claims address space (a new subnet on the host), so concurrent
@@ -474,10 +510,9 @@ class Project:
         wired |= {link.host_bridge for link in topo.links if link.host_bridge}
         shaped, lossy, ingress = conditions.conditioned_containers(topo)
         firewalled = {c for c, spec in topo.containers.items() if spec.firewall} | lossy
-        tables = self._may_hold(namespaces, {self.netns_of(c) for c in firewalled},   # nft:NS/FAMILY/NAME
-                                "nft:", lambda rest: rest.rpartition("/")[0].rpartition("/")[0])
+        tables = self._may_hold(namespaces, {self.netns_of(c) for c in firewalled}, "tables")
         qdiscs = self._may_hold(namespaces | {HOST}, {self.netns_of(c) for c in shaped} | ({HOST} if ingress else set()),
-                                "qdisc:", lambda rest: rest.rpartition("/")[0])   # qdisc:NS/IFNAME
+                                "qdiscs")
         return Scope(self.name, frozenset(namespaces), frozenset(host.values()) | wired,
                      # With a Northbound DB given, rows of ours from an older file (or from a project
                      # known only by name) are looked for there too.
@@ -485,20 +520,18 @@ class Project:
                      firewall_namespaces=tables, conditioned_namespaces=qdiscs,
                      renamed={pair: name for pair, name in host.items() if name != names.host_ifname(self.name, *pair)})
 
-    def _may_hold(self, namespaces: set[str], wanted: set[str], prefix: str,
-                  namespace_in: Callable[[str], str]) -> frozenset[str]:
+    def _may_hold(self, namespaces: set[str], wanted: set[str], held: str) -> frozenset[str]:
         """Where a table (or qdisc) of ours may be: sandboxes that have one in the file or in
-        the last apply (a recorded key starting with `prefix`; `namespace_in` names its
-        namespace from the rest of the key);
-        when the last apply is unknown or did not finish, also every sandbox that exists
-        already (one this run creates holds nothing old: a cold `up` of 1000 sandboxes would
-        otherwise open 1000 sockets to verify)."""
-        recorded = self.applied.entries()
-        if not recorded or self.journal.claims():
+        the last apply (its record's `held` field: see AppliedState.HELD); when the last
+        apply is unknown or did not finish, also every sandbox that exists already (one
+        this run creates holds nothing old: a cold `up` of 1000 sandboxes would otherwise
+        open 1000 sockets to verify)."""
+        record = self.applied.read()
+        had = record.get("held", {}).get(held) if record.get("keys") else None
+        if had is None or self.journal.claims():
             return frozenset(ns for ns in namespaces if ns in wanted or ns == HOST
                              or os.path.exists(Namespaces.path(ns)))
-        had = {namespace_in(key[len(prefix):]) for key in recorded if key.startswith(prefix)}
-        return frozenset(namespaces & (wanted | had))
+        return frozenset(namespaces & (wanted | set(had)))
 
     @cached_property
     def _source(self) -> str:
@@ -565,6 +598,8 @@ class Project:
     def _claim(self, observed: dict[str, Resource]) -> dict[str, Resource]:
         # Unmarked objects that a crashed run was creating are ours (see Journal).
         claims = self.journal.claims()
+        if not claims:   # (the last run finished)
+            return observed
         return {k: (v.with_owner(self.name) if v.owner is None and k in claims else v) for k, v in observed.items()}
 
     def _state(self, host: Host, empty: bool = False, refresh: bool = True, all_hosts: bool = False) -> State:
@@ -586,7 +621,8 @@ class Project:
             target.update((k, v) for k, v in observed.items() if k.startswith("nb:") and v.owner == self.name)
         observed.update((res.key, res) for res in host.observe_named(list(target.values()), self.name))
         plan = make_plan(target, observed, self.name)
-        classify(plan, self.applied.digests())
+        if plan:   # (an empty plan has nothing to tell apart)
+            classify(plan, self.applied.digests())
         return State(desired, observed, plan, scope, target)
 
     def _focused_state(self, host: Host) -> State | None:
@@ -594,9 +630,11 @@ class Project:
         when the file is unchanged (then a full, level-triggered sweep finds drift) or the
         last apply is unknown or did not finish."""
         applied = self.applied.read()
-        recorded, recorded_units = self.applied.entries(), applied.get("units", {})
-        if not recorded or self.journal.claims() or applied.get("source") == self._source:
+        if not applied.get("keys") or self.journal.claims() or applied.get("source") == self._source:
             return None
+        recorded, recorded_units = self.applied.entries(), self.applied.units()
+        if not recorded:
+            return None   # (its entries unreadable)
         facts = self._facts(host)
         if facts is None:
             return None
