@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_network
+from operator import itemgetter
 from typing import Any, Iterator, Union
 
 from ..errors import SpecError, excerpt
@@ -708,14 +709,18 @@ class _Resolver:
         members: dict[str, list[tuple[str, str]]] = {}
         for c in containers.values():
             for ep in c.endpoints:
+                names = dict.fromkeys([c.name, *c.aliases, *ep.aliases]) if c.aliases or ep.aliases else (c.name,)
                 known = members.setdefault(ep.network, [])
-                known += [(str(ip), name) for ip, _ in ep.addresses()
-                          for name in dict.fromkeys([c.name, *c.aliases, *ep.aliases])]
+                known += [(str(ip), name) for ip, _ in ep.addresses() for name in names]
         groups: dict[str, list[tuple[str, str]]] = {}
+        joined: dict[tuple[str, ...], tuple[list[str], str]] = {}   # networks as listed → sorted, and named
         for c in containers.values():
-            nets = sorted({ep.network for ep in c.endpoints})
-            # Network and container names start with a letter or digit: these never collide.
-            group = ",".join(nets) or "_none"
+            listed = tuple(ep.network for ep in c.endpoints)
+            if listed not in joined:
+                nets = sorted(set(listed))
+                # Network and container names start with a letter or digit: these never collide.
+                joined[listed] = (nets, ",".join(nets) or "_none")
+            nets, group = joined[listed]
             if c.hosts:
                 group = f"{c.name}@{group}"
             if c.dns or c.dns_search:  # the group's folder holds its resolv.conf too
@@ -724,7 +729,7 @@ class _Resolver:
                 group = "_" + hashlib.sha256(group.encode()).hexdigest()[:32]
             if group not in groups:
                 entries = {entry for n in nets for entry in members[n]}
-                groups[group] = sorted(entries, key=lambda e: (e[1], e[0])) + c.hosts
+                groups[group] = sorted(entries, key=itemgetter(1, 0)) + c.hosts
             c.hosts_group = group
         return groups
 
