@@ -235,3 +235,40 @@ def test_the_validation_memo_never_follows_a_link_nor_trusts_a_shared_folder(tmp
     assert memo.by_text(text, doc.file, "p")[0] == records
     os.chmod(cache / "netcompose" / "validated", 0o777)   # others may write: not trusted
     assert not remembered() and memo.by_text(text, doc.file, "p") is None
+
+
+def test_the_record_of_an_apply_is_read_up_to_its_first_line_unless_entries_are_needed(tmp_path):
+    """A run whose file is unchanged reads only the first line of applied.json (the source, the
+    ports, where tables and qdiscs are); the entries after it are parsed by an edit.  The file
+    stays one JSON object (other projects read its ports); an unreadable or older one is no
+    record, which costs a full observation and nothing else."""
+    import json
+    from netcompose.compile import Desired
+    from netcompose.engine import AppliedState
+    from netcompose.spec import load
+    from netcompose.spec.resolve import resolve
+    path = tmp_path / "t.yaml"
+    path.write_text("networks: {n: {subnet: 10.1.0.0/24}}\n"
+                    "containers:\n  a: {networks: [n], firewall: {ingress: [{from: any}]}}\n  b: {networks: [n]}\n")
+    spec = load(path, "p")
+    desired = Desired(resolve(spec.topology, spec.doc, "p"))
+    everything = desired.complete()
+    record = AppliedState("p")
+    record.path = str(tmp_path / "applied.json")
+    record.write(desired, {}, "source-1")
+    whole = json.loads(Path(record.path).read_text())
+    assert whole["facts"] == {"ports": []} and set(whole["units"]) == {"a", "b"}
+    head = AppliedState("p")
+    head.path = record.path
+    assert head.read() == {"format": AppliedState.FORMAT, "source": "source-1", "facts": {"ports": []},
+                           "held": {"tables": ["", "p-a"], "qdiscs": []}, "keys": len(everything)}
+    assert set(head.entries()) == set(everything) and head.units()["a"][0] == desired.units["a"].digest
+    first, _, rest = Path(record.path).read_text().partition("\n")
+    Path(record.path).write_text(first + "\n" + rest[: len(rest) // 2])   # entries cut short
+    cut = AppliedState("p")
+    cut.path = record.path
+    assert cut.read()["source"] == "source-1" and cut.entries() == {} and cut.units() == {}
+    Path(record.path).write_text(json.dumps({**whole, "format": 5}))   # the layout of an older version
+    older = AppliedState("p")
+    older.path = record.path
+    assert older.read() == {} and older.entries() == {}
