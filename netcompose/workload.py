@@ -28,7 +28,7 @@ class Sandbox:
 
 def running(project: str, sandboxes: list[Sandbox]) -> tuple[dict[str, ProcInfo], list[ProcInfo]]:
     """The declared processes by container, and every other process in the sandboxes."""
-    procs = processes.scan(processes.namespace_inodes(s.ns for s in sandboxes))
+    procs = processes.scan(s.ns for s in sandboxes)
     return processes.declared_and_tenants(procs, project)
 
 

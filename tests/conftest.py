@@ -28,7 +28,7 @@ def remove_by_prefix(prefix: str) -> None:
     from netcompose.drivers import processes
     mine = [ns for ns in namespaces.list_named() if ns.startswith(prefix)]
     processes.stop([processes.Victim(p.pid, p.start, p.ns, p.argv)
-                    for p in processes.scan(processes.namespace_inodes(mine))], timeout=0.5)
+                    for p in processes.scan(mine)], timeout=0.5)
     shutil.rmtree(f"{processes.LOG_ROOT}/{prefix}", ignore_errors=True)
     for ns in namespaces.list_named():
         if ns.startswith(prefix):

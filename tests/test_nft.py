@@ -220,6 +220,33 @@ def test_check_passes_then_names_the_broken_pair(topo, project_name, tmp_path, b
     assert "FAIL web → db tcp:5432" in result.stdout
 
 
+def test_sandbox_table_listed_again_only_after_its_ruleset_changed(topo, project_name, blocks, monkeypatch):
+    """A no-op plan runs no nft where the namespace's ruleset generation is the one listed
+    last; a hand edit changes the generation, so it is listed and seen."""
+    web = f"{project_name}-web"
+    project = topo(blocks(FIREWALL_TOPO))
+    project.up()
+    listed = []
+    run = nftables.NftablesDriver.run
+
+    def counted(self, ns, args, stdin=None):
+        listed.append(ns)
+        return run(self, ns, args, stdin)
+    monkeypatch.setattr(nftables.NftablesDriver, "run", counted)
+    assert not project.plan().plan and web not in listed
+    table = f"netcompose-{project_name}"
+    rules = json.loads(subprocess.run(["ip", "netns", "exec", web, "nft", "-j", "list", "chain", "inet", table,
+                                       "output"], capture_output=True, text=True, check=True).stdout)["nftables"]
+    handle = next(item["rule"]["handle"] for item in rules
+                  if "rule" in item and "egress[0]" in item["rule"].get("comment", ""))
+    subprocess.run(["ip", "netns", "exec", web, "nft", "delete", "rule", "inet", table, "output", "handle",
+                    str(handle)], check=True)
+    assert [(a.op, a.key) for a in project.plan().plan.changes] == [("update", f"nft:{web}/inet/{table}")]
+    assert web in listed
+    project.up()
+    assert not project.plan().plan
+
+
 def test_table_drift_is_repaired_and_port_changes_touch_only_nft(topo, project_name, blocks):
     project = topo(blocks(NAT_TOPO))
     project.up()

@@ -33,7 +33,7 @@ def lab(**commands: str) -> str:
 
 def running(project: str) -> dict[str, processes.ProcInfo]:
     sandboxes = [ns for ns in namespaces.list_named() if ns.startswith(project + "-")]
-    declared, _ = processes.declared_and_tenants(processes.scan(processes.namespace_inodes(sandboxes)), project)
+    declared, _ = processes.declared_and_tenants(processes.scan(sandboxes), project)
     return declared
 
 
@@ -123,7 +123,7 @@ def test_up_removing_a_busy_container(topo, project_name):
     project = topo(text)
     project.up()
     tenant = spawn_in(f"{project_name}-b", ["sleep", "300"])
-    wait_for(lambda: processes.scan(processes.namespace_inodes([f"{project_name}-b"])))
+    wait_for(lambda: processes.scan([f"{project_name}-b"]))
     project = topo(text.split("  b:")[0])
     report = project.up()
     assert any(f"stopped pid {tenant.pid}" in note for note in report.notes), report.notes
@@ -351,7 +351,7 @@ def test_stop_kills_what_outlives_the_leader(topo, project_name):
     def children() -> set[int]:
         """The leader's children, once both ignore SIGTERM (not merely started)."""
         leader = running(project_name).get("a")
-        procs = processes.scan(processes.namespace_inodes([f"{project_name}-a"]))
+        procs = processes.scan([f"{project_name}-a"])
         return {p.pid for p in procs if p.mark() == f"{project_name}/a" and (leader is None or p.pid != leader.pid)
                 and ignores_term(p.pid)}
 

@@ -12,7 +12,9 @@ import os
 import stat
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
@@ -52,6 +54,26 @@ def entered(fd: int) -> Iterator[None]:
     finally:
         setns(home)
         os.close(home)
+
+
+def made_in_each(fds: dict[str, int], make: Callable[[], T]) -> dict[str, T]:
+    """`make()` called inside each namespace open in `fds` (name → fd), by name.  The thread
+    goes from one namespace straight to the next and home once at the end: one setns per
+    namespace instead of two (and one descriptor of home, not one each), for the sockets of
+    a thousand sandboxes.  A namespace that cannot be entered is left out."""
+    made: dict[str, T] = {}
+    home = own_netns_fd()
+    try:
+        for name, fd in fds.items():
+            try:
+                setns(fd)
+                made[name] = make()
+            except OSError:
+                continue
+    finally:
+        setns(home)
+        os.close(home)
+    return made
 
 
 def _ensure_run_dir() -> None:

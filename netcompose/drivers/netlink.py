@@ -84,6 +84,19 @@ class Namespaces:
                     sock = table[ns] = self._open(ns, protocol)
         return sock
 
+    def open_socks(self, names: list[str]) -> None:
+        """Open the netlink sockets of many namespaces in one pass (see namespaces.made_in_each);
+        one that vanished is left to `sock`, which then fails for its caller."""
+        with self._opening:
+            fds = {}
+            for ns in names:
+                if ns != HOST and ns not in self.socks:
+                    try:
+                        fds[ns] = self.fd(ns)
+                    except OSError:
+                        continue
+            self.socks.update(namespaces.made_in_each(fds, rtnl.RtnlSocket))
+
     def _open(self, ns: str, protocol: int) -> rtnl.RtnlSocket:
         if ns == HOST:
             return rtnl.RtnlSocket(protocol)
@@ -202,15 +215,19 @@ class NetlinkDriver:
         self.unmarked[f"addr:{ns}/{ifname}/{item.address}/{item.prefixlen}"] = (ns, ifname, item.address, item.prefixlen)
         return None
 
-    def read_host_space(self, project: str, addrs: list[rtnl.Addr] | None = None) -> list[tuple[IPv4Network | IPv6Network, str]]:
+    def read_host_space(self, project: str, addrs: list[rtnl.Addr] | None = None,
+                        known: dict[int, rtnl.Link] | None = None) -> list[tuple[IPv4Network | IPv6Network, str]]:
         """Address space the host uses that is not `project`'s, each with who holds it: the
         host's routes (but its default routes) and addresses, of both families, and other projects' subnets
-        (the addresses on links another project marked).  Subnets must avoid all of it."""
+        (the addresses on links another project marked).  Subnets must avoid all of it.
+        `addrs` and `known` (links by index): the host's, when the caller has just read them."""
         host = self.nss.sock(HOST)
         routes = [rt for rt in host.routes() if rt.protocol != rtnl.RTPROT_NETCOMPOSE and not rt.dst.endswith("/0")]
         addrs = host.addrs() if addrs is None else addrs
+        known = known or {}
         indexes = sorted({rt.oif for rt in routes if rt.oif} | {a.index for a in addrs})
-        links = {link.index: link for link in host.get_links(indexes=indexes)}
+        links = {i: known[i] for i in indexes if i in known}
+        links.update((link.index, link) for link in host.get_links(indexes=[i for i in indexes if i not in links]))
 
         def holder(index: int | None) -> str | None:
             link = links.get(index) if index else None
@@ -287,12 +304,14 @@ class NetlinkDriver:
             else:  # someone else's interface with a name we want: the planner reports the conflict
                 out.append(self._unmarked(HOST, link, owner))
         addrs = host.addrs()
-        self.read_host_space(project, addrs)
+        self.read_host_space(project, addrs, by_index)
         for addr in addrs:
             if addr.index in carriers:
                 link = carriers[addr.index]
                 self._address_found(out, HOST, link.attrs["ifname"], addr, link.key, project)
-        for ns in self.candidate_namespaces(scope):
+        candidates = self.candidate_namespaces(scope)
+        self.nss.open_socks(candidates)
+        for ns in candidates:
             out.extend(self._observe_namespace(ns, project, scope, ends, on_links))
         veths = self._pair_veths(ends, project, complete=scope.focus is None)
         out.extend(veths)
@@ -357,7 +376,9 @@ class NetlinkDriver:
             elif m[1] in CLAIMED_ROLES:
                 found.append(self._claimed(ns, link, scope, m))
                 ours[link.index] = link.name
-        on_links.extend((ns, ours[a.index], a) for a in sock.addrs() if a.index in ours)
+        if ours:  # addresses matter only on links of ours: a sandbox has one, mostly
+            addrs = sock.addrs(next(iter(ours))) if len(ours) == 1 else sock.addrs()
+            on_links.extend((ns, ours[a.index], a) for a in addrs if a.index in ours)
         names_by_index = {link.index: link.name for link in links}
         # In an adopted namespace, routes of others are read too: one with a destination the
         # file wants is a conflict, never replaced.
@@ -493,6 +514,7 @@ class NetlinkDriver:
                 continue
             if request is not None:
                 by_sock[step.ns].append((key, request))
+        self.nss.open_socks(list(by_sock))
         for ns, batch in by_sock.items():
             try:
                 codes = self.nss.sock(ns).execute([q for _, q in batch])

@@ -111,18 +111,30 @@ def namespace_inodes(candidates: Iterable[str]) -> dict[int, str]:
     return out
 
 
-def scan(inodes: dict[int, str]) -> list[ProcInfo]:
-    """Every process whose network namespace is one of `inodes`."""
-    found = []
-    if not inodes:
+def scan(candidates: Iterable[str]) -> list[ProcInfo]:
+    """Every process whose network namespace is one of `candidates` (names, or paths of
+    adopted namespaces).  This process's own namespace is the host's, never a sandbox:
+    processes there are skipped unread, and when every process lives there the candidates
+    are not even looked up (a stat each, a thousand on a large lab)."""
+    found: list[ProcInfo] = []
+    candidates = list(candidates)
+    if not candidates:
         return found
+    home = os.readlink("/proc/thread-self/ns/net")
     me = os.getpid()
+    elsewhere: list[tuple[int, str]] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
-        pid = int(entry)
         try:
-            link = os.readlink(f"/proc/{pid}/ns/net")
+            link = os.readlink(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue  # gone while we looked
+        if link != home:
+            elsewhere.append((int(entry), link))
+    inodes = namespace_inodes(candidates) if elsewhere else {}
+    for pid, link in elsewhere:
+        try:
             ns = inodes.get(int(link[5:-1]))
             if ns is None:
                 continue
@@ -353,7 +365,7 @@ def stop(victims: list[Victim], timeout: float) -> list[str]:
         orphaned = [v for v in pending if v.mark and v.pid in ended]
         if not orphaned:
             return {}
-        procs = scan(namespace_inodes({v.ns for v in orphaned}))
+        procs = scan({v.ns for v in orphaned})
         return {v.pid: [p for p in procs if p.ns == v.ns and (p.pgid == v.pid or p.mark() == v.mark)]
                 for v in orphaned}
 
@@ -453,7 +465,7 @@ class ProcessDriver:
 
     def observe(self, scope: Scope) -> list[r.Resource]:
         self.project = project = scope.project
-        procs = scan(namespace_inodes(self.sandboxes(scope)))
+        procs = scan(self.sandboxes(scope))
         declared, tenants = declared_and_tenants(procs, project)
         out = []
         for container, p in declared.items():

@@ -461,6 +461,18 @@ class RtnlSocket:
             rows.append(payload)
         return rows
 
+    def get(self, msg_type: int, body: bytes) -> memoryview:
+        """The kernel's answer to one request that is not a dump."""
+        seq, frame = self._frame(msg_type, NLM_F_REQUEST, body)
+        self.sock.send(frame)
+        for kind, got_seq, payload in self._messages():
+            if got_seq != seq:
+                continue
+            if kind == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", payload, 0)[0]
+                raise NetlinkError(code, os.strerror(code))
+            return payload
+
     def links(self) -> list[Link]:
         no_stats = attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
         return [_decode_link(m) for m in self.dump(RTM_GETLINK, ifinfo() + no_stats)]
@@ -484,10 +496,19 @@ class RtnlSocket:
             if pending == 0:
                 return found
 
-    def addrs(self) -> list[Addr]:
-        """IPv4 and global IPv6 addresses."""
-        rows = (_decode_addr(m) for m in self.dump(RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)))
-        return [a for a in rows if a is not None]
+    def addrs(self, index: int = 0) -> list[Addr]:
+        """IPv4 and global IPv6 addresses; with `index`, only that link's (the kernel filters
+        the dump: a sandbox's loopback addresses are never sent)."""
+        if index:
+            self._strict_dumps()
+        try:
+            found = self.dump(RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, index))
+        except NetlinkError as exc:
+            if index and exc.errno == errno.ENODEV:
+                return []   # the link went away
+            raise
+        rows = (_decode_addr(m) for m in found)
+        return [a for a in rows if a is not None and (not index or a.index == index)]
 
     def neighbours(self) -> list[Neighbour]:
         """IPv4 (ARP) and IPv6 (neighbour discovery) entries."""
@@ -499,15 +520,20 @@ class RtnlSocket:
                 found.append(Neighbour(index, unpack_ip(family, dst), state))
         return found
 
-    def routes(self, protocol: int = 0) -> list[Route]:
-        """IPv4 and IPv6 unicast routes of the main table; with `protocol`, only those (the
-        kernel filters the dump, so the local table and the kernel's own routes are never sent)."""
-        if protocol and not self.strict:
+    def _strict_dumps(self) -> None:
+        """Ask the kernel to honour the filters of dump requests (NETLINK_GET_STRICT_CHK)."""
+        if not self.strict:
             try:
                 self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
             except OSError:
-                pass  # before Linux 4.20 the kernel sends everything; the check below filters
+                pass  # before Linux 4.20 the kernel sends everything; callers filter again
             self.strict = True
+
+    def routes(self, protocol: int = 0) -> list[Route]:
+        """IPv4 and IPv6 unicast routes of the main table; with `protocol`, only those (the
+        kernel filters the dump, so the local table and the kernel's own routes are never sent)."""
+        if protocol:
+            self._strict_dumps()
         table = RT_TABLE_MAIN if protocol else 0
         request = _RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, table, protocol, 0, 0, 0)
         rows = (_decode_route(m) for m in self.dump(RTM_GETROUTE, request))
@@ -526,6 +552,23 @@ def nft_tables(sock: RtnlSocket) -> list[tuple[int, str]]:
         name = _cstr(parse_attrs(payload, 4, len(payload)).get(NFTA_TABLE_NAME))
         found.append((payload[0], name or ""))
     return found
+
+
+NFT_MSG_GETGEN = (10 << 8) | 16
+NFTA_GEN_ID = 1
+SO_NETNS_COOKIE = 71   # Linux 5.14+
+
+
+def nft_generation(sock: RtnlSocket) -> int:
+    """The nftables ruleset generation of the socket's namespace (NETLINK_NETFILTER): every
+    transaction there, by anyone, changes it."""
+    payload = sock.get(NFT_MSG_GETGEN, struct.pack("=BBH", 0, 0, 0))
+    return struct.unpack("!I", parse_attrs(payload, 4, len(payload))[NFTA_GEN_ID])[0]
+
+
+def netns_cookie(sock: RtnlSocket) -> int:
+    """The cookie of the socket's namespace: no other namespace gets it until the machine reboots."""
+    return struct.unpack("=Q", sock.sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
 
 
 def strerror(code: int) -> str:
