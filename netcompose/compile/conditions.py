@@ -53,8 +53,10 @@ def loss_rules(res: Resolved, c: RContainer) -> list[tuple[str, str, float, str]
         return []
     found = []
     for ep in c.endpoints:
+        if ep.egress is None and ep.ingress is None:
+            continue
         origin = f"containers.{c.name}.networks.{ep.network}"
-        for direction, wanted in (("egress", ep.egress), ("ingress", ep.ingress)) if ep.egress or ep.ingress else ():
+        for direction, wanted in (("egress", ep.egress), ("ingress", ep.ingress)):
             loss = conditions.loss_percent(wanted, netem)
             if loss:
                 found.append((direction, ep.ifname, loss, f"{origin}.{direction}.loss"))
