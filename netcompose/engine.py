@@ -508,7 +508,7 @@ class Project:
         wired = {link.host_interface for link in topo.links if link.host_interface}
         wired |= {link.macvlan.parent for link in topo.links if link.macvlan}
         wired |= {link.host_bridge for link in topo.links if link.host_bridge}
-        shaped, lossy, ingress = conditions.conditioned_containers(topo)
+        shaped, lossy, ingress = self._conditioned
         firewalled = {c for c, spec in topo.containers.items() if spec.firewall} | lossy
         tables = self._may_hold(namespaces, {self.netns_of(c) for c in firewalled}, "tables")
         qdiscs = self._may_hold(namespaces | {HOST}, {self.netns_of(c) for c in shaped} | ({HOST} if ingress else set()),
@@ -532,6 +532,11 @@ class Project:
             return frozenset(ns for ns in namespaces if ns in wanted or ns == HOST
                              or os.path.exists(Namespaces.path(ns)))
         return frozenset(namespaces & (wanted | set(had)))
+
+    @cached_property
+    def _conditioned(self) -> tuple[set[str], set[str], bool]:
+        """See conditions.conditioned_containers: scope and compile both ask."""
+        return conditions.conditioned_containers(self.spec.topology)
 
     @cached_property
     def _source(self) -> str:
@@ -564,7 +569,7 @@ class Project:
         """Resolve, once per set of facts (a no-op `up` tries the focused path first); units
         compile as they are asked for."""
         facts = self._with_ports(facts)
-        if any(conditions.conditioned_containers(self.spec.topology)[:2]):
+        if any(self._conditioned[:2]):
             facts = replace(facts, netem=self._netem())
         if self._compiled is None or self._compiled[0] != facts:
             self._compiled = (facts, Desired(resolve(self.spec.topology, self.spec.doc, self.name, facts)))

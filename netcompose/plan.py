@@ -88,10 +88,9 @@ class Plan:
 
 
 def diff_attrs(desired: Resource, observed: Resource) -> dict[str, tuple[Any, Any]]:
-    spec = KINDS[desired.kind]
-    want, have = desired.attrs, observed.attrs
-    fields = spec.compare if spec.compare is not None else want.keys()
-    return {k: (have.get(k), value) for k in fields if (value := want.get(k)) is not None and value != have.get(k)}
+    compare, want, have = KINDS[desired.kind].compare, desired.attrs, observed.attrs
+    wanted = want.items() if compare is None else ((k, want.get(k)) for k in compare)
+    return {k: (have.get(k), value) for k, value in wanted if value is not None and value != have.get(k)}
 
 
 def _conflict(have: Resource) -> ConflictError:
