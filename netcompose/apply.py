@@ -14,7 +14,6 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .drivers import Outcome
@@ -30,12 +29,15 @@ class InjectedFault(Exception):
     """Raised by a test's fault hook in place of the Nth operation."""
 
 
-@dataclass
 class Progress:
-    done: list[Action] = field(default_factory=list)
-    failed: Action | None = None
-    error: str = ""
-    interrupted: bool = False    # stopped between levels by Ctrl-C
+    __slots__ = ("done", "failed", "error", "interrupted")
+
+    def __init__(self, done: list[Action] | None = None, failed: Action | None = None, error: str = "",
+                 interrupted: bool = False) -> None:
+        self.done = [] if done is None else done
+        self.failed = failed
+        self.error = error
+        self.interrupted = interrupted    # stopped between levels by Ctrl-C
 
 
 FaultHook = Callable[[Action], None]

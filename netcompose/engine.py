@@ -13,7 +13,7 @@ import shutil
 import socket
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import cached_property
 from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 from pathlib import Path
@@ -77,12 +77,14 @@ def _silent(phase: str, done: int, total: int) -> None:
     pass
 
 
-@dataclass
 class Report:
-    plan: Plan
-    applied: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    __slots__ = ("plan", "applied", "seconds", "notes")
+
+    def __init__(self, plan: Plan, applied: int = 0, seconds: float = 0.0, notes: list[str] | None = None) -> None:
+        self.plan = plan
+        self.applied = applied
+        self.seconds = seconds
+        self.notes = [] if notes is None else notes
 
 
 def _ip(text: str) -> IPv4Address | IPv6Address:
@@ -391,14 +393,17 @@ def state_fingerprint(state: "State") -> str:
     return hasher.hexdigest()
 
 
-@dataclass
 class State:
-    desired: Desired                 # the file: every unit compiled, or those the focus needs
-    observed: dict[str, Resource]    # what was looked at: everything, or the focus
-    plan: Plan
-    scope: Scope
-    target: dict[str, Resource]      # the part of the file the plan converges (the focus)
-    digests: dict[str, str] = field(default_factory=dict)   # of desired resources, when already computed
+    __slots__ = ("desired", "observed", "plan", "scope", "target", "digests")
+
+    def __init__(self, desired: Desired, observed: dict[str, Resource], plan: Plan, scope: Scope,
+                 target: dict[str, Resource], digests: dict[str, str] | None = None) -> None:
+        self.desired = desired      # the file: every unit compiled, or those the focus needs
+        self.observed = observed    # what was looked at: everything, or the focus
+        self.plan = plan
+        self.scope = scope
+        self.target = target        # the part of the file the plan converges (the focus)
+        self.digests = {} if digests is None else digests   # of desired resources, when already computed
 
     @property
     def resolved(self) -> Resolved:

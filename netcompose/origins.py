@@ -9,7 +9,6 @@ words (`endpoint db → back`).
 """
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any, Iterable
 
@@ -189,6 +188,7 @@ def object_name(res: Resource) -> str:
 
 
 def file_diff(before: str | None, after: str | None, path: str) -> list[str]:
+    import difflib   # only a plan that changes a file shows a diff
     return [line.rstrip("\n") for line in difflib.unified_diff(
         (before or "").splitlines(True), (after or "").splitlines(True), f"a{path}", f"b{path}", n=1)]
 

@@ -56,9 +56,11 @@ class Action:
                    tuple(data["origin"]) if data.get("origin") is not None else None, data.get("source"))
 
 
-@dataclass
 class Plan:
-    actions: list[Action]
+    __slots__ = ("actions",)
+
+    def __init__(self, actions: list[Action]) -> None:
+        self.actions = actions
 
     @property
     def changes(self) -> list[Action]:

@@ -36,6 +36,19 @@ def test_version_and_help_import_no_heavy_package():
     assert run_cli("--version").stdout.startswith("netcompose ")
 
 
+# What only some paths use: diffs of changed files, templates, process commands, file writes.
+LAZY = ("difflib", "pickle", "shlex", "secrets", "netcompose.frontends.", "netcompose.livetrace", "netcompose.check")
+
+
+@needs_root
+@pytest.mark.kernel
+def test_a_no_op_plan_imports_only_what_it_uses(three_tier, project_name):  # noqa: F811
+    loaded = modules_loaded(f"import netcompose.cli\nassert netcompose.cli.main("
+                            f"['plan', '-f', {str(three_tier.spec.path)!r}, '-p', {project_name!r}]) == 0")
+    assert not {m for m in loaded if m.startswith(HEAVY[:-1] + LAZY)}
+    assert "netcompose.engine" in loaded   # the probe did plan
+
+
 @needs_root
 def test_an_unchanged_file_loads_without_pydantic(tmp_path):
     (tmp_path / "topo.yaml").write_text((REPO / "topologies/three-tier.yaml").read_text()

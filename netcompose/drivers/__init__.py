@@ -31,11 +31,13 @@ class Scope:
         return self.focus is None or zone in self.focus
 
 
-@dataclass
 class Outcome:
     """Per action: None when it succeeded, else the error text."""
 
-    errors: dict[str, str] = field(default_factory=dict)
+    __slots__ = ("errors",)
+
+    def __init__(self, errors: dict[str, str] | None = None) -> None:
+        self.errors = {} if errors is None else errors
 
 
 class Driver(Protocol):

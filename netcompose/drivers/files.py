@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import stat
 from contextlib import contextmanager
 from typing import Iterator
@@ -326,6 +325,7 @@ def _replace(folders: Folders, tmp_folder: str, content: str | None, link_to: st
              fd: int, name: str) -> None:
     """Write a temporary file (or link) under a random name made with O_EXCL, then rename it
     over `name` in the folder `fd`: atomic, and a link found at `name` is replaced, not followed."""
+    import secrets   # only a write needs it (a start-up spares its imports)
     tmp_fd = folders.open(tmp_folder, create=True)
     tmp = f"{_TMP}{secrets.token_hex(8)}"
     if link_to is not None:

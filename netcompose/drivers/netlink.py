@@ -11,9 +11,8 @@ import resource
 import socket
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .. import names
 from .. import resources as r
@@ -700,8 +699,7 @@ class NetlinkDriver:
                        by_name=True)
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One request of an action, built only when its round comes (indexes are known then)."""
     ns: str | None                 # the socket's namespace; None: done in-process when built
     build: Callable[[set[str]], rtnl.Request | None]

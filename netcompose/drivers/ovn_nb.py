@@ -12,8 +12,8 @@ the holders' columns it changes and retried on TRY_AGAIN, as the OVS driver does
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import NamedTuple
 
 from .. import resources as r
 from ..errors import NetcomposeError
@@ -26,13 +26,12 @@ WRITES = r.mark_key("writes")   # NB_Global external_ids: our transactions' coun
 HOST_MARK = r.mark_key("host")
 
 
-@dataclass(frozen=True)
-class Table:
+class Table(NamedTuple):
     name: str
     columns: dict[str, str]      # column → "scalar", "optional" (0 or 1 value), "set", "map" or "ref:<kind>"
     named: bool = True           # the row's `name` column is its name (else only our mark names it)
     holder: tuple[str, str] | None = None   # (kind, column) of the row that holds this one
-    holds: tuple[str, ...] = field(default=())   # columns of this row holding rows of other kinds
+    holds: tuple[str, ...] = ()   # columns of this row holding rows of other kinds
 
 
 TABLES: dict[str, Table] = {

@@ -22,8 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from .. import resources as r
 from .. import statefiles
@@ -52,8 +51,7 @@ def boot_time() -> float:
     return _BOOT
 
 
-@dataclass
-class ProcInfo:
+class ProcInfo(NamedTuple):
     pid: int
     ns: str
     sid: int
@@ -332,8 +330,7 @@ def wrappers(attrs: dict) -> list[list[str]]:
     return [full] + ([full[full.index("setpriv"):]] if attrs["user"] else [])
 
 
-@dataclass
-class Victim:
+class Victim(NamedTuple):
     pid: int
     start: int
     ns: str

@@ -9,7 +9,6 @@ file:line:col of the Compose or containerlab file.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,16 @@ from ..spec.loader import Document
 FORMATS = ("netcompose", "compose", "clab")
 
 
-@dataclass
 class Translation:
     """The netcompose data of a foreign file, and what the translation left out."""
 
-    doc: Document
-    sources: list[Path]
-    ignored: dict[str, Position] = field(default_factory=dict)   # key with no network meaning → first use
-    notes: list[str] = field(default_factory=list)
+    __slots__ = ("doc", "sources", "ignored", "notes")
+
+    def __init__(self, doc: Document, sources: list[Path]) -> None:
+        self.doc = doc
+        self.sources = sources
+        self.ignored: dict[str, Position] = {}   # key with no network meaning → first use
+        self.notes: list[str] = []
 
     def set(self, path: tuple, value: Any, at: Position, key_at: Position | None = None) -> None:
         """Put `value` at `path` of the netcompose data, remembering where it came from."""

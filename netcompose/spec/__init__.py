@@ -4,9 +4,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 from .. import names
 from ..errors import Position, SpecError, excerpt, shorten
@@ -21,8 +20,7 @@ LIST_SECTIONS = ("links", "policies", "expect", "address_pools")
 MAP_SECTIONS = ("networks", "containers", "vars")
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
     """How to read a topology: its format (None: detected from the content), Compose
     override files, env files (instead of `.env`) and Compose profiles."""
 
@@ -32,15 +30,14 @@ class Source:
     profiles: tuple[str, ...] = ()
 
 
-@dataclass
-class Spec:
+class Spec(NamedTuple):
     path: Path
     doc: Document
     topology: Record        # the validated Topology model's fields (see memo)
     project: str
     sources: list[Path]     # every file the topology was built from (watch mode follows them)
     format: str = "netcompose"
-    notes: list[str] = field(default_factory=list)   # what a Compose/containerlab translation left out
+    notes: Sequence[str] = ()   # what a Compose/containerlab translation left out
     digest: str = ""        # of the document as loaded (memo's name for its records)
 
 

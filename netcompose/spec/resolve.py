@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shlex
 from dataclasses import dataclass, field
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_network
@@ -1040,6 +1039,7 @@ class _Resolver:
 def command_argv(command: str | list[str]) -> list[str]:
     """A list is the argv as is; a string is split as a POSIX shell would split it (quotes,
     escapes), but no shell ever runs it: no variables, globs or operators."""
+    import shlex   # only files with process commands need it
     return list(command) if isinstance(command, list) else shlex.split(command)
 
 

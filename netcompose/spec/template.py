@@ -10,8 +10,6 @@ own folder (symbolic links resolved).
 from __future__ import annotations
 
 import os
-import pickle
-import resource
 import select
 import signal
 import time
@@ -60,6 +58,7 @@ def render(text: str, path: Path, context: dict[str, Any], pulled_in: list[Path]
 
 
 def _limit_memory() -> None:
+    import resource   # here, like pickle below: a file without a template never needs them
     with open("/proc/self/statm") as f:
         size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -175,6 +174,7 @@ def _template_line(exc: BaseException | None = None) -> int:
 
 
 def _send(fd: int, reply: tuple[str, Any]) -> None:
+    import pickle
     data = pickle.dumps(reply)
     view = memoryview(data)
     while view:
@@ -183,6 +183,7 @@ def _send(fd: int, reply: tuple[str, Any]) -> None:
 
 
 def _receive(fd: int, path: Path) -> tuple[str, Any]:
+    import pickle
     deadline = time.monotonic() + RENDER_SECONDS
     chunks, size = [], 0
     while True:
