@@ -607,135 +607,161 @@ class _Parser(argparse.ArgumentParser):
         self.exit(errors.EXIT_INVALID, f"error: {message}; see '{self.prog} --help'\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _file_options(target: argparse.ArgumentParser, suppress: bool, short_file: bool = True) -> None:
+    """The file/project options, on the main parser and (with `suppress`: a value given before
+    the subcommand stays) on the subcommands'."""
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    target.add_argument(*(("-f", "--file") if short_file else ("--file",)), action="append",
+                        default=default(None), help="topology, Compose or containerlab file (default: "
+                        "netcompose.yaml); repeat for Compose override files")
+    target.add_argument("--format", choices=("netcompose", "compose", "clab"), default=default(None),
+                        help="format of the file (default: detected from its content)")
+    target.add_argument("--env-file", action="append", default=default(None),
+                        help="variables for interpolation, instead of .env beside the file")
+    target.add_argument("--profile", action="append", default=default(None),
+                        help="Compose profile to enable (also $COMPOSE_PROFILES)")
+    target.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                        help="hide the notes on what a Compose or containerlab translation leaves out")
+    target.add_argument("-p", "--project-name", default=default(None),
+                        help="project name (default: name: in the file, then the folder)")
+    target.add_argument("--var", action="append", metavar="NAME=VALUE", default=default(None),
+                        help="template variable")
+    target.add_argument("--vars-file", default=default(None), help="YAML file of template variables")
+    target.add_argument("--lock-timeout", type=float, default=default(LOCK_TIMEOUT),
+                        help="seconds to wait for the project lock")
+    target.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+    target.add_argument("--ovsdb", default=default(None),
+                        help="OVSDB remote (default: $NETCOMPOSE_OVSDB or unix:/var/run/openvswitch/db.sock)")
+    target.add_argument("--host", default=default(None),
+                        help="which of the file's hosts: this machine is; its slice is applied "
+                             "(default: $NETCOMPOSE_HOST)")
+    target.add_argument("--ovn-nb", default=default(None), metavar="REMOTE",
+                        help="OVN Northbound DB, e.g. tcp:10.240.0.1:6641 (default: $NETCOMPOSE_OVN_NB, "
+                             "then ovn.northbound in the file)")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of the command line `argv` (None: of any).  Only the subcommands `argv`
+    names get their options; the others are only listed (for --help and errors): argparse
+    takes ~0.1 ms to build each one, mostly looking up translations of its messages, and a
+    command line uses one."""
     parser = _Parser(prog="netcompose", description="Declarative container network topologies.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"netcompose {__version__}")
-    # The file/project options work before or after the subcommand, as in `docker compose -f X up`.
-    # `logs` takes -f as --follow (as `docker compose logs -f`), so it gets the options without -f.
-    common, common_long_file = argparse.ArgumentParser(add_help=False), argparse.ArgumentParser(add_help=False)
-    for target, suppress in ((parser, False), (common, True), (common_long_file, True)):
-        default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
-        target.add_argument(*(("--file",) if target is common_long_file else ("-f", "--file")), action="append",
-                            default=default(None), help="topology, Compose or containerlab file (default: "
-                            "netcompose.yaml); repeat for Compose override files")
-        target.add_argument("--format", choices=("netcompose", "compose", "clab"), default=default(None),
-                            help="format of the file (default: detected from its content)")
-        target.add_argument("--env-file", action="append", default=default(None),
-                            help="variables for interpolation, instead of .env beside the file")
-        target.add_argument("--profile", action="append", default=default(None),
-                            help="Compose profile to enable (also $COMPOSE_PROFILES)")
-        target.add_argument("-q", "--quiet", action="store_true", default=default(False),
-                            help="hide the notes on what a Compose or containerlab translation leaves out")
-        target.add_argument("-p", "--project-name", default=default(None),
-                            help="project name (default: name: in the file, then the folder)")
-        target.add_argument("--var", action="append", metavar="NAME=VALUE", default=default(None),
-                            help="template variable")
-        target.add_argument("--vars-file", default=default(None), help="YAML file of template variables")
-        target.add_argument("--lock-timeout", type=float, default=default(LOCK_TIMEOUT),
-                            help="seconds to wait for the project lock")
-        target.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
-        target.add_argument("--ovsdb", default=default(None),
-                            help="OVSDB remote (default: $NETCOMPOSE_OVSDB or unix:/var/run/openvswitch/db.sock)")
-        target.add_argument("--host", default=default(None),
-                            help="which of the file's hosts: this machine is; its slice is applied "
-                                 "(default: $NETCOMPOSE_HOST)")
-        target.add_argument("--ovn-nb", default=default(None), metavar="REMOTE",
-                            help="OVN Northbound DB, e.g. tcp:10.240.0.1:6641 (default: $NETCOMPOSE_OVN_NB, "
-                                 "then ovn.northbound in the file)")
+    _file_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True)
+    wanted = None if argv is None else set(argv)
+    file_options: dict[str, argparse.ArgumentParser] = {}
 
-    p = sub.add_parser("plan", parents=[common], help="show the changes up would make")
-    p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
-    p.add_argument("-o", "--out", help="save the plan for `up --plan`")
-    p.add_argument("--destroy", action="store_true", help="plan what down would do")
-    p.add_argument("--all-hosts", action="store_true", help="with --destroy: as down --all-hosts")
-    p.add_argument("-v", "--verbose", action="store_true", help="list every element of long lists")
-    p.set_defaults(func=cmd_plan)
-    p = sub.add_parser("up", parents=[common], help="create or repair everything")
-    p.add_argument("--dry-run", action="store_true", help="same as plan")
-    p.add_argument("-v", "--verbose", action="store_true", help="with --dry-run: list every element of long lists")
-    p.add_argument("--no-rollback", action="store_true", help="keep partial state after a failure")
-    p.add_argument("--plan", help="apply only if the host and file still match this saved plan")
-    p.add_argument("--refresh", action="store_true",
-                   help="after an edit, still observe everything (repairs drift outside the edit too)")
-    p.add_argument("--watch", action="store_true", help="keep reconciling (see `watch`)")
-    p.add_argument("--interval", type=float, help="with --watch: also reconcile every N seconds")
-    _timeout_option(p)
-    p.add_argument("--wait", action="store_true", help="return once every process runs and passes its ready probe")
-    p.add_argument("--wait-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="with --wait: fail after this long (default 60)")
-    p.set_defaults(func=cmd_up)
-    p = sub.add_parser("watch", parents=[common], help="reconcile on file edits, link events and an interval")
-    p.add_argument("--interval", type=float, help="also reconcile every N seconds")
-    p.set_defaults(func=cmd_watch)
-    p = sub.add_parser("down", parents=[common], help="remove everything the project owns")
-    p.add_argument("--all-hosts", action="store_true",
-                   help="also remove the OVN logical state while other hosts still have ports bound")
-    _timeout_option(p)
-    p.set_defaults(func=cmd_down)
-    p = sub.add_parser("ps", parents=[common], help="list containers and endpoints")
-    _across_options(p)
-    p.set_defaults(func=cmd_ps)
-    sub.add_parser("config", parents=[common], help="print the resolved topology").set_defaults(func=cmd_config)
-    p = sub.add_parser("explain", parents=[common], help="why a container can or cannot reach another")
-    p.add_argument("source")
-    p.add_argument("target")
-    p.add_argument("--proto", choices=["tcp", "udp", "icmp"], help="default: tcp with --port, else icmp")
-    p.add_argument("--port", type=int)
-    p.add_argument("--live", action="store_true",
-                   help="also send one probe on the running lab, traced by nftables, and show what decided")
-    p.set_defaults(func=cmd_explain)
-    p = sub.add_parser("graph", parents=[common], help="draw the topology")
-    p.add_argument("-o", "--out", help="write to this file (its extension picks the format)")
-    # -T as in dot: --format already names the input file's format.
-    p.add_argument("-T", "--output-format", choices=["dot", "mermaid", "svg", "html"],
-                   help="default: from -o's extension, else dot")
-    p.set_defaults(func=cmd_graph)
-    p = sub.add_parser("completion", help="print a shell completion script (source it: "
-                       "eval \"$(netcompose completion bash)\")")
-    p.add_argument("shell", choices=["bash", "zsh"])
-    p.set_defaults(func=cmd_completion)
-    p = sub.add_parser("exec", parents=[common], help="run a command in a container's sandbox")
-    p.add_argument("container")
-    p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_exec)
-    p = sub.add_parser("check", parents=[common], help="probe the promised reachability")
-    p.add_argument("--all", action="store_true",
-                   help="probe every ordered pair of containers (default: all up to 20 containers, "
-                        "beyond that by classes of containers that behave alike)")
-    _across_options(p)
-    p.add_argument("--seed", type=int, help=argparse.SUPPRESS)     # of a host's part of --all-hosts
-    p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_check)
-    p = sub.add_parser("convert", parents=[common],
-                       help="write a Compose or containerlab file as a netcompose topology")
-    p.add_argument("-o", "--out", help="write to this file (default: stdout)")
-    p.set_defaults(func=cmd_convert)
-    sub.add_parser("schema", help="print the topology JSON Schema").set_defaults(func=cmd_schema)
-    p = sub.add_parser("logs", parents=[common_long_file], help="print the processes' output")
-    p.add_argument("containers", nargs="*", metavar="CONTAINER")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    p.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines of each container")
-    p.add_argument("-t", "--timestamps", action="store_true", help="show when each line was written")
-    p.add_argument("--no-color", action="store_true", help="no colour-coded prefixes")
-    p.set_defaults(func=cmd_logs)
-    p = sub.add_parser("top", parents=[common], help="list every process in the sandboxes")
-    p.add_argument("containers", nargs="*", metavar="CONTAINER")
-    p.set_defaults(func=cmd_top)
-    sub.add_parser("ls", parents=[common], help="list the projects on this host").set_defaults(func=cmd_ls)
+    def command(name: str, help: str, files: str | None = "-f") -> argparse.ArgumentParser | None:
+        """The subparser of `name`, or None when `argv` does not name it (then it is only
+        listed).  `files`: the file/project options it takes, which work before or after the
+        subcommand, as in `docker compose -f X up` ("--file": all but -f, which `logs` takes
+        as --follow, as `docker compose logs -f` does; None: none)."""
+        if wanted is not None and name not in wanted:
+            sub.add_parser(name, help=help, add_help=False)
+            return None
+        if files is None:
+            return sub.add_parser(name, help=help)
+        if files not in file_options:
+            file_options[files] = argparse.ArgumentParser(add_help=False)
+            _file_options(file_options[files], suppress=True, short_file=files == "-f")
+        return sub.add_parser(name, parents=[file_options[files]], help=help)
+
+    if p := command("plan", "show the changes up would make"):
+        p.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
+        p.add_argument("-o", "--out", help="save the plan for `up --plan`")
+        p.add_argument("--destroy", action="store_true", help="plan what down would do")
+        p.add_argument("--all-hosts", action="store_true", help="with --destroy: as down --all-hosts")
+        p.add_argument("-v", "--verbose", action="store_true", help="list every element of long lists")
+        p.set_defaults(func=cmd_plan)
+    if p := command("up", "create or repair everything"):
+        p.add_argument("--dry-run", action="store_true", help="same as plan")
+        p.add_argument("-v", "--verbose", action="store_true", help="with --dry-run: list every element of long lists")
+        p.add_argument("--no-rollback", action="store_true", help="keep partial state after a failure")
+        p.add_argument("--plan", help="apply only if the host and file still match this saved plan")
+        p.add_argument("--refresh", action="store_true",
+                       help="after an edit, still observe everything (repairs drift outside the edit too)")
+        p.add_argument("--watch", action="store_true", help="keep reconciling (see `watch`)")
+        p.add_argument("--interval", type=float, help="with --watch: also reconcile every N seconds")
+        _timeout_option(p)
+        p.add_argument("--wait", action="store_true", help="return once every process runs and passes its ready probe")
+        p.add_argument("--wait-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="with --wait: fail after this long (default 60)")
+        p.set_defaults(func=cmd_up)
+    if p := command("watch", "reconcile on file edits, link events and an interval"):
+        p.add_argument("--interval", type=float, help="also reconcile every N seconds")
+        p.set_defaults(func=cmd_watch)
+    if p := command("down", "remove everything the project owns"):
+        p.add_argument("--all-hosts", action="store_true",
+                       help="also remove the OVN logical state while other hosts still have ports bound")
+        _timeout_option(p)
+        p.set_defaults(func=cmd_down)
+    if p := command("ps", "list containers and endpoints"):
+        _across_options(p)
+        p.set_defaults(func=cmd_ps)
+    if p := command("config", "print the resolved topology"):
+        p.set_defaults(func=cmd_config)
+    if p := command("explain", "why a container can or cannot reach another"):
+        p.add_argument("source")
+        p.add_argument("target")
+        p.add_argument("--proto", choices=["tcp", "udp", "icmp"], help="default: tcp with --port, else icmp")
+        p.add_argument("--port", type=int)
+        p.add_argument("--live", action="store_true",
+                       help="also send one probe on the running lab, traced by nftables, and show what decided")
+        p.set_defaults(func=cmd_explain)
+    if p := command("graph", "draw the topology"):
+        p.add_argument("-o", "--out", help="write to this file (its extension picks the format)")
+        # -T as in dot: --format already names the input file's format.
+        p.add_argument("-T", "--output-format", choices=["dot", "mermaid", "svg", "html"],
+                       help="default: from -o's extension, else dot")
+        p.set_defaults(func=cmd_graph)
+    if p := command("completion", "print a shell completion script (source it: "
+                    "eval \"$(netcompose completion bash)\")", files=None):
+        p.add_argument("shell", choices=["bash", "zsh"])
+        p.set_defaults(func=cmd_completion)
+    if p := command("exec", "run a command in a container's sandbox"):
+        p.add_argument("container")
+        p.add_argument("command", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_exec)
+    if p := command("check", "probe the promised reachability"):
+        p.add_argument("--all", action="store_true",
+                       help="probe every ordered pair of containers (default: all up to 20 containers, "
+                            "beyond that by classes of containers that behave alike)")
+        _across_options(p)
+        p.add_argument("--seed", type=int, help=argparse.SUPPRESS)     # of a host's part of --all-hosts
+        p.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
+        p.set_defaults(func=cmd_check)
+    if p := command("convert", "write a Compose or containerlab file as a netcompose topology"):
+        p.add_argument("-o", "--out", help="write to this file (default: stdout)")
+        p.set_defaults(func=cmd_convert)
+    if p := command("schema", "print the topology JSON Schema", files=None):
+        p.set_defaults(func=cmd_schema)
+    if p := command("logs", "print the processes' output", files="--file"):
+        p.add_argument("containers", nargs="*", metavar="CONTAINER")
+        p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+        p.add_argument("-n", "--tail", type=int, metavar="N", help="only the last N lines of each container")
+        p.add_argument("-t", "--timestamps", action="store_true", help="show when each line was written")
+        p.add_argument("--no-color", action="store_true", help="no colour-coded prefixes")
+        p.set_defaults(func=cmd_logs)
+    if p := command("top", "list every process in the sandboxes"):
+        p.add_argument("containers", nargs="*", metavar="CONTAINER")
+        p.set_defaults(func=cmd_top)
+    if p := command("ls", "list the projects on this host"):
+        p.set_defaults(func=cmd_ls)
     for name, func, text in (("stop", cmd_stop, "stop declared processes"),
                              ("start", cmd_start, "start declared processes that are not running"),
                              ("restart", cmd_restart, "stop, then start declared processes")):
-        p = sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("containers", nargs="*", metavar="CONTAINER")
-        _timeout_option(p)
-        p.set_defaults(func=func)
+        if p := command(name, text):
+            p.add_argument("containers", nargs="*", metavar="CONTAINER")
+            _timeout_option(p)
+            p.set_defaults(func=func)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     # argparse takes `stop -p NAME web` as an empty container list followed by a stray "web".
     if extra and isinstance(getattr(args, "containers", None), list) and not any(e.startswith("-") for e in extra):
