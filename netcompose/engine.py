@@ -13,7 +13,6 @@ import shutil
 import socket
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
 from functools import cached_property
 from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 from pathlib import Path
@@ -575,7 +574,7 @@ class Project:
         compile as they are asked for."""
         facts = self._with_ports(facts)
         if any(self._conditioned[:2]):
-            facts = replace(facts, netem=self._netem())
+            facts = facts._replace(netem=self._netem())
         if self._compiled is None or self._compiled[0] != facts:
             self._compiled = (facts, Desired(resolve(self.spec.topology, self.spec.doc, self.name, facts)))
         return self._compiled[1]
@@ -589,8 +588,8 @@ class Project:
             from .ports import listening, published_elsewhere
             self._busy_ports = (published_elsewhere(STATE_DIR, self.name), frozenset(listening()))
         recorded = self.applied.read().get("facts", {}).get("ports", [])
-        return replace(facts, ports={(c, key): port for c, key, port in recorded},
-                       other_ports=self._busy_ports[0], listening_ports=self._busy_ports[1])
+        return facts._replace(ports={(c, key): port for c, key, port in recorded},
+                              other_ports=self._busy_ports[0], listening_ports=self._busy_ports[1])
 
     @staticmethod
     def _netem() -> bool:
@@ -676,7 +675,7 @@ class Project:
             seen.add(key)
             focus |= desired.resources[key].zones
             pending.extend(desired.resources[key].deps)
-        scope = replace(self.scope(), focus=frozenset(focus))
+        scope = self.scope()._replace(focus=frozenset(focus))
         for key, name in unit_of.items():  # unchanged units inside the focus converge with it
             if name not in desired.unit_keys and scope.focus.issuperset(recorded[key][1]):
                 desired.add(name)

@@ -2,7 +2,6 @@
 target-only ports get a stable ephemeral host port."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 
@@ -99,7 +98,7 @@ def test_target_only_ports_get_stable_distinct_ephemeral_host_ports(tmp_path, bl
     assert host_ports(path, HostFacts(listening_ports=taken))["web"][0] != web80
     sticky = HostFacts(ports={("web", "80/tcp"): web80}, listening_ports=taken)
     assert host_ports(path, sticky) == first
-    assert host_ports(path, replace(sticky, other_ports=taken))["web"][0] != web80
+    assert host_ports(path, sticky._replace(other_ports=taken))["web"][0] != web80
     # An explicit port of the file wins over a remembered ephemeral one.
     path.write_text(blocks(PORTS).replace("'8080:81'", f"'{web80}:81'"))
     assert host_ports(path, sticky)["web"][0] != web80

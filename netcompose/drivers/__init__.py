@@ -1,15 +1,13 @@
 """Drivers: each owns one backend, observes its resources and applies actions to them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..plan import Action
 from ..resources import Resource
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
     """Where to look: our project, plus names the topology wants (to detect foreign collisions)."""
 
     project: str
@@ -25,7 +23,7 @@ class Scope:
     focus: frozenset[str] | None = None
     # (role, ident) → host name, for the rare names a hash collision moved off their
     # plain digest (see names.host_ifnames); drivers that derive a name use it.
-    renamed: dict[tuple[str, str], str] = field(default_factory=dict)
+    renamed: dict[tuple[str, str], str] = {}   # never changed, like every field of a tuple
 
     def sees(self, zone: str) -> bool:
         return self.focus is None or zone in self.focus

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_network
 from operator import itemgetter
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, NamedTuple, Union
 
 from ..errors import SpecError, excerpt
 from .. import conditions, names
@@ -50,18 +50,17 @@ def default_ula_pool(project: str) -> IPv6Network:
     return IPv6Network((b"\xfd" + global_id + bytes(10), 48))
 
 
-@dataclass(frozen=True)
-class HostFacts:
+class HostFacts(NamedTuple):
     """What the host already has, so subnets avoid collisions and addresses stay sticky."""
 
     # Address space in use that is not this project's (both families): the host's routes and
     # addresses, and other projects' subnets, each with who holds it ("a route of the host (dev eth0)").
     space: tuple[tuple[IPNetwork, str], ...] = ()
-    subnets: dict[str, IPv4Network] = field(default_factory=dict)       # network → subnet we assigned
-    addresses: dict[tuple[str, str], IPv4Address] = field(default_factory=dict)  # (container, network) → ip
-    subnets6: dict[str, IPv6Network] = field(default_factory=dict)      # the same, for IPv6
-    addresses6: dict[tuple[str, str], IPv6Address] = field(default_factory=dict)
-    ports: dict[tuple[str, str], int] = field(default_factory=dict)   # (container, port_key) → host port
+    subnets: dict[str, IPv4Network] = {}       # network → subnet we assigned
+    addresses: dict[tuple[str, str], IPv4Address] = {}  # (container, network) → ip
+    subnets6: dict[str, IPv6Network] = {}      # the same, for IPv6
+    addresses6: dict[tuple[str, str], IPv6Address] = {}
+    ports: dict[tuple[str, str], int] = {}   # (container, port_key) → host port
     # (port, proto) published by other projects (never taken), and listening on the host
     # (not chosen anew; a port kept from the last apply stays, as Compose's would stay bound).
     other_ports: frozenset[tuple[int, str]] = frozenset()
