@@ -146,7 +146,9 @@ def _source(args):
 def _load(args, **options: Any):
     """The project of -f; a Compose or containerlab file's translation notes go to stderr
     once (`--quiet` hides them)."""
-    from .engine import Project
+    from .gcpause import gc_paused
+    with gc_paused():   # the engine's modules live until exit: collecting while they load finds nothing
+        from .engine import Project
     options = {**options, "stop_timeout": args.timeout} if getattr(args, "timeout", None) is not None else options
     project = Project.load(args.file, args.project_name, _variables(args), source=_source(args), **options)
     if not args.quiet:
