@@ -51,7 +51,8 @@ def default_ula_pool(project: str) -> IPv6Network:
 
 
 class HostFacts(NamedTuple):
-    """What the host already has, so subnets avoid collisions and addresses stay sticky."""
+    """What the host already has, so subnets avoid collisions and addresses stay sticky.
+    Read only: its maps are never changed (the empty defaults are shared)."""
 
     # Address space in use that is not this project's (both families): the host's routes and
     # addresses, and other projects' subnets, each with who holds it ("a route of the host (dev eth0)").
