@@ -104,7 +104,7 @@ def read_json(path: str) -> Any:
         return None
 
 
-def write_text(path: str, text: str, sync: bool = False, mode: int = 0o644, private: bool = False) -> None:
+def write_text(path: str, text: str | bytes, sync: bool = False, mode: int = 0o644, private: bool = False) -> None:
     """Replace the file at once (a temporary copy renamed over it); `sync` makes it durable
     before the rename, for records a crash must not lose; `private` as for `folder`."""
     with folder(path, create=True, mode=0o700 if private else 0o755, private=private) as dirfd:
@@ -114,7 +114,7 @@ def write_text(path: str, text: str, sync: bool = False, mode: int = 0o644, priv
         tmp = f".{name}.{os.urandom(6).hex()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
                 f.write(text)
                 if sync:
                     f.flush()

@@ -22,6 +22,7 @@ Path_ = tuple[Any, ...]
 # a bad file's memory under a few hundred MB.  A 1000-container lab has about 5,000.
 MAX_NODES = 200_000
 MAX_VALUES = 200_000
+SECTIONS = ("networks", "containers")   # mappings of entries, each parsed and validated on its own
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Document:
     values: dict[Path_, Position] = field(default_factory=dict)
     keys: dict[Path_, Position] = field(default_factory=dict)
     interpolated: bool = False   # a scalar held a `$`: what it says depends on the environment
+    reusable: bytes | None = None   # the data of its parts, for the parse of the next edit (see parse_reusing)
 
     def where(self, path: Path_, key: bool = False) -> Position:
         """The position of `path`, or of its nearest ancestor that has one."""

@@ -23,25 +23,31 @@ again unchanged, it is not even parsed (its positions are, lazily, if an error n
 from __future__ import annotations
 
 import hashlib
-import json
+import marshal
 import os
+import random
 import re
+import sys
+import zlib
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .. import statefiles
 from ..errors import SpecError
-from .loader import Document
+from .loader import SECTIONS, Document
 from .patterns import NAME_MAX_LENGTH, NAME_PATTERN
 
 CACHE_DIR = "/var/cache/netcompose/validated"
 # The least recently used entries go first, past this many or this many bytes (each edit
-# makes a new entry; one for a thousand containers is about 0.5 MB; a test suite on the
-# same host makes hundreds).
+# makes a new entry; one for a thousand containers is about 0.3 MB; a test suite on the
+# same host makes hundreds).  Counting them costs a stat of every file (~10 ms at the
+# bounds), so one new entry in PRUNE_EVERY, at random, checks: the bounds are exceeded by
+# a few entries at most.
 KEEP, KEEP_BYTES = 1024, 64 << 20
+PRUNE_EVERY = 16
 
 
 class Record(SimpleNamespace):
@@ -51,6 +57,7 @@ class Record(SimpleNamespace):
 _ADDRESS_TYPES = {"a": IPv4Address, "n": IPv4Network, "i": IPv4Interface,
                   "a6": IPv6Address, "n6": IPv6Network, "i6": IPv6Interface}
 _ADDRESS_TAGS = {cls: tag for tag, cls in _ADDRESS_TYPES.items()}
+_SCALARS = frozenset({type(None), bool, int, float, str})
 
 
 class _Unstorable(Exception):
@@ -58,34 +65,47 @@ class _Unstorable(Exception):
 
 
 def _encode(value: Any) -> Any:
-    """Tagged JSON: [tag, payload] for everything but scalars, so nothing is ambiguous."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    """The stored form of records, for marshal (built-in types only, read back by C code;
+    unlike pickle, it makes no object of any other class and runs no code).  A plain value
+    (None, bool, int, float, str, and lists and dicts of them) is stored as it is; anything
+    else as a tuple (tag, payload, tagged), `tagged` naming the keys or indexes of `payload`
+    that are tuples themselves: decoding visits only those, not every value."""
+    kind = type(value)
+    if kind in _SCALARS:
         return value
-    if isinstance(value, list):
-        return ["l", [_encode(v) for v in value]]
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
+    if kind is list:
+        items = [_encode(v) for v in value]
+        tagged = tuple(i for i, v in enumerate(items) if type(v) is tuple)
+        return ("l", items, tagged) if tagged else items
+    if kind is dict or kind is Record:
+        fields = vars(value) if kind is Record else value
+        if not all(type(k) is str for k in fields):
             raise _Unstorable
-        return ["d", {k: _encode(v) for k, v in value.items()}]
-    if isinstance(value, Record):
-        return ["m", {k: _encode(v) for k, v in vars(value).items()}]
-    tag = _ADDRESS_TAGS.get(type(value))
+        encoded = {k: _encode(v) for k, v in fields.items()}
+        tagged = tuple(k for k, v in encoded.items() if type(v) is tuple)
+        return ("m", encoded, tagged) if kind is Record else ("d", encoded, tagged) if tagged else encoded
+    tag = _ADDRESS_TAGS.get(kind)
     if tag is None:
         raise _Unstorable
-    return [tag, str(value)]
+    return (tag, str(value), ())
 
 
-def _decode(value: Any) -> Any:
-    if not isinstance(value, list):
-        return value
-    tag, payload = value
-    if tag == "l":
-        return [_decode(v) for v in payload]
-    if tag == "d":
-        return {k: _decode(v) for k, v in payload.items()}
+def _decode(value: tuple) -> Any:
+    """The records of an encoded value (a tuple), built in place: each stored value is
+    decoded once (see _taken)."""
+    tag, payload, tagged = value
+    for key in tagged:
+        payload[key] = _decode(payload[key])
     if tag == "m":
-        return Record(**{k: _decode(v) for k, v in payload.items()})
+        return Record(**payload)
+    if tag == "l" or tag == "d":
+        return payload
     return _ADDRESS_TYPES[tag](payload)
+
+
+def _payload(value: Any) -> Any:
+    """The fields or items of an encoded record, list or dict (stored as it is when plain)."""
+    return value[1] if type(value) is tuple else value
 
 
 def records(model: Any) -> Any:
@@ -101,14 +121,16 @@ def records(model: Any) -> Any:
 
 @lru_cache(maxsize=1)
 def _code_stamp() -> bytes:
-    """Changes with the models, this module or pydantic itself: their results may differ."""
+    """Changes with the models, the parser, this module, Python, pydantic or PyYAML: their
+    results (records, a part's data) may differ."""
     import importlib.util
-    hasher = hashlib.blake2b(digest_size=16)
+    hasher = hashlib.blake2b(sys.version.encode(), digest_size=16)
     here = Path(__file__).parent
-    sources = [here / "model.py", here / "patterns.py", Path(__file__)]
-    pydantic = importlib.util.find_spec("pydantic")
-    if pydantic is not None and pydantic.origin:
-        sources.append(Path(pydantic.origin).parent / "version.py")
+    sources = [here / "model.py", here / "patterns.py", here / "loader.py", Path(__file__)]
+    for package, file in (("pydantic", "version.py"), ("yaml", "__init__.py")):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            sources.append(Path(spec.origin).parent / file)
     for source in sources:
         try:
             hasher.update(source.read_bytes())
@@ -148,35 +170,43 @@ def _read_bytes(name: str) -> bytes | None:
 
 
 def _read(name: str) -> dict | None:
-    """A stored entry: {"topology": tagged JSON, "shape": see _shape}."""
-    found = _read_bytes(name + ".json") if _ENTRY_NAME.fullmatch(name) else None
-    try:
-        entry = json.loads(found) if found is not None else None
-    except ValueError:
+    """A stored entry of this code: {"stamp", "topology": encoded records, "shape": see
+    _shape, "parts": see loader.parse_reusing}, the last two marshalled apart (an edit
+    reads them, an unchanged file does not)."""
+    found = _read_bytes(name + ".entry") if _ENTRY_NAME.fullmatch(name) else None
+    # Files are replaced whole (see statefiles.write_text); the checksum makes a file a
+    # crash left half written, or a damaged one, a miss.
+    body = memoryview(found)[4:] if found is not None else None
+    if body is None or zlib.crc32(body).to_bytes(4, "big") != found[:4]:
         return None
-    return entry if isinstance(entry, dict) and isinstance(entry.get("topology"), list) else None
+    try:
+        entry = marshal.loads(body)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return entry if type(entry) is dict and entry.get("stamp") == _code_stamp() else None
 
 
-def _write(file: str, project: str | None, name: str, encoded: Any | None = None, shape: dict | None = None,
-           text: str | None = None) -> None:
-    """Store the entry (unless `encoded` is None: stored already) and point at it as the
-    last one used for its file and project, and as the records of `text`."""
-    def store(file_name: str, content: str) -> None:
+def _write(file: str, project: str | None, name: str, entry: dict | None = None, text: str | None = None) -> None:
+    """Store the entry (unless None: stored already) and point at it as the last one used
+    for its file and project, and as the records of `text`."""
+    def store(file_name: str, content: str | bytes) -> None:
         # Folders made and entered without following a link, and only ours (see statefiles).
         statefiles.write_text(os.path.join(CACHE_DIR, file_name), content, mode=0o600, private=True)
     try:
-        if encoded is not None:
-            entry = {"stamp": _code_stamp().hex(), "topology": encoded, "shape": shape}
-            store(name + ".json", json.dumps(entry, check_circular=False))
-            _prune()
+        if entry is not None:
+            body = marshal.dumps({"stamp": _code_stamp(), "topology": entry["topology"],
+                                  "shape": marshal.dumps(entry["shape"]), "parts": entry["parts"]})
+            store(name + ".entry", zlib.crc32(body).to_bytes(4, "big") + body)
+            if random.randrange(PRUNE_EVERY) == 0:
+                _prune()
         for pointer in _pointers(file, project) + ([_text_pointer(text)] if text is not None else []):
-            store(pointer, name)
-    except OSError:
-        pass  # only a memo: the next run validates again
+            if _read_bytes(pointer) != name.encode():   # read, it counts as used (see _prune)
+                store(pointer, name)
+    except (OSError, ValueError):
+        pass  # only a memo (ValueError: a value marshal cannot store): the next run validates again
 
 
 _ENTRY_NAME = re.compile(r"[0-9a-f]{40}")
-SECTIONS = ("networks", "containers")   # validated entry by entry
 _NAME = re.compile(NAME_PATTERN)         # what the models ask of an entry's name (Name in model.py)
 
 
@@ -199,29 +229,62 @@ def _shape(data: Any) -> dict | None:
     return shape
 
 
-def _assembled(doc: Document, project: str | None, shape: dict, validate: Callable[[Any], Record]) -> Any | None:
-    """The tagged records of `doc` from the entries of the last documents of its file and
+class Earlier:
+    """The entries last used for a file and for its project (see _pointers), each read at
+    most once by a load: an edited file's parse reuses their parts' data (see
+    loader.parse_reusing), its validation their records (see _assembled)."""
+
+    def __init__(self, file: str, project: str | None) -> None:
+        self.pointers = _pointers(file, project)
+        self.read: list[dict | None] = []
+        self.names: set[str] = set()
+
+    def entries(self) -> Iterator[dict]:
+        """The file's entry first; the project's is read only when asked for."""
+        for index, pointer in enumerate(self.pointers):
+            if index == len(self.read):
+                found = _read_bytes(pointer)
+                name = found.decode(errors="replace") if found else ""
+                self.read.append(_read(name) if name and name not in self.names else None)
+                self.names.add(name)
+            if self.read[index] is not None:
+                yield self.read[index]
+
+    def parts(self) -> dict[str, Any]:
+        """The data of the parts of the last text parsed for the file (or else the project), by their text."""
+        for entry in self.entries():
+            if type(entry.get("parts")) is bytes:
+                try:
+                    parts = marshal.loads(entry["parts"])
+                except (ValueError, EOFError, TypeError):
+                    continue
+                if type(parts) is dict:
+                    return parts
+        return {}
+
+
+def _taken(found: list) -> Any:
+    """One stored entry of a content, each used once (decoding builds records in place):
+    the last of them is copied for every further use."""
+    return found.pop() if len(found) > 1 else marshal.loads(marshal.dumps(found[0]))
+
+
+def _assembled(doc: Document, shape: dict, validate: Callable[[Any], Record], earlier: Earlier) -> Any | None:
+    """The encoded records of `doc` from the entries of the last documents of its file and
     project, validating only what they lack; None when no such document is stored."""
-    known: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    rest, used = None, set()
-    for pointer in _pointers(doc.file, project):
-        name = _read_bytes(pointer)
-        if not name or name in used:
-            continue
-        used.add(name)
-        base = _read(name.decode(errors="replace"))
-        # Records of other models or another pydantic may differ: only this code's are reused.
-        if base is None or base.get("stamp") != _code_stamp().hex():
-            continue
+    known: dict[str, dict[str, list]] = {section: {} for section in SECTIONS}
+    rest, used = None, False
+    for base in earlier.entries():
+        used = True
         try:
-            fields = base["topology"][1]
+            fields, base_shape = _payload(base["topology"]), marshal.loads(base["shape"])
             for section in SECTIONS:
-                entries = fields[section][1]
-                for entry, digest in base["shape"][section].items():
-                    known[section].setdefault(digest, entries[entry])
-            if rest is None and base["shape"]["rest"] == shape["rest"]:
+                entries = _payload(fields[section])
+                for entry, digest in base_shape[section].items():
+                    known[section].setdefault(digest, []).append(entries[entry])
+            if rest is None and base_shape["rest"] == shape["rest"]:
                 rest = fields
-        except (KeyError, IndexError, TypeError, AttributeError):
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError, EOFError):
             continue
         if rest is not None and all(digest in known[section] for section in SECTIONS
                                     for digest in shape[section].values()):
@@ -236,32 +299,32 @@ def _assembled(doc: Document, project: str | None, shape: dict, validate: Callab
         part = {k: v for k, v in data.items() if k not in SECTIONS} if rest is None else {}
         part.update((section, entries) for section, entries in unknown.items() if entries)
         try:
-            fresh = _encode(validate(part))[1]
+            fresh = _payload(_encode(validate(part)))
         except SpecError:   # the whole document's first error, at its place in the file
             return _encode(validate(data))
     fields = dict(rest if rest is not None else fresh)
     for section in SECTIONS:
         seen = known[section]
-        fields[section] = ["d", {name: seen[digest] if digest in seen else fresh[section][1][name]
-                                 for name, digest in shape[section].items()}]
-    return ["m", fields]
+        fields[section] = ("d", {name: _taken(seen[digest]) if digest in seen else _payload(fresh[section])[name]
+                                 for name, digest in shape[section].items()}, tuple(shape[section]))
+    return ("m", fields, tuple(k for k, v in fields.items() if type(v) is tuple))
 
 
 def _remembered(name: str) -> Record | None:
     entry = _read(name)
     try:
         topology = _decode(entry["topology"]) if entry is not None else None
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
         return None
     return topology if isinstance(topology, Record) else None
 
 
 def validated(doc: Document, project: str | None, validate: Callable[[Any], Record],
-              text: str | None = None) -> tuple[Record, str]:
+              text: str | None = None, earlier: Earlier | None = None) -> tuple[Record, str]:
     """The topology's records and the digest naming them: remembered for this document,
-    assembled from entries validated before (for the same file or the project named by -p),
-    or validated now by `validate` (the models; raises SpecError).  `text`: the document's
-    whole text, when it is a plain file (see by_text)."""
+    assembled from entries validated before (for the same file or the project named by -p:
+    `earlier`, when the load has them already), or validated now by `validate` (the models;
+    raises SpecError).  `text`: the document's whole text, when it is a plain file (see by_text)."""
     name = _entry_name(doc)
     topology = _remembered(name)
     if topology is not None:
@@ -269,12 +332,13 @@ def validated(doc: Document, project: str | None, validate: Callable[[Any], Reco
         return topology, name
     shape = _shape(doc.data)
     try:
-        encoded = _assembled(doc, project, shape, validate) if shape is not None else None
+        encoded = (_assembled(doc, shape, validate, earlier or Earlier(doc.file, project))
+                   if shape is not None else None)
         if encoded is None:
             encoded = _encode(validate(doc.data))
     except _Unstorable:
         return validate(doc.data), name
-    _write(doc.file, project, name, encoded, shape, text)
+    _write(doc.file, project, name, {"topology": encoded, "shape": shape, "parts": doc.reusable}, text)
     return _decode(encoded), name
 
 
@@ -302,7 +366,7 @@ def _prune() -> None:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            entries[not entry.name.endswith(".json")].append((st.st_mtime_ns, st.st_size, entry.name))
+            entries[not entry.name.endswith(".entry")].append((st.st_mtime_ns, st.st_size, entry.name))
         for found in entries.values():
             kept = 0
             for i, (_, size, name) in enumerate(sorted(found, reverse=True)):
