@@ -251,11 +251,11 @@ def test_an_edited_file_validates_only_entries_it_has_not_seen(tmp_path, monkeyp
     asked: list = []
     real = memo.validated
 
-    def validated(doc, project, validate, text=None):
+    def validated(doc, project, validate, *more):
         def counted(data):
             asked.append(data)
             return validate(data)
-        return real(doc, project, counted, text)
+        return real(doc, project, counted, *more)
     monkeypatch.setattr(memo, "validated", validated)
     base = (REPO / "topologies/three-tier.yaml").read_text()
     line = base[:base.index("links:")].count("\n") + 1   # where added containers go

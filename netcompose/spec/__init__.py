@@ -12,7 +12,7 @@ from ..errors import Position, SpecError, excerpt, shorten
 from ..gcpause import gc_paused
 from ..inputs import read_text
 from . import memo, template
-from .loader import Document, UnparsedDocument, parse_yaml, read_dotenv, read_env_file, safe_load
+from .loader import Document, UnparsedDocument, parse_reusing, parse_yaml, read_dotenv, read_env_file, safe_load
 from .memo import Record
 from .patterns import HOSTNAME_PATTERN, IFNAME_PATTERN, MAC_PATTERN, NAME_PATTERN, PROJECT_PATTERN
 
@@ -67,15 +67,19 @@ def _is_template(path: Path, text: str) -> bool:
 
 def _load_document(path: Path, env: dict[str, str], variables: dict[str, Any], at: Position | None,
                    sources: list[Path], confined_to: Path | None = None, name: str | None = None,
-                   text: str | None = None) -> Document:
+                   text: str | None = None, earlier: memo.Earlier | None = None) -> Document:
     """Read (unless given its `text`), render and parse one file; `sources` gains it and
-    every file its template pulled in."""
+    every file its template pulled in.  `earlier`: what the memo keeps of the file's (or
+    project's) last document, whose parts a plain file's parse reuses."""
     text = read_text(path, at, confined_to, name=name) if text is None else text
     sources.append(path)
     lines = None
     if _is_template(path, text):
         text, lines = render_template(text, path, variables, sources)
-    doc = parse_yaml(text, str(path), env, lines=lines)
+    if earlier is not None and lines is None and "$" not in text:
+        doc = parse_reusing(text, str(path), earlier.parts)
+    else:
+        doc = parse_yaml(text, str(path), env, lines=lines)
     if doc.data is None:
         doc.data = {}
     if not isinstance(doc.data, dict):
@@ -193,7 +197,8 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
                     digest=found[1])
     variables = variables or {}
     sources: list[Path] = []
-    doc = _load_document(path, env, variables, None, sources, text=text)
+    earlier = memo.Earlier(str(path), project)
+    doc = _load_document(path, env, variables, None, sources, text=text, earlier=earlier)
     includes = doc.data.get("include") or []
     if not isinstance(includes, list):
         raise SpecError(doc.where(("include",)), "include: must be a list of files", "write include: [a.yaml]")
@@ -207,13 +212,15 @@ def _load(path: Path, project: str | None, variables: dict[str, Any] | None,
             raise SpecError(fragment.where(("include",), key=True), "nested include is not supported",
                             "list every fragment in the main file")
         _merge(doc, fragment)
-    topology, digest = _validate(doc, project, text if plain and not includes and not doc.interpolated else None)
+    topology, digest = _validate(doc, project, text if plain and not includes and not doc.interpolated else None,
+                                 earlier)
     return Spec(path, doc, topology, _project(path, topology, project), sources, digest=digest)
 
 
-def _validate(doc: Document, project: str | None, text: str | None = None) -> tuple[Record, str]:
+def _validate(doc: Document, project: str | None, text: str | None = None,
+              earlier: memo.Earlier | None = None) -> tuple[Record, str]:
     """The topology's records and their digest: remembered, or validated by the models (see
-    memo); `text`: the whole text of a plain file."""
+    memo); `text`: the whole text of a plain file; `earlier`: as read for its parse."""
     def validate(data: Any) -> Record:
         from pydantic import ValidationError
 
@@ -222,7 +229,7 @@ def _validate(doc: Document, project: str | None, text: str | None = None) -> tu
             return memo.records(Topology.model_validate(data))
         except ValidationError as exc:
             raise _validation_error(doc, exc) from None
-    return memo.validated(doc, project, validate, text)
+    return memo.validated(doc, project, validate, text, earlier)
 
 
 def check_project_name(project: str) -> str:

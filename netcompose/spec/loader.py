@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import Position, SpecError, excerpt, shorten
 from ..inputs import read_text
@@ -65,6 +65,32 @@ class UnparsedDocument(Document):
     data = property(lambda self: self._document().data)
     values = property(lambda self: self._document().values)
     keys = property(lambda self: self._document().keys)
+
+
+class PartlyParsedDocument(UnparsedDocument):
+    """A document whose data was assembled from its parts' (see parse_reusing): the position
+    of a path inside a part comes from that part, parsed alone, its lines shifted to the
+    file's; any other, from the whole text, parsed when first asked for."""
+
+    data = None   # known from the start, not parsed on demand
+
+    def __init__(self, text: str, file: str, data: dict, parts: dict[Path_, tuple[int, str]],
+                 reusable: bytes | None) -> None:
+        super().__init__(text, file)
+        self.data, self.reusable = data, reusable
+        self.parts = parts   # path of a part (a top-level key or a section's entry) → its first line, its text
+        self._part_documents: dict[Path_, Document] = {}
+
+    def where(self, path: Path_, key: bool = False) -> Position:
+        path = tuple(path)
+        prefix = path[:2] if path[:2] in self.parts else path[:1]
+        if self._parsed is not None or len(path) < len(prefix) or prefix not in self.parts:
+            return super().where(path, key)
+        if prefix not in self._part_documents:
+            self._part_documents[prefix] = parse_yaml(self.parts[prefix][1], self.file, None)
+        # The part's own paths start at its key: a section's entry is the part's top level.
+        found = self._part_documents[prefix].where(path[len(prefix) - 1:], key)
+        return Position(self.file, found.line + self.parts[prefix][0] - 1, found.column)
 
 
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?=])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -280,3 +306,140 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None, unset_is_empty:
         if loader is not None:
             loader.dispose()
     return builder.doc
+
+
+# What makes a part of a text parse differently alone than in the whole: an anchor or alias
+# (`&`, `*`), a tag or directive (`!`, `%`), a block scalar (`|`, `>`, whose indentation
+# is relative), a tab, another line break than \n, a byte order mark; `$`: interpolation.
+_NOT_SIMPLE = ("\t", "\r", "&", "*", "!", "%", "|", ">", "$", "\x85", "\u2028", "\u2029", "\ufeff")
+_KEY_LINE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.-]*):(?: |$)")   # a key that starts a part
+_OPEN_SECTION = re.compile(r" *(?:#.*)?")      # after `containers: `, nothing but a comment: its entries follow
+
+
+@dataclass
+class _Part:
+    path: Path_     # (key,) at the top level, (section, name) for a section's entry; () before any key
+    line: int       # its first line
+    start: int      # its first character in the text
+    text: str = ""
+    parsed: bool = True   # False: the preamble, or the line opening a section (no data of its own)
+
+
+def _parts(text: str) -> list[_Part] | None:
+    """The text cut into parts by indentation: each top-level key, and each entry of a
+    section (SECTIONS) written as a block mapping; blank and comment lines go with the part
+    before them.  None when the text is not simple enough (see parse_reusing)."""
+    if any(mark in text for mark in _NOT_SIMPLE):
+        return None
+    parts = [_Part((), 1, 0, parsed=False)]
+    section, indent, seen = None, 0, set()
+    offset = 0
+    for number, line in enumerate(text.split("\n"), 1):
+        content = line.lstrip(" ")
+        depth = len(line) - len(content)
+        start, offset = offset, offset + len(line) + 1
+        if not content or content.startswith("#"):
+            continue
+        if depth == 0:
+            key = _KEY_LINE.match(line)
+            if key is None:
+                return None
+            opens = key.group(1) in SECTIONS and _OPEN_SECTION.fullmatch(line, key.end()) is not None
+            section, indent = (key.group(1) if opens else None), 0
+            path: Path_ = (key.group(1),)
+        elif section is not None and depth <= (indent or depth):
+            if depth < indent:
+                return None
+            key = _KEY_LINE.match(line, depth)
+            if key is None:
+                return None
+            if not indent:   # the section's first entry: its line has no data of its own
+                indent, parts[-1].parsed = depth, False
+            path = (section, key.group(1))
+        elif len(parts) == 1:
+            return None   # text before the first top-level key
+        else:
+            continue      # more of the part
+        if path in seen:
+            return None
+        seen.add(path)
+        parts.append(_Part(path, number, start))
+    for part, after in zip(parts, parts[1:] + [None]):
+        part.text = text[part.start:after.start if after else len(text)]
+    return parts
+
+
+def parse_reusing(text: str, file: str, known: Callable[[], dict[str, Any]]) -> Document:
+    """parse_yaml of a plain file's text (no template, no `$`), reusing the data of the
+    parts of it that an earlier parse saw (`known()`: part text → (data, number of values)).
+
+    A simple text (block mappings; no anchor, alias, tag, block scalar, tab or document
+    marker) is cut into parts (see _parts).  Such a part parses alone to what it is in the
+    whole: its flow collections and quoted scalars end before the next line at its
+    indentation (or it does not parse alone), a plain scalar never continues on such a
+    line, and nothing refers from one part to another.  So each part's data is kept by
+    its text (with the document's entry in the memo), and the next parse of the file (or
+    project) parses only the parts whose text is new.  The whole text is parsed instead
+    when a part does not parse alone to its one key, or when most parts are new."""
+    parts = _parts(text)
+    if parts is None or len(parts) == 1:
+        return parse_yaml(text, file, None)
+    table = known()
+    new = [part for part in parts if part.parsed and part.text not in table]
+    if len(new) * 4 > len(parts):
+        return _parsed_whole(text, file, parts)
+    for part in new:
+        try:
+            alone = parse_yaml(part.text, file, None)
+        except SpecError:
+            return _parsed_whole(text, file, parts)   # its error, at its place in the whole
+        if not isinstance(alone.data, dict) or list(alone.data) != [part.path[-1]]:
+            return _parsed_whole(text, file, parts)
+        table[part.text] = (alone.data[part.path[-1]], len(alone.values) - 1)
+    data: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
+    for part in parts:
+        if not part.path:
+            continue
+        if not part.parsed:
+            data[part.path[0]] = {}
+            continue
+        found = table[part.text]
+        if type(found) is not tuple or len(found) != 2 or type(found[1]) is not int:
+            return _parsed_whole(text, file, parts)
+        kept[part.text] = found
+        (data[part.path[0]] if len(part.path) == 2 else data)[part.path[-1]] = found[0]
+    if sum(count for _, count in kept.values()) > MAX_VALUES:
+        return _parsed_whole(text, file, parts)   # the whole parse says what is too big
+    return PartlyParsedDocument(text, file, data, {part.path: (part.line, part.text) for part in parts if part.parsed},
+                                _marshalled(kept))
+
+
+def _parsed_whole(text: str, file: str, parts: list[_Part]) -> Document:
+    """The whole text parsed, and its parts' data for the next parse, when its keys are the
+    parts' (always, unless the whole has an error)."""
+    doc = parse_yaml(text, file, None)
+    data = doc.data
+    keyed = [part.path for part in parts if part.path]
+    split = [part.path[0] for part in parts if part.path and not part.parsed]
+    if not isinstance(data, dict) or list(data) != [path[0] for path in keyed if len(path) == 1] or any(
+            not isinstance(data[section], dict) or list(data[section]) != [path[1] for path in keyed if path[:1] == (section,) and len(path) == 2]
+            for section in split):
+        return doc
+    counts: dict[Path_, int] = dict.fromkeys(keyed, 0)
+    for path in doc.values:
+        prefix = path[:2] if path[:2] in counts else path[:1]
+        if prefix in counts:
+            counts[prefix] += 1
+    doc.reusable = _marshalled({part.text: ((data[part.path[0]] if len(part.path) == 2 else data)[part.path[-1]],
+                                            counts[part.path]) for part in parts if part.parsed})
+    return doc
+
+
+def _marshalled(table: dict[str, Any]) -> bytes | None:
+    """The parts' data as the memo keeps it (None: a value marshal cannot store, a date)."""
+    import marshal
+    try:
+        return marshal.dumps(table)
+    except ValueError:
+        return None
