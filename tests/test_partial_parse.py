@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netcompose.errors import SpecError
-from netcompose.spec.loader import PartlyParsedDocument, parse_reusing, parse_yaml
+from netcompose.spec.loader import PartlyParsedDocument, _names_line, parse_reusing, parse_yaml
 
 FILE = "topo.yaml"
 
@@ -105,6 +105,28 @@ def test_a_text_parsed_in_parts_is_the_whole_text_parsed(data):
     first = same_as_whole(text, {})
     again = data.draw(edited(text))
     same_as_whole(again, marshal.loads(first) if first else {})
+
+
+words = st.sampled_from(["lan", "net5", "web.1", "a-b", "x_y", "e5", "yes", "No", "null", "on", "1", "0x1", "-a", "a:b",
+                         "'q'", "~", "a b", "é", "#c", ""])
+flows = st.recursive(words, lambda inner: st.one_of(
+    st.lists(inner, max_size=3).map(lambda items: "[" + ", ".join(items) + "]"),
+    st.lists(st.tuples(words, inner), max_size=3).map(lambda pairs: "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}")),
+    max_leaves=6)
+noise = st.lists(st.sampled_from(["{", "}", "[", "]", ",", ": ", ":", " ", "lan", "yes", "1", "#", "'", "\n"]), max_size=8)
+
+
+@settings(max_examples=600, deadline=None)
+@given(flows, noise, st.sampled_from(["", " ", "\n", "  \n"]))
+def test_a_line_of_names_reads_as_pyyaml_reads_it(value, more, end):
+    """The one-line parts read without PyYAML read as PyYAML reads them (or go to PyYAML)."""
+    for line in (f"  new: {value}{end}", f"  new: {value}{''.join(more)}{end}", f"new:{''.join(more)}"):
+        found = _names_line(line, "new")
+        if found is not None:
+            doc = parse_yaml(line, FILE, None)
+            assert found == (doc.data["new"], len(doc.values) - 1) and list(doc.data) == ["new"], line
+    assert _names_line("  web3: {networks: [lan, back], command: sleep}\n", "web3") == (
+        {"networks": ["lan", "back"], "command": "sleep"}, 5)
 
 
 def lab(n: int) -> str:

@@ -389,13 +389,16 @@ def parse_reusing(text: str, file: str, known: Callable[[], dict[str, Any]]) -> 
     if len(new) * 4 > len(parts):
         return _parsed_whole(text, file, parts)
     for part in new:
-        try:
-            alone = parse_yaml(part.text, file, None)
-        except SpecError:
-            return _parsed_whole(text, file, parts)   # its error, at its place in the whole
-        if not isinstance(alone.data, dict) or list(alone.data) != [part.path[-1]]:
-            return _parsed_whole(text, file, parts)
-        table[part.text] = (alone.data[part.path[-1]], len(alone.values) - 1)
+        found = _names_line(part.text, part.path[-1])
+        if found is None:
+            try:
+                alone = parse_yaml(part.text, file, None)
+            except SpecError:
+                return _parsed_whole(text, file, parts)   # its error, at its place in the whole
+            if not isinstance(alone.data, dict) or list(alone.data) != [part.path[-1]]:
+                return _parsed_whole(text, file, parts)
+            found = (alone.data[part.path[-1]], len(alone.values) - 1)
+        table[part.text] = found
     data: dict[str, Any] = {}
     kept: dict[str, Any] = {}
     for part in parts:
@@ -413,6 +416,64 @@ def parse_reusing(text: str, file: str, known: Callable[[], dict[str, Any]]) -> 
         return _parsed_whole(text, file, parts)   # the whole parse says what is too big
     return PartlyParsedDocument(text, file, data, {part.path: (part.line, part.text) for part in parts if part.parsed},
                                 _marshalled(kept))
+
+
+# The commonest edit adds an entry on one line of names, like `  web3: {networks: [lan]}`:
+# such a part is read without PyYAML, whose import alone costs ~10 ms.  Each plain scalar
+# there starts with a letter and is no YAML 1.1 boolean or null, so it is the string it
+# spells (as FastLoader resolves it); a part with anything else goes to PyYAML.
+_NAMES_TOKEN = re.compile(r" *(?:([{}\[\],])|([A-Za-z][A-Za-z0-9_.-]*)(: )?)")
+
+
+class _NotNames(Exception):
+    pass
+
+
+def _names_line(text: str, key: str) -> tuple[Any, int] | None:
+    """(value, number of values) of a part `key: value` on one line, its value a name or flow
+    collections of names (see above); None for any other part."""
+    line = text.removesuffix("\n").rstrip(" ")
+    tokens: list[str] = []
+    at = len(line) - len(line.lstrip(" "))
+    while at < len(line):
+        match = _NAMES_TOKEN.match(line, at)
+        if match is None:
+            return None   # a line break, a comment, a quote, a number...
+        tokens.append(match.group(1) or match.group(2) + (match.group(3) or ""))
+        at = match.end()
+    count = 0
+
+    def value(i: int) -> tuple[Any, int]:
+        """The value starting at tokens[i], and the index after it."""
+        nonlocal count
+        count += 1
+        token, i = tokens[i], i + 1
+        if token in ("{", "["):
+            out: Any = {} if token == "{" else []
+            while tokens[i] != ("]" if token == "[" else "}"):
+                if token == "{":
+                    name = tokens[i].removesuffix(": ")
+                    if name == tokens[i] or name in out or name in _BOOL_OR_NULL:
+                        raise _NotNames
+                    out[name], i = value(i + 1)
+                else:
+                    item, i = value(i)
+                    out.append(item)
+                if tokens[i] == "," and tokens[i + 1] not in ("}", "]"):
+                    i += 1
+                elif tokens[i] not in ("}", "]"):
+                    raise _NotNames
+            return out, i + 1
+        if token in (",", "}", "]") or token.endswith(": ") or token in _BOOL_OR_NULL:
+            raise _NotNames
+        return token, i
+    try:
+        if not tokens or tokens[0] != key + ": ":
+            return None
+        found, end = value(1)
+    except (_NotNames, IndexError):
+        return None
+    return (found, count) if end == len(tokens) else None
 
 
 def _parsed_whole(text: str, file: str, parts: list[_Part]) -> Document:
