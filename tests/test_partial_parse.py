@@ -85,10 +85,10 @@ def same_as_whole(text: str, known: dict) -> bytes | None:
         whole = parse_yaml(text, FILE, None)
     except SpecError as exc:
         with pytest.raises(SpecError) as error:
-            parse_reusing(text, FILE, lambda: dict(known))
+            parse_reusing(text, FILE, None, lambda: dict(known))
         assert str(error.value) == str(exc)
         return None
-    doc = parse_reusing(text, FILE, lambda: dict(known))
+    doc = parse_reusing(text, FILE, None, lambda: dict(known))
     assert doc.data == whole.data and repr(doc.data) == repr(whole.data)   # the same order too
     for path in whole.values:   # each from the path's part, shifted, before any whole parse
         assert doc.where(path) == whole.where(path), path
@@ -137,13 +137,13 @@ def lab(n: int) -> str:
 def test_an_edit_parses_only_its_new_parts():
     """Adding a container at the end or in the middle parses that line only; an edit that
     leaves the simple shape (an anchor) parses the whole text, with the same result."""
-    base = parse_reusing(lab(40), FILE, dict)
+    base = parse_reusing(lab(40), FILE, None, dict)
     assert not isinstance(base, PartlyParsedDocument) and base.reusable   # nothing known: parsed whole
     known = marshal.loads(base.reusable)
     lines = lab(40).splitlines(keepends=True)
     for at in (24, 4 + 40):   # the middle of containers:, and its end
         text = "".join(lines[:at] + ["  new: {networks: [lan], command: sleep}\n"] + lines[at:])
-        doc = parse_reusing(text, FILE, lambda: dict(known))
+        doc = parse_reusing(text, FILE, None, lambda: dict(known))
         assert isinstance(doc, PartlyParsedDocument) and set(doc.parts) - {("name",), ("networks", "lan")} == \
             {("containers", f"c{i}") for i in range(40)} | {("containers", "new"), ("links",)}
         assert doc.data == parse_yaml(text, FILE, None).data
@@ -152,7 +152,7 @@ def test_an_edit_parses_only_its_new_parts():
         assert doc._parsed is None   # positions from the parts alone
         assert set(marshal.loads(doc.reusable)) == {part[1] for part in doc.parts.values()}
     anchored = lab(40).replace("[lan]}\n", "&a [lan]}\n", 1)
-    assert not isinstance(parse_reusing(anchored, FILE, lambda: dict(known)), PartlyParsedDocument)
+    assert not isinstance(parse_reusing(anchored, FILE, None, lambda: dict(known)), PartlyParsedDocument)
 
 
 def test_errors_in_an_edited_file_point_at_their_line(tmp_path, monkeypatch):

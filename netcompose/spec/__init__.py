@@ -76,8 +76,8 @@ def _load_document(path: Path, env: dict[str, str], variables: dict[str, Any], a
     lines = None
     if _is_template(path, text):
         text, lines = render_template(text, path, variables, sources)
-    if earlier is not None and lines is None and "$" not in text:
-        doc = parse_reusing(text, str(path), earlier.parts)
+    if earlier is not None and lines is None:
+        doc = parse_reusing(text, str(path), env, earlier.parts)
     else:
         doc = parse_yaml(text, str(path), env, lines=lines)
     if doc.data is None:

@@ -310,7 +310,8 @@ def parse_yaml(text: str, file: str, env: dict[str, str] | None, unset_is_empty:
 
 # What makes a part of a text parse differently alone than in the whole: an anchor or alias
 # (`&`, `*`), a tag or directive (`!`, `%`), a block scalar (`|`, `>`, whose indentation
-# is relative), a tab, another line break than \n, a byte order mark; `$`: interpolation.
+# is relative), a tab, another line break than \n, a byte order mark; and `$`: what an
+# interpolated value says depends on the environment, not on the text alone.
 _NOT_SIMPLE = ("\t", "\r", "&", "*", "!", "%", "|", ">", "$", "\x85", "\u2028", "\u2029", "\ufeff")
 _KEY_LINE = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_.-]*):(?: |$)")   # a key that starts a part
 _OPEN_SECTION = re.compile(r" *(?:#.*)?")      # after `containers: `, nothing but a comment: its entries follow
@@ -369,9 +370,9 @@ def _parts(text: str) -> list[_Part] | None:
     return parts
 
 
-def parse_reusing(text: str, file: str, known: Callable[[], dict[str, Any]]) -> Document:
-    """parse_yaml of a plain file's text (no template, no `$`), reusing the data of the
-    parts of it that an earlier parse saw (`known()`: part text → (data, number of values)).
+def parse_reusing(text: str, file: str, env: dict[str, str] | None, known: Callable[[], dict[str, Any]]) -> Document:
+    """parse_yaml of a file's text (not a template's), reusing the data of the parts of it
+    that an earlier parse saw (`known()`: part text → (data, number of values)).
 
     A simple text (block mappings; no anchor, alias, tag, block scalar, tab or document
     marker) is cut into parts (see _parts).  Such a part parses alone to what it is in the
@@ -383,7 +384,7 @@ def parse_reusing(text: str, file: str, known: Callable[[], dict[str, Any]]) -> 
     when a part does not parse alone to its one key, or when most parts are new."""
     parts = _parts(text)
     if parts is None or len(parts) == 1:
-        return parse_yaml(text, file, None)
+        return parse_yaml(text, file, env)
     table = known()
     new = [part for part in parts if part.parsed and part.text not in table]
     if len(new) * 4 > len(parts):
@@ -481,20 +482,24 @@ def _parsed_whole(text: str, file: str, parts: list[_Part]) -> Document:
     parts' (always, unless the whole has an error)."""
     doc = parse_yaml(text, file, None)
     data = doc.data
-    keyed = [part.path for part in parts if part.path]
-    split = [part.path[0] for part in parts if part.path and not part.parsed]
-    if not isinstance(data, dict) or list(data) != [path[0] for path in keyed if len(path) == 1] or any(
-            not isinstance(data[section], dict) or list(data[section]) != [path[1] for path in keyed if path[:1] == (section,) and len(path) == 2]
-            for section in split):
+    entries = {part.path[0]: [entry.path[1] for entry in parts if entry.path[:1] == part.path and len(entry.path) == 2]
+               for part in parts if part.path and not part.parsed}   # of each section cut into entries
+    if not isinstance(data, dict) or list(data) != [part.path[0] for part in parts if len(part.path) == 1] or any(
+            not isinstance(data[section], dict) or list(data[section]) != names for section, names in entries.items()):
         return doc
-    counts: dict[Path_, int] = dict.fromkeys(keyed, 0)
+    counts = dict.fromkeys((part.path for part in parts if part.parsed), 0)
     for path in doc.values:
         prefix = path[:2] if path[:2] in counts else path[:1]
         if prefix in counts:
             counts[prefix] += 1
-    doc.reusable = _marshalled({part.text: ((data[part.path[0]] if len(part.path) == 2 else data)[part.path[-1]],
-                                            counts[part.path]) for part in parts if part.parsed})
+    doc.reusable = _marshalled({part.text: (_value(data, part.path), counts[part.path])
+                                for part in parts if part.parsed})
     return doc
+
+
+def _value(data: dict, path: Path_) -> Any:
+    """The value of a part's path, (key,) or (section, name), in the data."""
+    return data[path[0]][path[1]] if len(path) == 2 else data[path[0]]
 
 
 def _marshalled(table: dict[str, Any]) -> bytes | None:
