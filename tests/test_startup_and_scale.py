@@ -319,3 +319,35 @@ def test_a_plain_file_seen_before_is_not_parsed_again(tmp_path, monkeypatch):
                 resolve(spec.topology, spec.doc, "tplain")
             errors.append(str(error.value))
         assert errors[0] == errors[1] and f"{name}:4:" in errors[0], errors
+
+
+def test_a_damaged_or_foreign_memo_entry_is_a_miss(tmp_path, monkeypatch):
+    """An entry cut short, with a byte changed, or of another shape (a checksum that holds
+    over something else) is validated again, never trusted, and no traceback."""
+    import marshal
+    import zlib
+
+    from netcompose.spec import load, memo
+    folder = tmp_path / "netcompose" / "validated"
+    monkeypatch.setattr(memo, "CACHE_DIR", str(folder))
+    path = tmp_path / "lab.yaml"
+    path.write_text("networks: {n: {subnet: 10.1.0.0/24}}\ncontainers:\n  a: {networks: [n]}\n")
+    first = load(path, "tmemo2").topology
+
+    def damage(change) -> None:
+        for entry in folder.glob("*.entry"):
+            entry.write_bytes(change(entry.read_bytes()))
+
+    def foreign(data: bytes) -> bytes:
+        body = marshal.dumps({"stamp": memo._code_stamp(), "topology": ("m", ["not", "fields"], (0,)),
+                              "shape": b"?", "parts": b"?"})
+        return zlib.crc32(body).to_bytes(4, "big") + body
+    text = path.read_text()
+    cut, changed = (lambda data: data[:len(data) // 2]), (lambda data: data.replace(b"10.1.0.0/24", b"10.1.0.0/25"))
+    for change in (cut, changed, foreign):
+        damage(change)
+        assert load(path, "tmemo2").topology == first                      # unchanged: by its text
+        damage(change)
+        path.write_text(text + "  b: {networks: [n]}\n")                  # edited: from the last entry
+        assert set(load(path, "tmemo2").topology.containers) == {"a", "b"}
+        path.write_text(text)
