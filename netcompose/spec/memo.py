@@ -19,6 +19,8 @@ not even imported.
 
 A plain file (no template, include or `$` in a value) is also remembered by its text: run
 again unchanged, it is not even parsed (its positions are, lazily, if an error needs one).
+Edited, it parses only its new parts: each entry also keeps the data of its text's parts
+(see loader.parse_reusing), which the next parse of the file or project reuses.
 """
 from __future__ import annotations
 
