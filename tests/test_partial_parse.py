@@ -117,14 +117,14 @@ noise = st.lists(st.sampled_from(["{", "}", "[", "]", ",", ": ", ":", " ", "lan"
 
 
 @settings(max_examples=600, deadline=None)
-@given(flows, noise, st.sampled_from(["", " ", "\n", "  \n"]))
-def test_a_line_of_names_reads_as_pyyaml_reads_it(value, more, end):
+@given(flows, noise, st.sampled_from(["", " ", "\n", "  \n"]), st.sampled_from(["new", "c1", "yes", "null", "Off"]))
+def test_a_line_of_names_reads_as_pyyaml_reads_it(value, more, end, key):
     """The one-line parts read without PyYAML read as PyYAML reads them (or go to PyYAML)."""
-    for line in (f"  new: {value}{end}", f"  new: {value}{''.join(more)}{end}", f"new:{''.join(more)}"):
-        found = _names_line(line, "new")
+    for line in (f"  {key}: {value}{end}", f"  {key}: {value}{''.join(more)}{end}", f"{key}:{''.join(more)}"):
+        found = _names_line(line, key)
         if found is not None:
             doc = parse_yaml(line, FILE, None)
-            assert found == (doc.data["new"], len(doc.values) - 1) and list(doc.data) == ["new"], line
+            assert found == (doc.data[key], len(doc.values) - 1) and list(doc.data) == [key], line
     assert _names_line("  web3: {networks: [lan, back], command: sleep}\n", "web3") == (
         {"networks": ["lan", "back"], "command": "sleep"}, 5)
 

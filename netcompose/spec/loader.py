@@ -469,7 +469,7 @@ def _names_line(text: str, key: str) -> tuple[Any, int] | None:
             raise _NotNames
         return token, i
     try:
-        if not tokens or tokens[0] != key + ": ":
+        if not tokens or tokens[0] != key + ": " or key in _BOOL_OR_NULL:
             return None
         found, end = value(1)
     except (_NotNames, IndexError):
