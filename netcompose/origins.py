@@ -225,6 +225,9 @@ def _rule_changes(before: dict | None, after: dict | None, origins: Origins) -> 
         made = [r for r in new["rules"] if r not in old["rules"]]
         for symbol, rules in (("-", gone), ("+", made)):
             for rule in rules:
+                if rule is None:   # every rule of ours carries a comment naming its element
+                    lines.append(f"{symbol} chain {chain}: a rule without a comment (not netcompose's: added by hand)")
+                    continue
                 source = origins.source(origins.rule_path(rule))
                 lines.append(f"{symbol} chain {chain}: rule {rule}" + (f"  ({source})" if source else ""))
     return lines

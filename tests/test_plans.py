@@ -94,6 +94,25 @@ def test_unchanged_file_with_host_drift_is_drift(tmp_path):
     assert {a.cause for a in plan.actions} == {"drift"} and plan.actions
 
 
+def test_a_rule_added_by_hand_to_our_table_reads_as_drift_in_the_plan(tmp_path):
+    """nft lists such a rule without a comment: the plan names it as not ours, never crashes."""
+    _, res = _load(THREE_TIER, tmp_path)
+    desired = compile_resources(res)
+    observed = {k: v.with_owner("shop") for k, v in desired.items()}
+    key, table = next((k, v) for k, v in observed.items() if v.kind == "nft_table" and v.attrs["chains"].get("forward"))
+    chains = {name: {**chain, "rules": list(chain["rules"])} for name, chain in table.attrs["chains"].items()}
+    chains["forward"]["rules"].append(None)
+    observed[key] = type(table)(table.kind, key, {**table.attrs, "chains": chains}, table.deps, table.parents,
+                                owner="shop")
+    plan = make_plan(desired, observed, "shop")
+    classify(plan, {k: digest(v) for k, v in desired.items()})
+    origins = Origins(res, lambda path, key=False: None)
+    annotate(plan.actions, origins)
+    text = _text(plan, origins, tmp_path)
+    assert [a.key for a in plan.actions] == [key] and plan.actions[0].cause == "drift"
+    assert "- chain forward: a rule without a comment (not netcompose's: added by hand)" in text, text
+
+
 def test_first_plan_golden_text_and_json(tmp_path):
     plan, origins = _plan(tmp_path, None, THREE_TIER)
     _check_golden("plan-three-tier-create.txt", _text(plan, origins, tmp_path))
