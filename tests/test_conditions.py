@@ -147,16 +147,16 @@ containers:
   r2: {{networks: [wan]}}
 links:
   - endpoints: ["r1:eth1", "r2:eth1"]
-    addresses: ["10.99.{octet}.1/30", "10.99.{octet}.2/30"]
+    addresses: ["10.99.1.1/30", "10.99.1.2/30"]
     conditions: {link}
     state: {state}
 """
 
 
-def lab(topo, project_name, egress="{rate: 10mbit}", ingress="{rate: 20mbit}", link="{loss: 20%}", state="up"):
-    octet = int(project_name[1:], 16) % 200 + 20
-    return topo(LAB.format(subnet=f"10.{octet}.7", octet=octet, egress=egress, ingress=ingress, link=link,
-                           state=state)), f"10.{octet}.7"
+def lab(topo, blocks, egress="{rate: 10mbit}", ingress="{rate: 20mbit}", link="{loss: 20%}", state="up"):
+    """The lab and its network's first three octets, in blocks free on the host (see conftest.Blocks)."""
+    return topo(blocks(LAB.format(subnet="10.77.7", egress=egress, ingress=ingress, link=link, state=state))), \
+        blocks("10.77.7")
 
 
 def ns_of(project_name: str, container: str) -> str:
@@ -176,8 +176,8 @@ def ifindex(ns: str, ifname: str) -> int:
 
 @needs_root
 @pytest.mark.kernel
-def test_rate_loss_state_in_place_and_drift(topo, project_name):
-    project, subnet = lab(topo, project_name)
+def test_rate_loss_state_in_place_and_drift(topo, project_name, blocks):
+    project, subnet = lab(topo, blocks)
     project.up()
     branch, hq = ns_of(project_name, "branch"), ns_of(project_name, "hq")
     assert not project.plan().plan, "a second run changes nothing"
@@ -187,12 +187,12 @@ def test_rate_loss_state_in_place_and_drift(topo, project_name):
     assert not holds_cap(hq, branch, f"{subnet}.2", 20 * MBIT)
 
     # 20% loss on each direction of the wire: a ping round trip crosses it twice (1 - 0.8²).
-    loss = ping_loss(ns_of(project_name, "r1"), "10.99.{}.2".format(int(project_name[1:], 16) % 200 + 20), 500)
+    loss = ping_loss(ns_of(project_name, "r1"), blocks("10.99.1.2"), 500)
     assert 26 <= loss <= 46, loss
 
     # A rate changed in place (and loss added): same device, same process.
     index, pid = ifindex(branch, "eth0"), project.processes()["branch"]["pid"]
-    project, _ = lab(topo, project_name, egress="{rate: 40mbit, loss: 20%}")
+    project, _ = lab(topo, blocks, egress="{rate: 40mbit, loss: 20%}")
     changes = {(a.op, a.key) for a in project.plan().plan.actions}
     assert changes == {("update", f"qdisc:{branch}/eth0"), ("create", f"nft:{branch}/inet/netcompose-{project_name}")}
     project.up()
@@ -216,13 +216,12 @@ def test_rate_loss_state_in_place_and_drift(topo, project_name):
     assert not project.plan().plan
 
     # A failure drill: the wire goes down, its pings fail; it comes back with state: up.
-    project, _ = lab(topo, project_name, egress="{rate: 40mbit, loss: 20%}", link="{rate: 100mbit}", state="down")
+    project, _ = lab(topo, blocks, egress="{rate: 40mbit, loss: 20%}", link="{rate: 100mbit}", state="down")
     project.up()
-    octet = int(project_name[1:], 16) % 200 + 20
-    assert ping_loss(r1, f"10.99.{octet}.2", 3) == 100
-    project, _ = lab(topo, project_name, egress="{rate: 40mbit, loss: 20%}", link="{rate: 100mbit}", state="up")
+    assert ping_loss(r1, blocks("10.99.1.2"), 3) == 100
+    project, _ = lab(topo, blocks, egress="{rate: 40mbit, loss: 20%}", link="{rate: 100mbit}", state="up")
     project.up()
-    assert ping_loss(r1, f"10.99.{octet}.2", 3) == 0
+    assert ping_loss(r1, blocks("10.99.1.2"), 3) == 0
 
     project.down()
     assert not [line for line in subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout.splitlines()
@@ -231,14 +230,14 @@ def test_rate_loss_state_in_place_and_drift(topo, project_name):
 
 @needs_root
 @pytest.mark.kernel
-def test_another_projects_qdisc_is_never_ours(tmp_path, project_name):
+def test_another_projects_qdisc_is_never_ours(tmp_path, project_name, blocks):
     """Every project's qdiscs carry the same handle: only the device's own mark tells whose."""
     from netcompose import Project
     topology = "networks: {{n: {{subnet: 10.{}.0/24}}}}\ncontainers: {{c: {{networks: {{n: {{ingress: {{rate: 5mbit}}}}}}}}}}\n"
     projects = []
     for i, name in enumerate((project_name + "b", project_name)):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(topology.format(f"{int(project_name[1:], 16) % 200 + 20}.{i + 50}"))
+        path.write_text(blocks(topology.format(f"77.{i + 50}")))
         projects.append(Project.load(path, project=name))
     other, mine = projects
     other.up()
@@ -250,8 +249,8 @@ def test_another_projects_qdisc_is_never_ours(tmp_path, project_name):
 
 @needs_root
 @pytest.mark.kernel
-def test_gigabit_cap_where_the_machine_reaches_it(topo, project_name):
-    project, subnet = lab(topo, project_name, egress="{rate: 1gbit}", ingress="{rate: 10gbit}", link="{rate: 1mbit}")
+def test_gigabit_cap_where_the_machine_reaches_it(topo, project_name, blocks):
+    project, subnet = lab(topo, blocks, egress="{rate: 1gbit}", ingress="{rate: 10gbit}", link="{rate: 1mbit}")
     project.up()
     branch, hq = ns_of(project_name, "branch"), ns_of(project_name, "hq")
     unshaped = measure(hq, branch, f"{subnet}.2", seconds=1.0)   # hq → branch: only the 10gbit cap

@@ -163,9 +163,9 @@ def test_probe_waves_fit_the_neighbour_table(tmp_path):
 
 @needs_root
 @pytest.mark.kernel
-def test_check_by_classes_reports_a_broken_container_pair_by_pair(tmp_path, project_name):
+def test_check_by_classes_reports_a_broken_container_pair_by_pair(tmp_path, project_name, blocks):
     path = tmp_path / "lab.yaml"
-    path.write_text(lab(2, 11))
+    path.write_text(blocks(lab(2, 11)))
     assert run_cli("up", "-f", str(path), "-p", project_name).returncode == 0
     result = run_cli("check", "-f", str(path), "-p", project_name)
     assert result.returncode == 0, result.stdout
