@@ -303,7 +303,8 @@ class NetlinkDriver:
             else:  # someone else's interface with a name we want: the planner reports the conflict
                 out.append(self._unmarked(HOST, link, owner))
         addrs = host.addrs()
-        self.read_host_space(project, addrs, by_index)
+        if scope.focus is None:   # (what a full plan compiles against; an edit reads it before it compiles)
+            self.read_host_space(project, addrs, by_index)
         for addr in addrs:
             if addr.index in carriers:
                 link = carriers[addr.index]

@@ -530,12 +530,12 @@ class RtnlSocket:
             self.strict = True
 
     def routes(self, protocol: int = 0) -> list[Route]:
-        """IPv4 and IPv6 unicast routes of the main table; with `protocol`, only those (the
-        kernel filters the dump, so the local table and the kernel's own routes are never sent)."""
-        if protocol:
-            self._strict_dumps()
-        table = RT_TABLE_MAIN if protocol else 0
-        request = _RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, table, protocol, 0, 0, 0)
+        """IPv4 and IPv6 unicast routes of the main table; with `protocol`, only those.  The
+        kernel filters the dump (strict checking), so the local table (a multicast route per
+        IPv6 interface, a local and a broadcast route per address) is never sent; the
+        decoder filters again for kernels before 4.20."""
+        self._strict_dumps()
+        request = _RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, RT_TABLE_MAIN, protocol, 0, RTN_UNICAST, 0)
         rows = (_decode_route(m) for m in self.dump(RTM_GETROUTE, request))
         return [r for r in rows if r is not None and (not protocol or r.protocol == protocol)]
 
