@@ -104,12 +104,22 @@ def _apply_concurrently(batches: dict[str, tuple[object, list[Action]]]) -> dict
             return driver.apply(actions)
         except Exception as exc:
             return Outcome({actions[0].key: f"{type(exc).__name__}: {exc}"})
-    if len(batches) <= 1:  # a level of only implicit actions has nothing to send
-        return {name: guarded(driver, actions) for name, (driver, actions) in batches.items()}
-    from concurrent.futures import ThreadPoolExecutor   # with logging, 5 ms of every start-up otherwise
-    with ThreadPoolExecutor(max_workers=len(batches)) as pool:
-        futures = {name: pool.submit(guarded, driver, actions) for name, (driver, actions) in batches.items()}
-        return {name: future.result() for name, future in futures.items()}
+    if not batches:   # a level of only implicit actions has nothing to send
+        return {}
+    outcomes: dict[str, Outcome] = {}
+
+    def run(name: str, driver, actions: list[Action]) -> None:
+        outcomes[name] = guarded(driver, actions)
+    # A thread per driver but the first, which runs here (a pool's module and logging would
+    # cost every apply ~5 ms of imports).
+    (first, (driver, actions)), *others = batches.items()
+    threads = [threading.Thread(target=run, args=(name, *batch)) for name, batch in others]
+    for thread in threads:
+        thread.start()
+    run(first, driver, actions)
+    for thread in threads:
+        thread.join()
+    return {name: outcomes[name] for name in batches}
 
 
 def _record(actions: list[Action], outcome: Outcome, progress: Progress) -> None:
