@@ -22,6 +22,9 @@ class PlanError(NetcomposeError):
 
 @dataclass
 class Action:
+    """One step of a plan: create, update or delete one resource, with why (cause) and where
+    in the file it comes from (origin, source)."""
+
     op: str                      # create | update | delete
     key: str
     kind: str

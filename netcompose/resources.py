@@ -30,6 +30,8 @@ class KindSpec(NamedTuple):   # immutable, like a frozen dataclass, and cheaper 
 
 @dataclass(eq=False)  # not frozen: frozen dataclasses construct 3x slower, and a run builds ~10k
 class Resource:
+    """One object of the shared vocabulary, desired (compiled) or observed (a driver's reading)."""
+
     kind: str
     key: str
     attrs: dict[str, Any]

@@ -319,6 +319,8 @@ _OPEN_SECTION = re.compile(r" *(?:#.*)?")      # after `containers: `, nothing b
 
 @dataclass
 class _Part:
+    """A piece of a simple file that parses on its own: a top-level key or a section's entry."""
+
     path: Path_     # (key,) at the top level, (section, name) for a section's entry; () before any key
     line: int       # its first line
     start: int      # its first character in the text

@@ -85,6 +85,8 @@ RESERVED = tuple((ip_network(net), what) for net, what in (
 
 @dataclass
 class RNetwork:
+    """A network with every default filled in: driver, subnets, gateways, MTU, bridge name."""
+
     name: str
     driver: str
     subnet: IPv4Network | None       # None: an IPv6-only network
@@ -115,6 +117,8 @@ class RNetwork:
 
 @dataclass
 class REndpoint:
+    """A container's place on one network: interface, addresses, MAC, aliases, conditions."""
+
     network: str
     ifname: str
     address: IPv4Address | None      # None on an IPv6-only network
@@ -153,6 +157,8 @@ class RProcess:
 
 @dataclass
 class RContainer:
+    """A container with its namespace, endpoints, routes, sysctls and processes worked out."""
+
     name: str
     netns: str               # named namespace, or /proc/PID/ns/net path for pid adoption
     adopted: bool
@@ -195,6 +201,8 @@ def shown_port(port, host_port: int) -> str:
 
 @dataclass
 class RLink:
+    """A point-to-point wire between two containers (or a container and the host)."""
+
     a: tuple[str, str]      # (container, ifname)
     b: tuple[str | None, str]   # container None: an interface of the host namespace (host_interface)
     mtu: int
@@ -211,6 +219,8 @@ class RLink:
 
 @dataclass
 class Resolved:
+    """The whole file resolved for one project: what compile turns into resources."""
+
     project: str
     topology: Record         # the validated file (see memo)
     networks: dict[str, RNetwork]
