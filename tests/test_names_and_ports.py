@@ -2,7 +2,6 @@
 target-only ports get a stable ephemeral host port."""
 from __future__ import annotations
 
-
 import pytest
 
 from netcompose import Project, names
