@@ -84,7 +84,7 @@ class PartlyParsedDocument(UnparsedDocument):
     def where(self, path: Path_, key: bool = False) -> Position:
         path = tuple(path)
         prefix = path[:2] if path[:2] in self.parts else path[:1]
-        if self._parsed is not None or len(path) < len(prefix) or prefix not in self.parts:
+        if self._parsed is not None or prefix not in self.parts:
             return super().where(path, key)
         if prefix not in self._part_documents:
             self._part_documents[prefix] = parse_yaml(self.parts[prefix][1], self.file, None)
