@@ -383,7 +383,8 @@ def parse_reusing(text: str, file: str, env: dict[str, str] | None, known: Calla
     line, and nothing refers from one part to another.  So each part's data is kept by
     its text (with the document's entry in the memo), and the next parse of the file (or
     project) parses only the parts whose text is new.  The whole text is parsed instead
-    when a part does not parse alone to its one key, or when most parts are new."""
+    when a part does not parse alone to its one key, or when more than a quarter of the
+    parts are new."""
     parts = _parts(text)
     if parts is None or len(parts) == 1:
         return parse_yaml(text, file, env)
