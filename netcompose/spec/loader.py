@@ -5,6 +5,7 @@ Jinja2 templates rendered in a sandbox, and `include:` of fragments.
 """
 from __future__ import annotations
 
+import marshal
 import os
 import re
 from dataclasses import dataclass, field
@@ -507,7 +508,6 @@ def _value(data: dict, path: Path_) -> Any:
 
 def _marshalled(table: dict[str, Any]) -> bytes | None:
     """The parts' data as the memo keeps it (None: a value marshal cannot store, a date)."""
-    import marshal
     try:
         return marshal.dumps(table)
     except ValueError:
