@@ -324,7 +324,6 @@ def test_a_plain_file_seen_before_is_not_parsed_again(tmp_path, monkeypatch):
 def test_a_damaged_or_foreign_memo_entry_is_a_miss(tmp_path, monkeypatch):
     """An entry cut short, with a byte changed, or of another shape (a checksum that holds
     over something else) is validated again, never trusted, and no traceback."""
-    import marshal
     import zlib
 
     from netcompose.spec import load, memo
