@@ -718,9 +718,9 @@ class _Resolver:
         members: dict[str, list[tuple[str, str]]] = {}
         for c in containers.values():
             for ep in c.endpoints:
-                names = dict.fromkeys([c.name, *c.aliases, *ep.aliases]) if c.aliases or ep.aliases else (c.name,)
+                hostnames = dict.fromkeys([c.name, *c.aliases, *ep.aliases]) if c.aliases or ep.aliases else (c.name,)
                 known = members.setdefault(ep.network, [])
-                known += [(str(ip), name) for ip, _ in ep.addresses() for name in names]
+                known += [(str(ip), name) for ip, _ in ep.addresses() for name in hostnames]
         groups: dict[str, list[tuple[str, str]]] = {}
         joined: dict[tuple[str, ...], tuple[list[str], str]] = {}   # networks as listed → sorted, and named
         for c in containers.values():
