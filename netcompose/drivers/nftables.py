@@ -74,15 +74,14 @@ class NftablesDriver:
         places += [n for n in scope.firewall_namespaces if scope.sees(f"ns:{n}") and self.nss.exists(n)]
         listings = Listings(scope.project, self.nft)
         for ns in places:
-            stamp = None
-            for family, name in self.tables_in(ns):
-                if name in ours:
-                    stamp = stamp or listings.stamp(self.nss.nft_sock(ns))
-                    text = listings.get(ns, family, name, stamp)
-                    if text is None:
-                        text = self._list(ns, family, name)
-                        listings.put(ns, family, name, stamp, text)
-                    out.append(self.parse(ns, family, name, scope.project, text))
+            tables = [(family, name) for family, name in self.tables_in(ns) if name in ours]
+            stamp = listings.stamp(self.nss.nft_sock(ns)) if tables else None
+            for family, name in tables:
+                text = listings.get(ns, family, name, stamp)
+                if text is None:
+                    text = self._list(ns, family, name)
+                    listings.put(ns, family, name, stamp, text)
+                out.append(self.parse(ns, family, name, scope.project, text))
         listings.save(places)
         return out
 
