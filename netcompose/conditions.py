@@ -125,11 +125,9 @@ def qdisc_params(conditions: dict[str, Any], netem: bool) -> dict[str, Any] | No
     return params or None
 
 
-def loss_percent(conditions: dict[str, Any] | None, netem: bool) -> float | None:
-    """Loss made by an nftables rule (the kernel has no netem)."""
-    if not conditions or netem:
-        return None
-    return conditions.get("loss")
+def loss_percent(conditions: dict[str, Any] | None) -> float | None:
+    """Loss made by an nftables rule (asked only when the kernel has no netem)."""
+    return conditions.get("loss") if conditions else None
 
 
 def describe(conditions: dict[str, Any] | None) -> str:

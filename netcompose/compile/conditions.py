@@ -48,8 +48,7 @@ def down_ends(res: Resolved) -> set[tuple[str, str]]:
 def loss_rules(res: Resolved, c: RContainer) -> list[tuple[str, str, float, str]]:
     """(direction, ifname, percent, origin) of the random-drop rules a sandbox's table holds
     when the kernel has no netem."""
-    netem = res.netem
-    if netem:   # loss is netem's then
+    if res.netem:   # loss is netem's then
         return []
     found = []
     for ep in c.endpoints:
@@ -57,11 +56,11 @@ def loss_rules(res: Resolved, c: RContainer) -> list[tuple[str, str, float, str]
             continue
         origin = f"containers.{c.name}.networks.{ep.network}"
         for direction, wanted in (("egress", ep.egress), ("ingress", ep.ingress)):
-            loss = conditions.loss_percent(wanted, netem)
+            loss = conditions.loss_percent(wanted)
             if loss:
                 found.append((direction, ep.ifname, loss, f"{origin}.{direction}.loss"))
     for i, link in enumerate(res.links):
-        loss = conditions.loss_percent(link.conditions, netem)
+        loss = conditions.loss_percent(link.conditions)
         if not loss:
             continue
         origin = f"links[{i}].conditions.loss"
