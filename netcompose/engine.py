@@ -682,7 +682,7 @@ class Project:
         target = {k: v for k, v in desired.resources.items() if scope.focus.issuperset(v.zones)}
         observed = self._observe(host, scope, list(target.values()))
         plan = make_plan(target, observed, self.name)
-        classify(plan, {k: entry[0] for k, entry in recorded.items()})
+        classify(plan, self.applied.digests())
         return State(desired, observed, plan, scope, target, digests)
 
     def resolved(self) -> Resolved:
