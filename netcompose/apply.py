@@ -32,11 +32,10 @@ class InjectedFault(Exception):
 class Progress:
     __slots__ = ("done", "failed", "error", "interrupted")
 
-    def __init__(self, done: list[Action] | None = None, failed: Action | None = None, error: str = "",
-                 interrupted: bool = False) -> None:
-        self.done = [] if done is None else done
-        self.failed = failed
-        self.error = error
+    def __init__(self, interrupted: bool = False) -> None:
+        self.done: list[Action] = []
+        self.failed: Action | None = None
+        self.error = ""
         self.interrupted = interrupted    # stopped between levels by Ctrl-C
 
 
